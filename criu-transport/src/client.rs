@@ -74,7 +74,10 @@ pub struct Client {
 impl Client {
     /// Starts `binary [extra_args_before_swrk...] swrk <fd>` with the server
     /// end of a new socketpair as `<fd>`, and keeps the client end.
-    pub fn spawn_swrk(binary: &Path, extra_args_before_swrk: &[&str]) -> Result<Client, ClientError> {
+    pub fn spawn_swrk(
+        binary: &Path,
+        extra_args_before_swrk: &[&str],
+    ) -> Result<Client, ClientError> {
         let (ours, theirs) = SeqPacket::pair()?;
         let mut cmd = Command::new(binary);
         cmd.args(extra_args_before_swrk.iter().map(OsStr::new));
@@ -134,6 +137,12 @@ impl Client {
         self.send_raw(&req.encode_to_vec())
     }
 
+    /// Receives one packet as raw bytes (descriptors attached to it are
+    /// closed). `Ok(None)` is end of file.
+    pub fn recv_raw(&self) -> Result<Option<Vec<u8>>, ClientError> {
+        Ok(self.conn()?.recv()?)
+    }
+
     /// Receives one message with the descriptor attached to it, if any.
     /// `Ok(None)` is end of file.
     pub fn recv(&self) -> Result<Option<(CriuResp, Option<OwnedFd>)>, ClientError> {
@@ -156,7 +165,11 @@ impl Client {
     /// Sends `req` and returns the final response. Each notification is
     /// passed to `on_notify` together with its descriptor; the result is sent
     /// back as `notify_success`.
-    pub fn call_with_notify<F>(&self, req: &CriuReq, mut on_notify: F) -> Result<CriuResp, ClientError>
+    pub fn call_with_notify<F>(
+        &self,
+        req: &CriuReq,
+        mut on_notify: F,
+    ) -> Result<CriuResp, ClientError>
     where
         F: FnMut(&CriuNotify, Option<OwnedFd>) -> bool,
     {
@@ -197,5 +210,83 @@ impl Client {
             .take()
             .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, "no worker process"))?;
         child.wait()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use criu_proto::rpc::{CriuReq, CriuReqType};
+
+    use super::{Client, ClientError};
+    use crate::test_util::example_bin;
+
+    fn req(ty: CriuReqType) -> CriuReq {
+        CriuReq {
+            r#type: ty as i32,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn swrk_worker_answers_and_exits_on_its_own() {
+        let client = Client::spawn_swrk(&example_bin("version_worker"), &[]).expect("spawn");
+        assert!(client.worker_pid().is_some());
+        let r = client.call(&req(CriuReqType::Version)).expect("version");
+        assert!(r.success);
+        assert_eq!(r.version.and_then(|v| v.name).as_deref(), Some("swrk"));
+        // The connection is still open: the worker must exit by itself.
+        let status = client.wait().expect("wait");
+        assert_eq!(status.code(), Some(0));
+    }
+
+    #[test]
+    fn swrk_worker_exit_statuses() {
+        let bin = example_bin("version_worker");
+        let client = Client::spawn_swrk(&bin, &[]).expect("spawn");
+        let r = client.call(&req(CriuReqType::Empty)).expect("call");
+        assert_eq!((r.r#type, r.success), (CriuReqType::Empty as i32, false));
+        assert_eq!(client.wait().expect("wait").code(), Some(255));
+
+        let client = Client::spawn_swrk(&bin, &[]).expect("spawn");
+        let r = client.call(&req(CriuReqType::Dump)).expect("call");
+        assert!(!r.success);
+        assert_eq!(client.wait().expect("wait").code(), Some(1));
+
+        let mut client = Client::spawn_swrk(&bin, &[]).expect("spawn");
+        client.close();
+        assert!(matches!(
+            client.call(&req(CriuReqType::Version)),
+            Err(ClientError::NotConnected)
+        ));
+        assert_eq!(client.wait().expect("wait").code(), Some(255));
+    }
+
+    #[test]
+    fn extra_arguments_come_before_swrk() {
+        let bin = example_bin("version_worker");
+        // The worker accepts exactly `swrk <fd>`; an extra argument makes it
+        // print usage and exit 1 before reading anything.
+        let client = Client::spawn_swrk(&bin, &["--bogus"]).expect("spawn");
+        assert!(matches!(client.recv(), Ok(None)));
+        assert_eq!(client.wait().expect("wait").code(), Some(1));
+    }
+
+    #[test]
+    fn missing_binary_and_socket_are_errors() {
+        assert!(matches!(
+            Client::spawn_swrk(Path::new("/nonexistent/criu"), &[]),
+            Err(ClientError::Spawn { .. })
+        ));
+        assert!(matches!(
+            Client::connect(Path::new("/nonexistent/criu_service.socket")),
+            Err(ClientError::Connect { .. })
+        ));
+        assert!(
+            Client::from_socket(crate::SeqPacket::pair().expect("pair").0)
+                .wait()
+                .is_err()
+        );
     }
 }

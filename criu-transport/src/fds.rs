@@ -56,11 +56,16 @@ pub(crate) fn recv_with_rights(
 ) -> io::Result<Received> {
     let payload = u32::try_from(max_fds * mem::size_of::<libc::c_int>())
         .map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
-    let space = if max_fds == 0 {
-        0
+    let (space, control_len) = if max_fds == 0 {
+        (0, 0)
     } else {
-        // SAFETY: CMSG_SPACE only computes a size from its argument.
-        unsafe { libc::CMSG_SPACE(payload) as usize }
+        // SAFETY: CMSG_SPACE and CMSG_LEN only compute sizes from their argument.
+        unsafe {
+            (
+                libc::CMSG_SPACE(payload) as usize,
+                libc::CMSG_LEN(payload) as usize,
+            )
+        }
     };
     // u64 elements give the alignment that cmsghdr needs.
     let mut control = vec![0u64; space.div_ceil(mem::size_of::<u64>())];
@@ -76,7 +81,10 @@ pub(crate) fn recv_with_rights(
         msg.msg_iovlen = 1;
         if space > 0 {
             msg.msg_control = control.as_mut_ptr().cast();
-            msg.msg_controllen = space;
+            // The kernel installs as many descriptors as fit in
+            // msg_controllen; CMSG_LEN (not the padded CMSG_SPACE) makes that
+            // exactly `max_fds`, and any more set MSG_CTRUNC.
+            msg.msg_controllen = control_len;
         }
         // SAFETY: `msg` points at `iov` (which covers `buf`) and at `control`
         // (of `space` bytes); all three outlive the call.
@@ -173,9 +181,12 @@ pub(crate) fn pass_across_exec(cmd: &mut Command, fd: OwnedFd) -> RawFd {
     let raw = fd.as_raw_fd();
     let hook = move || -> io::Result<()> {
         // Clearing FD_CLOEXEC is a single fcntl, async-signal-safe.
-        nix::fcntl::fcntl(&fd, nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::empty()))
-            .map(drop)
-            .map_err(io::Error::from)
+        nix::fcntl::fcntl(
+            &fd,
+            nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::empty()),
+        )
+        .map(drop)
+        .map_err(io::Error::from)
     };
     // SAFETY: the hook runs between fork and exec and only calls fcntl(2),
     // which is async-signal-safe; it allocates nothing and takes no lock.

@@ -14,6 +14,8 @@ pub mod response;
 pub mod seqpacket;
 pub mod service;
 pub mod swrk;
+#[cfg(test)]
+mod test_util;
 
 pub use client::{Client, ClientError};
 pub use fds::ignore_sigpipe;

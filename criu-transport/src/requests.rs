@@ -49,6 +49,10 @@ pub struct NotifyAck {
 
 /// What a handler gives back for one request.
 #[derive(Debug, Clone)]
+#[expect(
+    clippy::large_enum_variant,
+    reason = "one reply per request; boxing would change the fixed interface"
+)]
 pub enum Reply {
     /// Send this response.
     Send(CriuResp),
@@ -271,7 +275,11 @@ fn read_request(conn: &SeqPacket) -> Option<CriuReq> {
 /// Sends `resp` after fitting it to the size limit; false if undeliverable.
 fn send_response(conn: &SeqPacket, mut resp: CriuResp) -> bool {
     if !response::fit(&mut resp) {
-        tracing::warn!(len = resp.encoded_len(), "response exceeds {} bytes", response::MAX_RESPONSE);
+        tracing::warn!(
+            len = resp.encoded_len(),
+            "response exceeds {} bytes",
+            response::MAX_RESPONSE
+        );
     }
     let ty = CriuReqType::try_from(resp.r#type);
     tracing::debug!(resp_type = ?ty, success = resp.success, "response");
@@ -331,7 +339,10 @@ impl RequestCtx for Session<'_> {
         let ack = match self.conn.recv() {
             Ok(Some(bytes)) => bytes,
             Ok(None) => {
-                tracing::warn!(script, "peer closed the connection instead of acknowledging");
+                tracing::warn!(
+                    script,
+                    "peer closed the connection instead of acknowledging"
+                );
                 return NotifyAck::default();
             }
             Err(err) => {
@@ -347,7 +358,11 @@ impl RequestCtx for Session<'_> {
             }
         };
         if ack.r#type != CriuReqType::Notify as i32 {
-            tracing::warn!(script, ack_type = ack.r#type, "notification answered by a non-NOTIFY message");
+            tracing::warn!(
+                script,
+                ack_type = ack.r#type,
+                "notification answered by a non-NOTIFY message"
+            );
             return NotifyAck::default();
         }
         let success = ack.notify_success == Some(true);

@@ -107,7 +107,10 @@ mod tests {
         assert!(fit(&mut resp));
         let bytes = resp.encode_to_vec();
         assert!(bytes.len() <= MAX_RESPONSE, "{} bytes", bytes.len());
-        assert!(resp.cr_errmsg.as_ref().is_some_and(|m| m.len() < MAX_ERRMSG));
+        assert!(resp
+            .cr_errmsg
+            .as_ref()
+            .is_some_and(|m| m.len() < MAX_ERRMSG));
         let back = CriuResp::decode(bytes.as_slice()).expect("still decodes");
         assert_eq!(back, resp);
     }

@@ -18,7 +18,9 @@ use std::io::IoSlice;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 
 use nix::errno::Errno;
-use nix::sys::socket::{self, sockopt, AddressFamily, ControlMessage, MsgFlags, SockFlag, SockType};
+use nix::sys::socket::{
+    self, sockopt, AddressFamily, ControlMessage, MsgFlags, SockFlag, SockType,
+};
 
 use crate::fds;
 use crate::requests::PeerCred;
@@ -26,6 +28,12 @@ use crate::requests::PeerCred;
 /// Largest packet [`SeqPacket::recv`] accepts by default (4 MiB). The
 /// protocol has no maximum, but a request beyond this is not a real one.
 pub const MAX_PACKET: usize = 4 << 20;
+
+// rpc-protocol.md 1.1: a server's cap, if any, must be at least 1 MiB.
+const _: () = assert!(MAX_PACKET >= 1 << 20);
+
+/// One received packet and the descriptor attached to it, if any.
+pub type PacketWithFd = (Vec<u8>, Option<OwnedFd>);
 
 /// Errors of [`SeqPacket`] operations.
 #[derive(Debug, thiserror::Error)]
@@ -183,14 +191,11 @@ impl SeqPacket {
     /// Receives one packet and at most one descriptor passed with
     /// `SCM_RIGHTS` (close-on-exec). More than one descriptor is an error
     /// ([`SeqPacketError::ControlTruncated`]), and all of them are closed.
-    pub fn recv_with_fd(&self) -> Result<Option<(Vec<u8>, Option<OwnedFd>)>, SeqPacketError> {
+    pub fn recv_with_fd(&self) -> Result<Option<PacketWithFd>, SeqPacketError> {
         self.recv_inner(1)
     }
 
-    fn recv_inner(
-        &self,
-        max_fds: usize,
-    ) -> Result<Option<(Vec<u8>, Option<OwnedFd>)>, SeqPacketError> {
+    fn recv_inner(&self, max_fds: usize) -> Result<Option<PacketWithFd>, SeqPacketError> {
         let raw = self.fd.as_raw_fd();
         let size = self.peek_size()?;
         if size == 0 {
@@ -209,7 +214,9 @@ impl SeqPacket {
         let mut buf = vec![0u8; size];
         let got = fds::recv_with_rights(self.fd.as_fd(), &mut buf, max_fds)
             .map_err(|source| SeqPacketError::Recv { fd: raw, source })?;
-        if got.control_truncated {
+        // Without a control buffer the kernel always reports MSG_CTRUNC when
+        // descriptors were attached, and has closed them.
+        if max_fds > 0 && got.control_truncated {
             return Err(SeqPacketError::ControlTruncated { fd: raw });
         }
         if got.truncated || got.len != size {
@@ -221,7 +228,11 @@ impl SeqPacket {
         let mut received = got.fds.into_iter();
         let fd = received.next();
         if received.len() > 0 {
-            tracing::warn!(fd = raw, extra = received.len(), "closing extra received descriptors");
+            tracing::warn!(
+                fd = raw,
+                extra = received.len(),
+                "closing extra received descriptors"
+            );
         }
         Ok(Some((buf, fd)))
     }

@@ -219,12 +219,12 @@ impl Listener {
         nix::sys::stat::fchmod(&fd, Mode::from_bits_truncate(0o600)).map_err(bind_err)?;
         let addr = UnixAddr::new(path).map_err(bind_err)?;
         socket::bind(fd.as_raw_fd(), &addr).map_err(bind_err)?;
-        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(|source| {
-            ServiceError::Chmod {
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(
+            |source| ServiceError::Chmod {
                 path: path.to_owned(),
                 source,
-            }
-        })?;
+            },
+        )?;
         let backlog = Backlog::new(BACKLOG).expect("16 is a valid backlog");
         socket::listen(&fd, backlog).map_err(|source| ServiceError::Listen {
             path: path.to_owned(),
@@ -346,7 +346,8 @@ pub fn write_pidfile(path: &Path, pid: u32) -> Result<(), ServiceError> {
 pub fn signal_ready(fd: OwnedFd) -> Result<(), ServiceError> {
     let raw = fd.as_raw_fd();
     let mut file = std::fs::File::from(fd);
-    file.write_all(&[0]).map_err(|source| ServiceError::StatusFd { fd: raw, source })
+    file.write_all(&[0])
+        .map_err(|source| ServiceError::StatusFd { fd: raw, source })
 }
 
 /// Whether this process is a service worker (the daemon set

@@ -92,3 +92,81 @@ pub fn ensure_std_fds() -> Result<(), SwrkError> {
         tracing::debug!(fd, "standard descriptor was closed, now /dev/null");
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::os::fd::{AsFd, IntoRawFd};
+    use std::os::unix::fs::PermissionsExt;
+
+    use criu_proto::rpc::{CriuReq, CriuReqType};
+    use nix::fcntl::{fcntl, FcntlArg, FdFlag, OFlag};
+
+    use super::{connection_from_arg, SwrkError};
+    use crate::client::Client;
+    use crate::seqpacket::SeqPacket;
+    use crate::test_util::{example_bin, TempDir};
+
+    #[test]
+    fn connection_from_arg_takes_an_inherited_socket() {
+        let (a, b) = SeqPacket::pair().expect("pair");
+        // Give up ownership, as a parent process would across exec.
+        let raw = b.into_fd().into_raw_fd();
+        let conn = connection_from_arg(&raw.to_string()).expect("claim");
+        let flags = fcntl(conn.as_fd(), FcntlArg::F_GETFD).expect("F_GETFD");
+        assert!(FdFlag::from_bits_truncate(flags).contains(FdFlag::FD_CLOEXEC));
+        a.send(b"ping").expect("send");
+        assert_eq!(conn.recv().expect("recv").as_deref(), Some(&b"ping"[..]));
+    }
+
+    #[test]
+    fn connection_from_arg_rejects_bad_arguments() {
+        for arg in ["", "-1", "+3", "3x", " 3", "99999999999"] {
+            assert!(
+                matches!(connection_from_arg(arg), Err(SwrkError::BadFdArg { .. })),
+                "{arg:?} accepted"
+            );
+        }
+    }
+
+    #[test]
+    fn connection_from_arg_rejects_closed_and_non_socket_fds() {
+        // Far above anything a test process opens.
+        assert!(matches!(
+            connection_from_arg("999999"),
+            Err(SwrkError::NotOpen { fd: 999999, .. })
+        ));
+        let (r, _w) = nix::unistd::pipe2(OFlag::O_CLOEXEC).expect("pipe2");
+        let raw = r.into_raw_fd();
+        assert!(matches!(
+            connection_from_arg(&raw.to_string()),
+            Err(SwrkError::Socket(_))
+        ));
+    }
+
+    fn version() -> CriuReq {
+        CriuReq {
+            r#type: CriuReqType::Version as i32,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn worker_fills_closed_standard_descriptors() {
+        let dir = TempDir::new("swrk-std");
+        let wrapper = dir.path().join("closed-stdio.sh");
+        std::fs::write(
+            &wrapper,
+            format!(
+                "#!/bin/bash\nexec {} \"$@\" <&- >&- 2>&-\n",
+                example_bin("version_worker").display()
+            ),
+        )
+        .expect("write wrapper");
+        std::fs::set_permissions(&wrapper, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+        let client = Client::spawn_swrk(&wrapper, &[]).expect("spawn");
+        let r = client.call(&version()).expect("version");
+        let report = r.version.and_then(|v| v.gitid).expect("fd report");
+        assert_eq!(report, "/dev/null,/dev/null,/dev/null env=false");
+        assert!(client.wait().expect("wait").success());
+    }
+}
