@@ -25,7 +25,7 @@ pub use requests::{
 };
 pub use seqpacket::{SeqPacket, SeqPacketError, MAX_PACKET};
 pub use service::{ServiceConfig, ServiceError};
-pub use swrk::{connection_from_arg, ensure_std_fds, SwrkError};
+pub use swrk::{connection_from_arg, ensure_std_fds, inherited_fd_from_arg, SwrkError};
 
 /// Every error of this crate.
 #[derive(Debug, thiserror::Error)]

@@ -7,7 +7,7 @@
 
 use std::fs::{File, OpenOptions};
 use std::io;
-use std::os::fd::{AsFd, AsRawFd, IntoRawFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, IntoRawFd, OwnedFd, RawFd};
 
 use nix::errno::Errno;
 use nix::fcntl::{fcntl, FcntlArg, FdFlag};
@@ -50,12 +50,13 @@ pub enum SwrkError {
     DevNull(#[source] io::Error),
 }
 
-/// Parses the decimal `<fd>` of `swrk <fd>`, takes ownership of that
-/// inherited descriptor, checks that it is an `AF_UNIX`/`SOCK_SEQPACKET`
-/// socket and marks it close-on-exec (so that `exec_cmd` never inherits it).
+/// Parses a decimal descriptor number given on the command line (`swrk
+/// <fd>`, `--status-fd <fd>`) and takes ownership of that inherited
+/// descriptor after checking that it is open.
 ///
-/// Call it once, at start-up, after [`ensure_std_fds`].
-pub fn connection_from_arg(arg: &str) -> Result<SeqPacket, SwrkError> {
+/// Call it once per number, at start-up, for descriptors the parent passed:
+/// nothing else in the process may own that number.
+pub fn inherited_fd_from_arg(arg: &str) -> Result<OwnedFd, SwrkError> {
     let bad = || SwrkError::BadFdArg {
         arg: arg.to_owned(),
     };
@@ -63,7 +64,18 @@ pub fn connection_from_arg(arg: &str) -> Result<SeqPacket, SwrkError> {
         return Err(bad());
     }
     let raw: RawFd = arg.parse().map_err(|_| bad())?;
-    let fd = fds::claim_inherited(raw).map_err(|source| SwrkError::NotOpen { fd: raw, source })?;
+    fds::claim_inherited(raw).map_err(|source| SwrkError::NotOpen { fd: raw, source })
+}
+
+/// Takes over the connection socket named by the `<fd>` of `swrk <fd>`
+/// ([`inherited_fd_from_arg`]), checks that it is an `AF_UNIX`/
+/// `SOCK_SEQPACKET` socket and marks it close-on-exec (so that `exec_cmd`
+/// never inherits it).
+///
+/// Call it once, at start-up, after [`ensure_std_fds`].
+pub fn connection_from_arg(arg: &str) -> Result<SeqPacket, SwrkError> {
+    let fd = inherited_fd_from_arg(arg)?;
+    let raw = fd.as_raw_fd();
     let conn = SeqPacket::from_fd(fd)?;
     fcntl(conn.as_fd(), FcntlArg::F_SETFD(FdFlag::FD_CLOEXEC))
         .map_err(|source| SwrkError::Cloexec { fd: raw, source })?;

@@ -183,3 +183,52 @@ fn service_workers_speak_criu_rpc_in_service_mode() {
         );
     }
 }
+
+/// Kills the daemon when the test ends, however it ends.
+struct KillOnDrop(nix::unistd::Pid);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        if let Err(err) = nix::sys::signal::kill(self.0, nix::sys::signal::Signal::SIGKILL) {
+            eprintln!("cannot kill daemon {}: {err}", self.0);
+        }
+    }
+}
+
+#[test]
+fn daemonized_service_detaches_then_serves() {
+    let dir = TempDir::new("svc-daemon");
+    let address = dir.path().join("svc.sock");
+    let pidfile = dir.path().join("svc.pid");
+    let (r, w) = nix::unistd::pipe2(OFlag::O_CLOEXEC).expect("pipe2");
+    let mut cmd = std::process::Command::new(example_bin("service_daemon"));
+    cmd.arg(&address).arg(&pidfile);
+    let status_fd = crate::fds::pass_across_exec(&mut cmd, w);
+    cmd.arg(status_fd.to_string())
+        .arg(example_bin("version_worker"));
+    let mut starter = cmd.spawn().expect("spawn service_daemon");
+    drop(cmd);
+    // daemon(3) forks; the process we started exits 0 at once.
+    assert!(starter.wait().expect("wait").success());
+    let mut ready = Vec::new();
+    File::from(r).read_to_end(&mut ready).expect("readiness");
+    assert_eq!(ready, vec![0u8]);
+
+    let pid: i32 = std::fs::read_to_string(&pidfile)
+        .expect("pidfile")
+        .parse()
+        .expect("decimal pid");
+    let daemon = nix::unistd::Pid::from_raw(pid);
+    let _guard = KillOnDrop(daemon);
+    assert_ne!(u32::try_from(pid).expect("positive pid"), starter.id());
+    assert_eq!(nix::unistd::getsid(Some(daemon)).expect("getsid"), daemon);
+
+    let client = Client::connect(&address).expect("connect");
+    let r = client
+        .call(&CriuReq {
+            r#type: CriuReqType::Version as i32,
+            ..Default::default()
+        })
+        .expect("version");
+    assert_eq!(r.version.and_then(|v| v.name).as_deref(), Some("service"));
+}
