@@ -89,9 +89,7 @@ impl Service {
             .spawn()
             .expect("start service");
         let deadline = Instant::now() + Duration::from_secs(10);
-        while std::os::unix::net::UnixStream::connect(&socket).is_err()
-            && criu_transport::client::Client::connect(&socket).is_err()
-        {
+        while !socket.exists() {
             assert!(Instant::now() < deadline, "service never started listening");
             std::thread::sleep(Duration::from_millis(5));
         }
@@ -113,4 +111,54 @@ impl Drop for Service {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// A request of type `ty` with nothing else set.
+pub fn req(ty: criu_proto::rpc::CriuReqType) -> criu_proto::rpc::CriuReq {
+    criu_proto::rpc::CriuReq {
+        r#type: ty as i32,
+        ..Default::default()
+    }
+}
+
+/// Options naming `dir` as the images directory by path (`images_dir`).
+pub fn opts_with_dir(dir: &Path) -> criu_proto::rpc::CriuOpts {
+    criu_proto::rpc::CriuOpts {
+        images_dir_fd: -1,
+        images_dir: Some(dir.display().to_string()),
+        ..Default::default()
+    }
+}
+
+/// How a test reaches a server: a swrk worker it spawns, or a service.
+#[derive(Debug, Clone)]
+pub enum Connect {
+    /// `<binary> swrk <fd>` started per connection.
+    Swrk(PathBuf),
+    /// A running service's socket.
+    Service(PathBuf),
+}
+
+impl Connect {
+    /// Opens one connection.
+    pub fn open(&self) -> criu_transport::client::Client {
+        use criu_transport::client::Client;
+        match self {
+            Connect::Swrk(bin) => Client::spawn_swrk(bin, &[]).expect("spawn swrk worker"),
+            Connect::Service(sock) => Client::connect(sock).expect("connect to service"),
+        }
+    }
+
+    /// True for a swrk worker (whose exit status the test can read).
+    pub fn is_swrk(&self) -> bool {
+        matches!(self, Connect::Swrk(_))
+    }
+}
+
+/// Exit code of a finished worker (panics when it died of a signal).
+pub fn exit_code(status: std::process::ExitStatus) -> i32 {
+    use std::os::unix::process::ExitStatusExt;
+    status
+        .code()
+        .unwrap_or_else(|| panic!("worker killed by signal {:?}", status.signal()))
 }

@@ -1,0 +1,46 @@
+//! `criu cpuinfo dump|check -D DIR`.
+
+use criu_engine::config::Config;
+use criu_engine::worker::error_chain;
+use criu_engine::{cpuinfo, log, opts};
+
+/// Writes or checks `<images dir>/cpuinfo.img`.
+pub fn run(cfg: &Config) -> u8 {
+    let sub = cfg.positional.get(1).map(String::as_str);
+    if !matches!(sub, Some("dump" | "check")) {
+        eprintln!("Error: cpuinfo needs a sub-command: dump or check");
+        return 1;
+    }
+    let ro = match opts::from_config(cfg) {
+        Ok(ro) => ro,
+        Err(e) => {
+            eprintln!("Error: {}", error_chain(&e));
+            return 1;
+        }
+    };
+    let _log = match log::start(&ro) {
+        Ok(guard) => guard,
+        Err(e) => {
+            eprintln!("Error: {}", error_chain(&e));
+            return 1;
+        }
+    };
+    let Some(dir) = ro.images_dir_path() else {
+        eprintln!("Error: no images directory");
+        return 1;
+    };
+    let result = if sub == Some("dump") {
+        cpuinfo::dump(&dir)
+    } else {
+        cpuinfo::check(&dir, ro.cpu_cap_or_default())
+    };
+    match result {
+        Ok(()) => 0,
+        Err(e) => {
+            let msg = error_chain(&e);
+            tracing::error!("{msg}");
+            eprintln!("Error: {msg}");
+            1
+        }
+    }
+}

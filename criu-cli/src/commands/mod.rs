@@ -1,0 +1,30 @@
+//! One adapter per `criu` action.
+
+pub mod check;
+pub mod cpuinfo;
+pub mod pending;
+
+/// `criu --help`.
+pub const USAGE: &str = "\
+Usage:
+  criu dump|pre-dump -t PID [<options>]
+  criu restore [<options>]
+  criu check [--feature FEAT] [--all]
+  criu page-server
+  criu service [<options>]
+  criu swrk <fd>
+  criu lazy-pages -D DIR [<options>]
+  criu cpuinfo dump|check
+
+Common options:
+  -D|--images-dir DIR   directory for image files
+  -W|--work-dir DIR     directory for logs and other files (default: images dir)
+  -o|--log-file NAME    log file name, inside the work directory
+  -v[0-4]               log verbosity
+  --config FILE         read options from FILE
+  --no-default-config   skip /etc/criu/default.conf and ~/.criu/default.conf
+  -V|--version          print the version and exit
+
+dump, pre-dump, restore, page-server and lazy-pages accept every CRIU option
+but are not implemented yet by this engine: they fail with exit status 1.
+";
