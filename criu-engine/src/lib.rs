@@ -3,3 +3,8 @@
 #![warn(missing_docs)]
 pub mod kerndat;
 mod sys;
+pub mod check;
+pub mod features;
+pub mod version;
+mod arch;
+pub mod cpuinfo;
