@@ -172,13 +172,21 @@ pub fn check_feature(name: &str, kf: &KernelFeatures) -> Result<bool, CheckError
 }
 
 /// `criu check --all`: every feature name with its answer, in CRIU's order.
+/// Privileges do not change per-feature answers (the probes already ran with
+/// them); callers run [`check_required`] first for that.
 pub fn check_all(kf: &KernelFeatures, _pr: &Privileges) -> Vec<(&'static str, bool)> {
-    FEATURES.iter().map(|f| (f.name, (f.available)(kf))).collect()
+    FEATURES
+        .iter()
+        .map(|f| (f.name, (f.available)(kf)))
+        .collect()
 }
+
+/// `(feature, what was tried, probe result)`.
+type Requirement = (&'static str, &'static str, fn(&KernelFeatures) -> bool);
 
 /// What dump and restore cannot work without, in the order they are checked.
 #[rustfmt::skip]
-static REQUIRED: &[(&str, &str, fn(&KernelFeatures) -> bool)] = &[
+static REQUIRED: &[Requirement] = &[
     ("map_files", "/proc/<pid>/map_files cannot be opened", |k| k.map_files),
     ("sock_diag", "socket diagnostics do not answer for unix, inet, packet and netlink sockets", |k| k.sock_diag),
     ("kcmp", "kcmp(2) does not work", |k| k.kcmp),

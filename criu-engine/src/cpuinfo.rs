@@ -417,12 +417,17 @@ mod x86 {
 
     fn check_ins(img: &ImageCpu, host: &CpuInfo) -> Result<(), CpuinfoError> {
         let mask = ins_mask();
-        for word in 0..NCAPINTS {
+        let missing = img
+            .capability
+            .iter()
+            .zip(&host.capability)
+            .zip(&mask)
             // The destination may offer more, never less.
-            let bits = img.capability[word] & mask[word] & !(host.capability[word] & mask[word]);
-            if bits != 0 {
-                return Err(CpuinfoError::Instructions { word, bits });
-            }
+            .map(|((&i, &h), &m)| i & m & !(h & m))
+            .enumerate()
+            .find(|&(_, bits)| bits != 0);
+        if let Some((word, bits)) = missing {
+            return Err(CpuinfoError::Instructions { word, bits });
         }
         Ok(())
     }

@@ -172,8 +172,8 @@ impl KernelFeatures {
             }
         };
         let pid = child.pid();
-        if let Err(err) = ptrace::seize(pid, ptrace::Options::empty())
-            .and_then(|()| ptrace::interrupt(pid))
+        if let Err(err) =
+            ptrace::seize(pid, ptrace::Options::empty()).and_then(|()| ptrace::interrupt(pid))
         {
             tracing::debug!(?err, "PTRACE_SEIZE probe failed");
             return;
@@ -202,11 +202,7 @@ impl KernelFeatures {
     fn probe_memory(&mut self) {
         self.memfd = memfd_create(c"criu-probe", MFdFlags::MFD_CLOEXEC).is_ok();
         self.memfd_hugetlb = self.memfd
-            && memfd_create(
-                c"criu-probe",
-                MFdFlags::MFD_CLOEXEC | MFdFlags::MFD_HUGETLB,
-            )
-            .is_ok();
+            && memfd_create(c"criu-probe", MFdFlags::MFD_CLOEXEC | MFdFlags::MFD_HUGETLB).is_ok();
         self.vmsplice = probe_vmsplice();
         self.prctl_mm_map = sysprobe::prctl_mm_map_size().is_ok();
         self.madv_guard = sysprobe::madv_guard_supported().unwrap_or(false);
@@ -387,7 +383,10 @@ fn probe_kcmp_epoll() -> bool {
     let Ok(ep) = Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC) else {
         return false;
     };
-    if ep.add(&rd, EpollEvent::new(EpollFlags::EPOLLIN, 0)).is_err() {
+    if ep
+        .add(&rd, EpollEvent::new(EpollFlags::EPOLLIN, 0))
+        .is_err()
+    {
         return false;
     }
     let fd = rd.as_raw_fd();
@@ -462,7 +461,10 @@ fn probe_sock_diag(ipv6: bool) -> (bool, bool) {
     };
     let ip = |protocol: i32| -> Vec<DiagFamily> {
         let protocol = u8::try_from(protocol).unwrap_or(0);
-        let mut v = vec![DiagFamily::Inet { v6: false, protocol }];
+        let mut v = vec![DiagFamily::Inet {
+            v6: false,
+            protocol,
+        }];
         if ipv6 {
             v.push(DiagFamily::Inet { v6: true, protocol });
         }

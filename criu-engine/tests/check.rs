@@ -21,7 +21,10 @@ fn required_check_names_the_first_gap() {
         ..Privileges::default()
     };
     let err = check_required(&kf, &unprivileged).unwrap_err();
-    assert!(matches!(err, CheckError::Privileges { euid: 1000 }), "{err:?}");
+    assert!(
+        matches!(err, CheckError::Privileges { euid: 1000 }),
+        "{err:?}"
+    );
     assert!(err.to_string().contains("CAP_CHECKPOINT_RESTORE"), "{err}");
 
     let no_clone3 = KernelFeatures {
@@ -53,7 +56,13 @@ fn feature_names_are_criu_4_2s() {
     assert_eq!(names.len(), 45);
     assert_eq!(names[0], "mnt_id");
     assert_eq!(names[44], "pagemap_scan_guard_pages");
-    for n in ["uffd-noncoop", "get_rseq_conf", "timens", "pidfd_store", "ns_pid"] {
+    for n in [
+        "uffd-noncoop",
+        "get_rseq_conf",
+        "timens",
+        "pidfd_store",
+        "ns_pid",
+    ] {
         assert!(names.contains(&n), "{n}");
     }
     let mut sorted = names.to_vec();
@@ -79,16 +88,16 @@ fn feature_answers_on_this_machine() {
         "pagemap_scan",
         "ns_pid",
     ] {
-        assert_eq!(check_feature(name, &kf).unwrap(), true, "{name}");
+        assert!(check_feature(name, &kf).unwrap(), "{name}");
         assert_eq!(decided_by(name).unwrap(), Decider::Kernel, "{name}");
     }
     // The kernel could, the engine cannot (yet).
     for name in ["mem_dirty_track", "pidfd_store"] {
-        assert_eq!(check_feature(name, &kf).unwrap(), false, "{name}");
+        assert!(!check_feature(name, &kf).unwrap(), "{name}");
         assert_eq!(decided_by(name).unwrap(), Decider::Both, "{name}");
     }
     for name in ["tun", "compat_cr", "external_net_ns", "nftables", "autofs"] {
-        assert_eq!(check_feature(name, &kf).unwrap(), false, "{name}");
+        assert!(!check_feature(name, &kf).unwrap(), "{name}");
         assert_eq!(decided_by(name).unwrap(), Decider::Engine, "{name}");
     }
     // A kernel without userfaultfd loses both uffd names.
@@ -96,14 +105,20 @@ fn feature_answers_on_this_machine() {
         userfaultfd: false,
         ..kf.clone()
     };
-    assert_eq!(check_feature("uffd", &no_uffd).unwrap(), false);
-    assert_eq!(check_feature("uffd-noncoop", &no_uffd).unwrap(), false);
+    assert!(!check_feature("uffd", &no_uffd).unwrap());
+    assert!(!check_feature("uffd-noncoop", &no_uffd).unwrap());
 }
 
 #[test]
 fn unknown_feature_names_are_errors() {
     let kf = KernelFeatures::default();
-    for name in ["", "has_ptrace_get_rseq_conf", "ns_get_userns", "MNT_ID", "uffd_noncoop"] {
+    for name in [
+        "",
+        "has_ptrace_get_rseq_conf",
+        "ns_get_userns",
+        "MNT_ID",
+        "uffd_noncoop",
+    ] {
         let err = check_feature(name, &kf).unwrap_err();
         assert!(matches!(&err, CheckError::UnknownFeature { name: n } if n == name));
         assert_eq!(err.to_string(), format!("unknown feature {name}"));

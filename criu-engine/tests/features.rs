@@ -76,5 +76,8 @@ fn soft_dirty_alone_counts_as_kernel_tracking() {
         uffd_wp_async: true,
         ..KernelFeatures::default()
     };
-    assert!(!features::kernel_can_track_memory(&uffd_only), "needs PAGEMAP_SCAN too");
+    assert!(
+        !features::kernel_can_track_memory(&uffd_only),
+        "needs PAGEMAP_SCAN too"
+    );
 }

@@ -39,7 +39,10 @@ fn probes_find_what_this_kernel_has() {
         .filter(|(_, v)| !v)
         .map(|(n, _)| *n)
         .collect();
-    assert!(missing.is_empty(), "probes found missing: {missing:?} in {kf:#?}");
+    assert!(
+        missing.is_empty(),
+        "probes found missing: {missing:?} in {kf:#?}"
+    );
     assert!(!kf.soft_dirty, "this kernel is built without soft-dirty");
     // The lazy-event bits are part of the raw feature word.
     assert_eq!(kf.uffd_features & 0x4e, 0x4e, "{:#x}", kf.uffd_features);

@@ -402,7 +402,13 @@ pub(crate) fn page_size() -> usize {
 /// A socket ioctl that returns a new descriptor (`SIOCGSKNS`, `SIOCUNIXFILE`).
 fn socket_ioctl_fd(sock: BorrowedFd<'_>, request: libc::c_ulong) -> nix::Result<OwnedFd> {
     // SAFETY: both requests take no argument and return a new descriptor.
-    unsafe { owned(libc::c_long::from(libc::ioctl(sock.as_raw_fd(), request as _, 0))) }
+    unsafe {
+        owned(libc::c_long::from(libc::ioctl(
+            sock.as_raw_fd(),
+            request as _,
+            0,
+        )))
+    }
 }
 
 /// `ioctl(SIOCGSKNS)`: the network namespace of a socket.

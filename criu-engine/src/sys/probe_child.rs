@@ -36,7 +36,12 @@ impl ProbeChild {
                     seccomp: false,
                 };
                 let mut byte = [0u8; 1];
-                let n = read(rd.as_fd(), &mut byte)?;
+                let n = loop {
+                    match read(rd.as_fd(), &mut byte) {
+                        Err(nix::errno::Errno::EINTR) => continue,
+                        other => break other?,
+                    }
+                };
                 if n != 1 {
                     return Err(nix::errno::Errno::ECHILD);
                 }

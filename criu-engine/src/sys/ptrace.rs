@@ -21,7 +21,12 @@ use super::abi;
 ///
 /// `addr` and `data` must be what `request` expects: either integers, or
 /// pointers to live buffers of the size the request writes or reads.
-unsafe fn raw(request: libc::c_uint, pid: Pid, addr: usize, data: usize) -> nix::Result<libc::c_long> {
+unsafe fn raw(
+    request: libc::c_uint,
+    pid: Pid,
+    addr: usize,
+    data: usize,
+) -> nix::Result<libc::c_long> {
     Errno::clear();
     // SAFETY: the caller guarantees `addr`/`data` match the request.
     let ret = unsafe { libc::ptrace(request as _, pid.as_raw(), addr, data) };
@@ -46,7 +51,11 @@ pub(crate) fn peek_siginfo(
 ) -> nix::Result<usize> {
     let args = libc::ptrace_peeksiginfo_args {
         off: offset,
-        flags: if shared { libc::PTRACE_PEEKSIGINFO_SHARED } else { 0 },
+        flags: if shared {
+            libc::PTRACE_PEEKSIGINFO_SHARED
+        } else {
+            0
+        },
         nr: i32::try_from(buf.len()).unwrap_or(i32::MAX),
     };
     // SAFETY: `addr` points to a live `ptrace_peeksiginfo_args`; `data` points

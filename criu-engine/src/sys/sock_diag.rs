@@ -12,7 +12,9 @@
 use std::os::fd::{AsRawFd, OwnedFd};
 
 use nix::errno::Errno;
-use nix::sys::socket::{recv, send, socket, AddressFamily, MsgFlags, SockFlag, SockProtocol, SockType};
+use nix::sys::socket::{
+    recv, send, socket, AddressFamily, MsgFlags, SockFlag, SockProtocol, SockType,
+};
 
 use super::abi;
 
@@ -140,4 +142,3 @@ pub(crate) fn dump_count(sock: &OwnedFd, family: DiagFamily) -> nix::Result<usiz
         }
     }
 }
-
