@@ -1,0 +1,144 @@
+//! Socket diagnostics (`NETLINK_SOCK_DIAG`) requests, enough to learn which
+//! families the kernel can describe.
+//!
+//! Each request is a `SOCK_DIAG_BY_FAMILY` dump; a kernel without the family's
+//! `*_diag` module answers `NLMSG_ERROR` with `ENOENT`.
+//!
+//! # References
+//!
+//! - [sock_diag(7)](https://man7.org/linux/man-pages/man7/sock_diag.7.html)
+//! - [netlink(7)](https://man7.org/linux/man-pages/man7/netlink.7.html)
+
+use std::os::fd::{AsRawFd, OwnedFd};
+
+use nix::errno::Errno;
+use nix::sys::socket::{
+    recv, send, socket, AddressFamily, MsgFlags, SockFlag, SockProtocol, SockType,
+};
+
+use super::abi;
+
+const NLMSG_HDRLEN: usize = 16;
+const NLMSG_ERROR: u16 = 2;
+const NLMSG_DONE: u16 = 3;
+const NLM_F_REQUEST: u16 = 0x1;
+const NLM_F_DUMP: u16 = 0x300;
+
+/// One socket family (and protocol) to ask the kernel about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum DiagFamily {
+    /// `AF_UNIX` (`unix_diag`).
+    Unix,
+    /// `AF_INET`/`AF_INET6` with an IP protocol (`inet_diag`, `tcp_diag`,
+    /// `udp_diag`, `raw_diag`).
+    Inet {
+        /// `true` for `AF_INET6`.
+        v6: bool,
+        /// `IPPROTO_*`.
+        protocol: u8,
+    },
+    /// `AF_PACKET` (`packet_diag`).
+    Packet,
+    /// `AF_NETLINK` (`netlink_diag`).
+    Netlink,
+}
+
+/// Opens a `NETLINK_SOCK_DIAG` socket.
+pub(crate) fn open() -> nix::Result<OwnedFd> {
+    socket(
+        AddressFamily::Netlink,
+        SockType::Raw,
+        SockFlag::SOCK_CLOEXEC,
+        SockProtocol::NetlinkSockDiag,
+    )
+}
+
+fn family_byte(family: libc::c_int) -> u8 {
+    u8::try_from(family).unwrap_or(0)
+}
+
+/// Builds the request payload (`unix_diag_req`, `inet_diag_req_v2`,
+/// `packet_diag_req`, `netlink_diag_req`).
+fn request_body(family: DiagFamily) -> Vec<u8> {
+    match family {
+        DiagFamily::Unix => {
+            // family, protocol, pad, states, ino, show, cookie[2]
+            let mut b = vec![family_byte(libc::AF_UNIX), 0, 0, 0];
+            b.extend_from_slice(&u32::MAX.to_ne_bytes()); // all states
+            b.extend_from_slice(&[0; 4 + 4 + 8]);
+            b
+        }
+        DiagFamily::Inet { v6, protocol } => {
+            let af = if v6 { libc::AF_INET6 } else { libc::AF_INET };
+            // family, protocol, ext, pad, states, inet_diag_sockid (48 bytes)
+            let mut b = vec![family_byte(af), protocol, 0, 0];
+            b.extend_from_slice(&u32::MAX.to_ne_bytes());
+            b.extend_from_slice(&[0; 48]);
+            b
+        }
+        DiagFamily::Packet | DiagFamily::Netlink => {
+            let (af, proto) = if family == DiagFamily::Packet {
+                (libc::AF_PACKET, 0)
+            } else {
+                // NDIAG_PROTO_ALL
+                (libc::AF_NETLINK, u8::MAX)
+            };
+            // family, protocol, pad, ino, show, cookie[2]
+            let mut b = vec![family_byte(af), proto, 0, 0];
+            b.extend_from_slice(&[0; 4 + 4 + 8]);
+            b
+        }
+    }
+}
+
+/// Runs one dump request for `family` on `sock` and drains the answer.
+/// Returns the number of sockets the kernel described, or the error it
+/// reported (`ENOENT` when the family's diag module is missing).
+pub(crate) fn dump_count(sock: &OwnedFd, family: DiagFamily) -> nix::Result<usize> {
+    let body = request_body(family);
+    let len = u32::try_from(NLMSG_HDRLEN + body.len()).map_err(|_| Errno::EINVAL)?;
+    let mut msg = Vec::with_capacity(NLMSG_HDRLEN + body.len());
+    msg.extend_from_slice(&len.to_ne_bytes());
+    msg.extend_from_slice(&abi::SOCK_DIAG_BY_FAMILY.to_ne_bytes());
+    msg.extend_from_slice(&(NLM_F_REQUEST | NLM_F_DUMP).to_ne_bytes());
+    msg.extend_from_slice(&1u32.to_ne_bytes()); // seq
+    msg.extend_from_slice(&0u32.to_ne_bytes()); // port id: kernel picks
+    msg.extend_from_slice(&body);
+    send(sock.as_raw_fd(), &msg, MsgFlags::empty())?;
+
+    let mut buf = vec![0u8; 32 * 1024];
+    let mut count = 0usize;
+    loop {
+        let n = recv(sock.as_raw_fd(), &mut buf, MsgFlags::empty())?;
+        if n == 0 {
+            return Err(Errno::EPROTO);
+        }
+        let mut off = 0usize;
+        while off + NLMSG_HDRLEN <= n {
+            let h = &buf[off..off + NLMSG_HDRLEN];
+            let mlen = u32::from_ne_bytes([h[0], h[1], h[2], h[3]]) as usize;
+            let mtype = u16::from_ne_bytes([h[4], h[5]]);
+            if mlen < NLMSG_HDRLEN || off + mlen > n {
+                return Err(Errno::EPROTO);
+            }
+            match mtype {
+                NLMSG_DONE => return Ok(count),
+                NLMSG_ERROR => {
+                    let p = &buf[off + NLMSG_HDRLEN..off + mlen];
+                    let code = p
+                        .get(..4)
+                        .map(|e| i32::from_ne_bytes([e[0], e[1], e[2], e[3]]))
+                        .ok_or(Errno::EPROTO)?;
+                    return if code == 0 {
+                        Ok(count)
+                    } else {
+                        Err(Errno::from_raw(-code))
+                    };
+                }
+                _ => count += 1,
+            }
+            // Messages are 4-byte aligned.
+            off += (mlen + 3) & !3;
+        }
+    }
+}
