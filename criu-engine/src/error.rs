@@ -53,7 +53,7 @@ impl Error {
     pub fn cr_errno(&self) -> Option<i32> {
         match self {
             Error::Opts(e) => Some(e.cr_errno()),
-            Error::Cpuinfo(e) => Some(e.cr_errno()),
+            Error::Cpuinfo(e) => Some(e.cr_errno()).filter(|&errno| errno != 0),
             Error::NotImplemented { .. } => Some(libc::ENOSYS),
             Error::NoImagesDir => Some(libc::EBADRQC),
             _ => None,

@@ -87,7 +87,7 @@ impl Engine {
         if ty == CriuReqType::CpuinfoDump {
             cpuinfo::dump(&dir)?;
         } else {
-            cpuinfo::check(&dir, ro.cpu_cap_or_default())?;
+            cpuinfo::check(&dir, ro.cpu_cap.unwrap_or(cpuinfo::CPU_CAP_DEFAULT))?;
         }
         Ok(())
     }
@@ -238,5 +238,8 @@ fn raw_wait_status(status: WaitStatus) -> i32 {
 }
 
 fn images_dir_path(ro: &RequestOpts) -> Result<PathBuf, Error> {
-    ro.images_dir_path().ok_or(Error::NoImagesDir)
+    ro.images_dir
+        .as_ref()
+        .map(|d| d.path.clone())
+        .ok_or(Error::NoImagesDir)
 }

@@ -25,14 +25,14 @@ pub fn run(cfg: &Config) -> u8 {
             return 1;
         }
     };
-    let Some(dir) = ro.images_dir_path() else {
+    let Some(dir) = ro.images_dir.as_ref().map(|d| d.path.clone()) else {
         eprintln!("Error: no images directory");
         return 1;
     };
     let result = if sub == Some("dump") {
         cpuinfo::dump(&dir)
     } else {
-        cpuinfo::check(&dir, ro.cpu_cap_or_default())
+        cpuinfo::check(&dir, ro.cpu_cap.unwrap_or(cpuinfo::CPU_CAP_DEFAULT))
     };
     match result {
         Ok(()) => 0,
