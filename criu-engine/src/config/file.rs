@@ -50,8 +50,9 @@ pub(super) fn load_env_file(into: &mut Config) -> Result<(), ConfigError> {
     }
 }
 
-/// Applies one file; a file that cannot be read counts as absent, as upstream (`fopen()` failure skips it).
-pub(crate) fn load_file(path: &Path, into: &mut Config) -> Result<(), ConfigError> {
+/// Applies one configuration file onto `into`; a file that cannot be read counts as absent, as upstream
+/// (`fopen()` failure skips it), which is also how the RPC `config_file` is treated.
+pub fn load_file(path: &Path, into: &mut Config) -> Result<(), ConfigError> {
     let Ok(bytes) = std::fs::read(path) else {
         tracing::debug!(path = %path.display(), "configuration file not read");
         return Ok(());

@@ -17,7 +17,7 @@ mod options;
 
 use std::path::PathBuf;
 
-pub use file::{load_default_files, parse_config_text};
+pub use file::{load_default_files, load_file, parse_config_text};
 pub use options::long_option_names;
 
 /// Bits of `--cpu-cap` / `criu_opts.cpu_cap` (upstream `CPU_CAP_*`).
