@@ -39,12 +39,6 @@ fn main() -> ExitCode {
             commands::pending::run(&cfg, &action)
         }
         "swrk" | "service" => {
-            if action == "service" {
-                criu_engine::log::init_process_logging(
-                    cfg.log_level.max(0).unsigned_abs(),
-                    cfg.log_file.as_deref(),
-                );
-            }
             // `criu service` keeps CRIU's default: a socket in the work directory.
             let default_address = Path::new("criu_service.socket");
             match run_frontend_action(cfg, default_address) {

@@ -48,6 +48,12 @@ pub enum WorkerError {
     /// The service could not listen or accept.
     #[error("service failed")]
     Service(#[source] service::ServiceError),
+    /// SIGPIPE could not be ignored.
+    #[error("cannot ignore SIGPIPE")]
+    Sigpipe(#[source] nix::Error),
+    /// The daemon's log could not be opened.
+    #[error("cannot set up the service log")]
+    Log(#[source] crate::log::LogError),
 }
 
 /// Serves the connection given as `swrk <fd>` and returns the exit status
@@ -58,7 +64,7 @@ pub enum WorkerError {
 /// defaults. Otherwise `defaults` (the configuration files and command line
 /// the worker was started with) are where each request starts from.
 pub fn run_swrk(fd_arg: &str, defaults: Config) -> Result<u8, WorkerError> {
-    criu_transport::ignore_sigpipe();
+    criu_transport::ignore_sigpipe().map_err(WorkerError::Sigpipe)?;
     let socket_err = |source| WorkerError::SwrkSocket {
         arg: fd_arg.to_owned(),
         source,
@@ -80,13 +86,17 @@ pub fn run_swrk(fd_arg: &str, defaults: Config) -> Result<u8, WorkerError> {
 /// every connection with a fresh worker (this executable re-run as
 /// `swrk <fd>`) until killed.
 pub fn run_service(cfg: &Config, default_address: &Path) -> Result<(), WorkerError> {
-    criu_transport::ignore_sigpipe();
+    criu_transport::ignore_sigpipe().map_err(WorkerError::Sigpipe)?;
     if let Some(dir) = cfg.work_dir.as_ref().or(cfg.images_dir.as_ref()) {
         std::env::set_current_dir(dir).map_err(|source| WorkerError::WorkDir {
             path: dir.clone(),
             source,
         })?;
     }
+    // The daemon's own log: stderr unless `-o` names a file (relative to the
+    // work directory entered above).
+    let level = cfg.log_level.max(0).unsigned_abs();
+    crate::log::init_process_logging(level, cfg.log_file.as_deref()).map_err(WorkerError::Log)?;
     let status_fd = cfg
         .status_fd
         .map(|fd| {
@@ -145,9 +155,6 @@ pub fn serve_main(prog: &str, args: Vec<String>, default_address: &Path) -> u8 {
     if cfg.version {
         print!("{}", crate::version::version_string());
         return 0;
-    }
-    if cfg.action.as_deref() == Some("service") {
-        crate::log::init_process_logging(cfg.log_level.max(0).unsigned_abs(), cfg.log_file.as_deref());
     }
     match run_frontend_action(cfg, default_address) {
         Some(Ok(status)) => status,
