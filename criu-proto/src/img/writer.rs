@@ -10,9 +10,10 @@
 //! The file is created at the first entry, so an image that never receives
 //! one does not exist, as with CRIU: no directory ever holds a file made of
 //! magic words only. Each entry's size word and payload go out in one buffered
-//! write. Entries are checked against the schema before writing: a missing
-//! required sub-message (which prost would silently omit) is refused, because
-//! CRIU cannot read such an entry back.
+//! write. prost always emits `required` fields of typed messages; entries
+//! given already encoded ([`ImageWriter::write_raw_entry`]) are checked against
+//! the schema, and one lacking a required field is refused because CRIU
+//! cannot read it back.
 
 use std::fs::File;
 use std::io::{BufWriter, Write};
