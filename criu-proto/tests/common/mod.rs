@@ -1,4 +1,6 @@
 //! Helpers shared by the image tests.
+// Each test binary uses a different subset of these helpers.
+#![allow(dead_code)]
 
 use std::path::PathBuf;
 
