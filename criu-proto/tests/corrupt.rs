@@ -9,7 +9,10 @@ use criu_proto::img::magic::{IMG_COMMON_MAGIC, PIPES_DATA_MAGIC, PSTREE_MAGIC};
 use criu_proto::img::{decode_any_bytes, ImageError, ImageKind, ImageReader, PagesReader};
 
 fn header(magic: u32) -> Vec<u8> {
-    [IMG_COMMON_MAGIC, magic].iter().flat_map(|w| w.to_le_bytes()).collect()
+    [IMG_COMMON_MAGIC, magic]
+        .iter()
+        .flat_map(|w| w.to_le_bytes())
+        .collect()
 }
 
 fn with_entry(mut bytes: Vec<u8>, payload: &[u8]) -> Vec<u8> {
@@ -31,7 +34,15 @@ fn wrong_type_magic() {
     let bytes = reference("pstree.img");
     let err = ImageReader::new(&bytes[..], ImageKind::Core, "pstree.img").unwrap_err();
     assert!(
-        matches!(err, ImageError::BadMagic { offset: 4, found: PSTREE_MAGIC, kind: ImageKind::Core, .. }),
+        matches!(
+            err,
+            ImageError::BadMagic {
+                offset: 4,
+                found: PSTREE_MAGIC,
+                kind: ImageKind::Core,
+                ..
+            }
+        ),
         "{err:?}"
     );
     assert_eq!(
@@ -45,18 +56,33 @@ fn wrong_common_magic_and_unknown_magic() {
     let mut bytes = reference("pstree.img");
     bytes[0] ^= 0xff;
     let err = read_pstree(&bytes).unwrap_err();
-    assert!(matches!(err, ImageError::BadMagic { offset: 0, .. }), "{err:?}");
+    assert!(
+        matches!(err, ImageError::BadMagic { offset: 0, .. }),
+        "{err:?}"
+    );
     let err = decode_any_bytes(&bytes, Path::new("pstree.img")).unwrap_err();
     assert!(matches!(err, ImageError::UnknownMagic { .. }), "{err:?}");
     let err = decode_any_bytes(&header(0x1234_5678), Path::new("x.img")).unwrap_err();
-    assert!(matches!(err, ImageError::UnknownMagic { magic: 0x1234_5678, .. }), "{err:?}");
+    assert!(
+        matches!(
+            err,
+            ImageError::UnknownMagic {
+                magic: 0x1234_5678,
+                ..
+            }
+        ),
+        "{err:?}"
+    );
 }
 
 #[test]
 fn truncated_header() {
     let bytes = reference("pstree.img");
     let err = read_pstree(&bytes[..6]).unwrap_err();
-    assert!(matches!(err, ImageError::TruncatedHeader { len: 6, .. }), "{err:?}");
+    assert!(
+        matches!(err, ImageError::TruncatedHeader { len: 6, .. }),
+        "{err:?}"
+    );
 }
 
 #[test]
@@ -65,7 +91,15 @@ fn truncated_size_word() {
     bytes.extend_from_slice(&[0x0e, 0x00]);
     let err = read_pstree(&bytes).unwrap_err();
     assert!(
-        matches!(err, ImageError::TruncatedSize { entry: 0, offset: 8, got: 2, .. }),
+        matches!(
+            err,
+            ImageError::TruncatedSize {
+                entry: 0,
+                offset: 8,
+                got: 2,
+                ..
+            }
+        ),
         "{err:?}"
     );
     assert_eq!(
@@ -79,7 +113,13 @@ fn truncated_payload() {
     let bytes = reference("pstree.img");
     let err = read_pstree(&bytes[..bytes.len() - 3]).unwrap_err();
     match err {
-        ImageError::TruncatedPayload { entry: 0, offset: 8, size, got, .. } => {
+        ImageError::TruncatedPayload {
+            entry: 0,
+            offset: 8,
+            size,
+            got,
+            ..
+        } => {
             assert_eq!(u64::from(size), got + 3);
         }
         other => panic!("unexpected {other:?}"),
@@ -105,7 +145,10 @@ fn missing_required_fields() {
     let mut reader =
         ImageReader::new(&bytes[..], ImageKind::Fs, "fs-1.img").expect("header is fine");
     let err = reader.read_single::<FsEntry>().unwrap_err();
-    assert!(matches!(&err, ImageError::MissingField { field, .. } if field == "root_id"), "{err:?}");
+    assert!(
+        matches!(&err, ImageError::MissingField { field, .. } if field == "root_id"),
+        "{err:?}"
+    );
 
     // timens_entry whose monotonic clock lacks tv_nsec (nested).
     let payload = [0x0a, 0x02, 0x08, 0x01, 0x12, 0x04, 0x08, 0x00, 0x10, 0x00];
@@ -130,7 +173,15 @@ fn huge_size_word() {
     bytes.extend_from_slice(&[0u8; 16]);
     let err = read_pstree(&bytes).unwrap_err();
     assert!(
-        matches!(err, ImageError::EntryTooLarge { size: u32::MAX, entry: 0, offset: 8, .. }),
+        matches!(
+            err,
+            ImageError::EntryTooLarge {
+                size: u32::MAX,
+                entry: 0,
+                offset: 8,
+                ..
+            }
+        ),
         "{err:?}"
     );
     // Under the limit but beyond the end: truncated, without allocating 1 GiB.
@@ -141,14 +192,20 @@ fn huge_size_word() {
         .with_entry_limit(u32::MAX)
         .read_raw_entry()
         .unwrap_err();
-    assert!(matches!(err, ImageError::TruncatedPayload { got: 0, .. }), "{err:?}");
+    assert!(
+        matches!(err, ImageError::TruncatedPayload { got: 0, .. }),
+        "{err:?}"
+    );
 }
 
 #[test]
 fn garbage_payload() {
     let bytes = with_entry(header(PSTREE_MAGIC), &[0xff, 0xff, 0xff]);
     let err = read_pstree(&bytes).unwrap_err();
-    assert!(matches!(err, ImageError::Decode { entry: 0, .. }), "{err:?}");
+    assert!(
+        matches!(err, ImageError::Decode { entry: 0, .. }),
+        "{err:?}"
+    );
 }
 
 #[test]
@@ -158,7 +215,16 @@ fn truncated_extra_payload() {
     bytes.extend_from_slice(&[0xaa; 10]);
     let err = decode_any_bytes(&bytes, Path::new("pipes-data.img")).unwrap_err();
     assert!(
-        matches!(err, ImageError::TruncatedExtra { entry: 0, offset: 16, expected: 100, got: 10, .. }),
+        matches!(
+            err,
+            ImageError::TruncatedExtra {
+                entry: 0,
+                offset: 16,
+                expected: 100,
+                got: 10,
+                ..
+            }
+        ),
         "{err:?}"
     );
 }
@@ -173,7 +239,15 @@ fn pages_read_beyond_end() {
     pages.read_at(4096, &mut buf).expect("second page is there");
     let err = pages.read_at(4097, &mut buf).unwrap_err();
     assert!(
-        matches!(err, ImageError::PagesOutOfRange { offset: 4097, end: 8193, file_len: 8192, .. }),
+        matches!(
+            err,
+            ImageError::PagesOutOfRange {
+                offset: 4097,
+                end: 8193,
+                file_len: 8192,
+                ..
+            }
+        ),
         "{err:?}"
     );
 }
@@ -186,7 +260,11 @@ fn no_panic_on_damaged_reference_images() {
     for dir in common::all_image_dirs() {
         for entry in std::fs::read_dir(&dir).expect("image dir") {
             let path = entry.expect("entry").path();
-            let name = path.file_name().and_then(|n| n.to_str()).unwrap_or_default().to_owned();
+            let name = path
+                .file_name()
+                .and_then(|n| n.to_str())
+                .unwrap_or_default()
+                .to_owned();
             if name.ends_with(".log") || name.starts_with("pages-") {
                 continue;
             }

@@ -28,7 +28,10 @@ fn crit_decode(file: &Path) -> Value {
         Path::new(CRIT).is_file(),
         "crit is not installed at {CRIT}: install the Debian package `criu` (apt-get install criu)"
     );
-    assert!(Path::new(PYTHON).is_file(), "crit needs {PYTHON} (Debian package python3)");
+    assert!(
+        Path::new(PYTHON).is_file(),
+        "crit needs {PYTHON} (Debian package python3)"
+    );
     let out = Command::new(PYTHON)
         .arg(CRIT)
         .args(["decode", "-i"])
@@ -80,34 +83,57 @@ fn rewrite_loop() -> Written {
     let pid = 24125;
 
     let inventory: InventoryEntry = src.inventory().expect("inventory");
-    dst.write_single(ImageKind::Inventory, 0, &inventory).expect("inventory");
+    dst.write_single(ImageKind::Inventory, 0, &inventory)
+        .expect("inventory");
     let pstree: Vec<PstreeEntry> = src.pstree().expect("pstree");
-    dst.write_all(ImageKind::Pstree, 0, &pstree).expect("pstree");
+    dst.write_all(ImageKind::Pstree, 0, &pstree)
+        .expect("pstree");
     let core: CoreEntry = src.core(pid).expect("core");
-    dst.write_single(ImageKind::Core, pid.into(), &core).expect("core");
+    dst.write_single(ImageKind::Core, pid.into(), &core)
+        .expect("core");
     let ids: TaskKobjIdsEntry = src.ids(pid).expect("ids").expect("ids exists");
-    dst.write_single(ImageKind::Ids, pid.into(), &ids).expect("ids");
+    dst.write_single(ImageKind::Ids, pid.into(), &ids)
+        .expect("ids");
     let mm: MmEntry = src.mm(pid).expect("mm").expect("mm exists");
-    dst.write_single(ImageKind::Mm, pid.into(), &mm).expect("mm");
+    dst.write_single(ImageKind::Mm, pid.into(), &mm)
+        .expect("mm");
     let fs: FsEntry = src.fs(pid).expect("fs").expect("fs exists");
-    dst.write_single(ImageKind::Fs, pid.into(), &fs).expect("fs");
+    dst.write_single(ImageKind::Fs, pid.into(), &fs)
+        .expect("fs");
     let fdinfo: Vec<FdinfoEntry> = src.fdinfo(ids.files_id).expect("fdinfo");
-    dst.write_all(ImageKind::Fdinfo, ids.files_id.into(), &fdinfo).expect("fdinfo");
+    dst.write_all(ImageKind::Fdinfo, ids.files_id.into(), &fdinfo)
+        .expect("fdinfo");
     let files: Vec<FileEntry> = src.files().expect("files");
     dst.write_all(ImageKind::Files, 0, &files).expect("files");
     let pagemap = src.pagemap(pid).expect("pagemap").expect("pagemap exists");
-    dst.write_pagemap(ImageKind::Pagemap, pid.into(), &pagemap).expect("pagemap");
-    let seccomp: SeccompEntry =
-        src.read_single(ImageKind::Seccomp, 0).expect("seccomp").expect("seccomp exists");
-    dst.write_single(ImageKind::Seccomp, 0, &seccomp).expect("seccomp");
+    dst.write_pagemap(ImageKind::Pagemap, pid.into(), &pagemap)
+        .expect("pagemap");
+    let seccomp: SeccompEntry = src
+        .read_single(ImageKind::Seccomp, 0)
+        .expect("seccomp")
+        .expect("seccomp exists");
+    dst.write_single(ImageKind::Seccomp, 0, &seccomp)
+        .expect("seccomp");
 
-    let mut pipes = dst.create_image(ImageKind::PipesData, 0).expect("pipes-data");
+    let mut pipes = dst
+        .create_image(ImageKind::PipesData, 0)
+        .expect("pipes-data");
     pipes
-        .write_entry_with_extra(&PipeDataEntry { pipe_id: 5, bytes: 6, size: Some(4096) }, b"abcdef")
+        .write_entry_with_extra(
+            &PipeDataEntry {
+                pipe_id: 5,
+                bytes: 6,
+                size: Some(4096),
+            },
+            b"abcdef",
+        )
         .expect("pipe data");
     pipes.finish().expect("finish");
 
-    Written { path: tmp.path().to_owned(), _tmp: tmp }
+    Written {
+        path: tmp.path().to_owned(),
+        _tmp: tmp,
+    }
 }
 
 #[test]
@@ -116,7 +142,10 @@ fn crit_decodes_our_process_images() {
     let pstree = crit_decode(&w.path.join("pstree.img"));
     assert_eq!(pstree["magic"], "PSTREE");
     let p = &entries(&pstree)[0];
-    assert_eq!((p["pid"].as_u64(), p["ppid"].as_u64()), (Some(24125), Some(0)));
+    assert_eq!(
+        (p["pid"].as_u64(), p["ppid"].as_u64()),
+        (Some(24125), Some(0))
+    );
     assert_eq!(p["threads"], serde_json::json!([24125]));
 
     let core = crit_decode(&w.path.join("core-24125.img"));
@@ -125,7 +154,12 @@ fn crit_decodes_our_process_images() {
     assert_eq!(c["mtype"], "X86_64");
     assert_eq!(c["tc"]["comm"], "loop");
     assert_eq!(c["tc"]["sigactions"].as_array().map(Vec::len), Some(62));
-    assert_eq!(c["thread_info"]["fpregs"]["st_space"].as_array().map(Vec::len), Some(32));
+    assert_eq!(
+        c["thread_info"]["fpregs"]["st_space"]
+            .as_array()
+            .map(Vec::len),
+        Some(32)
+    );
 
     let inventory = crit_decode(&w.path.join("inventory.img"));
     assert_eq!(inventory["magic"], "INVENTORY");
@@ -148,7 +182,10 @@ fn crit_decodes_our_process_images() {
 
     let fdinfo = crit_decode(&w.path.join("fdinfo-2.img"));
     assert_eq!(fdinfo["magic"], "FDINFO");
-    let fds: Vec<u64> = entries(&fdinfo).iter().filter_map(|e| e["fd"].as_u64()).collect();
+    let fds: Vec<u64> = entries(&fdinfo)
+        .iter()
+        .filter_map(|e| e["fd"].as_u64())
+        .collect();
     assert_eq!(fds, vec![0, 1, 2, 3, 4, 10, 251]);
     assert_eq!(entries(&fdinfo)[6]["type"], "PIPE");
 
@@ -187,7 +224,13 @@ fn crit_decodes_our_process_images() {
 #[test]
 fn crit_round_trips_our_images() {
     let w = rewrite_loop();
-    for name in ["pstree.img", "ids-24125.img", "fs-24125.img", "fdinfo-2.img", "seccomp.img"] {
+    for name in [
+        "pstree.img",
+        "ids-24125.img",
+        "fs-24125.img",
+        "fdinfo-2.img",
+        "seccomp.img",
+    ] {
         let ours = std::fs::read(w.path.join(name)).expect("our image");
         let json = crit_decode(&w.path.join(name));
         assert_eq!(crit_encode(&json, &w.path), ours, "{name}");

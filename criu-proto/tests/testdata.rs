@@ -5,7 +5,9 @@ mod common;
 
 use std::collections::BTreeMap;
 
-use criu_proto::images::{core_entry, CoreEntry, FdTypes, PagemapEntry, PipeDataEntry, PstreeEntry};
+use criu_proto::images::{
+    core_entry, CoreEntry, FdTypes, PagemapEntry, PipeDataEntry, PstreeEntry,
+};
 use criu_proto::img::pages::{PE_LAZY, PE_PRESENT};
 use criu_proto::img::{decode_any, ImageKind, ImageReader, ImagesDir, Layout};
 
@@ -15,7 +17,11 @@ fn every_reference_image_round_trips() {
     for dir in common::all_image_dirs() {
         for entry in std::fs::read_dir(&dir).expect("image dir is readable") {
             let path = entry.expect("dir entry").path();
-            let name = path.file_name().and_then(|n| n.to_str()).expect("utf-8 name").to_owned();
+            let name = path
+                .file_name()
+                .and_then(|n| n.to_str())
+                .expect("utf-8 name")
+                .to_owned();
             if name.ends_with(".log") {
                 continue;
             }
@@ -29,7 +35,10 @@ fn every_reference_image_round_trips() {
             }
             let image = decode_any(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
             assert_eq!(image.kind, kind, "{name}: magic and name agree");
-            assert!(!image.entries.is_empty(), "{name}: CRIU never writes entry-less images");
+            assert!(
+                !image.entries.is_empty(),
+                "{name}: CRIU never writes entry-less images"
+            );
             for (i, entry) in image.entries.iter().enumerate() {
                 assert_eq!(
                     entry.message.encode_message(),
@@ -38,7 +47,11 @@ fn every_reference_image_round_trips() {
                     entry.message.message_name()
                 );
             }
-            assert_eq!(image.encode(), bytes, "{name}: whole file re-encodes identically");
+            assert_eq!(
+                image.encode(),
+                bytes,
+                "{name}: whole file re-encodes identically"
+            );
         }
     }
     for kind in [
@@ -57,7 +70,10 @@ fn every_reference_image_round_trips() {
         ImageKind::StatsDump,
         ImageKind::PipesData,
     ] {
-        assert!(seen.contains_key(&kind), "no {kind:?} image in the reference data");
+        assert!(
+            seen.contains_key(&kind),
+            "no {kind:?} image in the reference data"
+        );
     }
 }
 
@@ -68,14 +84,23 @@ fn loop_values() {
     let pstree = dir.pstree().expect("pstree");
     assert_eq!(
         pstree,
-        vec![PstreeEntry { pid: 24125, ppid: 0, pgid: 24125, sid: 24125, threads: vec![24125] }]
+        vec![PstreeEntry {
+            pid: 24125,
+            ppid: 0,
+            pgid: 24125,
+            sid: 24125,
+            threads: vec![24125]
+        }]
     );
 
     let inventory = dir.inventory().expect("inventory");
     assert_eq!(inventory.img_version, 2);
     assert_eq!(inventory.fdinfo_per_id, Some(true));
     assert_eq!(inventory.ns_per_id, Some(true));
-    assert_eq!(inventory.root_ids.as_ref().map(|ids| ids.pid_ns_id), Some(Some(1)));
+    assert_eq!(
+        inventory.root_ids.as_ref().map(|ids| ids.pid_ns_id),
+        Some(Some(1))
+    );
 
     let core: CoreEntry = dir.core(24125).expect("core");
     assert_eq!(core.mtype(), core_entry::March::X8664);
@@ -89,17 +114,32 @@ fn loop_values() {
     let ids = dir.ids(24125).expect("ids").expect("ids image exists");
     assert_eq!(ids.files_id, 2);
     let fds = dir.fdinfo(ids.files_id).expect("fdinfo");
-    assert_eq!(fds.iter().map(|f| f.fd).collect::<Vec<_>>(), vec![0, 1, 2, 3, 4, 10, 251]);
+    assert_eq!(
+        fds.iter().map(|f| f.fd).collect::<Vec<_>>(),
+        vec![0, 1, 2, 3, 4, 10, 251]
+    );
     assert_eq!(fds[6].r#type(), FdTypes::Pipe);
 
     let files = dir.files().expect("files");
     let mm = dir.mm(24125).expect("mm").expect("mm image exists");
-    let exe = files.iter().find(|f| f.id == mm.exe_file_id).expect("exe file entry");
-    assert_eq!(exe.reg.as_ref().map(|r| r.name.as_str()), Some("/tmp/criu-testdata/bin/loop"));
+    let exe = files
+        .iter()
+        .find(|f| f.id == mm.exe_file_id)
+        .expect("exe file entry");
+    assert_eq!(
+        exe.reg.as_ref().map(|r| r.name.as_str()),
+        Some("/tmp/criu-testdata/bin/loop")
+    );
     assert!(mm.vmas.windows(2).all(|w| w[0].start < w[1].start));
-    assert_eq!(dir.fs(24125).expect("fs").map(|fs| fs.umask), Some(Some(0o22)));
+    assert_eq!(
+        dir.fs(24125).expect("fs").map(|fs| fs.umask),
+        Some(Some(0o22))
+    );
 
-    let pagemap = dir.pagemap(24125).expect("pagemap").expect("pagemap image exists");
+    let pagemap = dir
+        .pagemap(24125)
+        .expect("pagemap")
+        .expect("pagemap image exists");
     assert_eq!(pagemap.head.pages_id, 1);
     assert_eq!(pagemap.entries.len(), 17);
     for entry in &pagemap.entries {
@@ -112,8 +152,14 @@ fn loop_values() {
     assert_eq!(pages.len(), pagemap.present_bytes());
     assert_eq!(pages.len(), 4_313_088);
     let last = pagemap.runs().last().expect("runs");
-    assert_eq!(pages.read_run(&last).expect("last run").len() as u64, last.len_bytes());
-    assert_eq!(last.pages_offset.map(|o| o + last.len_bytes()), Some(pages.len()));
+    assert_eq!(
+        pages.read_run(&last).expect("last run").len() as u64,
+        last.len_bytes()
+    );
+    assert_eq!(
+        last.pages_offset.map(|o| o + last.len_bytes()),
+        Some(pages.len())
+    );
 }
 
 #[test]
@@ -129,26 +175,38 @@ fn threads_tree_and_pidns_values() {
 
     let tree_dir = ImagesDir::open(common::images("tree")).expect("open tree images");
     let procs = tree_dir.pstree().expect("pstree");
-    assert_eq!(procs.iter().map(|p| p.pid).collect::<Vec<_>>(), vec![24175, 24176, 24177, 24178]);
+    assert_eq!(
+        procs.iter().map(|p| p.pid).collect::<Vec<_>>(),
+        vec![24175, 24176, 24177, 24178]
+    );
     assert!(procs[1..].iter().all(|p| p.ppid == 24175));
-    let pipes: Vec<PipeDataEntry> =
-        tree_dir.read_all(ImageKind::PipesData, 0).expect("pipes-data");
+    let pipes: Vec<PipeDataEntry> = tree_dir
+        .read_all(ImageKind::PipesData, 0)
+        .expect("pipes-data");
     assert_eq!(pipes.len(), 3);
     assert!(pipes.iter().all(|p| p.size == Some(65536)));
 
     let pidns = ImagesDir::open(common::images("pidns")).expect("open pidns images");
     assert_eq!(pidns.pstree().expect("pstree")[0].pid, 1);
-    assert_eq!(pidns.core(1).expect("core-1").tc.map(|tc| tc.comm), Some("pidns".to_owned()));
+    assert_eq!(
+        pidns.core(1).expect("core-1").tc.map(|tc| tc.comm),
+        Some("pidns".to_owned())
+    );
 }
 
 #[test]
 fn typed_reader_reads_pagemap_entries_in_order() {
     let path = common::images("loop").join("pagemap-24125.img");
     let mut reader = ImageReader::open(&path, ImageKind::Pagemap).expect("open pagemap");
-    let head = reader.read_entry::<criu_proto::images::PagemapHead>().expect("head");
+    let head = reader
+        .read_entry::<criu_proto::images::PagemapHead>()
+        .expect("head");
     assert_eq!(head.map(|h| h.pages_id), Some(1));
     let entries: Vec<PagemapEntry> = reader.read_all().expect("entries");
     assert_eq!(entries.len(), 17);
     assert_eq!(reader.entries_read(), 18);
-    assert_eq!(reader.offset(), std::fs::metadata(&path).expect("stat").len());
+    assert_eq!(
+        reader.offset(),
+        std::fs::metadata(&path).expect("stat").len()
+    );
 }

@@ -21,7 +21,11 @@ fn image_without_entries_is_not_created() {
     let writer = dir.create_image(ImageKind::Pstree, 0).expect("prepare");
     assert_eq!(writer.finish().expect("finish"), 0);
     assert!(!tmp.path().join("pstree.img").exists());
-    assert_eq!(dir.write_all::<PstreeEntry>(ImageKind::Pstree, 0, []).expect("write none"), 0);
+    assert_eq!(
+        dir.write_all::<PstreeEntry>(ImageKind::Pstree, 0, [])
+            .expect("write none"),
+        0
+    );
     assert!(!tmp.path().join("pstree.img").exists());
     // Missing images read as empty.
     assert!(dir.pstree().expect("pstree").is_empty());
@@ -31,14 +35,24 @@ fn image_without_entries_is_not_created() {
 #[test]
 fn writes_criu_bytes() {
     let (tmp, dir) = tempdir();
-    let entry = PstreeEntry { pid: 15812, ppid: 0, pgid: 15812, sid: 15812, threads: vec![15812] };
-    dir.write_all(ImageKind::Pstree, 0, [&entry]).expect("write pstree");
+    let entry = PstreeEntry {
+        pid: 15812,
+        ppid: 0,
+        pgid: 15812,
+        sid: 15812,
+        threads: vec![15812],
+    };
+    dir.write_all(ImageKind::Pstree, 0, [&entry])
+        .expect("write pstree");
     // The worked example of image-format.md 1.11.
     let expected: Vec<u8> = vec![
         0x19, 0x43, 0x56, 0x54, 0x30, 0x30, 0x27, 0x50, 0x0e, 0x00, 0x00, 0x00, 0x08, 0xc4, 0x7b,
         0x10, 0x00, 0x18, 0xc4, 0x7b, 0x20, 0xc4, 0x7b, 0x28, 0xc4, 0x7b,
     ];
-    assert_eq!(std::fs::read(tmp.path().join("pstree.img")).expect("read back"), expected);
+    assert_eq!(
+        std::fs::read(tmp.path().join("pstree.img")).expect("read back"),
+        expected
+    );
     assert_eq!(dir.pstree().expect("pstree"), vec![entry]);
 }
 
@@ -53,23 +67,48 @@ fn refuses_incomplete_and_misplaced_entries() {
     );
     let err = writer.write_entry(&PstreeEntry::default()).unwrap_err();
     assert!(
-        matches!(err, ImageError::WrongMessage { expected: "criu.images.fs_entry", .. }),
+        matches!(
+            err,
+            ImageError::WrongMessage {
+                expected: "criu.images.fs_entry",
+                ..
+            }
+        ),
         "{err:?}"
     );
     let err = writer.write_extra(b"x").unwrap_err();
-    assert!(matches!(err, ImageError::ExtraWithoutEntry { .. }), "{err:?}");
-    writer.finish().expect("finish");
-    assert!(!tmp.path().join("fs-7.img").exists(), "failed writes create nothing");
-
-    let mut pagemap = dir.create_image(ImageKind::Pagemap, 1).expect("prepare pagemap");
-    let err = pagemap.write_entry(&Pagemap::entry(0x1000, 1, PE_PRESENT)).unwrap_err();
     assert!(
-        matches!(err, ImageError::WrongMessage { expected: "criu.images.pagemap_head", .. }),
+        matches!(err, ImageError::ExtraWithoutEntry { .. }),
+        "{err:?}"
+    );
+    writer.finish().expect("finish");
+    assert!(
+        !tmp.path().join("fs-7.img").exists(),
+        "failed writes create nothing"
+    );
+
+    let mut pagemap = dir
+        .create_image(ImageKind::Pagemap, 1)
+        .expect("prepare pagemap");
+    let err = pagemap
+        .write_entry(&Pagemap::entry(0x1000, 1, PE_PRESENT))
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            ImageError::WrongMessage {
+                expected: "criu.images.pagemap_head",
+                ..
+            }
+        ),
         "{err:?}"
     );
     assert!(matches!(
         dir.create_image(ImageKind::Pages, 1).unwrap_err(),
-        ImageError::RawImage { kind: ImageKind::Pages, .. }
+        ImageError::RawImage {
+            kind: ImageKind::Pages,
+            ..
+        }
     ));
 }
 
@@ -78,14 +117,27 @@ fn extra_payloads_follow_their_entry() {
     let (tmp, dir) = tempdir();
     let mut writer = dir.create_image(ImageKind::PipesData, 0).expect("prepare");
     let data = b"hello pipe";
-    let entry = PipeDataEntry { pipe_id: 42, bytes: data.len() as u32, size: Some(65536) };
+    let entry = PipeDataEntry {
+        pipe_id: 42,
+        bytes: data.len() as u32,
+        size: Some(65536),
+    };
     writer.write_entry_with_extra(&entry, data).expect("write");
-    writer.write_entry(&PipeDataEntry { pipe_id: 43, bytes: 0, size: None }).expect("write");
+    writer
+        .write_entry(&PipeDataEntry {
+            pipe_id: 43,
+            bytes: 0,
+            size: None,
+        })
+        .expect("write");
     assert_eq!(writer.finish().expect("finish"), 2);
     let image = decode_any(tmp.path().join("pipes-data.img")).expect("decode");
     assert_eq!(image.kind, ImageKind::PipesData);
     assert_eq!(image.entries[0].extra, data);
-    assert_eq!(image.entries[0].downcast_ref::<PipeDataEntry>(), Some(&entry));
+    assert_eq!(
+        image.entries[0].downcast_ref::<PipeDataEntry>(),
+        Some(&entry)
+    );
     assert!(image.entries[1].extra.is_empty());
 }
 
@@ -97,8 +149,14 @@ fn rewriting_reference_images_is_byte_identical() {
     for src in common::all_image_dirs() {
         for entry in std::fs::read_dir(&src).expect("image dir") {
             let path = entry.expect("entry").path();
-            let name = path.file_name().and_then(|n| n.to_str()).unwrap_or_default().to_owned();
-            let Some((kind, _)) = ImageKind::from_file_name(&name) else { continue };
+            let name = path
+                .file_name()
+                .and_then(|n| n.to_str())
+                .unwrap_or_default()
+                .to_owned();
+            let Some((kind, _)) = ImageKind::from_file_name(&name) else {
+                continue;
+            };
             if name.starts_with("pages-") {
                 continue;
             }
@@ -106,7 +164,9 @@ fn rewriting_reference_images_is_byte_identical() {
             let out = tmp.path().join(&name);
             let mut writer = ImageWriter::create(&out, kind).expect("prepare");
             for e in &image.entries {
-                writer.write_raw_entry(&e.message.encode_message()).expect("entry");
+                writer
+                    .write_raw_entry(&e.message.encode_message())
+                    .expect("entry");
                 if !e.extra.is_empty() {
                     writer.write_extra(&e.extra).expect("extra");
                 }
@@ -133,9 +193,13 @@ fn pagemap_and_pages_round_trip() {
             Pagemap::entry(0x8000, 1, PE_PRESENT | PE_LAZY),
         ],
     };
-    dir.write_pagemap(ImageKind::Pagemap, 77, &map).expect("write pagemap");
+    dir.write_pagemap(ImageKind::Pagemap, 77, &map)
+        .expect("write pagemap");
     let mut pages = dir.create_pages(3).expect("create pages");
-    assert!(pages.write_pages(&[1u8; 100]).is_err(), "partial pages are refused");
+    assert!(
+        pages.write_pages(&[1u8; 100]).is_err(),
+        "partial pages are refused"
+    );
     pages.write_pages(&[1u8; 8192]).expect("run 1");
     pages.write_pages(&[2u8; 4096]).expect("run 3");
     assert_eq!(pages.finish().expect("finish"), 3 * 4096);
@@ -151,17 +215,37 @@ fn pagemap_and_pages_round_trip() {
     assert_eq!(reader.read_run(&runs[2]).expect("run 3"), vec![2u8; 4096]);
 
     // An empty pages file is still created eagerly.
-    dir.create_pages(9).expect("create").finish().expect("finish");
-    assert_eq!(std::fs::metadata(tmp.path().join("pages-9.img")).expect("exists").len(), 0);
+    dir.create_pages(9)
+        .expect("create")
+        .finish()
+        .expect("finish");
+    assert_eq!(
+        std::fs::metadata(tmp.path().join("pages-9.img"))
+            .expect("exists")
+            .len(),
+        0
+    );
 }
 
 #[test]
 fn legacy_pagemap_entries_are_normalised() {
     use criu_proto::images::PagemapEntry;
-    let old = PagemapEntry { vaddr: 0x1000, compat_nr_pages: 3, in_parent: None, flags: None, nr_pages: None };
+    let old = PagemapEntry {
+        vaddr: 0x1000,
+        compat_nr_pages: 3,
+        in_parent: None,
+        flags: None,
+        nr_pages: None,
+    };
     let run = PageRun::from_entry(&old, Some(0));
-    assert_eq!((run.nr_pages, run.flags, run.pages_offset), (3, PE_PRESENT, Some(0)));
-    let parent = PagemapEntry { in_parent: Some(true), ..old };
+    assert_eq!(
+        (run.nr_pages, run.flags, run.pages_offset),
+        (3, PE_PRESENT, Some(0))
+    );
+    let parent = PagemapEntry {
+        in_parent: Some(true),
+        ..old
+    };
     let run = PageRun::from_entry(&parent, Some(0));
     assert_eq!((run.flags, run.pages_offset), (PE_PARENT, None));
 }
@@ -169,7 +253,11 @@ fn legacy_pagemap_entries_are_normalised() {
 #[test]
 fn single_entry_helpers() {
     let (_tmp, dir) = tempdir();
-    let fs = FsEntry { cwd_id: 9, root_id: 10, umask: Some(0o22) };
+    let fs = FsEntry {
+        cwd_id: 9,
+        root_id: 10,
+        umask: Some(0o22),
+    };
     dir.write_single(ImageKind::Fs, 5, &fs).expect("write fs");
     assert_eq!(dir.fs(5).expect("read fs"), Some(fs));
     let err = dir.inventory().unwrap_err();

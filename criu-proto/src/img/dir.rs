@@ -103,7 +103,12 @@ impl ImagesDir {
         let Some(file) = self.open_existing(&kind.file_name(id))? else {
             return Ok(None);
         };
-        ImageReader::new(std::io::BufReader::new(file), kind, self.image_path(kind, id)).map(Some)
+        ImageReader::new(
+            std::io::BufReader::new(file),
+            kind,
+            self.image_path(kind, id),
+        )
+        .map(Some)
     }
 
     /// Prepares image `kind`/`id` for writing; the file appears with the
@@ -226,22 +231,30 @@ impl ImagesDir {
     /// Opens `pages-<id>.img` for random-access reads.
     pub fn open_pages(&self, id: u32) -> Result<PagesReader, ImageError> {
         let path = self.image_path(ImageKind::Pages, id.into());
-        let file = open_file(Some(&self.fd), Path::new(&ImageKind::Pages.file_name(id.into())), false)
-            .map_err(|source| ImageError::Open {
-                path: path.clone(),
-                source,
-            })?;
+        let file = open_file(
+            Some(&self.fd),
+            Path::new(&ImageKind::Pages.file_name(id.into())),
+            false,
+        )
+        .map_err(|source| ImageError::Open {
+            path: path.clone(),
+            source,
+        })?;
         PagesReader::new(file, path)
     }
 
     /// Creates (now, even if it stays empty) `pages-<id>.img`.
     pub fn create_pages(&self, id: u32) -> Result<PagesWriter, ImageError> {
         let path = self.image_path(ImageKind::Pages, id.into());
-        let file = open_file(Some(&self.fd), Path::new(&ImageKind::Pages.file_name(id.into())), true)
-            .map_err(|source| ImageError::Create {
-                path: path.clone(),
-                source,
-            })?;
+        let file = open_file(
+            Some(&self.fd),
+            Path::new(&ImageKind::Pages.file_name(id.into())),
+            true,
+        )
+        .map_err(|source| ImageError::Create {
+            path: path.clone(),
+            source,
+        })?;
         Ok(PagesWriter::new(file, path))
     }
 
@@ -256,12 +269,11 @@ impl ImagesDir {
             });
         };
         let mut bytes = Vec::new();
-        io::Read::read_to_end(&mut file, &mut bytes)
-            .map_err(|source| ImageError::Read {
-                path: path.clone(),
-                offset: 0,
-                source,
-            })?;
+        io::Read::read_to_end(&mut file, &mut bytes).map_err(|source| ImageError::Read {
+            path: path.clone(),
+            offset: 0,
+            source,
+        })?;
         decode_any_bytes(&bytes, &path)
     }
 

@@ -179,7 +179,9 @@ pub enum ImageError {
         message: String,
     },
     /// An entry read from a file lacks a required field.
-    #[error("image {path}: entry {entry} at offset {offset} ({message}) lacks required field {field}")]
+    #[error(
+        "image {path}: entry {entry} at offset {offset} ({message}) lacks required field {field}"
+    )]
     MissingField {
         /// File path.
         path: PathBuf,
@@ -193,7 +195,9 @@ pub enum ImageError {
         field: String,
     },
     /// An entry to be written lacks a required field.
-    #[error("image {path}: refusing to write entry {entry} ({message}) without required field {field}")]
+    #[error(
+        "image {path}: refusing to write entry {entry} ({message}) without required field {field}"
+    )]
     IncompleteEntry {
         /// File path.
         path: PathBuf,

@@ -503,29 +503,54 @@ mod tests {
     fn file_names_round_trip() {
         for kind in ImageKind::all() {
             let name = kind.file_name(0x1234);
-            let id = if kind.id_format() == IdFormat::None { 0 } else { 0x1234 };
+            let id = if kind.id_format() == IdFormat::None {
+                0
+            } else {
+                0x1234
+            };
             let (found, found_id) = ImageKind::from_file_name(&name).expect("own name parses");
             assert_eq!(found_id, id, "{name}");
             // Legacy pre-pagemap `pages-%d.img` is named like `pages-%u.img`;
             // the current kind wins.
             if found != kind {
-                assert!(kind.desc().legacy && !found.desc().legacy, "{name}: {found:?}");
+                assert!(
+                    kind.desc().legacy && !found.desc().legacy,
+                    "{name}: {found:?}"
+                );
             }
         }
         assert_eq!(ImageKind::GhostFile.file_name(26), "ghost-file-1a.img");
         assert_eq!(ImageKind::Pagemap.file_name(24125), "pagemap-24125.img");
-        assert_eq!(ImageKind::from_file_name("pagemap-shmem-7.img"), Some((ImageKind::ShmemPagemap, 7)));
-        assert_eq!(ImageKind::from_file_name("pages-1.img"), Some((ImageKind::Pages, 1)));
+        assert_eq!(
+            ImageKind::from_file_name("pagemap-shmem-7.img"),
+            Some((ImageKind::ShmemPagemap, 7))
+        );
+        assert_eq!(
+            ImageKind::from_file_name("pages-1.img"),
+            Some((ImageKind::Pages, 1))
+        );
         assert_eq!(ImageKind::from_file_name("dump.log"), None);
         assert_eq!(ImageKind::from_file_name("core-.img"), None);
     }
 
     #[test]
     fn shared_magics_resolve_like_crit() {
-        assert_eq!(ImageKind::from_magic(magic::PAGEMAP_MAGIC), Some(ImageKind::Pagemap));
-        assert_eq!(ImageKind::from_magic(magic::SIGNAL_MAGIC), Some(ImageKind::Signal));
-        assert_eq!(ImageKind::from_magic(magic::BINFMT_MISC_MAGIC), Some(ImageKind::BinfmtMisc));
-        assert_eq!(ImageKind::from_magic(magic::STATS_MAGIC), Some(ImageKind::StatsDump));
+        assert_eq!(
+            ImageKind::from_magic(magic::PAGEMAP_MAGIC),
+            Some(ImageKind::Pagemap)
+        );
+        assert_eq!(
+            ImageKind::from_magic(magic::SIGNAL_MAGIC),
+            Some(ImageKind::Signal)
+        );
+        assert_eq!(
+            ImageKind::from_magic(magic::BINFMT_MISC_MAGIC),
+            Some(ImageKind::BinfmtMisc)
+        );
+        assert_eq!(
+            ImageKind::from_magic(magic::STATS_MAGIC),
+            Some(ImageKind::StatsDump)
+        );
         assert_eq!(ImageKind::from_magic(magic::RAW_IMAGE_MAGIC), None);
         assert_eq!(ImageKind::from_magic(0xdead_beef), None);
     }
@@ -534,8 +559,17 @@ mod tests {
     fn layouts_follow_magic() {
         for kind in ImageKind::all() {
             let d = kind.desc();
-            assert_eq!(d.layout == Layout::Raw, d.magic == magic::RAW_IMAGE_MAGIC, "{kind:?}");
-            assert_eq!(d.layout == Layout::Raw, d.entries == Entries::Opaque && !matches!(kind, ImageKind::PagesOld | ImageKind::ShmPagesOld), "{kind:?}");
+            assert_eq!(
+                d.layout == Layout::Raw,
+                d.magic == magic::RAW_IMAGE_MAGIC,
+                "{kind:?}"
+            );
+            assert_eq!(
+                d.layout == Layout::Raw,
+                d.entries == Entries::Opaque
+                    && !matches!(kind, ImageKind::PagesOld | ImageKind::ShmPagesOld),
+                "{kind:?}"
+            );
         }
     }
 }

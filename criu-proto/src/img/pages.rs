@@ -229,10 +229,11 @@ impl PagesWriter {
     /// Creates (truncating) `path`.
     pub fn create(path: impl AsRef<Path>) -> Result<PagesWriter, ImageError> {
         let path = path.as_ref();
-        let file = super::dir::open_file(None, path, true).map_err(|source| ImageError::Create {
-            path: path.to_owned(),
-            source,
-        })?;
+        let file =
+            super::dir::open_file(None, path, true).map_err(|source| ImageError::Create {
+                path: path.to_owned(),
+                source,
+            })?;
         Ok(Self::new(file, path.to_owned()))
     }
 
@@ -263,11 +264,13 @@ impl PagesWriter {
                 len: data.len() as u64,
             });
         }
-        self.file.write_all(data).map_err(|source| ImageError::Write {
-            path: self.path.clone(),
-            offset: self.len,
-            source,
-        })?;
+        self.file
+            .write_all(data)
+            .map_err(|source| ImageError::Write {
+                path: self.path.clone(),
+                offset: self.len,
+                source,
+            })?;
         self.len += data.len() as u64;
         Ok(())
     }

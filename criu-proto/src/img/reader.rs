@@ -179,8 +179,14 @@ impl<R: Read> ImageReader<R> {
         let Some(payload) = self.read_raw_entry()? else {
             return Ok(None);
         };
-        decode_entry(&payload, &M::full_name(), &self.path, self.entry - 1, self.entry_offset)
-            .map(Some)
+        decode_entry(
+            &payload,
+            &M::full_name(),
+            &self.path,
+            self.entry - 1,
+            self.entry_offset,
+        )
+        .map(Some)
     }
 
     /// Reads the first entry of a single-entry image (`inventory`, `core`,

@@ -130,7 +130,10 @@ mod tests {
             Some("ppid")
         );
         // fs_entry complete: cwd_id = 1, root_id = 2.
-        assert_eq!(missing_required("criu.images.fs_entry", &[0x08, 1, 0x10, 2]), None);
+        assert_eq!(
+            missing_required("criu.images.fs_entry", &[0x08, 1, 0x10, 2]),
+            None
+        );
         // timens_entry { monotonic { tv_sec = 1 }, boottime {} } misses
         // monotonic.tv_nsec first.
         let bytes = [0x0a, 0x02, 0x08, 0x01, 0x12, 0x00];

@@ -30,6 +30,9 @@ pub fn all_image_dirs() -> Vec<PathBuf> {
         .filter(|p| p.is_dir())
         .collect();
     dirs.sort();
-    assert!(dirs.len() >= 4, "expected at least 4 scenarios, found {dirs:?}");
+    assert!(
+        dirs.len() >= 4,
+        "expected at least 4 scenarios, found {dirs:?}"
+    );
     dirs
 }
