@@ -10,3 +10,9 @@ pub mod rpc {
 pub mod images {
     include!(concat!(env!("OUT_DIR"), "/criu.images.rs"));
 }
+
+/// The encoded `google.protobuf.FileDescriptorSet` of every schema in
+/// `proto/` (plus `google/protobuf/descriptor.proto`), with the `(criu)` field
+/// options kept, for tools that decode or print images by reflection.
+pub const FILE_DESCRIPTOR_SET: &[u8] =
+    include_bytes!(concat!(env!("OUT_DIR"), "/criu-descriptors.bin"));
