@@ -6,8 +6,8 @@ use std::sync::LazyLock;
 
 use super::getopt::{ArgKind, Getopt, Item, LongOpt, ShortOpt};
 use super::{
-    cpu_cap, CgroupMode, CgroupRoot, Config, ConfigError, FileValidation, FinalState, InheritFd, JoinNs,
-    NetworkLock, PreDumpMode, EMPTY_NS_NET,
+    cpu_cap, CgroupMode, CgroupRoot, Config, ConfigError, FileValidation, FinalState, InheritFd,
+    JoinNs, NetworkLock, PreDumpMode, EMPTY_NS_NET,
 };
 
 /// Boolean options declared with upstream's `BOOL_OPT` (which adds `no-NAME`) or as plain flags.
@@ -220,8 +220,16 @@ const ROWS: &[Row] = {
         P("feature", R, Id::Feature),
         P("skip-mnt", R, Id::SkipMnt),
         P("enable-fs", R, Id::EnableFs),
-        P("enable-external-sharing", N, Id::Set(Flag::EnableExternalSharing, true)),
-        P("enable-external-masters", N, Id::Set(Flag::EnableExternalMasters, true)),
+        P(
+            "enable-external-sharing",
+            N,
+            Id::Set(Flag::EnableExternalSharing, true),
+        ),
+        P(
+            "enable-external-masters",
+            N,
+            Id::Set(Flag::EnableExternalMasters, true),
+        ),
         P("freeze-cgroup", R, Id::FreezeCgroup),
         P("ghost-limit", R, Id::GhostLimit),
         P("irmap-scan-path", R, Id::IrmapScanPath),
@@ -298,7 +306,11 @@ pub fn long_option_names() -> impl Iterator<Item = &'static str> {
 /// Runs getopt over `args` and applies each option to `cfg` in order. Positionals are appended to
 /// `cfg.positional` when `keep_positionals` (the command line); configuration files drop them, as upstream.
 /// Stops after `--help` or `--version`.
-pub(super) fn apply_args(args: Vec<String>, cfg: &mut Config, keep_positionals: bool) -> Result<(), ConfigError> {
+pub(super) fn apply_args(
+    args: Vec<String>,
+    cfg: &mut Config,
+    keep_positionals: bool,
+) -> Result<(), ConfigError> {
     for item in Getopt::new(args, SHORT, &LONG) {
         match item? {
             Item::Positional(p) => {
@@ -335,7 +347,9 @@ fn apply(c: &mut Config, id: Id, arg: Option<String>, spelled: &str) -> Result<(
         Id::LeaveRunning => c.final_state = FinalState::Alive,
         Id::ExtUnixSk => {
             if let Some(list) = &arg {
-                for ino in parse_unix_inodes(list).ok_or_else(|| bad(spelled, list, "comma-separated inode numbers"))? {
+                for ino in parse_unix_inodes(list)
+                    .ok_or_else(|| bad(spelled, list, "comma-separated inode numbers"))?
+                {
                     c.external.push(format!("unix[{ino}]"));
                 }
             }
@@ -354,12 +368,20 @@ fn apply(c: &mut Config, id: Id, arg: Option<String>, spelled: &str) -> Result<(
         Id::LogFile => c.log_file = Some(PathBuf::from(a())),
         Id::JoinNs => {
             let v = a();
-            c.join_ns.push(parse_join_ns(&v).ok_or_else(|| bad(spelled, &v, "NS:FILE[,OPTIONS] with NS one of net, uts, time, ipc, user, mnt"))?);
+            c.join_ns.push(parse_join_ns(&v).ok_or_else(|| {
+                bad(
+                    spelled,
+                    &v,
+                    "NS:FILE[,OPTIONS] with NS one of net, uts, time, ipc, user, mnt",
+                )
+            })?);
         }
         Id::Verbosity => match &arg {
             // `-vvv` arrives as `-v` with the argument "vv"; anything else goes through atoi(), so
             // `-verbosity=0` (a short cluster) sets level 0, exactly like upstream.
-            Some(v) if v.starts_with('v') => c.log_level = c.log_level.saturating_add(clamp_i32(v.len() as i64 + 1)),
+            Some(v) if v.starts_with('v') => {
+                c.log_level = c.log_level.saturating_add(clamp_i32(v.len() as i64 + 1))
+            }
             Some(v) => c.log_level = clamp_i32(c_atol(v)),
             None => c.log_level = c.log_level.saturating_add(1),
         },
@@ -367,7 +389,9 @@ fn apply(c: &mut Config, id: Id, arg: Option<String>, spelled: &str) -> Result<(
         Id::Pidfile => c.pidfile = Some(PathBuf::from(a())),
         Id::VethPair => {
             let v = a();
-            let (inside, outside) = v.split_once('=').ok_or_else(|| bad(spelled, &v, "IN=OUT"))?;
+            let (inside, outside) = v
+                .split_once('=')
+                .ok_or_else(|| bad(spelled, &v, "IN=OUT"))?;
             c.external.push(format!("veth[{inside}]:{outside}"));
         }
         Id::ActionScript => c.action_scripts.push(a()),
@@ -389,13 +413,21 @@ fn apply(c: &mut Config, id: Id, arg: Option<String>, spelled: &str) -> Result<(
             })
         }
         Id::Libdir => c.libdir = Some(PathBuf::from(a())),
-        Id::CpuCap => c.cpu_cap = Some(parse_cpu_cap(c.cpu_cap.unwrap_or(cpu_cap::DEFAULT), arg.as_deref()).ok_or_else(|| bad(spelled, &a(), "a list of fpu, cpu, ins, all, none, ^CAP"))?),
+        Id::CpuCap => {
+            c.cpu_cap = Some(
+                parse_cpu_cap(c.cpu_cap.unwrap_or(cpu_cap::DEFAULT), arg.as_deref()).ok_or_else(
+                    || bad(spelled, &a(), "a list of fpu, cpu, ins, all, none, ^CAP"),
+                )?,
+            )
+        }
         Id::ExtMountMap => {
             let v = a();
             if v == "auto" {
                 c.auto_ext_mounts = true;
             } else {
-                let (key, val) = v.split_once(':').ok_or_else(|| bad(spelled, &v, "KEY:VALUE or auto"))?;
+                let (key, val) = v
+                    .split_once(':')
+                    .ok_or_else(|| bad(spelled, &v, "KEY:VALUE or auto"))?;
                 c.external.push(format!("mnt[{key}]:{val}"));
             }
         }
@@ -408,7 +440,13 @@ fn apply(c: &mut Config, id: Id, arg: Option<String>, spelled: &str) -> Result<(
                 Some("full") => CgroupMode::Full,
                 Some("strict") => CgroupMode::Strict,
                 Some("ignore") => CgroupMode::Ignore,
-                Some(other) => return Err(bad(spelled, other, "none, props, soft, full, strict or ignore")),
+                Some(other) => {
+                    return Err(bad(
+                        spelled,
+                        other,
+                        "none, props, soft, full, strict or ignore",
+                    ))
+                }
             }
         }
         Id::CgroupRoot => {
@@ -426,7 +464,8 @@ fn apply(c: &mut Config, id: Id, arg: Option<String>, spelled: &str) -> Result<(
         }
         Id::InheritFd => {
             let v = a();
-            c.inherit_fds.push(parse_inherit_fd(&v).ok_or_else(|| bad(spelled, &v, "fd[N]:KEY"))?);
+            c.inherit_fds
+                .push(parse_inherit_fd(&v).ok_or_else(|| bad(spelled, &v, "fd[N]:KEY"))?);
         }
         Id::Feature => c.features.push(a()),
         Id::SkipMnt => c.skip_mnt.push(a()),
@@ -455,7 +494,8 @@ fn apply(c: &mut Config, id: Id, arg: Option<String>, spelled: &str) -> Result<(
         Id::CgroupDumpController => c.cgroup_dump_controllers.push(a()),
         Id::StatusFd => {
             let v = a();
-            c.status_fd = Some(scan_int(&v).ok_or_else(|| bad(spelled, &v, "a descriptor number"))?);
+            c.status_fd =
+                Some(scan_int(&v).ok_or_else(|| bad(spelled, &v, "a descriptor number"))?);
         }
         Id::PsSocket => c.ps_socket = Some(clamp_i32(c_atol(&a()))),
         Id::Config => c.config = Some(PathBuf::from(a())),
@@ -515,9 +555,9 @@ fn leading_int(s: &str) -> Option<(i64, usize)> {
     if n == 0 {
         return None;
     }
-    let mag = digits[..n]
-        .bytes()
-        .fold(0i64, |acc, d| acc.saturating_mul(10).saturating_add(i64::from(d - b'0')));
+    let mag = digits[..n].bytes().fold(0i64, |acc, d| {
+        acc.saturating_mul(10).saturating_add(i64::from(d - b'0'))
+    });
     Some((if neg { -mag } else { mag }, n))
 }
 
@@ -641,9 +681,18 @@ mod tests {
         let d = cpu_cap::DEFAULT;
         assert_eq!(parse_cpu_cap(d, None), Some(cpu_cap::ALL | cpu_cap::IMAGE));
         assert_eq!(parse_cpu_cap(d, Some("none")), Some(cpu_cap::NONE));
-        assert_eq!(parse_cpu_cap(d, Some("^fpu")), Some(cpu_cap::INS | cpu_cap::IMAGE));
-        assert_eq!(parse_cpu_cap(d, Some("^fpu,cpu")), Some(cpu_cap::INS | cpu_cap::CPU | cpu_cap::IMAGE));
-        assert_eq!(parse_cpu_cap(d, Some("^none")), Some(cpu_cap::ALL | cpu_cap::IMAGE));
+        assert_eq!(
+            parse_cpu_cap(d, Some("^fpu")),
+            Some(cpu_cap::INS | cpu_cap::IMAGE)
+        );
+        assert_eq!(
+            parse_cpu_cap(d, Some("^fpu,cpu")),
+            Some(cpu_cap::INS | cpu_cap::CPU | cpu_cap::IMAGE)
+        );
+        assert_eq!(
+            parse_cpu_cap(d, Some("^none")),
+            Some(cpu_cap::ALL | cpu_cap::IMAGE)
+        );
         assert_eq!(parse_cpu_cap(d, Some("bogus")), None);
     }
 
