@@ -128,3 +128,73 @@ pub fn from_config(cfg: &Config) -> Result<RequestOpts, OptsError> {
     out.status_fd = status_fd;
     Ok(out)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::parse_args;
+    use crate::opts::{ImagesDirSource, Target};
+
+    fn dir() -> tempfile::TempDir {
+        tempfile::tempdir().unwrap()
+    }
+
+    fn cli(args: &[&str]) -> Result<RequestOpts, OptsError> {
+        from_config(&parse_args(args.iter().map(|s| (*s).to_owned())).unwrap())
+    }
+
+    #[test]
+    fn command_line_opens_dirs_and_checks_actions() {
+        let d = dir();
+        let path = d.path().to_str().unwrap();
+        let o = cli(&["dump", "-t", "1", "-D", path, "-o", "dump.log", "-v4"]).unwrap();
+        assert_eq!(o.target, Some(Target::Pid(1)));
+        assert_eq!(
+            o.images_dir.as_ref().unwrap().source,
+            ImagesDirSource::CommandLine
+        );
+        assert_eq!(o.work_dir.as_ref().unwrap().path, d.path());
+        assert_eq!(o.log_file, Some(LogTarget::File("dump.log".into())));
+        assert_eq!(o.log_level, 4);
+        assert_eq!(
+            cli(&["check", "-D", path]).unwrap().log_file,
+            Some(LogTarget::Stderr)
+        );
+
+        let usage = |args: &[&str]| match cli(args) {
+            Err(OptsError::Usage { reason }) => reason,
+            other => panic!("{args:?}: {other:?}"),
+        };
+        assert!(usage(&["dump", "-D", path]).contains("pid not specified"));
+        assert!(usage(&[]).contains("command is required"));
+        assert!(usage(&["bogus"]).contains("unknown command"));
+        assert!(usage(&["dump", "-t", "1", "extra"]).contains("excessive"));
+        assert!(
+            usage(&["dump", "-t", "1", "--exec-cmd", "--", "x"]).contains("restore command only")
+        );
+        assert!(
+            usage(&["restore", "-d", "--exec-cmd", "--", "x"]).contains("cannot be used together")
+        );
+        assert!(usage(&["cpuinfo", "-D", path]).contains("requires an action"));
+        assert!(usage(&["swrk"]).contains("swrk <fd>"));
+
+        let o = cli(&["restore", "-D", path, "--exec-cmd", "--", "sh", "-c", "x"]).unwrap();
+        assert_eq!(o.exec_cmd, ["sh", "-c", "x"]);
+        assert!(cli(&["cpuinfo", "dump", "-D", path]).is_ok());
+        assert!(cli(&["swrk", "3"]).unwrap().images_dir.is_none());
+        assert!(matches!(
+            cli(&["dump", "-t", "1", "-D", path, "--track-mem"]),
+            Err(OptsError::TrackMemUnavailable {
+                option: "--track-mem"
+            })
+        ));
+        assert!(matches!(
+            cli(&["dump", "-t", "1", "-D", path, "--inherit-fd", "fd[0]:x"]),
+            Err(OptsError::RestoreOnly { .. })
+        ));
+        assert!(matches!(
+            cli(&["dump", "-t", "1", "-D", "/nonexistent/dir"]),
+            Err(OptsError::OpenImagesDir { .. })
+        ));
+    }
+}

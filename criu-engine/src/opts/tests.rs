@@ -9,7 +9,7 @@ use nix::fcntl::OFlag;
 use nix::sys::stat::Mode;
 
 use super::*;
-use crate::config::{cpu_cap, parse_args, EMPTY_NS_NET};
+use crate::config::{cpu_cap, EMPTY_NS_NET};
 
 fn pid() -> i32 {
     i32::try_from(std::process::id()).expect("pids fit in i32")
@@ -794,59 +794,4 @@ fn externals_collect_deprecated_forms() {
     );
     assert_eq!(o.exec_cmd, ["/bin/sh"]);
     assert_eq!(o.parent_img.as_deref(), Some("../prev"));
-}
-
-fn cli(args: &[&str]) -> Result<RequestOpts, OptsError> {
-    from_config(&parse_args(args.iter().map(|s| (*s).to_owned())).unwrap())
-}
-
-#[test]
-fn command_line_opens_dirs_and_checks_actions() {
-    let d = dir();
-    let path = d.tmp.path().to_str().unwrap();
-    let o = cli(&["dump", "-t", "1", "-D", path, "-o", "dump.log", "-v4"]).unwrap();
-    assert_eq!(o.target, Some(Target::Pid(1)));
-    assert_eq!(
-        o.images_dir.as_ref().unwrap().source,
-        ImagesDirSource::CommandLine
-    );
-    assert_eq!(o.work_dir.as_ref().unwrap().path, d.tmp.path());
-    assert_eq!(o.log_file, Some(LogTarget::File("dump.log".into())));
-    assert_eq!(o.log_level, 4);
-    assert_eq!(
-        cli(&["check", "-D", path]).unwrap().log_file,
-        Some(LogTarget::Stderr)
-    );
-
-    let usage = |args: &[&str]| match cli(args) {
-        Err(OptsError::Usage { reason }) => reason,
-        other => panic!("{args:?}: {other:?}"),
-    };
-    assert!(usage(&["dump", "-D", path]).contains("pid not specified"));
-    assert!(usage(&[]).contains("command is required"));
-    assert!(usage(&["bogus"]).contains("unknown command"));
-    assert!(usage(&["dump", "-t", "1", "extra"]).contains("excessive"));
-    assert!(usage(&["dump", "-t", "1", "--exec-cmd", "--", "x"]).contains("restore command only"));
-    assert!(usage(&["restore", "-d", "--exec-cmd", "--", "x"]).contains("cannot be used together"));
-    assert!(usage(&["cpuinfo", "-D", path]).contains("requires an action"));
-    assert!(usage(&["swrk"]).contains("swrk <fd>"));
-
-    let o = cli(&["restore", "-D", path, "--exec-cmd", "--", "sh", "-c", "x"]).unwrap();
-    assert_eq!(o.exec_cmd, ["sh", "-c", "x"]);
-    assert!(cli(&["cpuinfo", "dump", "-D", path]).is_ok());
-    assert!(cli(&["swrk", "3"]).unwrap().images_dir.is_none());
-    assert!(matches!(
-        cli(&["dump", "-t", "1", "-D", path, "--track-mem"]),
-        Err(OptsError::TrackMemUnavailable {
-            option: "--track-mem"
-        })
-    ));
-    assert!(matches!(
-        cli(&["dump", "-t", "1", "-D", path, "--inherit-fd", "fd[0]:x"]),
-        Err(OptsError::RestoreOnly { .. })
-    ));
-    assert!(matches!(
-        cli(&["dump", "-t", "1", "-D", "/nonexistent/dir"]),
-        Err(OptsError::OpenImagesDir { .. })
-    ));
 }
