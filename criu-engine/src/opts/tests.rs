@@ -4,7 +4,9 @@
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 
-use criu_proto::rpc::{CriuOpts, CriuPageServerInfo, CriuReqType, InheritFd as RpcInheritFd};
+use criu_proto::rpc::{
+    CriuCgMode, CriuOpts, CriuPageServerInfo, CriuReqType, InheritFd as RpcInheritFd,
+};
 use nix::fcntl::OFlag;
 use nix::sys::stat::Mode;
 
@@ -120,7 +122,7 @@ fn present_fields_apply_even_with_proto_default_values() {
         CriuReqType::Dump,
         &CriuOpts {
             manage_cgroups: Some(false),
-            manage_cgroups_mode: Some(CriuCgModeValue::DEFAULT),
+            manage_cgroups_mode: Some(CriuCgMode::Default as i32),
             leave_running: Some(true),
             leave_stopped: Some(false),
             ..with_dir(&d)
@@ -129,13 +131,6 @@ fn present_fields_apply_even_with_proto_default_values() {
     .unwrap();
     assert_eq!(o.manage_cgroups, CgroupMode::Soft);
     assert_eq!(o.final_state, FinalState::Alive);
-}
-
-/// `criu_cg_mode` values as carried on the wire.
-struct CriuCgModeValue;
-impl CriuCgModeValue {
-    const DEFAULT: i32 = 6;
-    const FULL: i32 = 4;
 }
 
 #[test]
@@ -520,7 +515,7 @@ fn unsupported_and_restore_only_options_are_named() {
         ),
         (
             CriuOpts {
-                manage_cgroups_mode: Some(CriuCgModeValue::FULL),
+                manage_cgroups_mode: Some(CriuCgMode::Full as i32),
                 ..with_dir(&d)
             },
             "manage_cgroups_mode full",
