@@ -74,7 +74,10 @@ pub struct LogGuard {
 impl LogGuard {
     /// The first error-level message logged on this thread since the guard was created (for `cr_errmsg`).
     pub fn first_error(&self) -> Option<String> {
-        self.first_error.lock().unwrap_or_else(PoisonError::into_inner).clone()
+        self.first_error
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
     }
 }
 
@@ -101,7 +104,10 @@ pub fn start(opts: &RequestOpts) -> Result<LogGuard, LogError> {
         None => None,
         Some(LogTarget::Stdout) => Some(Sink::Stdout),
         Some(LogTarget::Stderr) => Some(Sink::Stderr),
-        Some(LogTarget::File(path)) => Some(Sink::File(Arc::new(open_log(opts.work_dir.as_ref(), path)?))),
+        Some(LogTarget::File(path)) => Some(Sink::File(Arc::new(open_log(
+            opts.work_dir.as_ref(),
+            path,
+        )?))),
     };
     Ok(install(sink, opts.log_level))
 }
@@ -153,7 +159,8 @@ where
 
 /// `O_CREAT | O_TRUNC | O_WRONLY | O_APPEND`, mode 0600, close-on-exec, as upstream `log_init()`.
 fn open_log(work_dir: Option<&WorkDir>, path: &Path) -> Result<File, LogError> {
-    let flags = OFlag::O_CREAT | OFlag::O_TRUNC | OFlag::O_WRONLY | OFlag::O_APPEND | OFlag::O_CLOEXEC;
+    let flags =
+        OFlag::O_CREAT | OFlag::O_TRUNC | OFlag::O_WRONLY | OFlag::O_APPEND | OFlag::O_CLOEXEC;
     let mode = Mode::from_bits_truncate(0o600);
     let fd = match work_dir {
         Some(dir) if path.is_relative() => nix::fcntl::openat(&dir.fd, path, flags, mode),
@@ -211,7 +218,12 @@ where
     S: Subscriber + for<'a> LookupSpan<'a>,
     N: for<'a> FormatFields<'a> + 'static,
 {
-    fn format_event(&self, ctx: &FmtContext<'_, S, N>, mut writer: Writer<'_>, event: &Event<'_>) -> std::fmt::Result {
+    fn format_event(
+        &self,
+        ctx: &FmtContext<'_, S, N>,
+        mut writer: Writer<'_>,
+        event: &Event<'_>,
+    ) -> std::fmt::Result {
         if self.timestamps {
             let t = self.start.elapsed();
             write!(writer, "({:02}.{:06}) ", t.as_secs(), t.subsec_micros())?;
@@ -306,7 +318,10 @@ mod tests {
             tracing::error!(target: "criu::restore", "boom");
         }
         tracing::error!("after the guard");
-        assert_eq!(read(dir.path().join("restore.log")), "Warn  (criu_engine::log::tests): odd descriptor fd=3\nError (criu::restore): boom\n");
+        assert_eq!(
+            read(dir.path().join("restore.log")),
+            "Warn  (criu_engine::log::tests): odd descriptor fd=3\nError (criu::restore): boom\n"
+        );
     }
 
     #[test]
@@ -322,7 +337,12 @@ mod tests {
         let mode = std::fs::metadata(&path).unwrap().permissions().mode();
         assert_eq!(mode & 0o777, 0o600);
         let text = read(path);
-        assert!(text.starts_with('(') && text.contains(") debug line\n") && text.contains(") trace line\n"), "{text}");
+        assert!(
+            text.starts_with('(')
+                && text.contains(") debug line\n")
+                && text.contains(") trace line\n"),
+            "{text}"
+        );
     }
 
     #[test]
@@ -347,14 +367,20 @@ mod tests {
         assert_eq!(guard.first_error(), None);
         tracing::error!(pid = 42, "can't seize task");
         tracing::error!("second error");
-        assert_eq!(guard.first_error().as_deref(), Some("can't seize task pid=42"));
+        assert_eq!(
+            guard.first_error().as_deref(),
+            Some("can't seize task pid=42")
+        );
         drop(guard);
 
         let dir = tempfile::tempdir().unwrap();
         let opts = request(dir.path(), Some("x.log"), 0);
         let log = start(&opts).unwrap();
         tracing::error!("{} is within dumped tree", "The criu itself");
-        assert_eq!(log.first_error().as_deref(), Some("The criu itself is within dumped tree"));
+        assert_eq!(
+            log.first_error().as_deref(),
+            Some("The criu itself is within dumped tree")
+        );
     }
 
     #[test]
@@ -363,7 +389,16 @@ mod tests {
         let mut opts = request(dir.path(), None, 2);
         opts.log_file = Some(LogTarget::File("missing-subdir/x.log".into()));
         let e = start(&opts).unwrap_err();
-        assert!(matches!(e, LogError::Open { errno: Errno::ENOENT, .. }), "{e}");
+        assert!(
+            matches!(
+                e,
+                LogError::Open {
+                    errno: Errno::ENOENT,
+                    ..
+                }
+            ),
+            "{e}"
+        );
     }
 
     #[test]

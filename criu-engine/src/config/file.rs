@@ -119,7 +119,8 @@ fn statement_words(line: &str, lineno: usize) -> Result<Vec<String>, ConfigError
         return Ok(vec![name]);
     }
     let value = if let Some(quoted) = rest.strip_prefix('"') {
-        let end = closing_quote(quoted).ok_or_else(|| syntax(lineno, "missing closing double quote"))?;
+        let end =
+            closing_quote(quoted).ok_or_else(|| syntax(lineno, "missing closing double quote"))?;
         let after = quoted[end + 1..].trim_start();
         if !after.is_empty() && !after.starts_with('#') {
             return Err(syntax(lineno, "text after the closing double quote"));
@@ -155,10 +156,19 @@ mod tests {
         assert!(words("   # comment").is_empty());
         assert_eq!(words("tcp-established"), ["--tcp-established"]);
         assert_eq!(words("  log-file=/tmp/x.log"), ["--log-file=/tmp/x.log"]);
-        assert_eq!(words("work-dir /tmp/w   # trailing comment"), ["--work-dir", "/tmp/w"]);
-        assert_eq!(words("no-restore-sibling   # comment"), ["--no-restore-sibling"]);
+        assert_eq!(
+            words("work-dir /tmp/w   # trailing comment"),
+            ["--work-dir", "/tmp/w"]
+        );
+        assert_eq!(
+            words("no-restore-sibling   # comment"),
+            ["--no-restore-sibling"]
+        );
         assert_eq!(words("verbosity\t4"), ["--verbosity", "4"]);
-        assert_eq!(words(r#"work-dir "/home/u/my \"work\" dir""#), ["--work-dir", r#"/home/u/my "work" dir"#]);
+        assert_eq!(
+            words(r#"work-dir "/home/u/my \"work\" dir""#),
+            ["--work-dir", r#"/home/u/my "work" dir"#]
+        );
         assert_eq!(words(r#"lsm-profile "" "#), ["--lsm-profile", ""]);
         assert_eq!(words(r#"lsm-profile "a b" # c"#), ["--lsm-profile", "a b"]);
     }
@@ -166,7 +176,13 @@ mod tests {
     #[test]
     fn malformed_statements_are_refused() {
         for bad in [r#"root "/x"#, r#"root ""#, "root a b", r#"root "a" b"#] {
-            assert!(matches!(statement_words(bad, 3), Err(ConfigError::Syntax { line: 3, .. })), "{bad}");
+            assert!(
+                matches!(
+                    statement_words(bad, 3),
+                    Err(ConfigError::Syntax { line: 3, .. })
+                ),
+                "{bad}"
+            );
         }
     }
 

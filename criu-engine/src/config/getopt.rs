@@ -69,7 +69,11 @@ pub(crate) struct Getopt<'t, I> {
 }
 
 impl<'t, I: Copy + PartialEq> Getopt<'t, I> {
-    pub(crate) fn new(args: Vec<String>, shorts: &'t [ShortOpt<I>], longs: &'t [LongOpt<I>]) -> Self {
+    pub(crate) fn new(
+        args: Vec<String>,
+        shorts: &'t [ShortOpt<I>],
+        longs: &'t [LongOpt<I>],
+    ) -> Self {
         Self {
             args,
             next: 0,
@@ -90,7 +94,10 @@ impl<'t, I: Copy + PartialEq> Getopt<'t, I> {
 
     fn short_at(&mut self, idx: usize, pos: usize) -> Result<Item<I>, ConfigError> {
         let word = &self.args[idx];
-        let ch = word[pos..].chars().next().expect("cluster positions always point at a character");
+        let ch = word[pos..]
+            .chars()
+            .next()
+            .expect("cluster positions always point at a character");
         let rest_at = pos + ch.len_utf8();
         let rest = word[rest_at..].to_owned();
         let Some(opt) = self.shorts.iter().find(|s| s.ch == ch) else {
@@ -153,11 +160,18 @@ impl<'t, I: Copy + PartialEq> Getopt<'t, I> {
         if let Some(exact) = self.longs.iter().find(|l| l.name == name) {
             return Ok(exact);
         }
-        let candidates: Vec<&'t LongOpt<I>> = self.longs.iter().filter(|l| l.name.starts_with(name)).collect();
+        let candidates: Vec<&'t LongOpt<I>> = self
+            .longs
+            .iter()
+            .filter(|l| l.name.starts_with(name))
+            .collect();
         let Some(first) = candidates.first().copied() else {
             return Err(unknown());
         };
-        if candidates.iter().all(|c| c.kind == first.kind && c.id == first.id) {
+        if candidates
+            .iter()
+            .all(|c| c.kind == first.kind && c.id == first.id)
+        {
             return Ok(first);
         }
         Err(ConfigError::AmbiguousOption {
@@ -244,7 +258,12 @@ mod tests {
 
     fn run(args: &[&str]) -> Result<Vec<Item<T>>, ConfigError> {
         let longs = longs();
-        Getopt::new(args.iter().map(|s| (*s).to_owned()).collect(), SHORTS, &longs).collect()
+        Getopt::new(
+            args.iter().map(|s| (*s).to_owned()).collect(),
+            SHORTS,
+            &longs,
+        )
+        .collect()
     }
 
     fn opt(id: T, arg: Option<&str>, spelled: &str) -> Item<T> {
@@ -258,12 +277,18 @@ mod tests {
     #[test]
     fn exact_long_name_beats_longer_prefix_match() {
         assert_eq!(run(&["--bet"]).unwrap(), vec![opt(T::C, None, "--bet")]);
-        assert_eq!(run(&["--beta", "x"]).unwrap(), vec![opt(T::B, Some("x"), "--beta")]);
+        assert_eq!(
+            run(&["--beta", "x"]).unwrap(),
+            vec![opt(T::B, Some("x"), "--beta")]
+        );
     }
 
     #[test]
     fn prefixes_with_the_same_action_are_not_ambiguous() {
-        assert_eq!(run(&["--gamma=1"]).unwrap(), vec![opt(T::Same, Some("1"), "--gamma-one")]);
+        assert_eq!(
+            run(&["--gamma=1"]).unwrap(),
+            vec![opt(T::Same, Some("1"), "--gamma-one")]
+        );
         match run(&["--delta"]) {
             Err(ConfigError::AmbiguousOption { candidates, .. }) => {
                 assert_eq!(candidates, ["--delta-x", "--delta-y"]);
@@ -313,11 +338,25 @@ mod tests {
 
     #[test]
     fn argument_errors_name_the_option() {
-        assert!(matches!(run(&["-b"]), Err(ConfigError::MissingArgument { option }) if option == "-b"));
-        assert!(matches!(run(&["--beta"]), Err(ConfigError::MissingArgument { option }) if option == "--beta"));
-        assert!(matches!(run(&["--alpha=1"]), Err(ConfigError::UnexpectedArgument { option }) if option == "--alpha"));
-        assert!(matches!(run(&["-z"]), Err(ConfigError::InvalidShortOption { option: 'z' })));
-        assert!(matches!(run(&["--zeta"]), Err(ConfigError::UnknownOption { option }) if option == "--zeta"));
-        assert!(matches!(run(&["--=x"]), Err(ConfigError::UnknownOption { .. })));
+        assert!(
+            matches!(run(&["-b"]), Err(ConfigError::MissingArgument { option }) if option == "-b")
+        );
+        assert!(
+            matches!(run(&["--beta"]), Err(ConfigError::MissingArgument { option }) if option == "--beta")
+        );
+        assert!(
+            matches!(run(&["--alpha=1"]), Err(ConfigError::UnexpectedArgument { option }) if option == "--alpha")
+        );
+        assert!(matches!(
+            run(&["-z"]),
+            Err(ConfigError::InvalidShortOption { option: 'z' })
+        ));
+        assert!(
+            matches!(run(&["--zeta"]), Err(ConfigError::UnknownOption { option }) if option == "--zeta")
+        );
+        assert!(matches!(
+            run(&["--=x"]),
+            Err(ConfigError::UnknownOption { .. })
+        ));
     }
 }

@@ -14,6 +14,7 @@
 mod file;
 mod getopt;
 mod options;
+mod values;
 
 use std::path::PathBuf;
 

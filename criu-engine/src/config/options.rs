@@ -5,9 +5,13 @@ use std::path::PathBuf;
 use std::sync::LazyLock;
 
 use super::getopt::{ArgKind, Getopt, Item, LongOpt, ShortOpt};
+use super::values::{
+    c_atol, clamp_i32, parse_cpu_cap, parse_inherit_fd, parse_join_ns, parse_size,
+    parse_unix_inodes, scan_int,
+};
 use super::{
-    cpu_cap, CgroupMode, CgroupRoot, Config, ConfigError, FileValidation, FinalState, InheritFd, JoinNs,
-    NetworkLock, PreDumpMode, EMPTY_NS_NET,
+    cpu_cap, CgroupMode, CgroupRoot, Config, ConfigError, FileValidation, FinalState, NetworkLock,
+    PreDumpMode, EMPTY_NS_NET,
 };
 
 /// Boolean options declared with upstream's `BOOL_OPT` (which adds `no-NAME`) or as plain flags.
@@ -220,8 +224,16 @@ const ROWS: &[Row] = {
         P("feature", R, Id::Feature),
         P("skip-mnt", R, Id::SkipMnt),
         P("enable-fs", R, Id::EnableFs),
-        P("enable-external-sharing", N, Id::Set(Flag::EnableExternalSharing, true)),
-        P("enable-external-masters", N, Id::Set(Flag::EnableExternalMasters, true)),
+        P(
+            "enable-external-sharing",
+            N,
+            Id::Set(Flag::EnableExternalSharing, true),
+        ),
+        P(
+            "enable-external-masters",
+            N,
+            Id::Set(Flag::EnableExternalMasters, true),
+        ),
         P("freeze-cgroup", R, Id::FreezeCgroup),
         P("ghost-limit", R, Id::GhostLimit),
         P("irmap-scan-path", R, Id::IrmapScanPath),
@@ -298,7 +310,11 @@ pub fn long_option_names() -> impl Iterator<Item = &'static str> {
 /// Runs getopt over `args` and applies each option to `cfg` in order. Positionals are appended to
 /// `cfg.positional` when `keep_positionals` (the command line); configuration files drop them, as upstream.
 /// Stops after `--help` or `--version`.
-pub(super) fn apply_args(args: Vec<String>, cfg: &mut Config, keep_positionals: bool) -> Result<(), ConfigError> {
+pub(super) fn apply_args(
+    args: Vec<String>,
+    cfg: &mut Config,
+    keep_positionals: bool,
+) -> Result<(), ConfigError> {
     for item in Getopt::new(args, SHORT, &LONG) {
         match item? {
             Item::Positional(p) => {
@@ -335,7 +351,9 @@ fn apply(c: &mut Config, id: Id, arg: Option<String>, spelled: &str) -> Result<(
         Id::LeaveRunning => c.final_state = FinalState::Alive,
         Id::ExtUnixSk => {
             if let Some(list) = &arg {
-                for ino in parse_unix_inodes(list).ok_or_else(|| bad(spelled, list, "comma-separated inode numbers"))? {
+                for ino in parse_unix_inodes(list)
+                    .ok_or_else(|| bad(spelled, list, "comma-separated inode numbers"))?
+                {
                     c.external.push(format!("unix[{ino}]"));
                 }
             }
@@ -354,12 +372,20 @@ fn apply(c: &mut Config, id: Id, arg: Option<String>, spelled: &str) -> Result<(
         Id::LogFile => c.log_file = Some(PathBuf::from(a())),
         Id::JoinNs => {
             let v = a();
-            c.join_ns.push(parse_join_ns(&v).ok_or_else(|| bad(spelled, &v, "NS:FILE[,OPTIONS] with NS one of net, uts, time, ipc, user, mnt"))?);
+            c.join_ns.push(parse_join_ns(&v).ok_or_else(|| {
+                bad(
+                    spelled,
+                    &v,
+                    "NS:FILE[,OPTIONS] with NS one of net, uts, time, ipc, user, mnt",
+                )
+            })?);
         }
         Id::Verbosity => match &arg {
             // `-vvv` arrives as `-v` with the argument "vv"; anything else goes through atoi(), so
             // `-verbosity=0` (a short cluster) sets level 0, exactly like upstream.
-            Some(v) if v.starts_with('v') => c.log_level = c.log_level.saturating_add(clamp_i32(v.len() as i64 + 1)),
+            Some(v) if v.starts_with('v') => {
+                c.log_level = c.log_level.saturating_add(clamp_i32(v.len() as i64 + 1))
+            }
             Some(v) => c.log_level = clamp_i32(c_atol(v)),
             None => c.log_level = c.log_level.saturating_add(1),
         },
@@ -367,7 +393,9 @@ fn apply(c: &mut Config, id: Id, arg: Option<String>, spelled: &str) -> Result<(
         Id::Pidfile => c.pidfile = Some(PathBuf::from(a())),
         Id::VethPair => {
             let v = a();
-            let (inside, outside) = v.split_once('=').ok_or_else(|| bad(spelled, &v, "IN=OUT"))?;
+            let (inside, outside) = v
+                .split_once('=')
+                .ok_or_else(|| bad(spelled, &v, "IN=OUT"))?;
             c.external.push(format!("veth[{inside}]:{outside}"));
         }
         Id::ActionScript => c.action_scripts.push(a()),
@@ -389,13 +417,21 @@ fn apply(c: &mut Config, id: Id, arg: Option<String>, spelled: &str) -> Result<(
             })
         }
         Id::Libdir => c.libdir = Some(PathBuf::from(a())),
-        Id::CpuCap => c.cpu_cap = Some(parse_cpu_cap(c.cpu_cap.unwrap_or(cpu_cap::DEFAULT), arg.as_deref()).ok_or_else(|| bad(spelled, &a(), "a list of fpu, cpu, ins, all, none, ^CAP"))?),
+        Id::CpuCap => {
+            c.cpu_cap = Some(
+                parse_cpu_cap(c.cpu_cap.unwrap_or(cpu_cap::DEFAULT), arg.as_deref()).ok_or_else(
+                    || bad(spelled, &a(), "a list of fpu, cpu, ins, all, none, ^CAP"),
+                )?,
+            )
+        }
         Id::ExtMountMap => {
             let v = a();
             if v == "auto" {
                 c.auto_ext_mounts = true;
             } else {
-                let (key, val) = v.split_once(':').ok_or_else(|| bad(spelled, &v, "KEY:VALUE or auto"))?;
+                let (key, val) = v
+                    .split_once(':')
+                    .ok_or_else(|| bad(spelled, &v, "KEY:VALUE or auto"))?;
                 c.external.push(format!("mnt[{key}]:{val}"));
             }
         }
@@ -408,7 +444,13 @@ fn apply(c: &mut Config, id: Id, arg: Option<String>, spelled: &str) -> Result<(
                 Some("full") => CgroupMode::Full,
                 Some("strict") => CgroupMode::Strict,
                 Some("ignore") => CgroupMode::Ignore,
-                Some(other) => return Err(bad(spelled, other, "none, props, soft, full, strict or ignore")),
+                Some(other) => {
+                    return Err(bad(
+                        spelled,
+                        other,
+                        "none, props, soft, full, strict or ignore",
+                    ))
+                }
             }
         }
         Id::CgroupRoot => {
@@ -426,7 +468,8 @@ fn apply(c: &mut Config, id: Id, arg: Option<String>, spelled: &str) -> Result<(
         }
         Id::InheritFd => {
             let v = a();
-            c.inherit_fds.push(parse_inherit_fd(&v).ok_or_else(|| bad(spelled, &v, "fd[N]:KEY"))?);
+            c.inherit_fds
+                .push(parse_inherit_fd(&v).ok_or_else(|| bad(spelled, &v, "fd[N]:KEY"))?);
         }
         Id::Feature => c.features.push(a()),
         Id::SkipMnt => c.skip_mnt.push(a()),
@@ -455,7 +498,8 @@ fn apply(c: &mut Config, id: Id, arg: Option<String>, spelled: &str) -> Result<(
         Id::CgroupDumpController => c.cgroup_dump_controllers.push(a()),
         Id::StatusFd => {
             let v = a();
-            c.status_fd = Some(scan_int(&v).ok_or_else(|| bad(spelled, &v, "a descriptor number"))?);
+            c.status_fd =
+                Some(scan_int(&v).ok_or_else(|| bad(spelled, &v, "a descriptor number"))?);
         }
         Id::PsSocket => c.ps_socket = Some(clamp_i32(c_atol(&a()))),
         Id::Config => c.config = Some(PathBuf::from(a())),
@@ -494,194 +538,9 @@ fn apply(c: &mut Config, id: Id, arg: Option<String>, spelled: &str) -> Result<(
     Ok(())
 }
 
-fn clamp_i32(v: i64) -> i32 {
-    i32::try_from(v).unwrap_or(if v < 0 { i32::MIN } else { i32::MAX })
-}
-
-/// C `atol()`: leading blanks, an optional sign, then as many digits as there are; 0 when none.
-pub(super) fn c_atol(s: &str) -> i64 {
-    leading_int(s).map_or(0, |(v, _)| v)
-}
-
-/// The integer at the start of `s` (after blanks), and whether at least one digit was read.
-fn leading_int(s: &str) -> Option<(i64, usize)> {
-    let t = s.trim_start_matches([' ', '\t', '\n', '\r', '\x0b', '\x0c']);
-    let (neg, digits) = match t.as_bytes().first() {
-        Some(b'-') => (true, &t[1..]),
-        Some(b'+') => (false, &t[1..]),
-        _ => (false, t),
-    };
-    let n = digits.bytes().take_while(u8::is_ascii_digit).count();
-    if n == 0 {
-        return None;
-    }
-    let mag = digits[..n]
-        .bytes()
-        .fold(0i64, |acc, d| acc.saturating_mul(10).saturating_add(i64::from(d - b'0')));
-    Some((if neg { -mag } else { mag }, n))
-}
-
-/// `sscanf(s, "%d")`: an integer must be there.
-fn scan_int(s: &str) -> Option<i32> {
-    leading_int(s).map(|(v, _)| clamp_i32(v))
-}
-
-/// Upstream `parse_size()`: a `K`, `M` or `G` anywhere multiplies the leading number.
-fn parse_size(s: &str) -> u64 {
-    let n = c_atol(s);
-    let mult: i64 = if s.contains('K') {
-        1 << 10
-    } else if s.contains('M') {
-        1 << 20
-    } else if s.contains('G') {
-        1 << 30
-    } else {
-        1
-    };
-    n.saturating_mul(mult) as u64
-}
-
-/// Upstream `parse_cpu_cap()`: no argument means everything (plus the image); otherwise a list of
-/// `fpu`, `cpu`, `ins`, `all`, `none`, where `^` negates and `,` resets the negation.
-fn parse_cpu_cap(current: u32, arg: Option<&str>) -> Option<u32> {
-    let Some(mut rest) = arg else {
-        return Some(current | cpu_cap::ALL | cpu_cap::IMAGE);
-    };
-    let mut caps = current;
-    let mut inverse = false;
-    let set = |caps: &mut u32, bits: u32, inverse: bool| {
-        if inverse {
-            *caps &= !bits;
-        } else {
-            *caps |= bits;
-        }
-    };
-    while !rest.is_empty() {
-        if let Some(r) = rest.strip_prefix('^') {
-            inverse = !inverse;
-            rest = r;
-        } else if let Some(r) = rest.strip_prefix(',') {
-            inverse = false;
-            rest = r;
-        } else if let Some(r) = rest.strip_prefix("fpu") {
-            set(&mut caps, cpu_cap::FPU, inverse);
-            rest = r;
-        } else if let Some(r) = rest.strip_prefix("all") {
-            set(&mut caps, cpu_cap::ALL, inverse);
-            rest = r;
-        } else if let Some(r) = rest.strip_prefix("none") {
-            caps = if inverse { cpu_cap::ALL } else { cpu_cap::NONE };
-            rest = r;
-        } else if let Some(r) = rest.strip_prefix("cpu") {
-            set(&mut caps, cpu_cap::CPU, inverse);
-            rest = r;
-        } else if let Some(r) = rest.strip_prefix("ins") {
-            set(&mut caps, cpu_cap::INS, inverse);
-            rest = r;
-        } else {
-            return None;
-        }
-    }
-    if caps != cpu_cap::NONE {
-        caps |= cpu_cap::IMAGE;
-    }
-    Some(caps)
-}
-
-/// Upstream `unix_sk_ids_parse()`: comma-separated non-zero inode numbers.
-fn parse_unix_inodes(list: &str) -> Option<Vec<u32>> {
-    let mut out = Vec::new();
-    for part in list.split(',').filter(|p| !p.is_empty()) {
-        let digits: String = part.chars().take_while(char::is_ascii_digit).collect();
-        if digits.len() != part.len() {
-            return None;
-        }
-        match digits.parse::<u32>() {
-            Ok(ino) if ino != 0 => out.push(ino),
-            _ => return None,
-        }
-    }
-    Some(out)
-}
-
-/// Upstream `inherit_fd_parse()`: `fd[N]:KEY` with N >= 0 and a non-empty key.
-fn parse_inherit_fd(v: &str) -> Option<InheritFd> {
-    let rest = v.strip_prefix("fd[")?;
-    let (num, key) = rest.split_once("]:")?;
-    let fd = num.parse::<i32>().ok().filter(|fd| *fd >= 0)?;
-    (!key.is_empty()).then(|| InheritFd {
-        fd,
-        key: key.to_owned(),
-    })
-}
-
-/// Upstream `parse_join_ns()` + the namespace names `join_ns_add()` knows (`pid` is refused).
-fn parse_join_ns(v: &str) -> Option<JoinNs> {
-    let (ns, rest) = v.split_once(':')?;
-    if !matches!(ns, "net" | "uts" | "time" | "ipc" | "user" | "mnt") {
-        return None;
-    }
-    let (ns_file, extra) = match rest.split_once(',') {
-        Some((f, e)) => (f, Some(e.to_owned())),
-        None => (rest, None),
-    };
-    Some(JoinNs {
-        ns: ns.to_owned(),
-        ns_file: ns_file.to_owned(),
-        extra,
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn cpu_cap_lists_follow_upstream_rules() {
-        let d = cpu_cap::DEFAULT;
-        assert_eq!(parse_cpu_cap(d, None), Some(cpu_cap::ALL | cpu_cap::IMAGE));
-        assert_eq!(parse_cpu_cap(d, Some("none")), Some(cpu_cap::NONE));
-        assert_eq!(parse_cpu_cap(d, Some("^fpu")), Some(cpu_cap::INS | cpu_cap::IMAGE));
-        assert_eq!(parse_cpu_cap(d, Some("^fpu,cpu")), Some(cpu_cap::INS | cpu_cap::CPU | cpu_cap::IMAGE));
-        assert_eq!(parse_cpu_cap(d, Some("^none")), Some(cpu_cap::ALL | cpu_cap::IMAGE));
-        assert_eq!(parse_cpu_cap(d, Some("bogus")), None);
-    }
-
-    #[test]
-    fn numbers_are_read_like_libc() {
-        assert_eq!(c_atol("  42abc"), 42);
-        assert_eq!(c_atol("-7"), -7);
-        assert_eq!(c_atol("erbosity=0"), 0);
-        assert_eq!(scan_int("x"), None);
-        assert_eq!(parse_size("4K"), 4096);
-        assert_eq!(parse_size("2M"), 2 << 20);
-        assert_eq!(parse_size("1G"), 1 << 30);
-        assert_eq!(parse_size("100"), 100);
-    }
-
-    #[test]
-    fn structured_arguments_parse() {
-        assert_eq!(
-            parse_inherit_fd("fd[7]:pipe:[123]"),
-            Some(InheritFd {
-                fd: 7,
-                key: "pipe:[123]".into()
-            })
-        );
-        assert_eq!(parse_inherit_fd("fd[-1]:x"), None);
-        assert_eq!(parse_inherit_fd("fd[3]:"), None);
-        assert_eq!(parse_unix_inodes("12,34"), Some(vec![12, 34]));
-        assert_eq!(parse_unix_inodes("0"), None);
-        assert_eq!(parse_join_ns("pid:/proc/1/ns/pid"), None);
-        assert_eq!(
-            parse_join_ns("user:123,1000,1000"),
-            Some(JoinNs {
-                ns: "user".into(),
-                ns_file: "123".into(),
-                extra: Some("1000,1000".into())
-            })
-        );
-    }
 
     #[test]
     fn every_bool_opt_has_a_no_twin() {

@@ -61,7 +61,10 @@ fn verbosity_forms() {
     assert_eq!(parse(&["--verbosity"]).unwrap().log_level, 3);
     // Optional arguments are never taken from the next word.
     let c = parse(&["--verbosity", "4"]).unwrap();
-    assert_eq!((c.log_level, c.positional.clone()), (3, vec!["4".to_owned()]));
+    assert_eq!(
+        (c.log_level, c.positional.clone()),
+        (3, vec!["4".to_owned()])
+    );
     // `-verbosity=0` is the short option v with the attached argument "erbosity=0": atoi gives 0.
     assert_eq!(parse(&["-verbosity=0"]).unwrap().log_level, 0);
     assert_eq!(parse(&["-v", "-v"]).unwrap().log_level, 4);
@@ -69,7 +72,15 @@ fn verbosity_forms() {
 
 #[test]
 fn check_command_line_from_go_criu() {
-    let c = parse(&["check", "--no-default-config", "--no-default-config", "-verbosity=0", "--feature", "mem_dirty_track"]).unwrap();
+    let c = parse(&[
+        "check",
+        "--no-default-config",
+        "--no-default-config",
+        "-verbosity=0",
+        "--feature",
+        "mem_dirty_track",
+    ])
+    .unwrap();
     assert_eq!(c.action.as_deref(), Some("check"));
     assert!(c.no_default_config);
     assert_eq!(c.log_level, 0);
@@ -78,7 +89,16 @@ fn check_command_line_from_go_criu() {
 
 #[test]
 fn long_options_take_equals_or_next_word() {
-    let c = parse(&["--images-dir=/a", "--work-dir", "/b", "--timeout", "30", "--external", "--odd"]).unwrap();
+    let c = parse(&[
+        "--images-dir=/a",
+        "--work-dir",
+        "/b",
+        "--timeout",
+        "30",
+        "--external",
+        "--odd",
+    ])
+    .unwrap();
     assert_eq!(c.images_dir.as_deref(), Some(std::path::Path::new("/a")));
     assert_eq!(c.work_dir.as_deref(), Some(std::path::Path::new("/b")));
     assert_eq!(c.timeout, 30);
@@ -105,12 +125,22 @@ fn ambiguous_prefixes_are_refused() {
         }
         other => panic!("{other:?}"),
     }
-    assert!(matches!(parse(&["--d"]), Err(ConfigError::AmbiguousOption { .. })));
+    assert!(matches!(
+        parse(&["--d"]),
+        Err(ConfigError::AmbiguousOption { .. })
+    ));
 }
 
 #[test]
 fn no_prefix_negates_booleans() {
-    let c = parse(&["--shell-job", "--no-shell-job", "--daemon", "--no-restore-detached", "--no-ghost-fiemap"]).unwrap();
+    let c = parse(&[
+        "--shell-job",
+        "--no-shell-job",
+        "--daemon",
+        "--no-restore-detached",
+        "--no-ghost-fiemap",
+    ])
+    .unwrap();
     assert!(!c.shell_job && !c.restore_detached && !c.ghost_fiemap);
 }
 
@@ -125,17 +155,47 @@ fn double_dash_ends_options() {
 fn unknown_and_malformed_options_are_named() {
     let e = parse(&["dump", "--bogus"]).unwrap_err();
     assert!(e.to_string().contains("--bogus"), "{e}");
-    assert!(matches!(parse(&["-Z"]), Err(ConfigError::InvalidShortOption { option: 'Z' })));
-    assert!(matches!(parse(&["-t"]), Err(ConfigError::MissingArgument { option }) if option == "-t"));
-    assert!(matches!(parse(&["--shell-job=1"]), Err(ConfigError::UnexpectedArgument { .. })));
-    assert!(matches!(parse(&["-t", "0"]), Err(ConfigError::InvalidArgument { option, .. }) if option == "-t"));
-    assert!(matches!(parse(&["--tree=abc"]), Err(ConfigError::InvalidArgument { option, .. }) if option == "--tree"));
-    assert!(matches!(parse(&["--port", "0"]), Err(ConfigError::InvalidArgument { .. })));
-    assert!(matches!(parse(&["--manage-cgroups=weird"]), Err(ConfigError::InvalidArgument { .. })));
-    assert!(matches!(parse(&["--empty-ns", "pid"]), Err(ConfigError::InvalidArgument { .. })));
-    assert!(matches!(parse(&["--network-lock", "pf"]), Err(ConfigError::InvalidArgument { .. })));
-    assert!(matches!(parse(&["--ms"]), Err(ConfigError::Deprecated { .. })));
-    assert!(matches!(parse(&["--inherit-fd", "7:x"]), Err(ConfigError::InvalidArgument { .. })));
+    assert!(matches!(
+        parse(&["-Z"]),
+        Err(ConfigError::InvalidShortOption { option: 'Z' })
+    ));
+    assert!(
+        matches!(parse(&["-t"]), Err(ConfigError::MissingArgument { option }) if option == "-t")
+    );
+    assert!(matches!(
+        parse(&["--shell-job=1"]),
+        Err(ConfigError::UnexpectedArgument { .. })
+    ));
+    assert!(
+        matches!(parse(&["-t", "0"]), Err(ConfigError::InvalidArgument { option, .. }) if option == "-t")
+    );
+    assert!(
+        matches!(parse(&["--tree=abc"]), Err(ConfigError::InvalidArgument { option, .. }) if option == "--tree")
+    );
+    assert!(matches!(
+        parse(&["--port", "0"]),
+        Err(ConfigError::InvalidArgument { .. })
+    ));
+    assert!(matches!(
+        parse(&["--manage-cgroups=weird"]),
+        Err(ConfigError::InvalidArgument { .. })
+    ));
+    assert!(matches!(
+        parse(&["--empty-ns", "pid"]),
+        Err(ConfigError::InvalidArgument { .. })
+    ));
+    assert!(matches!(
+        parse(&["--network-lock", "pf"]),
+        Err(ConfigError::InvalidArgument { .. })
+    ));
+    assert!(matches!(
+        parse(&["--ms"]),
+        Err(ConfigError::Deprecated { .. })
+    ));
+    assert!(matches!(
+        parse(&["--inherit-fd", "7:x"]),
+        Err(ConfigError::InvalidArgument { .. })
+    ));
 }
 
 #[test]
@@ -183,9 +243,18 @@ fn structured_options_fill_lists() {
         "--all",
     ])
     .unwrap();
-    assert_eq!(c.external, ["veth[eth0]:veth1", "mnt[/mnt]:ext", "unix[12]", "unix[13]"]);
+    assert_eq!(
+        c.external,
+        ["veth[eth0]:veth1", "mnt[/mnt]:ext", "unix[12]", "unix[13]"]
+    );
     assert!(c.auto_ext_mounts && c.ext_unix_sk);
-    assert_eq!(c.inherit_fds, [InheritFd { fd: 3, key: "pipe:[99]".into() }]);
+    assert_eq!(
+        c.inherit_fds,
+        [InheritFd {
+            fd: 3,
+            key: "pipe:[99]".into()
+        }]
+    );
     assert_eq!(c.cgroup_roots.len(), 2);
     assert_eq!(c.cgroup_roots[0].controller.as_deref(), Some("cpu"));
     assert_eq!(c.cgroup_roots[1].controller, None);
@@ -202,8 +271,16 @@ fn structured_options_fill_lists() {
 
 #[test]
 fn leave_running_and_stopped_last_wins() {
-    assert_eq!(parse(&["-R", "-s"]).unwrap().final_state, FinalState::Stopped);
-    assert_eq!(parse(&["--leave-stopped", "--leave-running"]).unwrap().final_state, FinalState::Alive);
+    assert_eq!(
+        parse(&["-R", "-s"]).unwrap().final_state,
+        FinalState::Stopped
+    );
+    assert_eq!(
+        parse(&["--leave-stopped", "--leave-running"])
+            .unwrap()
+            .final_state,
+        FinalState::Alive
+    );
 }
 
 #[test]
@@ -222,8 +299,14 @@ fn config_text_applies_options_and_ignores_stray_words() {
     )
     .unwrap();
     assert!(c.tcp_established);
-    assert_eq!(c.log_file.as_deref(), Some(std::path::Path::new("/var/log/criu.log")));
-    assert_eq!(c.work_dir.as_deref(), Some(std::path::Path::new("/tmp/my dir")));
+    assert_eq!(
+        c.log_file.as_deref(),
+        Some(std::path::Path::new("/var/log/criu.log"))
+    );
+    assert_eq!(
+        c.work_dir.as_deref(),
+        Some(std::path::Path::new("/tmp/my dir"))
+    );
     assert_eq!(c.log_level, 4);
     assert_eq!(c.external, ["mnt[/a]:b"]);
     assert!(c.positional.is_empty() && c.action.is_none());
@@ -242,7 +325,12 @@ fn config_text_errors_name_option_or_line() {
 fn later_sources_override_earlier_ones() {
     let mut c = Config::default();
     parse_config_text("shell-job\nverbosity=4\nexternal a\ntimeout 5\n", &mut c).unwrap();
-    options::apply_args(args(&["--no-shell-job", "-v", "--external", "b", "dump"]), &mut c, true).unwrap();
+    options::apply_args(
+        args(&["--no-shell-job", "-v", "--external", "b", "dump"]),
+        &mut c,
+        true,
+    )
+    .unwrap();
     assert!(!c.shell_job);
     assert_eq!(c.log_level, 5);
     assert_eq!(c.timeout, 5);

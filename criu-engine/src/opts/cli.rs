@@ -4,8 +4,8 @@
 use std::path::PathBuf;
 
 use super::{
-    check_inherit_fds, check_options, from_merged, open_images_dir, open_work_dir, reopen_status_fd,
-    ImagesDirSource, LogTarget, Naming, OptsError, RequestOpts,
+    check_inherit_fds, check_options, from_merged, open_images_dir, open_work_dir,
+    reopen_status_fd, ImagesDirSource, LogTarget, Naming, OptsError, RequestOpts,
 };
 use crate::config::Config;
 
@@ -24,7 +24,9 @@ const ACTIONS: &[&str] = &[
 ];
 
 fn usage(reason: impl Into<String>) -> OptsError {
-    OptsError::Usage { reason: reason.into() }
+    OptsError::Usage {
+        reason: reason.into(),
+    }
 }
 
 /// Validates a parsed command line and opens what the action needs: the images directory (`-D`, default
@@ -33,11 +35,22 @@ fn usage(reason: impl Into<String>) -> OptsError {
 ///
 /// `swrk` only checks its `<fd>` argument: its requests are built with [`super::from_rpc`].
 pub fn from_config(cfg: &Config) -> Result<RequestOpts, OptsError> {
-    let action = cfg.action.as_deref().ok_or_else(|| usage("command is required"))?;
+    let action = cfg
+        .action
+        .as_deref()
+        .ok_or_else(|| usage("command is required"))?;
     let mut extra = cfg.positional.get(1..).unwrap_or_default();
     match action {
-        "exec" => return Err(usage("the \"exec\" action is deprecated by the Compel library")),
-        "show" => return Err(usage("the \"show\" action is deprecated by the CRIT utility")),
+        "exec" => {
+            return Err(usage(
+                "the \"exec\" action is deprecated by the Compel library",
+            ))
+        }
+        "show" => {
+            return Err(usage(
+                "the \"show\" action is deprecated by the CRIT utility",
+            ))
+        }
         "swrk" if cfg.positional.len() != 2 => return Err(usage("usage: criu swrk <fd>")),
         "cpuinfo" => match extra.first().map(String::as_str) {
             Some("dump" | "check") => extra = &extra[1..],
@@ -55,10 +68,14 @@ pub fn from_config(cfg: &Config) -> Result<RequestOpts, OptsError> {
             return Err(usage("--exec-cmd requires a command"));
         }
         if !is_restore {
-            return Err(usage("--exec-cmd is available for the restore command only"));
+            return Err(usage(
+                "--exec-cmd is available for the restore command only",
+            ));
         }
         if cfg.restore_detached {
-            return Err(usage("--restore-detached and --exec-cmd cannot be used together"));
+            return Err(usage(
+                "--restore-detached and --exec-cmd cannot be used together",
+            ));
         }
         extra.to_vec()
     } else {
@@ -82,21 +99,102 @@ pub fn from_config(cfg: &Config) -> Result<RequestOpts, OptsError> {
 
     check_options(cfg, is_restore, Naming::Cli)?;
     if !cfg.inherit_fds.is_empty() && !is_restore {
-        return Err(OptsError::RestoreOnly { option: "--inherit-fd" });
+        return Err(OptsError::RestoreOnly {
+            option: "--inherit-fd",
+        });
     }
     check_inherit_fds(&cfg.inherit_fds)?;
     match action {
-        "dump" | "pre-dump" if cfg.tree.is_none() => return Err(usage("pid not specified (-t PID)")),
+        "dump" | "pre-dump" if cfg.tree.is_none() => {
+            return Err(usage("pid not specified (-t PID)"))
+        }
         "pre-dump" if cfg.lazy_pages => return Err(usage("cannot pre-dump with --lazy-pages")),
         _ => {}
     }
-    let status_fd = cfg.status_fd.map(|fd| reopen_status_fd("self", fd)).transpose()?;
+    let status_fd = cfg
+        .status_fd
+        .map(|fd| reopen_status_fd("self", fd))
+        .transpose()?;
 
-    let log_file = Some(cfg.log_file.as_deref().map_or(LogTarget::Stderr, LogTarget::from_path));
+    let log_file = Some(
+        cfg.log_file
+            .as_deref()
+            .map_or(LogTarget::Stderr, LogTarget::from_path),
+    );
     let mut out = from_merged(cfg.clone(), log_file);
     out.images_dir = images_dir;
     out.work_dir = Some(work_dir);
     out.exec_cmd = exec_cmd;
     out.status_fd = status_fd;
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::parse_args;
+    use crate::opts::{ImagesDirSource, Target};
+
+    fn dir() -> tempfile::TempDir {
+        tempfile::tempdir().unwrap()
+    }
+
+    fn cli(args: &[&str]) -> Result<RequestOpts, OptsError> {
+        from_config(&parse_args(args.iter().map(|s| (*s).to_owned())).unwrap())
+    }
+
+    #[test]
+    fn command_line_opens_dirs_and_checks_actions() {
+        let d = dir();
+        let path = d.path().to_str().unwrap();
+        let o = cli(&["dump", "-t", "1", "-D", path, "-o", "dump.log", "-v4"]).unwrap();
+        assert_eq!(o.target, Some(Target::Pid(1)));
+        assert_eq!(
+            o.images_dir.as_ref().unwrap().source,
+            ImagesDirSource::CommandLine
+        );
+        assert_eq!(o.work_dir.as_ref().unwrap().path, d.path());
+        assert_eq!(o.log_file, Some(LogTarget::File("dump.log".into())));
+        assert_eq!(o.log_level, 4);
+        assert_eq!(
+            cli(&["check", "-D", path]).unwrap().log_file,
+            Some(LogTarget::Stderr)
+        );
+
+        let usage = |args: &[&str]| match cli(args) {
+            Err(OptsError::Usage { reason }) => reason,
+            other => panic!("{args:?}: {other:?}"),
+        };
+        assert!(usage(&["dump", "-D", path]).contains("pid not specified"));
+        assert!(usage(&[]).contains("command is required"));
+        assert!(usage(&["bogus"]).contains("unknown command"));
+        assert!(usage(&["dump", "-t", "1", "extra"]).contains("excessive"));
+        assert!(
+            usage(&["dump", "-t", "1", "--exec-cmd", "--", "x"]).contains("restore command only")
+        );
+        assert!(
+            usage(&["restore", "-d", "--exec-cmd", "--", "x"]).contains("cannot be used together")
+        );
+        assert!(usage(&["cpuinfo", "-D", path]).contains("requires an action"));
+        assert!(usage(&["swrk"]).contains("swrk <fd>"));
+
+        let o = cli(&["restore", "-D", path, "--exec-cmd", "--", "sh", "-c", "x"]).unwrap();
+        assert_eq!(o.exec_cmd, ["sh", "-c", "x"]);
+        assert!(cli(&["cpuinfo", "dump", "-D", path]).is_ok());
+        assert!(cli(&["swrk", "3"]).unwrap().images_dir.is_none());
+        assert!(matches!(
+            cli(&["dump", "-t", "1", "-D", path, "--track-mem"]),
+            Err(OptsError::TrackMemUnavailable {
+                option: "--track-mem"
+            })
+        ));
+        assert!(matches!(
+            cli(&["dump", "-t", "1", "-D", path, "--inherit-fd", "fd[0]:x"]),
+            Err(OptsError::RestoreOnly { .. })
+        ));
+        assert!(matches!(
+            cli(&["dump", "-t", "1", "-D", "/nonexistent/dir"]),
+            Err(OptsError::OpenImagesDir { .. })
+        ));
+    }
 }

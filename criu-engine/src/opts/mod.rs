@@ -363,14 +363,22 @@ fn non_empty(s: &Option<String>) -> Option<&str> {
 }
 
 fn open_images_dir(path: PathBuf, source: ImagesDirSource) -> Result<ImagesDir, OptsError> {
-    match nix::fcntl::open(&path, OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC, Mode::empty()) {
+    match nix::fcntl::open(
+        &path,
+        OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    ) {
         Ok(fd) => Ok(ImagesDir { path, fd, source }),
         Err(errno) => Err(OptsError::OpenImagesDir { path, errno }),
     }
 }
 
 fn open_work_dir(path: PathBuf) -> Result<WorkDir, OptsError> {
-    match nix::fcntl::open(&path, OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC, Mode::empty()) {
+    match nix::fcntl::open(
+        &path,
+        OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    ) {
         Ok(fd) => Ok(WorkDir { path, fd }),
         Err(errno) => Err(OptsError::OpenWorkDir { path, errno }),
     }
@@ -387,7 +395,8 @@ fn reopen_status_fd(pid: &str, fd: i32) -> Result<OwnedFd, OptsError> {
 /// exactly when the descriptor is open, which needs no raw-descriptor borrowing.
 fn check_inherit_fds(fds: &[InheritFd]) -> Result<(), OptsError> {
     for inh in fds {
-        let open = inh.fd >= 0 && std::fs::symlink_metadata(format!("/proc/self/fd/{}", inh.fd)).is_ok();
+        let open =
+            inh.fd >= 0 && std::fs::symlink_metadata(format!("/proc/self/fd/{}", inh.fd)).is_ok();
         if !open {
             return Err(OptsError::InheritFdClosed {
                 fd: inh.fd,
@@ -423,13 +432,19 @@ fn check_options(cfg: &Config, is_restore: bool, naming: Naming) -> Result<(), O
     };
     if cfg.restore_sibling && !cfg.restore_detached {
         return Err(OptsError::Usage {
-            reason: format!("{} only makes sense with a detached restore", n("rst_sibling", "--restore-sibling")),
+            reason: format!(
+                "{} only makes sense with a detached restore",
+                n("rst_sibling", "--restore-sibling")
+            ),
         });
     }
     if let Some(fd) = cfg.ps_socket {
         if fd <= 2 && cfg.restore_detached {
             return Err(OptsError::Usage {
-                reason: format!("{} {fd}: standard descriptors are closed in daemon mode", n("ps.fd", "--ps-socket")),
+                reason: format!(
+                    "{} {fd}: standard descriptors are closed in daemon mode",
+                    n("ps.fd", "--ps-socket")
+                ),
             });
         }
     }
@@ -479,7 +494,10 @@ fn check_options(cfg: &Config, is_restore: bool, naming: Naming) -> Result<(), O
         CgroupMode::Strict => Some("strict"),
         CgroupMode::Ignore | CgroupMode::None | CgroupMode::Soft => None,
     } {
-        return Err(unsupported(&format!("{} {mode}", n("manage_cgroups_mode", "--manage-cgroups"))));
+        return Err(unsupported(&format!(
+            "{} {mode}",
+            n("manage_cgroups_mode", "--manage-cgroups")
+        )));
     }
     Ok(())
 }

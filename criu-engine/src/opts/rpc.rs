@@ -7,12 +7,12 @@ use criu_proto::rpc::{CriuCgMode, CriuNetworkLockMethod, CriuOpts, CriuPreDumpMo
 
 use super::{
     check_inherit_fds, check_options, from_merged, non_empty, open_images_dir, open_work_dir,
-    reopen_status_fd, ImagesDir, ImagesDirSource, LogTarget, Naming, OptsContext, OptsError, RequestOpts, Target,
-    DEFAULT_LOG_FILE,
+    reopen_status_fd, ImagesDir, ImagesDirSource, LogTarget, Naming, OptsContext, OptsError,
+    RequestOpts, Target, DEFAULT_LOG_FILE,
 };
 use crate::config::{
-    cpu_cap, load_file, CgroupMode, CgroupRoot, Config, FinalState, InheritFd, JoinNs, NetworkLock, PreDumpMode,
-    EMPTY_NS_NET,
+    cpu_cap, load_file, CgroupMode, CgroupRoot, Config, FinalState, InheritFd, JoinNs, NetworkLock,
+    PreDumpMode, EMPTY_NS_NET,
 };
 
 /// What the request says that has no command-line counterpart.
@@ -77,7 +77,8 @@ pub fn from_rpc(
     let saved_work = cfg.work_dir.take();
     cfg.images_dir = None;
     if let Some(path) = non_empty(&o.config_file) {
-        load_file(PathBuf::from(path).as_path(), &mut cfg).map_err(|source| OptsError::RpcConfigFile { source })?;
+        load_file(PathBuf::from(path).as_path(), &mut cfg)
+            .map_err(|source| OptsError::RpcConfigFile { source })?;
         if cfg.help || cfg.version {
             return Err(OptsError::Usage {
                 reason: format!("config file {path}: --help and --version are not allowed"),
@@ -99,7 +100,10 @@ pub fn from_rpc(
     let images_path = if let Some(p) = images_from_conf {
         Some((p, ImagesDirSource::RpcConfigFile))
     } else if o.images_dir_fd != -1 {
-        Some((proc_fd(o.images_dir_fd), ImagesDirSource::PeerFd(o.images_dir_fd)))
+        Some((
+            proc_fd(o.images_dir_fd),
+            ImagesDirSource::PeerFd(o.images_dir_fd),
+        ))
     } else if let Some(p) = non_empty(&o.images_dir) {
         Some((PathBuf::from(p), ImagesDirSource::RpcPath))
     } else if is_check {
@@ -130,7 +134,9 @@ pub fn from_rpc(
 
     let log_file = if let (Some(name), false) = (non_empty(&o.log_file), log_from_conf) {
         if name.contains('/') {
-            return Err(OptsError::LogFileSubdir { name: name.to_owned() });
+            return Err(OptsError::LogFileSubdir {
+                name: name.to_owned(),
+            });
         }
         LogTarget::from_path(name.as_ref())
     } else if o.log_to_stderr == Some(true) && !log_from_conf {
@@ -213,7 +219,9 @@ fn apply_fields(
     }
     if let Some(v) = o.rst_sibling {
         if ctx.service {
-            return Err(OptsError::SwrkOnly { option: "rst_sibling" });
+            return Err(OptsError::SwrkOnly {
+                option: "rst_sibling",
+            });
         }
         cfg.restore_sibling = v;
     }
@@ -264,7 +272,8 @@ fn apply_fields(
     only.notify_scripts = o.notify_scripts == Some(true);
 
     for veth in &o.veths {
-        cfg.external.push(format!("veth[{}]:{}", veth.if_in, veth.if_out));
+        cfg.external
+            .push(format!("veth[{}]:{}", veth.if_in, veth.if_out));
     }
     for m in &o.ext_mnt {
         cfg.external.push(format!("mnt[{}]:{}", m.key, m.val));
@@ -277,7 +286,9 @@ fn apply_fields(
         });
     }
     if !o.inherit_fd.is_empty() && ctx.service {
-        return Err(OptsError::SwrkOnly { option: "inherit_fd" });
+        return Err(OptsError::SwrkOnly {
+            option: "inherit_fd",
+        });
     }
     for inh in &o.inherit_fd {
         let entry = InheritFd {
@@ -301,7 +312,11 @@ fn apply_fields(
         cfg.cpu_cap = Some(caps | cpu_cap::IMAGE);
     }
     if let Some(manage) = o.manage_cgroups {
-        cfg.manage_cgroups = if manage { CgroupMode::Soft } else { CgroupMode::Ignore };
+        cfg.manage_cgroups = if manage {
+            CgroupMode::Soft
+        } else {
+            CgroupMode::Ignore
+        };
     }
     if let Some(mode) = o.manage_cgroups_mode {
         cfg.manage_cgroups = match CriuCgMode::try_from(mode) {
@@ -327,7 +342,8 @@ fn apply_fields(
     }
     set_str(&mut cfg.cgroup_props, &o.cgroup_props);
     set_str(&mut cfg.cgroup_props_file, &o.cgroup_props_file);
-    cfg.cgroup_dump_controllers.extend(o.cgroup_dump_controller.iter().cloned());
+    cfg.cgroup_dump_controllers
+        .extend(o.cgroup_dump_controller.iter().cloned());
     set_str(&mut cfg.cgroup_yard, &o.cgroup_yard);
     set_str(&mut cfg.tls_cacert, &o.tls_cacert);
     set_str(&mut cfg.tls_cacrl, &o.tls_cacrl);

@@ -4,12 +4,14 @@
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 
-use criu_proto::rpc::{CriuOpts, CriuPageServerInfo, CriuReqType, InheritFd as RpcInheritFd};
+use criu_proto::rpc::{
+    CriuCgMode, CriuOpts, CriuPageServerInfo, CriuReqType, InheritFd as RpcInheritFd,
+};
 use nix::fcntl::OFlag;
 use nix::sys::stat::Mode;
 
 use super::*;
-use crate::config::{cpu_cap, parse_args, EMPTY_NS_NET};
+use crate::config::{cpu_cap, EMPTY_NS_NET};
 
 fn pid() -> i32 {
     i32::try_from(std::process::id()).expect("pids fit in i32")
@@ -36,7 +38,12 @@ struct Dir {
 
 fn dir() -> Dir {
     let tmp = tempfile::tempdir().unwrap();
-    let fd = nix::fcntl::open(tmp.path(), OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC, Mode::empty()).unwrap();
+    let fd = nix::fcntl::open(
+        tmp.path(),
+        OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    )
+    .unwrap();
     Dir { tmp, fd }
 }
 
@@ -64,7 +71,10 @@ fn images_dir_fd_is_reopened_through_proc_of_the_peer() {
     let images = o.images_dir.as_ref().unwrap();
     let n = d.fd.as_raw_fd();
     assert_eq!(images.source, ImagesDirSource::PeerFd(n));
-    assert_eq!(images.path, PathBuf::from(format!("/proc/{}/fd/{n}", pid())));
+    assert_eq!(
+        images.path,
+        PathBuf::from(format!("/proc/{}/fd/{n}", pid()))
+    );
     let st = nix::sys::stat::fstat(&images.fd).unwrap();
     let want = nix::sys::stat::stat(d.tmp.path()).unwrap();
     assert_eq!((st.st_dev, st.st_ino), (want.st_dev, want.st_ino));
@@ -112,7 +122,7 @@ fn present_fields_apply_even_with_proto_default_values() {
         CriuReqType::Dump,
         &CriuOpts {
             manage_cgroups: Some(false),
-            manage_cgroups_mode: Some(CriuCgModeValue::DEFAULT),
+            manage_cgroups_mode: Some(CriuCgMode::Default as i32),
             leave_running: Some(true),
             leave_stopped: Some(false),
             ..with_dir(&d)
@@ -121,13 +131,6 @@ fn present_fields_apply_even_with_proto_default_values() {
     .unwrap();
     assert_eq!(o.manage_cgroups, CgroupMode::Soft);
     assert_eq!(o.final_state, FinalState::Alive);
-}
-
-/// `criu_cg_mode` values as carried on the wire.
-struct CriuCgModeValue;
-impl CriuCgModeValue {
-    const DEFAULT: i32 = 6;
-    const FULL: i32 = 4;
 }
 
 #[test]
@@ -141,13 +144,25 @@ fn images_dir_path_and_missing_images_dir() {
         },
     )
     .unwrap();
-    assert_eq!(o.images_dir.as_ref().unwrap().source, ImagesDirSource::RpcPath);
+    assert_eq!(
+        o.images_dir.as_ref().unwrap().source,
+        ImagesDirSource::RpcPath
+    );
     assert!(o.restore_detached);
     assert_eq!(o.target, None);
 
     let e = err(CriuReqType::Dump, &CriuOpts::default());
-    assert_eq!(e.to_string(), "Neither images_dir_fd nor images_dir was passed by RPC client.");
-    let e = err(CriuReqType::Dump, &CriuOpts { images_dir_fd: -2, ..CriuOpts::default() });
+    assert_eq!(
+        e.to_string(),
+        "Neither images_dir_fd nor images_dir was passed by RPC client."
+    );
+    let e = err(
+        CriuReqType::Dump,
+        &CriuOpts {
+            images_dir_fd: -2,
+            ..CriuOpts::default()
+        },
+    );
     assert!(matches!(e, OptsError::OpenImagesDir { .. }), "{e}");
 }
 
@@ -175,7 +190,10 @@ fn check_needs_directories_only_for_a_log_file() {
             ..CriuOpts::default()
         },
     );
-    assert_eq!(e.to_string(), "images-dir or work-dir is required when using log file");
+    assert_eq!(
+        e.to_string(),
+        "images-dir or work-dir is required when using log file"
+    );
 
     let d = dir();
     let o = rpc(
@@ -201,7 +219,11 @@ fn log_file_must_be_a_bare_name() {
             ..with_dir(&d)
         },
     );
-    assert!(e.to_string().contains("No subdirs are allowed in log_file name"), "{e}");
+    assert!(
+        e.to_string()
+            .contains("No subdirs are allowed in log_file name"),
+        "{e}"
+    );
     let o = rpc(
         CriuReqType::Dump,
         &CriuOpts {
@@ -234,41 +256,120 @@ fn work_dir_fd_wins_over_images_dir() {
         },
     )
     .unwrap();
-    assert_eq!(o.work_dir.unwrap().path, PathBuf::from(format!("/proc/{}/fd/{}", pid(), work.fd.as_raw_fd())));
+    assert_eq!(
+        o.work_dir.unwrap().path,
+        PathBuf::from(format!("/proc/{}/fd/{}", pid(), work.fd.as_raw_fd()))
+    );
 }
 
 #[test]
 fn out_of_range_enums_and_masks_are_refused() {
     let d = dir();
     let cases = [
-        CriuOpts { empty_ns: Some(EMPTY_NS_NET | 0x2000_0000), ..with_dir(&d) },
-        CriuOpts { manage_cgroups_mode: Some(9), ..with_dir(&d) },
-        CriuOpts { network_lock: Some(0), ..with_dir(&d) },
-        CriuOpts { pre_dump_mode: Some(3), ..with_dir(&d) },
+        CriuOpts {
+            empty_ns: Some(EMPTY_NS_NET | 0x2000_0000),
+            ..with_dir(&d)
+        },
+        CriuOpts {
+            manage_cgroups_mode: Some(9),
+            ..with_dir(&d)
+        },
+        CriuOpts {
+            network_lock: Some(0),
+            ..with_dir(&d)
+        },
+        CriuOpts {
+            pre_dump_mode: Some(3),
+            ..with_dir(&d)
+        },
     ];
-    for (o, name) in cases.iter().zip(["empty_ns", "manage_cgroups_mode", "network_lock", "pre_dump_mode"]) {
+    for (o, name) in cases.iter().zip([
+        "empty_ns",
+        "manage_cgroups_mode",
+        "network_lock",
+        "pre_dump_mode",
+    ]) {
         let e = err(CriuReqType::Dump, o);
-        assert!(matches!(e, OptsError::OutOfRange { option, .. } if option == name), "{name}");
+        assert!(
+            matches!(e, OptsError::OutOfRange { option, .. } if option == name),
+            "{name}"
+        );
     }
 }
 
 #[test]
 fn swrk_only_options_are_refused_in_service_mode() {
     let d = dir();
-    let in_service = |o: CriuOpts| from_rpc(CriuReqType::Restore, Some(&o), &Config::default(), &service());
-    let e = in_service(CriuOpts { rst_sibling: Some(false), ..with_dir(&d) }).unwrap_err();
-    assert!(matches!(e, OptsError::SwrkOnly { option: "rst_sibling" }), "{e}");
-    let inh = RpcInheritFd { key: "pipe:[1]".into(), fd: 0 };
-    let e = in_service(CriuOpts { inherit_fd: vec![inh], ..with_dir(&d) }).unwrap_err();
-    assert!(matches!(e, OptsError::SwrkOnly { option: "inherit_fd" }), "{e}");
-    let ps = CriuPageServerInfo { fd: Some(5), ..CriuPageServerInfo::default() };
-    let e = in_service(CriuOpts { ps: Some(ps.clone()), ..with_dir(&d) }).unwrap_err();
+    let in_service = |o: CriuOpts| {
+        from_rpc(
+            CriuReqType::Restore,
+            Some(&o),
+            &Config::default(),
+            &service(),
+        )
+    };
+    let e = in_service(CriuOpts {
+        rst_sibling: Some(false),
+        ..with_dir(&d)
+    })
+    .unwrap_err();
+    assert!(
+        matches!(
+            e,
+            OptsError::SwrkOnly {
+                option: "rst_sibling"
+            }
+        ),
+        "{e}"
+    );
+    let inh = RpcInheritFd {
+        key: "pipe:[1]".into(),
+        fd: 0,
+    };
+    let e = in_service(CriuOpts {
+        inherit_fd: vec![inh],
+        ..with_dir(&d)
+    })
+    .unwrap_err();
+    assert!(
+        matches!(
+            e,
+            OptsError::SwrkOnly {
+                option: "inherit_fd"
+            }
+        ),
+        "{e}"
+    );
+    let ps = CriuPageServerInfo {
+        fd: Some(5),
+        ..CriuPageServerInfo::default()
+    };
+    let e = in_service(CriuOpts {
+        ps: Some(ps.clone()),
+        ..with_dir(&d)
+    })
+    .unwrap_err();
     assert!(matches!(e, OptsError::SwrkOnly { option: "ps.fd" }), "{e}");
     // With lazy_pages the fd is not looked at; lazy pages themselves are not supported yet.
-    let e = in_service(CriuOpts { ps: Some(ps), lazy_pages: Some(true), ..with_dir(&d) }).unwrap_err();
-    assert!(matches!(&e, OptsError::Unsupported { option } if option == "lazy_pages"), "{e}");
+    let e = in_service(CriuOpts {
+        ps: Some(ps),
+        lazy_pages: Some(true),
+        ..with_dir(&d)
+    })
+    .unwrap_err();
+    assert!(
+        matches!(&e, OptsError::Unsupported { option } if option == "lazy_pages"),
+        "{e}"
+    );
     // The same options are fine in swrk mode.
-    let o = rpc(CriuReqType::Restore, &CriuOpts { rst_sibling: Some(true), ..with_dir(&d) }).unwrap();
+    let o = rpc(
+        CriuReqType::Restore,
+        &CriuOpts {
+            rst_sibling: Some(true),
+            ..with_dir(&d)
+        },
+    )
+    .unwrap();
     assert!(o.restore_sibling);
 }
 
@@ -276,45 +377,156 @@ fn swrk_only_options_are_refused_in_service_mode() {
 fn inherit_fds_must_be_open() {
     let d = dir();
     let (r, _w) = nix::unistd::pipe().unwrap();
-    let open = RpcInheritFd { key: "pipe:[7]".into(), fd: r.as_raw_fd() };
-    let o = rpc(CriuReqType::Restore, &CriuOpts { inherit_fd: vec![open], ..with_dir(&d) }).unwrap();
+    let open = RpcInheritFd {
+        key: "pipe:[7]".into(),
+        fd: r.as_raw_fd(),
+    };
+    let o = rpc(
+        CriuReqType::Restore,
+        &CriuOpts {
+            inherit_fd: vec![open],
+            ..with_dir(&d)
+        },
+    )
+    .unwrap();
     assert_eq!(o.inherit_fds[0].fd, r.as_raw_fd());
-    let closed = RpcInheritFd { key: "pipe:[8]".into(), fd: 1_000_000 };
-    let e = err(CriuReqType::Restore, &CriuOpts { inherit_fd: vec![closed], ..with_dir(&d) });
-    assert!(matches!(e, OptsError::InheritFdClosed { fd: 1_000_000, .. }), "{e}");
+    let closed = RpcInheritFd {
+        key: "pipe:[8]".into(),
+        fd: 1_000_000,
+    };
+    let e = err(
+        CriuReqType::Restore,
+        &CriuOpts {
+            inherit_fd: vec![closed],
+            ..with_dir(&d)
+        },
+    );
+    assert!(
+        matches!(e, OptsError::InheritFdClosed { fd: 1_000_000, .. }),
+        "{e}"
+    );
 }
 
 #[test]
 fn explicit_pid_zero_is_refused_for_dumps_only() {
     let d = dir();
-    let e = err(CriuReqType::Dump, &CriuOpts { pid: Some(0), ..with_dir(&d) });
+    let e = err(
+        CriuReqType::Dump,
+        &CriuOpts {
+            pid: Some(0),
+            ..with_dir(&d)
+        },
+    );
     assert!(matches!(e, OptsError::InvalidPid { pid: 0 }));
-    let e = err(CriuReqType::SinglePreDump, &CriuOpts { pid: Some(-5), ..with_dir(&d) });
+    let e = err(
+        CriuReqType::SinglePreDump,
+        &CriuOpts {
+            pid: Some(-5),
+            ..with_dir(&d)
+        },
+    );
     assert!(matches!(e, OptsError::InvalidPid { pid: -5 }));
-    assert!(rpc(CriuReqType::Restore, &CriuOpts { pid: Some(0), ..with_dir(&d) }).is_ok());
+    assert!(rpc(
+        CriuReqType::Restore,
+        &CriuOpts {
+            pid: Some(0),
+            ..with_dir(&d)
+        }
+    )
+    .is_ok());
 }
 
 #[test]
 fn unsupported_and_restore_only_options_are_named() {
     let d = dir();
-    let e = err(CriuReqType::Dump, &CriuOpts { mntns_compat_mode: Some(true), ..with_dir(&d) });
+    let e = err(
+        CriuReqType::Dump,
+        &CriuOpts {
+            mntns_compat_mode: Some(true),
+            ..with_dir(&d)
+        },
+    );
     assert_eq!(e.to_string(), "mntns_compat_mode is only valid on restore");
-    assert!(rpc(CriuReqType::Restore, &CriuOpts { mntns_compat_mode: Some(true), ..with_dir(&d) }).is_ok());
+    assert!(rpc(
+        CriuReqType::Restore,
+        &CriuOpts {
+            mntns_compat_mode: Some(true),
+            ..with_dir(&d)
+        }
+    )
+    .is_ok());
 
-    let e = err(CriuReqType::PreDump, &CriuOpts { track_mem: Some(true), ..with_dir(&d) });
-    assert!(e.to_string().starts_with("Tracking memory is not available"), "{e}");
-    assert!(rpc(CriuReqType::Dump, &CriuOpts { track_mem: Some(false), ..with_dir(&d) }).is_ok());
+    let e = err(
+        CriuReqType::PreDump,
+        &CriuOpts {
+            track_mem: Some(true),
+            ..with_dir(&d)
+        },
+    );
+    assert!(
+        e.to_string()
+            .starts_with("Tracking memory is not available"),
+        "{e}"
+    );
+    assert!(rpc(
+        CriuReqType::Dump,
+        &CriuOpts {
+            track_mem: Some(false),
+            ..with_dir(&d)
+        }
+    )
+    .is_ok());
 
     let cases: [(CriuOpts, &str); 7] = [
-        (CriuOpts { tls: Some(true), ..with_dir(&d) }, "tls"),
-        (CriuOpts { lazy_pages: Some(true), ..with_dir(&d) }, "lazy_pages"),
-        (CriuOpts { empty_ns: Some(EMPTY_NS_NET), ..with_dir(&d) }, "empty_ns"),
-        (CriuOpts { lsm_profile: Some("apparmor:x".into()), ..with_dir(&d) }, "lsm_profile"),
-        (CriuOpts { ext_sharing: Some(true), ..with_dir(&d) }, "ext_sharing"),
-        (CriuOpts { manage_cgroups_mode: Some(CriuCgModeValue::FULL), ..with_dir(&d) }, "manage_cgroups_mode full"),
         (
             CriuOpts {
-                join_ns: vec![criu_proto::rpc::JoinNamespace { ns: "net".into(), ns_file: "/x".into(), extra_opt: None }],
+                tls: Some(true),
+                ..with_dir(&d)
+            },
+            "tls",
+        ),
+        (
+            CriuOpts {
+                lazy_pages: Some(true),
+                ..with_dir(&d)
+            },
+            "lazy_pages",
+        ),
+        (
+            CriuOpts {
+                empty_ns: Some(EMPTY_NS_NET),
+                ..with_dir(&d)
+            },
+            "empty_ns",
+        ),
+        (
+            CriuOpts {
+                lsm_profile: Some("apparmor:x".into()),
+                ..with_dir(&d)
+            },
+            "lsm_profile",
+        ),
+        (
+            CriuOpts {
+                ext_sharing: Some(true),
+                ..with_dir(&d)
+            },
+            "ext_sharing",
+        ),
+        (
+            CriuOpts {
+                manage_cgroups_mode: Some(CriuCgMode::Full as i32),
+                ..with_dir(&d)
+            },
+            "manage_cgroups_mode full",
+        ),
+        (
+            CriuOpts {
+                join_ns: vec![criu_proto::rpc::JoinNamespace {
+                    ns: "net".into(),
+                    ns_file: "/x".into(),
+                    extra_opt: None,
+                }],
                 ..with_dir(&d)
             },
             "join_ns",
@@ -322,11 +534,22 @@ fn unsupported_and_restore_only_options_are_named() {
     ];
     for (o, name) in cases {
         let e = err(CriuReqType::Dump, &o);
-        assert!(matches!(&e, OptsError::Unsupported { option } if option == name), "{name}: {e}");
+        assert!(
+            matches!(&e, OptsError::Unsupported { option } if option == name),
+            "{name}: {e}"
+        );
         assert!(e.to_string().contains(name));
     }
     // tls = false, tls_no_cn_verify and certificates alone are harmless.
-    assert!(rpc(CriuReqType::Dump, &CriuOpts { tls: Some(false), tls_cert: Some("c".into()), ..with_dir(&d) }).is_ok());
+    assert!(rpc(
+        CriuReqType::Dump,
+        &CriuOpts {
+            tls: Some(false),
+            tls_cert: Some("c".into()),
+            ..with_dir(&d)
+        }
+    )
+    .is_ok());
 }
 
 #[test]
@@ -340,21 +563,46 @@ fn opts_are_required_except_for_check() {
 fn status_fd_is_reopened_write_only() {
     let d = dir();
     let (r, w) = nix::unistd::pipe().unwrap();
-    let o = rpc(CriuReqType::PageServer, &CriuOpts { status_fd: Some(w.as_raw_fd()), ..with_dir(&d) }).unwrap();
+    let o = rpc(
+        CriuReqType::PageServer,
+        &CriuOpts {
+            status_fd: Some(w.as_raw_fd()),
+            ..with_dir(&d)
+        },
+    )
+    .unwrap();
     drop(w);
     nix::unistd::write(o.status_fd.as_ref().unwrap(), b"\0").unwrap();
     let mut buf = [1u8; 1];
     assert_eq!(nix::unistd::read(&r, &mut buf).unwrap(), 1);
     assert_eq!(buf, [0]);
-    let e = err(CriuReqType::PageServer, &CriuOpts { status_fd: Some(1_000_000), ..with_dir(&d) });
+    let e = err(
+        CriuReqType::PageServer,
+        &CriuOpts {
+            status_fd: Some(1_000_000),
+            ..with_dir(&d)
+        },
+    );
     assert!(matches!(e, OptsError::OpenStatusFd { .. }), "{e}");
 }
 
 #[test]
 fn page_server_fields() {
     let d = dir();
-    let ps = CriuPageServerInfo { address: Some("127.0.0.1".into()), port: Some(70_000), fd: Some(9), pid: None };
-    let o = rpc(CriuReqType::Dump, &CriuOpts { ps: Some(ps), ..with_dir(&d) }).unwrap();
+    let ps = CriuPageServerInfo {
+        address: Some("127.0.0.1".into()),
+        port: Some(70_000),
+        fd: Some(9),
+        pid: None,
+    };
+    let o = rpc(
+        CriuReqType::Dump,
+        &CriuOpts {
+            ps: Some(ps),
+            ..with_dir(&d)
+        },
+    )
+    .unwrap();
     assert!(o.page_server);
     assert_eq!(o.address.as_deref(), Some("127.0.0.1"));
     assert_eq!(o.port, 70_000u32 as u16);
@@ -375,7 +623,10 @@ fn rpc_config_file_overrides_rpc_fields() {
     let conf = write_file(
         conf_dir.path(),
         "runc.conf",
-        &format!("log-file {}\nno-tcp-established\naction-script /bin/true\ntimeout=3\n", log_path.display()),
+        &format!(
+            "log-file {}\nno-tcp-established\naction-script /bin/true\ntimeout=3\n",
+            log_path.display()
+        ),
     );
     let o = rpc(
         CriuReqType::Dump,
@@ -397,7 +648,11 @@ fn rpc_config_file_overrides_rpc_fields() {
     let conf = write_file(conf_dir.path(), "log.conf", "log-file=x.log\n");
     let o = rpc(
         CriuReqType::Dump,
-        &CriuOpts { log_file: Some("a/b".into()), config_file: Some(conf), ..with_dir(&d) },
+        &CriuOpts {
+            log_file: Some("a/b".into()),
+            config_file: Some(conf),
+            ..with_dir(&d)
+        },
     )
     .unwrap();
     assert_eq!(o.log_file, Some(LogTarget::File("x.log".into())));
@@ -411,21 +666,66 @@ fn rpc_config_file_dirs_missing_file_and_errors() {
     let conf = write_file(
         conf_dir.path(),
         "dirs.conf",
-        &format!("images-dir {}\nwork-dir {}\n", images.tmp.path().display(), work.tmp.path().display()),
+        &format!(
+            "images-dir {}\nwork-dir {}\n",
+            images.tmp.path().display(),
+            work.tmp.path().display()
+        ),
     );
-    let o = rpc(CriuReqType::Dump, &CriuOpts { config_file: Some(conf), ..with_dir(&d) }).unwrap();
+    let o = rpc(
+        CriuReqType::Dump,
+        &CriuOpts {
+            config_file: Some(conf),
+            ..with_dir(&d)
+        },
+    )
+    .unwrap();
     let i = o.images_dir.unwrap();
-    assert_eq!((i.source, i.path.as_path()), (ImagesDirSource::RpcConfigFile, images.tmp.path()));
+    assert_eq!(
+        (i.source, i.path.as_path()),
+        (ImagesDirSource::RpcConfigFile, images.tmp.path())
+    );
     assert_eq!(o.work_dir.unwrap().path, work.tmp.path());
 
-    let missing = conf_dir.path().join("absent.conf").to_str().unwrap().to_owned();
-    assert!(rpc(CriuReqType::Dump, &CriuOpts { config_file: Some(missing), ..with_dir(&d) }).is_ok());
+    let missing = conf_dir
+        .path()
+        .join("absent.conf")
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert!(rpc(
+        CriuReqType::Dump,
+        &CriuOpts {
+            config_file: Some(missing),
+            ..with_dir(&d)
+        }
+    )
+    .is_ok());
 
-    let bad = write_file(conf_dir.path(), "bad.conf", "tcp-established\nno-such-thing\n");
-    let e = err(CriuReqType::Dump, &CriuOpts { config_file: Some(bad.clone()), ..with_dir(&d) });
-    assert!(e.to_string().contains("--no-such-thing") && e.to_string().contains(&bad), "{e}");
+    let bad = write_file(
+        conf_dir.path(),
+        "bad.conf",
+        "tcp-established\nno-such-thing\n",
+    );
+    let e = err(
+        CriuReqType::Dump,
+        &CriuOpts {
+            config_file: Some(bad.clone()),
+            ..with_dir(&d)
+        },
+    );
+    assert!(
+        e.to_string().contains("--no-such-thing") && e.to_string().contains(&bad),
+        "{e}"
+    );
     let syntax = write_file(conf_dir.path(), "syntax.conf", "root \"/x\n");
-    let e = err(CriuReqType::Dump, &CriuOpts { config_file: Some(syntax), ..with_dir(&d) });
+    let e = err(
+        CriuReqType::Dump,
+        &CriuOpts {
+            config_file: Some(syntax),
+            ..with_dir(&d)
+        },
+    );
     assert!(matches!(&e, OptsError::RpcConfigFile { .. }), "{e}");
 }
 
@@ -433,7 +733,8 @@ fn rpc_config_file_dirs_missing_file_and_errors() {
 fn connection_defaults_feed_every_request() {
     let d = dir();
     let mut defaults = Config::default();
-    crate::config::parse_config_text("log-file=swrk.log\nshell-job\nverbosity=4\n", &mut defaults).unwrap();
+    crate::config::parse_config_text("log-file=swrk.log\nshell-job\nverbosity=4\n", &mut defaults)
+        .unwrap();
     let o = from_rpc(CriuReqType::Dump, Some(&with_dir(&d)), &defaults, &swrk()).unwrap();
     assert_eq!(o.log_file, Some(LogTarget::File("swrk.log".into())));
     assert!(o.shell_job);
@@ -441,7 +742,11 @@ fn connection_defaults_feed_every_request() {
     assert_eq!(o.log_level, 2);
     let o = from_rpc(
         CriuReqType::Dump,
-        Some(&CriuOpts { log_file: Some("req.log".into()), shell_job: Some(false), ..with_dir(&d) }),
+        Some(&CriuOpts {
+            log_file: Some("req.log".into()),
+            shell_job: Some(false),
+            ..with_dir(&d)
+        }),
         &defaults,
         &swrk(),
     )
@@ -458,8 +763,14 @@ fn externals_collect_deprecated_forms() {
         &CriuOpts {
             ext_unix_sk: Some(true),
             unix_sk_ino: vec![criu_proto::rpc::UnixSk { inode: 77 }],
-            veths: vec![criu_proto::rpc::CriuVethPair { if_in: "eth0".into(), if_out: "v0".into() }],
-            ext_mnt: vec![criu_proto::rpc::ExtMountMap { key: "/m".into(), val: "k".into() }],
+            veths: vec![criu_proto::rpc::CriuVethPair {
+                if_in: "eth0".into(),
+                if_out: "v0".into(),
+            }],
+            ext_mnt: vec![criu_proto::rpc::ExtMountMap {
+                key: "/m".into(),
+                val: "k".into(),
+            }],
             external: vec!["net[4026531992]:extRootNetNS".into()],
             exec_cmd: vec!["/bin/sh".into()],
             parent_img: Some("../prev".into()),
@@ -467,45 +778,15 @@ fn externals_collect_deprecated_forms() {
         },
     )
     .unwrap();
-    assert_eq!(o.externals, ["unix[77]", "veth[eth0]:v0", "mnt[/m]:k", "net[4026531992]:extRootNetNS"]);
+    assert_eq!(
+        o.externals,
+        [
+            "unix[77]",
+            "veth[eth0]:v0",
+            "mnt[/m]:k",
+            "net[4026531992]:extRootNetNS"
+        ]
+    );
     assert_eq!(o.exec_cmd, ["/bin/sh"]);
     assert_eq!(o.parent_img.as_deref(), Some("../prev"));
-}
-
-fn cli(args: &[&str]) -> Result<RequestOpts, OptsError> {
-    from_config(&parse_args(args.iter().map(|s| (*s).to_owned())).unwrap())
-}
-
-#[test]
-fn command_line_opens_dirs_and_checks_actions() {
-    let d = dir();
-    let path = d.tmp.path().to_str().unwrap();
-    let o = cli(&["dump", "-t", "1", "-D", path, "-o", "dump.log", "-v4"]).unwrap();
-    assert_eq!(o.target, Some(Target::Pid(1)));
-    assert_eq!(o.images_dir.as_ref().unwrap().source, ImagesDirSource::CommandLine);
-    assert_eq!(o.work_dir.as_ref().unwrap().path, d.tmp.path());
-    assert_eq!(o.log_file, Some(LogTarget::File("dump.log".into())));
-    assert_eq!(o.log_level, 4);
-    assert_eq!(cli(&["check", "-D", path]).unwrap().log_file, Some(LogTarget::Stderr));
-
-    let usage = |args: &[&str]| match cli(args) {
-        Err(OptsError::Usage { reason }) => reason,
-        other => panic!("{args:?}: {other:?}"),
-    };
-    assert!(usage(&["dump", "-D", path]).contains("pid not specified"));
-    assert!(usage(&[]).contains("command is required"));
-    assert!(usage(&["bogus"]).contains("unknown command"));
-    assert!(usage(&["dump", "-t", "1", "extra"]).contains("excessive"));
-    assert!(usage(&["dump", "-t", "1", "--exec-cmd", "--", "x"]).contains("restore command only"));
-    assert!(usage(&["restore", "-d", "--exec-cmd", "--", "x"]).contains("cannot be used together"));
-    assert!(usage(&["cpuinfo", "-D", path]).contains("requires an action"));
-    assert!(usage(&["swrk"]).contains("swrk <fd>"));
-
-    let o = cli(&["restore", "-D", path, "--exec-cmd", "--", "sh", "-c", "x"]).unwrap();
-    assert_eq!(o.exec_cmd, ["sh", "-c", "x"]);
-    assert!(cli(&["cpuinfo", "dump", "-D", path]).is_ok());
-    assert!(cli(&["swrk", "3"]).unwrap().images_dir.is_none());
-    assert!(matches!(cli(&["dump", "-t", "1", "-D", path, "--track-mem"]), Err(OptsError::TrackMemUnavailable { option: "--track-mem" })));
-    assert!(matches!(cli(&["dump", "-t", "1", "-D", path, "--inherit-fd", "fd[0]:x"]), Err(OptsError::RestoreOnly { .. })));
-    assert!(matches!(cli(&["dump", "-t", "1", "-D", "/nonexistent/dir"]), Err(OptsError::OpenImagesDir { .. })));
 }
