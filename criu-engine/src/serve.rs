@@ -8,9 +8,7 @@
 
 use std::path::PathBuf;
 
-use criu_proto::rpc::{
-    CriuDumpResp, CriuReq, CriuReqType, CriuResp, CriuRestoreResp,
-};
+use criu_proto::rpc::{CriuDumpResp, CriuReq, CriuReqType, CriuResp, CriuRestoreResp};
 use criu_transport::requests::{Handler, Mode, Reply, RequestCtx};
 use nix::sys::wait::{waitpid, WaitStatus};
 use nix::unistd::Pid;
@@ -54,7 +52,12 @@ impl Engine {
             service: self.mode == Mode::Service,
             peer_pid: ctx.peer().pid,
         };
-        Ok(opts::from_rpc(ty, req.opts.as_ref(), &self.defaults, &octx)?)
+        Ok(opts::from_rpc(
+            ty,
+            req.opts.as_ref(),
+            &self.defaults,
+            &octx,
+        )?)
     }
 
     fn check(&mut self, req: &CriuReq, ctx: &mut dyn RequestCtx) -> Result<(), Error> {
@@ -71,7 +74,10 @@ impl Engine {
             None
         };
         let privileges = Privileges::probe();
+        tracing::debug!(?privileges, "privileges");
+        tracing::debug!(kerndat = ?self.kerndat(), "kernel features");
         check::check_required(self.kerndat(), &privileges)?;
+        tracing::info!("Looks good.");
         Ok(())
     }
 

@@ -123,10 +123,7 @@ pub fn run_service(cfg: &Config, default_address: &Path) -> Result<(), WorkerErr
 
 /// Runs the `swrk` and `service` actions of any front-end; `None` when the
 /// configuration names another action. The result is the exit status.
-pub fn run_frontend_action(
-    cfg: Config,
-    default_address: &Path,
-) -> Option<Result<u8, WorkerError>> {
+pub fn run_frontend_action(cfg: Config, default_address: &Path) -> Option<Result<u8, WorkerError>> {
     match cfg.action.as_deref()? {
         "swrk" => Some(match cfg.positional.as_slice() {
             [_, fd] => {

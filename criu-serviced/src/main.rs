@@ -13,5 +13,9 @@ fn main() -> ExitCode {
         args.insert(0, "service".to_owned());
     }
     let default_address = Path::new("/var/run/criu-service.socket");
-    ExitCode::from(criu_engine::worker::serve_main("criu-serviced", args, default_address))
+    ExitCode::from(criu_engine::worker::serve_main(
+        "criu-serviced",
+        args,
+        default_address,
+    ))
 }

@@ -14,5 +14,9 @@ fn main() -> ExitCode {
         }
     }
     let default_address = Path::new("/var/run/criu-service.socket");
-    ExitCode::from(criu_engine::worker::serve_main("criu-swrk", args, default_address))
+    ExitCode::from(criu_engine::worker::serve_main(
+        "criu-swrk",
+        args,
+        default_address,
+    ))
 }

@@ -8,7 +8,7 @@
 
 use std::ffi::OsStr;
 use std::io;
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus};
 
@@ -288,5 +288,15 @@ mod tests {
                 .wait()
                 .is_err()
         );
+    }
+}
+
+impl AsFd for Client {
+    /// The connection's socket (for socket options); panics after [`Client::close`].
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.conn
+            .as_ref()
+            .expect("connection closed by Client::close")
+            .as_fd()
     }
 }

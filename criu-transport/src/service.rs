@@ -159,12 +159,25 @@ pub struct ServiceConfig {
 /// single-threaded.
 #[doc(alias = "cr_service")]
 pub fn run(config: ServiceConfig) -> Result<Infallible, ServiceError> {
+    // The pidfile is claimed before anything else, so that a second daemon
+    // started with the same pidfile fails visibly (exit status of the
+    // starting process) and never replaces the first one's socket. CRIU
+    // claims it only after daemonizing, where the failure is silent.
+    let pidfile = config
+        .pidfile
+        .as_deref()
+        .map(|path| create_pidfile(path).map(|file| (path, file)))
+        .transpose()?;
     let listener = Listener::bind(&config.address)?;
     if config.daemon {
         nix::unistd::daemon(true, false).map_err(ServiceError::Daemon)?;
     }
-    if let Some(path) = &config.pidfile {
-        write_pidfile(path, std::process::id())?;
+    if let Some((path, mut file)) = pidfile {
+        file.write_all(std::process::id().to_string().as_bytes())
+            .map_err(|source| ServiceError::Pidfile {
+                path: path.to_owned(),
+                source,
+            })?;
     }
     if let Some(fd) = config.status_fd {
         signal_ready(fd)?;
@@ -329,17 +342,25 @@ fn reap(workers: &mut Vec<Child>) {
 /// Creates `path` exclusively (mode 0600) and writes `pid` in decimal
 /// without a newline. An existing file is an error.
 pub fn write_pidfile(path: &Path, pid: u32) -> Result<(), ServiceError> {
-    let err = |source| ServiceError::Pidfile {
-        path: path.to_owned(),
-        source,
-    };
-    let mut file = OpenOptions::new()
+    create_pidfile(path)?
+        .write_all(pid.to_string().as_bytes())
+        .map_err(|source| ServiceError::Pidfile {
+            path: path.to_owned(),
+            source,
+        })
+}
+
+/// Creates `path` exclusively (mode 0600), empty. An existing file is an error.
+fn create_pidfile(path: &Path) -> Result<std::fs::File, ServiceError> {
+    OpenOptions::new()
         .write(true)
         .create_new(true)
         .mode(0o600)
         .open(path)
-        .map_err(err)?;
-    file.write_all(pid.to_string().as_bytes()).map_err(err)
+        .map_err(|source| ServiceError::Pidfile {
+            path: path.to_owned(),
+            source,
+        })
 }
 
 /// Writes one `\0` byte to the status descriptor and closes it.

@@ -90,10 +90,24 @@ fn pending_actions_parse_options_log_in_the_work_dir_and_fail() {
     let work = TempDir::new("cli-work");
     let d = dir.path().to_str().unwrap();
     // Log in the images dir by default.
-    let out = criu(&["dump", "-t", "1", "-D", d, "-o", "dump.log", "-v4", "-R", "--tcp-established"]);
+    let out = criu(&[
+        "dump",
+        "-t",
+        "1",
+        "-D",
+        d,
+        "-o",
+        "dump.log",
+        "-v4",
+        "-R",
+        "--tcp-established",
+    ]);
     assert_eq!(out.status.code(), Some(1));
     let log = std::fs::read_to_string(dir.path().join("dump.log")).expect("dump.log");
-    assert!(log.contains("Error") && log.contains("not implemented"), "{log}");
+    assert!(
+        log.contains("Error") && log.contains("not implemented"),
+        "{log}"
+    );
     // -W moves it to the work dir.
     let w = work.path().to_str().unwrap();
     let out = criu(&["restore", "-D", d, "-W", w, "-o", "restore.log", "-d"]);
@@ -107,11 +121,19 @@ fn config_file_options_apply_and_bad_ones_fail() {
     require_root();
     let dir = TempDir::new("cli-config");
     let conf = dir.path().join("criu.conf");
-    std::fs::write(&conf, "# test\nlog-file=fromconf.log\nimages-dir \"{DIR}\"\n".replace("{DIR}", dir.path().to_str().unwrap())).unwrap();
+    std::fs::write(
+        &conf,
+        "# test\nlog-file=fromconf.log\nimages-dir \"{DIR}\"\n"
+            .replace("{DIR}", dir.path().to_str().unwrap()),
+    )
+    .unwrap();
     let out = criu(&["--config", conf.to_str().unwrap(), "cpuinfo", "dump"]);
     assert!(out.status.success(), "{}", text(&out));
     assert!(dir.path().join("cpuinfo.img").exists());
-    assert!(dir.path().join("fromconf.log").exists(), "log-file from the config file");
+    assert!(
+        dir.path().join("fromconf.log").exists(),
+        "log-file from the config file"
+    );
 
     std::fs::write(&conf, "no-such-option\n").unwrap();
     let out = Command::new(bin("criu"))

@@ -1,5 +1,7 @@
 //! The service daemon under many clients and misbehaving ones.
 
+use std::io::Read;
+use std::os::fd::AsRawFd;
 use std::os::unix::fs::PermissionsExt;
 use std::time::Duration;
 
@@ -10,7 +12,10 @@ use criu_transport::client::Client;
 fn version_ok(client: &Client) {
     let resp = client.call(&req(T::Version)).expect("VERSION answered");
     assert!(resp.success);
-    assert_eq!(resp.version.map(|v| (v.major_number, v.minor_number)), Some((4, 2)));
+    assert_eq!(
+        resp.version.map(|v| (v.major_number, v.minor_number)),
+        Some((4, 2))
+    );
 }
 
 #[test]
@@ -53,7 +58,9 @@ fn service_keeps_answering_after_garbage_and_vanished_clients() {
         for round in 0..10 {
             // Garbage.
             let client = Client::connect(&service.socket).unwrap();
-            client.send_raw(b"\x08\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff").unwrap();
+            client
+                .send_raw(b"\x08\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff")
+                .unwrap();
             let _ = client.recv();
             // A client that connects and vanishes without a word.
             drop(Client::connect(&service.socket).unwrap());
@@ -72,7 +79,8 @@ fn service_keeps_answering_after_garbage_and_vanished_clients() {
             // A well-behaved client is still served.
             version_ok(&Client::connect(&service.socket).unwrap());
             assert!(
-                nix::sys::signal::kill(nix::unistd::Pid::from_raw(service.pid() as i32), None).is_ok(),
+                nix::sys::signal::kill(nix::unistd::Pid::from_raw(service.pid() as i32), None)
+                    .is_ok(),
                 "daemon alive after round {round}"
             );
         }
@@ -96,7 +104,10 @@ fn service_socket_is_root_only_and_a_stale_file_is_replaced() {
             if let Ok(c) = Client::connect(&socket) {
                 break c;
             }
-            assert!(std::time::Instant::now() < deadline, "service never listened");
+            assert!(
+                std::time::Instant::now() < deadline,
+                "service never listened"
+            );
             std::thread::sleep(Duration::from_millis(5));
         };
         version_ok(&client);
@@ -114,14 +125,28 @@ fn daemon_mode_writes_pidfile_and_signals_readiness() {
         let dir = TempDir::new("daemon");
         let socket = dir.path().join("criu.sock");
         let pidfile = dir.path().join("pidfile");
+        // Readiness comes through --status-fd: one NUL byte once the
+        // pidfile is written and the socket listens, then EOF.
+        let (ready_r, ready_w) = nix::unistd::pipe().unwrap();
         let status = std::process::Command::new(bin(name))
             .args(["service", "--daemon", "--address"])
             .arg(&socket)
             .arg("--pidfile")
             .arg(&pidfile)
+            .arg("--status-fd")
+            .arg(ready_w.as_raw_fd().to_string())
             .status()
             .unwrap();
-        assert!(status.success(), "{name} service --daemon exits 0 once listening");
+        drop(ready_w);
+        let mut ready = Vec::new();
+        std::fs::File::from(ready_r)
+            .read_to_end(&mut ready)
+            .unwrap();
+        assert_eq!(ready, [0], "exactly one NUL byte, then EOF");
+        assert!(
+            status.success(),
+            "{name} service --daemon exits 0 once listening"
+        );
         let pid: i32 = std::fs::read_to_string(&pidfile)
             .expect("pidfile written")
             .parse()

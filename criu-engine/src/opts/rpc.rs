@@ -95,6 +95,18 @@ pub fn from_rpc(
         cfg.work_dir = saved_work;
     }
 
+    // A log file name with a directory part is refused before any directory
+    // is looked at (upstream checks it a little later, but the outcome is the
+    // same EBADRQC; this way the message names the real problem even when no
+    // work directory could be derived either).
+    if let (Some(name), false) = (non_empty(&o.log_file), log_from_conf) {
+        if name.contains('/') {
+            return Err(OptsError::LogFileSubdir {
+                name: name.to_owned(),
+            });
+        }
+    }
+
     let peer = ctx.peer_pid;
     let proc_fd = |fd: i32| PathBuf::from(format!("/proc/{peer}/fd/{fd}"));
     let images_path = if let Some(p) = images_from_conf {
@@ -133,11 +145,6 @@ pub fn from_rpc(
     }
 
     let log_file = if let (Some(name), false) = (non_empty(&o.log_file), log_from_conf) {
-        if name.contains('/') {
-            return Err(OptsError::LogFileSubdir {
-                name: name.to_owned(),
-            });
-        }
         LogTarget::from_path(name.as_ref())
     } else if o.log_to_stderr == Some(true) && !log_from_conf {
         LogTarget::Stderr

@@ -62,7 +62,10 @@ fn reference_service(criu: &Path) -> (std::process::Child, PathBuf, TempDir) {
         .expect("start reference service");
     let deadline = Instant::now() + Duration::from_secs(10);
     while Client::connect(&socket).is_err() {
-        assert!(Instant::now() < deadline, "reference service never listened");
+        assert!(
+            Instant::now() < deadline,
+            "reference service never listened"
+        );
         std::thread::sleep(Duration::from_millis(10));
     }
     (child, socket, dir)
@@ -83,11 +86,17 @@ fn main() {
     let spawn = measure(SWRK_ROUNDS, || {
         assert!(Command::new("/bin/true").status().expect("spawn").success());
     });
-    println!("baseline: spawn+exit of /bin/true        median {:>9.1} us", us(spawn));
+    println!(
+        "baseline: spawn+exit of /bin/true        median {:>9.1} us",
+        us(spawn)
+    );
 
     let ref_swrk = reference.as_deref().map(swrk_round_trip);
     if let Some(r) = ref_swrk {
-        println!("reference criu swrk VERSION round trip   median {:>9.1} us", us(r));
+        println!(
+            "reference criu swrk VERSION round trip   median {:>9.1} us",
+            us(r)
+        );
     }
     for name in ["criu", "criu-swrk"] {
         let ours = swrk_round_trip(&dir.join(name));
@@ -110,7 +119,10 @@ fn main() {
         t
     });
     if let Some(r) = ref_service {
-        println!("reference criu service VERSION           median {:>9.1} us", us(r));
+        println!(
+            "reference criu service VERSION           median {:>9.1} us",
+            us(r)
+        );
     }
     for name in ["criu-serviced", "criu"] {
         let service = Service::start(&dir.join(name));
