@@ -213,6 +213,16 @@ impl Client {
     }
 }
 
+impl AsFd for Client {
+    /// The connection's socket (for socket options); panics after [`Client::close`].
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.conn
+            .as_ref()
+            .expect("connection closed by Client::close")
+            .as_fd()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::path::Path;
@@ -288,15 +298,5 @@ mod tests {
                 .wait()
                 .is_err()
         );
-    }
-}
-
-impl AsFd for Client {
-    /// The connection's socket (for socket options); panics after [`Client::close`].
-    fn as_fd(&self) -> BorrowedFd<'_> {
-        self.conn
-            .as_ref()
-            .expect("connection closed by Client::close")
-            .as_fd()
     }
 }
