@@ -75,7 +75,12 @@ pub fn run_swrk(fd_arg: &str, defaults: Config) -> Result<u8, WorkerError> {
     } else {
         (Mode::Swrk, defaults)
     };
-    let conn = swrk::connection_from_arg(fd_arg).map_err(socket_err)?;
+    let conn = match swrk::connection_from_arg(fd_arg) {
+        Ok(conn) => conn,
+        // A spare worker whose daemon went away: nothing to serve.
+        Err(swrk::SwrkError::NoHandoff) => return Ok(255),
+        Err(e) => return Err(socket_err(e)),
+    };
     let mut engine = Engine::new(mode, defaults);
     Ok(requests::serve(&conn, mode, &mut engine))
 }

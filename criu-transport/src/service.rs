@@ -36,11 +36,17 @@ use nix::sys::socket::{self, AddressFamily, Backlog, SockFlag, SockType, UnixAdd
 use nix::sys::stat::Mode;
 
 use crate::fds;
+use crate::seqpacket::SeqPacket;
 
 /// Environment variable that tells a re-executed worker it serves a service
 /// connection (value `1`), so it applies service semantics (rpc-protocol.md
 /// 3.3): swrk-only options refused, default configuration files not applied.
 pub const SERVICE_WORKER_ENV: &str = "CRIU_SERVICE_WORKER";
+
+/// Environment variable that tells a service worker (value `1`) that the
+/// descriptor on its command line is a control socket on which the daemon
+/// will send the connection to serve, instead of the connection itself.
+pub const SERVICE_SPARE_ENV: &str = "CRIU_SERVICE_SPARE";
 
 /// Listen backlog, as upstream.
 const BACKLOG: i32 = 16;
@@ -258,6 +264,7 @@ impl Listener {
     /// Returns only on an `accept`/`poll` error that retrying cannot fix.
     pub fn accept_loop(&self, worker_exe: &Path) -> Result<Infallible, ServiceError> {
         let mut workers: Vec<Child> = Vec::new();
+        let spares = Spare::pool(worker_exe);
         loop {
             reap(&mut workers);
             if !self.wait_readable(!workers.is_empty())? {
@@ -265,6 +272,19 @@ impl Listener {
             }
             match fds::accept_cloexec(self.fd.as_fd()) {
                 Ok(conn) => {
+                    // The spare worker is already running and waits for a
+                    // connection: handing it over costs one sendmsg instead of
+                    // a fork and an exec. Without one, start a worker for it.
+                    let conn = match spares.try_recv().ok() {
+                        Some(worker) => match worker.hand_over(conn) {
+                            Ok(child) => {
+                                workers.push(child);
+                                continue;
+                            }
+                            Err(conn) => conn,
+                        },
+                        None => conn,
+                    };
                     if let Some(child) = spawn_worker(worker_exe, conn) {
                         workers.push(child);
                     }
@@ -320,6 +340,84 @@ fn spawn_worker(worker_exe: &Path, conn: OwnedFd) -> Option<Child> {
         Err(err) => {
             tracing::error!(worker = %worker_exe.display(), error = %err, "cannot start a worker");
             None
+        }
+    }
+}
+
+/// A worker started ahead of time: `<worker_exe> swrk <ctl>` with
+/// [`SERVICE_SPARE_ENV`] set, blocked until the daemon sends it the accepted
+/// connection over the control socket `ctl` (one `SCM_RIGHTS` packet).
+struct Spare {
+    child: Child,
+    ctl: SeqPacket,
+}
+
+/// How many spare workers wait for connections at once.
+const SPARES: usize = 2;
+
+impl Spare {
+    /// Keeps up to [`SPARES`] started spare workers ready, from a thread of
+    /// its own so that starting them never delays an accept. Safe with other
+    /// threads spawning: the control socket is inherited only by the child
+    /// it is meant for ([`fds::pass_across_exec`]).
+    fn pool(worker_exe: &Path) -> std::sync::mpsc::Receiver<Spare> {
+        let (tx, rx) = std::sync::mpsc::sync_channel(SPARES - 1);
+        let exe = worker_exe.to_owned();
+        let spawned = std::thread::Builder::new()
+            .name("spare-workers".into())
+            .spawn(move || loop {
+                let Some(spare) = Spare::start(&exe) else {
+                    std::thread::sleep(RESOURCE_RETRY);
+                    continue;
+                };
+                if tx.send(spare).is_err() {
+                    return;
+                }
+            });
+        if let Err(err) = spawned {
+            tracing::warn!(error = %err, "no spare workers: every connection starts its own");
+        }
+        rx
+    }
+
+    fn start(worker_exe: &Path) -> Option<Spare> {
+        let (ours, theirs) = match SeqPacket::pair() {
+            Ok(pair) => pair,
+            Err(err) => {
+                tracing::warn!(error = %err, "cannot create a spare worker's control socket");
+                return None;
+            }
+        };
+        let mut cmd = Command::new(worker_exe);
+        cmd.env(SERVICE_WORKER_ENV, "1").env(SERVICE_SPARE_ENV, "1");
+        let fd = fds::pass_across_exec(&mut cmd, theirs.into_fd());
+        cmd.arg("swrk").arg(fd.to_string());
+        match cmd.spawn() {
+            Ok(child) => Some(Spare { child, ctl: ours }),
+            Err(err) => {
+                tracing::warn!(worker = %worker_exe.display(), error = %err, "cannot start a spare worker");
+                None
+            }
+        }
+    }
+
+    /// Gives `conn` to the spare; on failure (the spare died) the connection
+    /// comes back for another worker.
+    fn hand_over(mut self, conn: OwnedFd) -> Result<Child, OwnedFd> {
+        match self.ctl.send_with_fd(&[1], conn.as_fd()) {
+            Ok(()) => {
+                tracing::debug!(
+                    pid = self.child.id(),
+                    "connection handed to the spare worker"
+                );
+                Ok(self.child)
+            }
+            Err(err) => {
+                tracing::warn!(pid = self.child.id(), error = %err, "spare worker gone");
+                let _ = self.child.kill();
+                let _ = self.child.wait();
+                Err(conn)
+            }
         }
     }
 }

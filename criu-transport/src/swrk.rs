@@ -14,6 +14,7 @@ use nix::fcntl::{fcntl, FcntlArg, FdFlag};
 
 use crate::fds;
 use crate::seqpacket::{SeqPacket, SeqPacketError};
+use crate::service::SERVICE_SPARE_ENV;
 
 /// Errors of worker start-up.
 #[derive(Debug, thiserror::Error)]
@@ -45,6 +46,9 @@ pub enum SwrkError {
         #[source]
         source: Errno,
     },
+    /// A spare service worker got no connection from the daemon.
+    #[error("the service daemon closed the control socket of a spare worker")]
+    NoHandoff,
     /// `/dev/null` could not be opened for a closed standard descriptor.
     #[error("cannot open /dev/null for the standard descriptors")]
     DevNull(#[source] io::Error),
@@ -73,8 +77,20 @@ pub fn inherited_fd_from_arg(arg: &str) -> Result<OwnedFd, SwrkError> {
 /// never inherits it).
 ///
 /// Call it once, at start-up, after [`ensure_std_fds`].
+///
+/// A spare service worker (started with [`SERVICE_SPARE_ENV`] set) is given
+/// a control socket instead: it blocks there until the daemon sends the
+/// accepted connection, and serves that one.
 pub fn connection_from_arg(arg: &str) -> Result<SeqPacket, SwrkError> {
-    let fd = inherited_fd_from_arg(arg)?;
+    let mut fd = inherited_fd_from_arg(arg)?;
+    if std::env::var_os(SERVICE_SPARE_ENV).is_some_and(|v| v == "1") {
+        std::env::remove_var(SERVICE_SPARE_ENV);
+        let ctl = SeqPacket::from_fd(fd)?;
+        fd = match ctl.recv_with_fd()? {
+            Some((_, Some(conn))) => conn,
+            _ => return Err(SwrkError::NoHandoff),
+        };
+    }
     let raw = fd.as_raw_fd();
     let conn = SeqPacket::from_fd(fd)?;
     fcntl(conn.as_fd(), FcntlArg::F_SETFD(FdFlag::FD_CLOEXEC))

