@@ -110,7 +110,11 @@ fn libcriu_checks_reads_the_version_and_gets_bad_options_errno() {
         .arg("-lcriu")
         .output()
         .expect("run cc");
-    assert!(cc.status.success(), "{}", String::from_utf8_lossy(&cc.stderr));
+    assert!(
+        cc.status.success(),
+        "{}",
+        String::from_utf8_lossy(&cc.stderr)
+    );
     let images = TempDir::new("libcriu-images");
     each_transport(|mode, where_| {
         let out = Command::new(&exe)
