@@ -160,3 +160,135 @@ pub fn exit_code(status: std::process::ExitStatus) -> i32 {
         .code()
         .unwrap_or_else(|| panic!("worker killed by signal {:?}", status.signal()))
 }
+
+/// Makes the test process a child subreaper, so that orphaned targets and
+/// detached restored tasks become our children and are reaped at once (PID 1
+/// of these machines reaps only after seconds, which would keep a dumped pid
+/// busy). Idempotent.
+pub fn become_subreaper() {
+    nix::sys::prctl::set_child_subreaper(true).expect("PR_SET_CHILD_SUBREAPER");
+}
+
+/// Whether a process with this pid exists (zombies count as gone).
+pub fn alive(pid: i32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| {
+            s.rsplit_once(')')
+                .and_then(|(_, rest)| rest.split_whitespace().next().map(|st| st != "Z"))
+        })
+        .unwrap_or(false)
+}
+
+/// Kills `pid` and waits until it is gone, reaping it once it is our child
+/// (directly, or through [`become_subreaper`]). Only this pid is waited for,
+/// so concurrent tests keep their own children.
+pub fn kill_and_reap(pid: i32) {
+    use nix::sys::wait::{waitpid, WaitPidFlag};
+    let p = nix::unistd::Pid::from_raw(pid);
+    let _ = nix::sys::signal::kill(p, nix::sys::signal::SIGKILL);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let _ = waitpid(p, Some(WaitPidFlag::WNOHANG | WaitPidFlag::__WALL));
+        if std::fs::metadata(format!("/proc/{pid}")).is_err() {
+            return;
+        }
+        assert!(Instant::now() < deadline, "pid {pid} never went away");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// A running `criu-workload` (see its source): memory with a known pattern,
+/// a private file mapping, an O_APPEND log, a read fd at offset 1234, a
+/// SIGUSR1 handler and SIGUSR2 blocked; it appends `n checksum sigusr1 offset`
+/// lines to its log every 100 ms.
+pub struct Workload {
+    /// Its pid.
+    pub pid: i32,
+    /// Its log file.
+    pub log: PathBuf,
+    _dir: TempDir,
+}
+
+/// One line of the workload's log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WorkloadLine {
+    /// Iteration counter.
+    pub n: u64,
+    /// Checksum of its memory (hex as printed).
+    pub checksum: String,
+    /// SIGUSR1 deliveries so far.
+    pub sigusr1: u64,
+    /// Offset of the read fd on its executable.
+    pub offset: i64,
+}
+
+impl Workload {
+    /// Starts `criu-workload LOG MIB [extra]` and waits for its first report.
+    pub fn start(mib: usize, extra: Option<&str>) -> Workload {
+        become_subreaper();
+        let dir = TempDir::new("workload");
+        let log = dir.path().join("workload.log");
+        let mut cmd = Command::new(bin("criu-workload"));
+        cmd.arg(&log).arg(mib.to_string());
+        if let Some(extra) = extra {
+            cmd.arg(extra);
+        }
+        let out = cmd.output().expect("start criu-workload");
+        assert!(out.status.success(), "criu-workload failed to start");
+        let pid = String::from_utf8_lossy(&out.stdout)
+            .trim()
+            .parse()
+            .expect("criu-workload prints its pid");
+        let w = Workload {
+            pid,
+            log,
+            _dir: dir,
+        };
+        w.wait_for_line_after(None);
+        w
+    }
+
+    /// The last complete report line.
+    pub fn last_line(&self) -> Option<WorkloadLine> {
+        let text = std::fs::read_to_string(&self.log).ok()?;
+        text.lines()
+            .filter(|l| !l.starts_with("fds "))
+            .filter_map(|l| {
+                let mut it = l.split_whitespace();
+                Some(WorkloadLine {
+                    n: it.next()?.parse().ok()?,
+                    checksum: it.next()?.to_owned(),
+                    sigusr1: it.next()?.parse().ok()?,
+                    offset: it.next()?.parse().ok()?,
+                })
+            })
+            .last()
+    }
+
+    /// Waits (up to 10 s) for a report newer than `after` and returns it.
+    pub fn wait_for_line_after(&self, after: Option<u64>) -> WorkloadLine {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Some(line) = self.last_line() {
+                if after.is_none_or(|n| line.n > n) {
+                    return line;
+                }
+            }
+            assert!(
+                Instant::now() < deadline,
+                "workload {} reported nothing new after {after:?}",
+                self.pid
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Workload {
+    fn drop(&mut self) {
+        if alive(self.pid) {
+            kill_and_reap(self.pid);
+        }
+    }
+}

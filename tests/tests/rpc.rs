@@ -352,42 +352,34 @@ fn wait_pid_returns_the_raw_status_of_a_worker_child() {
 }
 
 #[test]
-fn notify_round_trip_precedes_the_dump_outcome() {
+fn notify_round_trip_refusal_and_vanishing_client() {
     each_connection(|c| {
+        let w = criu_tests::Workload::start(1, None);
         let dir = TempDir::new("notify");
         let mut opts = opts_with_dir(dir.path());
         opts.notify_scripts = Some(true);
-        opts.pid = Some(i32::try_from(std::process::id()).unwrap());
-        opts.leave_running = Some(true);
+        opts.pid = Some(w.pid);
         let mut r = req(T::Dump);
         r.opts = Some(opts);
 
-        // Acknowledged: the dump goes on, and the engine says it cannot dump yet.
+        // Refused: the dump is aborted at the first notification, before
+        // anything is frozen; the target keeps running.
         let client = c.open();
         let mut seen = Vec::new();
         let resp = client
             .call_with_notify(&r, |n, fd| {
                 assert!(fd.is_none(), "only orphan-pts-master carries an fd");
                 seen.push(n.script.clone().unwrap_or_default());
-                true
+                false
             })
             .unwrap();
         assert_eq!(seen, ["pre-dump"]);
         assert_eq!(resp.r#type, T::Dump as i32);
-        assert!(!resp.success, "no fake success: {resp:?}");
-        assert_eq!(resp.dump.as_ref().and_then(|d| d.restored), Some(false));
-        assert!(resp
-            .cr_errmsg
-            .unwrap_or_default()
-            .contains("not implemented"));
-        finish(client, c, 1);
-
-        // Refused: the dump is aborted at the notification.
-        let client = c.open();
-        let resp = client.call_with_notify(&r, |_, _| false).unwrap();
         assert!(!resp.success);
+        assert_eq!(resp.dump.as_ref().and_then(|d| d.restored), Some(false));
         assert!(resp.cr_errmsg.unwrap_or_default().contains("pre-dump"));
         finish(client, c, 1);
+        assert!(criu_tests::alive(w.pid));
 
         // The client vanishes while the worker waits for the ack.
         let mut client = c.open();
@@ -395,6 +387,28 @@ fn notify_round_trip_precedes_the_dump_outcome() {
         let (first, _) = client.recv().unwrap().expect("a notification");
         assert_eq!(first.r#type, T::Notify as i32);
         client.close();
+        finish(client, c, 1);
+        let line = w.last_line().unwrap();
+        w.wait_for_line_after(Some(line.n));
+    });
+}
+
+#[test]
+fn dumping_an_ancestor_of_the_worker_is_refused() {
+    each_connection(|c| {
+        // The test process started the worker (or the service): dumping it
+        // would dump the worker too.
+        let dir = TempDir::new("self");
+        let mut opts = opts_with_dir(dir.path());
+        opts.pid = Some(i32::try_from(std::process::id()).unwrap());
+        opts.leave_running = Some(true);
+        let mut r = req(T::Dump);
+        r.opts = Some(opts);
+        let client = c.open();
+        let resp = client.call(&r).unwrap();
+        assert!(!resp.success);
+        let msg = resp.cr_errmsg.unwrap_or_default();
+        assert!(msg.contains("The criu itself is within dumped tree"), "{msg}");
         finish(client, c, 1);
     });
 }
@@ -450,11 +464,7 @@ fn unimplemented_actions_fail_clearly() {
             assert!(!resp.success, "{ty:?} must not fake success");
             let msg = resp.cr_errmsg.unwrap_or_default();
             assert!(msg.contains("not implemented"), "{ty:?}: {msg}");
-            if ty == T::Restore {
-                assert!(resp.restore.is_some());
-            }
             let expected = match ty {
-                T::Restore => 1,
                 T::PreDump | T::SinglePreDump => 255,
                 _ => 0,
             };

@@ -57,15 +57,69 @@ fn session(connect: &Connect, images: &Path) {
     let mut r = req(T::CpuinfoCheck);
     r.opts = Some(opts_with_dir(images));
     show("CPUINFO_CHECK", &call(r));
+}
+
+/// A real checkpoint/restore of a running workload through `connect`.
+fn checkpoint_restore(connect: &Connect) {
+    use std::os::fd::AsRawFd;
+    let w = criu_tests::Workload::start(64, None);
+    let before = w.wait_for_line_after(None);
+    println!(
+        "  workload pid {} running: line {} checksum {} (64 MiB of patterned memory)",
+        w.pid, before.n, before.checksum
+    );
+    let images = TempDir::new("demo-dump");
+    let dir = std::fs::File::open(images.path()).expect("images dir");
     let mut r = req(T::Dump);
-    let mut opts = opts_with_dir(images);
-    opts.pid = Some(1);
-    opts.leave_running = Some(true);
-    r.opts = Some(opts);
-    show("DUMP", &call(r));
+    r.opts = Some(criu_proto::rpc::CriuOpts {
+        images_dir_fd: dir.as_raw_fd(),
+        pid: Some(w.pid),
+        log_file: Some("dump.log".into()),
+        ..Default::default()
+    });
+    let start = std::time::Instant::now();
+    let resp = connect.open().call(&r).expect("DUMP answered");
+    show("DUMP", &resp);
+    println!(
+        "  dumped in {:.1} ms; process alive afterwards: {}",
+        start.elapsed().as_secs_f64() * 1e3,
+        criu_tests::alive(w.pid)
+    );
+    if !resp.success {
+        return;
+    }
+    criu_tests::kill_and_reap(w.pid);
+    let mut r = req(T::Restore);
+    r.opts = Some(criu_proto::rpc::CriuOpts {
+        images_dir_fd: dir.as_raw_fd(),
+        log_file: Some("restore.log".into()),
+        ..Default::default()
+    });
+    let start = std::time::Instant::now();
+    let resp = connect.open().call(&r).expect("RESTORE answered");
+    show("RESTORE", &resp);
+    if !resp.success {
+        return;
+    }
+    println!(
+        "  restored in {:.1} ms as pid {}",
+        start.elapsed().as_secs_f64() * 1e3,
+        resp.restore.map_or(-1, |r| r.pid)
+    );
+    let after = w.wait_for_line_after(Some(before.n));
+    let later = w.wait_for_line_after(Some(after.n));
+    println!(
+        "  carries on: line {} checksum {}, then line {} checksum {} (same checksum: {})",
+        after.n,
+        after.checksum,
+        later.n,
+        later.checksum,
+        later.checksum == before.checksum
+    );
 }
 
 fn main() {
+    criu_tests::become_subreaper();
     let dir = bin_dir();
     for name in FRONTENDS {
         let path = dir.join(name);
@@ -76,4 +130,10 @@ fn main() {
         println!("{name} service ({}):", service.socket.display());
         session(&Connect::Service(service.socket.clone()), images.path());
     }
+    let criu = dir.join("criu");
+    println!("checkpoint/restore through `criu swrk`:");
+    checkpoint_restore(&Connect::Swrk(criu.clone()));
+    let service = Service::start(&criu);
+    println!("checkpoint/restore through `criu service`:");
+    checkpoint_restore(&Connect::Service(service.socket.clone()));
 }
