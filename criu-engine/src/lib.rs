@@ -2,15 +2,18 @@
 #![deny(unsafe_code)]
 #![warn(missing_docs)]
 
-mod arch;
+pub mod arch;
 pub mod check;
 pub mod config;
 pub mod cpuinfo;
 pub mod error;
 pub mod features;
+pub mod inject;
 pub mod kerndat;
 pub mod log;
 pub mod opts;
+pub mod pstree;
+pub mod seize;
 pub mod serve;
 mod sys;
 pub mod version;

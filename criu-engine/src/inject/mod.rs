@@ -1,0 +1,1 @@
+//! Syscall injection (placeholder until the injection lands).
