@@ -209,14 +209,6 @@ impl FdPlan {
         self.targets.last().copied().unwrap_or(-1)
     }
 
-    /// Descriptors of the worker the child must keep until it places them.
-    pub(crate) fn inherited(&self) -> impl Iterator<Item = RawFd> + '_ {
-        self.objects.iter().filter_map(|o| match o.source {
-            Source::Inherit { worker_fd } => Some(worker_fd),
-            _ => None,
-        })
-    }
-
     /// In the new task: moves inherited descriptors to `scratch` or above.
     /// Must run before [`FdPlan::apply`], and `scratch` must exceed every
     /// target number.
