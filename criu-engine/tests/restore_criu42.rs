@@ -83,7 +83,10 @@ fn prepare_loop() -> tempfile::TempDir {
 
 fn images_copy(scenario: &str) -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
-    copy_dir(&Path::new(TESTDATA).join(scenario).join("images"), dir.path());
+    copy_dir(
+        &Path::new(TESTDATA).join(scenario).join("images"),
+        dir.path(),
+    );
     dir
 }
 
@@ -113,6 +116,35 @@ fn kill_and_reap(pid: i32) {
     }
 }
 
+/// `(fd, link target)` of every descriptor of `pid`, ascending.
+fn task_fds(pid: i32) -> Vec<(i32, String)> {
+    let mut fds: Vec<(i32, String)> = fs::read_dir(format!("/proc/{pid}/fd"))
+        .map(|dir| {
+            dir.filter_map(|e| {
+                let e = e.ok()?;
+                let fd = e.file_name().to_str()?.parse().ok()?;
+                let target = fs::read_link(e.path()).ok()?;
+                Some((fd, target.to_string_lossy().into_owned()))
+            })
+            .collect()
+        })
+        .unwrap_or_default();
+    fds.sort();
+    fds
+}
+
+/// The `flags:` (octal) of `/proc/<pid>/fdinfo/<fd>`.
+fn fdinfo_flags(pid: i32, fd: i32) -> i32 {
+    fs::read_to_string(format!("/proc/{pid}/fdinfo/{fd}"))
+        .ok()
+        .and_then(|t| {
+            t.lines()
+                .find_map(|l| l.strip_prefix("flags:"))
+                .and_then(|v| i32::from_str_radix(v.trim(), 8).ok())
+        })
+        .unwrap_or(0)
+}
+
 fn log_path() -> PathBuf {
     Path::new(RUN_DIR).join("loop/loop.log")
 }
@@ -121,7 +153,10 @@ fn log_path() -> PathBuf {
 fn new_log_lines() -> Vec<String> {
     let dumped = fs::read_to_string(Path::new(TESTDATA).join("loop/files/loop.log")).unwrap();
     let now = fs::read_to_string(log_path()).unwrap();
-    assert!(now.starts_with(&dumped), "the log was rewritten, not appended");
+    assert!(
+        now.starts_with(&dumped),
+        "the log was rewritten, not appended"
+    );
     now[dumped.len()..].lines().map(str::to_owned).collect()
 }
 
@@ -149,14 +184,48 @@ fn loop_keeps_logging() {
         std::thread::sleep(Duration::from_millis(100));
     };
     let comm = fs::read_to_string(format!("/proc/{LOOP_PID}/comm")).unwrap_or_default();
+    let fds = task_fds(LOOP_PID);
+    let exe = fs::read_link(format!("/proc/{LOOP_PID}/exe")).ok();
+    let maps = fs::read_to_string(format!("/proc/{LOOP_PID}/maps")).unwrap_or_default();
+    let log_flags = fdinfo_flags(LOOP_PID, 3);
     let still_alive = alive(LOOP_PID);
     kill_and_reap(LOOP_PID);
     assert!(still_alive, "the restored task died; log: {lines:?}");
     assert_eq!(comm.trim(), "loop");
+    assert_eq!(
+        exe.as_deref(),
+        Some(Path::new("/tmp/criu-testdata/bin/loop"))
+    );
+    let fd_names: Vec<(i32, String)> = fds.iter().map(|(fd, p)| (*fd, p.clone())).collect();
+    assert_eq!(
+        fd_names.iter().map(|(fd, _)| *fd).collect::<Vec<_>>(),
+        [0, 1, 2, 3, 4, 10, 251],
+        "{fd_names:?}"
+    );
+    assert_eq!(fd_names[0].1, "/dev/null");
+    assert_eq!(fd_names[3].1, log_path().to_str().unwrap());
+    assert_eq!(fd_names[4].1, "/tmp/criu-testdata/bin/loop");
+    assert!(fd_names[6].1.starts_with("pipe:["), "{fd_names:?}");
+    assert_eq!(log_flags & libc::O_ACCMODE, libc::O_WRONLY);
+    assert_ne!(log_flags & libc::O_APPEND, 0, "fd 3 lost O_APPEND");
+    assert!(
+        maps.lines()
+            .any(|l| l.starts_with("7fcf4ea55000-7fcf4ea57000") && l.ends_with("[vdso]")),
+        "vdso not at its dumped address:\n{maps}"
+    );
+    assert!(
+        maps.lines()
+            .any(|l| l.starts_with("7fcf4e400000-7fcf4e800000 rw-p")),
+        "the 4 MiB pattern area is missing:\n{maps}"
+    );
     assert!(lines.len() >= 5, "too few new lines: {lines:?}");
     for (i, line) in lines.iter().enumerate() {
         let (n, sum) = line.split_once(' ').unwrap();
-        assert_eq!(n.parse::<u64>().unwrap(), 16 + i as u64, "counter in {line:?}");
+        assert_eq!(
+            n.parse::<u64>().unwrap(),
+            16 + i as u64,
+            "counter in {line:?}"
+        );
         assert_eq!(sum, LOOP_CHECKSUM, "checksum in {line:?}");
     }
 }
@@ -171,7 +240,13 @@ fn taken_pid_is_eexist() {
     let err = restore(again.path(), &mut rec).unwrap_err();
     let first_alive = alive(first.root_pid);
     kill_and_reap(first.root_pid);
-    assert!(matches!(err, RestoreError::Tree(TreeError::PidTaken { pid: LOOP_PID })), "{err:?}");
+    assert!(
+        matches!(
+            err,
+            RestoreError::Tree(TreeError::PidTaken { pid: LOOP_PID })
+        ),
+        "{err:?}"
+    );
     assert_eq!(err.cr_errno(), Some(libc::EEXIST));
     assert!(err.to_string().contains("24125"), "{err}");
     assert!(first_alive, "the running task was harmed");
@@ -207,7 +282,10 @@ fn damaged_core_refused() {
     bytes[8..12].copy_from_slice(&0x00ff_ffffu32.to_le_bytes());
     fs::write(&core, &bytes).unwrap();
     let err = restore(images.path(), &mut Recorder::default()).unwrap_err();
-    assert!(matches!(err, RestoreError::Images(ImagesError::Read { .. })), "{err:?}");
+    assert!(
+        matches!(err, RestoreError::Images(ImagesError::Read { .. })),
+        "{err:?}"
+    );
     assert!(err.to_string().contains("core-24125.img"), "{err}");
     assert!(!alive(LOOP_PID));
 }
@@ -221,7 +299,15 @@ fn refused_post_restore_kills() {
         ..Recorder::default()
     };
     let err = restore(images.path(), &mut rec).unwrap_err();
-    assert!(matches!(err, RestoreError::Aborted { script: "post-restore" }), "{err:?}");
+    assert!(
+        matches!(
+            err,
+            RestoreError::Aborted {
+                script: "post-restore"
+            }
+        ),
+        "{err:?}"
+    );
     assert!(!alive(LOOP_PID), "the task survived a failed restore");
     assert_eq!(
         rec.seen,
@@ -239,14 +325,25 @@ fn refused_pre_restore_aborts() {
     };
     let images = tempfile::tempdir().unwrap();
     let err = restore(images.path(), &mut rec).unwrap_err();
-    assert!(matches!(err, RestoreError::Aborted { script: "pre-restore" }), "{err:?}");
+    assert!(
+        matches!(
+            err,
+            RestoreError::Aborted {
+                script: "pre-restore"
+            }
+        ),
+        "{err:?}"
+    );
 }
 
 /// Multi-threaded images are refused with "not supported yet".
 fn threads_not_supported() {
     let images = images_copy("threads");
     let err = restore(images.path(), &mut Recorder::default()).unwrap_err();
-    assert!(matches!(err, RestoreError::Images(ImagesError::Unsupported { .. })), "{err:?}");
+    assert!(
+        matches!(err, RestoreError::Images(ImagesError::Unsupported { .. })),
+        "{err:?}"
+    );
     assert!(err.to_string().contains("not supported yet"), "{err}");
 }
 
@@ -261,27 +358,39 @@ fn multi_threaded_worker_refused() {
     drop(tx);
     helper.join().unwrap();
     assert!(
-        matches!(err, RestoreError::Tree(TreeError::MultiThreaded { threads: 2 })),
+        matches!(
+            err,
+            RestoreError::Tree(TreeError::MultiThreaded { threads: 2 })
+        ),
         "{err:?}"
     );
     assert!(!alive(LOOP_PID));
 }
 
 fn main() {
-    let filter: Vec<String> = std::env::args().skip(1).filter(|a| !a.starts_with('-')).collect();
+    let filter: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with('-'))
+        .collect();
     let cases: &[(&str, fn())] = &[
         ("refused_pre_restore_aborts", refused_pre_restore_aborts),
         ("threads_not_supported", threads_not_supported),
         ("truncated_pages_refused", truncated_pages_refused),
         ("damaged_core_refused", damaged_core_refused),
-        ("multi_threaded_worker_refused", multi_threaded_worker_refused),
+        (
+            "multi_threaded_worker_refused",
+            multi_threaded_worker_refused,
+        ),
         ("loop_keeps_logging", loop_keeps_logging),
         ("taken_pid_is_eexist", taken_pid_is_eexist),
         ("refused_post_restore_kills", refused_post_restore_kills),
     ];
     require();
     nix::sys::prctl::set_child_subreaper(true).expect("become a child subreaper");
-    assert!(!alive(LOOP_PID), "pid {LOOP_PID} is in use; the tests need it free");
+    assert!(
+        !alive(LOOP_PID),
+        "pid {LOOP_PID} is in use; the tests need it free"
+    );
     let mut failed = Vec::new();
     let mut ran = 0;
     for (name, case) in cases {

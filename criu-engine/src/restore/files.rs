@@ -29,7 +29,8 @@ use crate::config::InheritFd;
 use crate::sys::clone3::{dup_above, dup_to, set_status_flags};
 
 /// Flags of a dumped file that make no sense when reopening it.
-const REOPEN_MASK: i32 = libc::O_CREAT | libc::O_EXCL | libc::O_TRUNC | libc::O_NOCTTY | libc::O_CLOEXEC;
+const REOPEN_MASK: i32 =
+    libc::O_CREAT | libc::O_EXCL | libc::O_TRUNC | libc::O_NOCTTY | libc::O_CLOEXEC;
 /// Status flags `F_SETFL` can change on a pipe end.
 const PIPE_SETFL_MASK: i32 = libc::O_NONBLOCK | libc::O_DIRECT | libc::O_ASYNC;
 
@@ -43,7 +44,11 @@ enum Source {
         pos: u64,
     },
     /// One end of pipe number `pipe` of the plan.
-    Pipe { pipe: usize, write: bool, flags: i32 },
+    Pipe {
+        pipe: usize,
+        write: bool,
+        flags: i32,
+    },
     /// A descriptor of the worker handed over with `inherit_fd`.
     Inherit { worker_fd: RawFd },
 }
@@ -242,13 +247,15 @@ impl FdPlan {
                     let fd = nix::fcntl::open(path.as_c_str(), *flags, Mode::empty())
                         .map_err(|e| fail(FdStep::Open, e))?;
                     if *pos != 0 {
-                        let pos = libc::off_t::try_from(*pos).map_err(|_| fail(FdStep::Seek, Errno::EOVERFLOW))?;
+                        let pos = libc::off_t::try_from(*pos)
+                            .map_err(|_| fail(FdStep::Seek, Errno::EOVERFLOW))?;
                         match nix::unistd::lseek(&fd, pos, Whence::SeekSet) {
                             Ok(_) | Err(Errno::ESPIPE) => {}
                             Err(e) => return Err(fail(FdStep::Seek, e)),
                         }
                     }
-                    let raw = dup_above(fd.as_raw_fd(), scratch).map_err(|e| fail(FdStep::Dup, e))?;
+                    let raw =
+                        dup_above(fd.as_raw_fd(), scratch).map_err(|e| fail(FdStep::Dup, e))?;
                     drop(fd);
                     raw
                 }
@@ -257,8 +264,10 @@ impl FdPlan {
                     if self.pipes[pipe][0] < 0 {
                         let (r, w) = nix::unistd::pipe2(OFlag::O_CLOEXEC)
                             .map_err(|e| fail(FdStep::Pipe, e))?;
-                        let r2 = dup_above(r.as_raw_fd(), scratch).map_err(|e| fail(FdStep::Dup, e))?;
-                        let w2 = dup_above(w.as_raw_fd(), scratch).map_err(|e| fail(FdStep::Dup, e))?;
+                        let r2 =
+                            dup_above(r.as_raw_fd(), scratch).map_err(|e| fail(FdStep::Dup, e))?;
+                        let w2 =
+                            dup_above(w.as_raw_fd(), scratch).map_err(|e| fail(FdStep::Dup, e))?;
                         self.pipes[pipe] = [r2, w2];
                     }
                     let end = self.pipes[pipe][usize::from(write)];

@@ -83,16 +83,40 @@ pub(crate) fn xstate_from_image(fp: &UserX86FpregsEntry, current: &[u8]) -> Vec<
         buf.resize(LEGACY_AND_HEADER, 0);
     }
     // Legacy FXSAVE region.
-    put(&mut buf, 0, &u16::try_from(fp.cwd & 0xffff).unwrap_or(0).to_le_bytes());
-    put(&mut buf, 2, &u16::try_from(fp.swd & 0xffff).unwrap_or(0).to_le_bytes());
-    put(&mut buf, 4, &u16::try_from(fp.twd & 0xffff).unwrap_or(0).to_le_bytes());
-    put(&mut buf, 6, &u16::try_from(fp.fop & 0xffff).unwrap_or(0).to_le_bytes());
+    put(
+        &mut buf,
+        0,
+        &u16::try_from(fp.cwd & 0xffff).unwrap_or(0).to_le_bytes(),
+    );
+    put(
+        &mut buf,
+        2,
+        &u16::try_from(fp.swd & 0xffff).unwrap_or(0).to_le_bytes(),
+    );
+    put(
+        &mut buf,
+        4,
+        &u16::try_from(fp.twd & 0xffff).unwrap_or(0).to_le_bytes(),
+    );
+    put(
+        &mut buf,
+        6,
+        &u16::try_from(fp.fop & 0xffff).unwrap_or(0).to_le_bytes(),
+    );
     put(&mut buf, 8, &fp.rip.to_le_bytes());
     put(&mut buf, 16, &fp.rdp.to_le_bytes());
     put(&mut buf, 24, &fp.mxcsr.to_le_bytes());
     put(&mut buf, 28, &fp.mxcsr_mask.to_le_bytes());
-    put(&mut buf, 32, &words32(&fp.st_space[..32.min(fp.st_space.len())]));
-    put(&mut buf, 160, &words32(&fp.xmm_space[..64.min(fp.xmm_space.len())]));
+    put(
+        &mut buf,
+        32,
+        &words32(&fp.st_space[..32.min(fp.st_space.len())]),
+    );
+    put(
+        &mut buf,
+        160,
+        &words32(&fp.xmm_space[..64.min(fp.xmm_space.len())]),
+    );
     // XSAVE header: XSTATE_BV, then XCOMP_BV and reserved words all zero.
     buf[LEGACY + 8..LEGACY_AND_HEADER].fill(0);
     let supported = {
@@ -157,7 +181,10 @@ mod tests {
         assert_eq!(&buf[160 + 4..160 + 8], &1u32.to_le_bytes());
         let bv = u64::from_le_bytes(buf[512..520].try_into().unwrap());
         assert_eq!(bv & 0x3, 0x3);
-        assert!(buf[520..576].iter().all(|&b| b == 0), "xcomp_bv and reserved");
+        assert!(
+            buf[520..576].iter().all(|&b| b == 0),
+            "xcomp_bv and reserved"
+        );
         assert_eq!(buf.len(), 1024);
     }
 

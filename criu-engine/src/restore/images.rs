@@ -36,8 +36,16 @@ pub(crate) const VMA_AREA_VVAR: u32 = 0x1000;
 /// `VMA_AREA_SYSVIPC`, `VMA_AREA_SOCKET`, `VMA_AREA_AIORING`,
 /// `VMA_AREA_MEMFD`, `VMA_AREA_SHSTK`, `VMA_AREA_GUARD`, `VMA_AREA_UPROBES`,
 /// `VMA_EXT_PLUGIN`, `VMA_UNSUPP`.
-const VMA_UNSUPPORTED: u32 =
-    0x100 | 0x400 | 0x800 | 0x2000 | 0x4000 | 0x8000 | 0x1_0000 | 0x2_0000 | 0x800_0000 | 0x8000_0000;
+const VMA_UNSUPPORTED: u32 = 0x100
+    | 0x400
+    | 0x800
+    | 0x2000
+    | 0x4000
+    | 0x8000
+    | 0x1_0000
+    | 0x2_0000
+    | 0x800_0000
+    | 0x8000_0000;
 /// `MAP_HUGETLB`.
 const MAP_HUGETLB: u32 = 0x4_0000;
 /// Signal handlers stored per task on x86-64 (64 signals but SIGKILL, SIGSTOP).
@@ -369,10 +377,18 @@ fn check_core(
     if tc.sigactions.len() != SIGACTIONS {
         return Err(bad("not 62 signal actions"));
     }
-    if tc.sigactions.iter().any(|sa| sa.compat_sigaction == Some(true)) {
+    if tc
+        .sigactions
+        .iter()
+        .any(|sa| sa.compat_sigaction == Some(true))
+    {
         return Err(unsupported(format!("compat signal handlers of task {pid}")));
     }
-    if tc.rlimits.as_ref().is_some_and(|r| r.rlimits.len() > RLIMITS) {
+    if tc
+        .rlimits
+        .as_ref()
+        .is_some_and(|r| r.rlimits.len() > RLIMITS)
+    {
         return Err(bad("more than 16 resource limits"));
     }
     if tc.timers.as_ref().is_some_and(|t| !t.posix.is_empty()) {
@@ -452,8 +468,7 @@ fn check_vmas(pid: u32, mm: &MmEntry) -> Result<(), ImagesError> {
 
 /// Whether `vma` gets pages from the task pagemap.
 pub(crate) fn is_private(vma: &VmaEntry) -> bool {
-    vma.status & VMA_AREA_REGULAR != 0
-        && vma.status & (VMA_ANON_PRIVATE | VMA_FILE_PRIVATE) != 0
+    vma.status & VMA_AREA_REGULAR != 0 && vma.status & (VMA_ANON_PRIVATE | VMA_FILE_PRIVATE) != 0
 }
 
 fn check_pagemap(pid: u32, vmas: &[VmaEntry], runs: &[PageRun]) -> Result<(), ImagesError> {
@@ -511,12 +526,12 @@ fn check_seccomp(dir: &ImagesDir) -> Result<(), ImagesError> {
     Ok(())
 }
 
-fn need_file<'a>(
-    task: &'a TaskImages,
+fn need_file(
+    task: &TaskImages,
     id: u32,
     kind: FdTypes,
     user: impl FnOnce() -> String,
-) -> Result<&'a FileEntry, ImagesError> {
+) -> Result<&FileEntry, ImagesError> {
     task.files
         .get(&id)
         .filter(|f| {
@@ -543,7 +558,12 @@ fn check_references(
     let root = need_file(task, task.fs.root_id, FdTypes::Reg, || {
         format!("the root of task {pid}")
     })?;
-    let root = root.reg.as_ref().expect("checked by need_file").name.as_str();
+    let root = root
+        .reg
+        .as_ref()
+        .expect("checked by need_file")
+        .name
+        .as_str();
     let exe = need_file(task, task.mm.exe_file_id, FdTypes::Reg, || {
         format!("the executable of task {pid}")
     })?;

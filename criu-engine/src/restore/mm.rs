@@ -177,7 +177,7 @@ fn is_vdso_name(name: &str) -> bool {
 }
 
 /// First gap of `len` bytes above [`LOW_ADDR`] that meets none of `busy`.
-pub(crate) fn free_gap(busy: &mut Vec<(u64, u64)>, len: u64) -> Option<u64> {
+pub(crate) fn free_gap(busy: &mut [(u64, u64)], len: u64) -> Option<u64> {
     busy.sort_unstable();
     let mut addr = LOW_ADDR;
     for &(s, e) in busy.iter() {
@@ -220,11 +220,14 @@ impl Remote<'_, '_> {
         nr: i64,
         args: &[u64],
     ) -> Result<u64, MmError> {
-        let ret = self.inj.syscall(nr, args).map_err(|source| MmError::Inject {
-            pid: self.pid,
-            step,
-            source,
-        })?;
+        let ret = self
+            .inj
+            .syscall(nr, args)
+            .map_err(|source| MmError::Inject {
+                pid: self.pid,
+                step,
+                source,
+            })?;
         if ret < 0 {
             return Err(MmError::Syscall {
                 pid: self.pid,
@@ -258,7 +261,7 @@ impl Remote<'_, '_> {
         let mut bytes = path.as_bytes().to_vec();
         bytes.push(0);
         let addr = self.scratch("copy a path", 0, &bytes)?;
-        let flags = u64::from((flags | libc::O_CLOEXEC).cast_unsigned());
+        let flags = u64::from(u32::from_ne_bytes((flags | libc::O_CLOEXEC).to_ne_bytes()));
         self.call(
             "open a mapped file",
             addr,
@@ -297,7 +300,10 @@ fn unregister_rseq(r: &Remote<'_, '_>) -> Result<(), MmError> {
 
 /// Unmaps every mapping of the task but the stub and the vDSO/vvar.
 fn unmap_current(r: &Remote<'_, '_>, current: &[MapsLine]) -> Result<(), MmError> {
-    let stub = (r.inj.stub_addr().0, r.inj.stub_addr().0 + r.inj.stub_len() as u64);
+    let stub = (
+        r.inj.stub_addr().0,
+        r.inj.stub_addr().0 + r.inj.stub_len() as u64,
+    );
     let mut ranges: Vec<(u64, u64)> = Vec::new();
     for m in current {
         if is_vdso_name(&m.name) || m.name == "[vsyscall]" || m.end > TASK_SIZE {
@@ -357,7 +363,12 @@ fn vdso_symbols(elf: &[u8]) -> Option<Vec<(Vec<u8>, u64)>> {
 }
 
 /// The dumped bytes of `[start, end)` if the pagemap holds all of them.
-fn dumped_bytes<'p>(images: &TaskImages, pages: &'p [u8], start: u64, end: u64) -> Option<&'p [u8]> {
+fn dumped_bytes<'p>(
+    images: &TaskImages,
+    pages: &'p [u8],
+    start: u64,
+    end: u64,
+) -> Option<&'p [u8]> {
     let run = images
         .runs
         .iter()
@@ -384,7 +395,12 @@ fn move_vdso(
     let Some(dv) = dumped_vdso else {
         // The task had no vDSO: drop ours.
         for m in &cur {
-            r.call("unmap the vdso", m.start, nr::MUNMAP, &[m.start, m.end - m.start])?;
+            r.call(
+                "unmap the vdso",
+                m.start,
+                nr::MUNMAP,
+                &[m.start, m.end - m.start],
+            )?;
         }
         return Ok(());
     };
@@ -408,9 +424,7 @@ fn move_vdso(
     if cur_vvar_len != dumped_vvar_len {
         return Err(err("the vvar size differs"));
     }
-    if dumped_vvar.is_some_and(|v| v.end != dv.start)
-        || cur_vvar.iter().any(|m| m.end > cv.start)
-    {
+    if dumped_vvar.is_some_and(|v| v.end != dv.start) || cur_vvar.iter().any(|m| m.end > cv.start) {
         return Err(err("vvar is not right below the vDSO"));
     }
     let delta = dv.start.wrapping_sub(cv.start);
@@ -433,7 +447,12 @@ fn move_vdso(
         let park = free_gap(&mut busy, hi - lo).ok_or(MmError::NoRoom { pid })?;
         let park_delta = park.wrapping_sub(lo);
         for m in &cur {
-            remap(r, m.start, m.end - m.start, m.start.wrapping_add(park_delta))?;
+            remap(
+                r,
+                m.start,
+                m.end - m.start,
+                m.start.wrapping_add(park_delta),
+            )?;
         }
         shift = delta.wrapping_sub(park_delta);
         for m in &cur {
@@ -566,7 +585,8 @@ fn write_batch(pid: RealPid, local: &[IoSlice<'_>], remote: &[RemoteIoVec]) -> R
         addr: addr as u64,
         source,
     };
-    let done = process_vm_writev(pid.as_nix(), local, remote).map_err(|e| err(remote[0].base, e))?;
+    let done =
+        process_vm_writev(pid.as_nix(), local, remote).map_err(|e| err(remote[0].base, e))?;
     if done == total {
         return Ok(());
     }
@@ -613,7 +633,12 @@ fn finish_vmas(r: &Remote<'_, '_>, images: &TaskImages) -> Result<(), MmError> {
         let madv = vma.madv.unwrap_or(0);
         for bit in 0..64u64 {
             if madv & (1 << bit) != 0 {
-                r.call("advise a vma", vma.start, nr::MADVISE, &[vma.start, len, bit])?;
+                r.call(
+                    "advise a vma",
+                    vma.start,
+                    nr::MADVISE,
+                    &[vma.start, len, bit],
+                )?;
             }
         }
     }
@@ -624,9 +649,16 @@ fn finish_vmas(r: &Remote<'_, '_>, images: &TaskImages) -> Result<(), MmError> {
 /// executable link.
 fn set_mm_map(r: &Remote<'_, '_>, images: &TaskImages) -> Result<(), MmError> {
     let mm = &images.mm;
-    let exe = images.reg(mm.exe_file_id).map(|r| r.name.as_str()).unwrap_or("");
+    let exe = images
+        .reg(mm.exe_file_id)
+        .map(|r| r.name.as_str())
+        .unwrap_or("");
     let exe_fd = r.open(exe, libc::O_RDONLY)?;
-    let auxv: Vec<u8> = mm.mm_saved_auxv.iter().flat_map(|w| w.to_le_bytes()).collect();
+    let auxv: Vec<u8> = mm
+        .mm_saved_auxv
+        .iter()
+        .flat_map(|w| w.to_le_bytes())
+        .collect();
     const MAP_SIZE: usize = 104;
     let auxv_addr = r.scratch("copy auxv", MAP_SIZE, &auxv)?;
     let mut map: Vec<u8> = [
@@ -716,7 +748,10 @@ mod tests {
 
     #[test]
     fn gaps_avoid_every_busy_range() {
-        let mut busy = vec![(LOW_ADDR, LOW_ADDR + 0x1000), (LOW_ADDR + 0x3000, LOW_ADDR + 0x9000)];
+        let mut busy = vec![
+            (LOW_ADDR, LOW_ADDR + 0x1000),
+            (LOW_ADDR + 0x3000, LOW_ADDR + 0x9000),
+        ];
         assert_eq!(free_gap(&mut busy, 0x2000), Some(LOW_ADDR + 0x1000));
         assert_eq!(free_gap(&mut busy, 0x3000), Some(LOW_ADDR + 0x9000));
         let mut full = vec![(0, TASK_SIZE)];
@@ -726,12 +761,18 @@ mod tests {
     #[test]
     fn vdso_symbols_of_this_kernel() {
         let maps = std::fs::read_to_string("/proc/self/maps").unwrap();
-        let vdso = parse_maps(&maps).into_iter().find(|m| m.name == "[vdso]").unwrap();
+        let vdso = parse_maps(&maps)
+            .into_iter()
+            .find(|m| m.name == "[vdso]")
+            .unwrap();
         let mut buf = vec![0u8; usize::try_from(vdso.end - vdso.start).unwrap()];
         let mem = std::fs::File::open("/proc/self/mem").unwrap();
         std::os::unix::fs::FileExt::read_exact_at(&mem, &mut buf, vdso.start).unwrap();
         let syms = vdso_symbols(&buf).unwrap();
-        assert!(syms.iter().any(|(n, _)| n == b"__vdso_clock_gettime"), "{syms:?}");
+        assert!(
+            syms.iter().any(|(n, _)| n == b"__vdso_clock_gettime"),
+            "{syms:?}"
+        );
         assert_eq!(vdso_symbols(b"nope"), None);
     }
 }

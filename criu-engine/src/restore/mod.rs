@@ -158,7 +158,9 @@ pub fn run(opts: &RequestOpts, notify: &mut dyn Notify) -> Result<RestoreOutcome
         .map_err(|source| RestoreError::ImagesDir { source })?;
     let dir = ImagesDir::from_fd(fd, dir.path.clone());
     let inherit = &opts.inherit_fds;
-    let images = images::load(&dir, &|f| inherit.iter().any(|i| inherit_matches(&i.key, f)))?;
+    let images = images::load(&dir, &|f| {
+        inherit.iter().any(|i| inherit_matches(&i.key, f))
+    })?;
     let fds = files::FdPlan::new(&images, inherit).map_err(|source| RestoreError::FdPlan {
         pid: images.pid(),
         source,
@@ -173,8 +175,8 @@ pub fn run(opts: &RequestOpts, notify: &mut dyn Notify) -> Result<RestoreOutcome
         task.kill();
         return Err(e);
     }
-    let stopped = opts.final_state == FinalState::Stopped
-        || images.tc.task_state == images::TASK_STOPPED;
+    let stopped =
+        opts.final_state == FinalState::Stopped || images.tc.task_state == images::TASK_STOPPED;
     let detached = if stopped {
         task.detach_stopped()
     } else {

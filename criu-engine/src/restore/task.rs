@@ -85,7 +85,12 @@ fn sigactions(r: &Remote<'_, '_>, images: &TaskImages) -> Result<(), TaskError> 
     for i in 0..images.tc.sigactions.len() {
         let act = base + (i * KSIGACTION) as u64;
         let sig = sigaction_signo(i);
-        r.call("set a signal action", sig, nr::RT_SIGACTION, &[sig, act, 0, 8])?;
+        r.call(
+            "set a signal action",
+            sig,
+            nr::RT_SIGACTION,
+            &[sig, act, 0, 8],
+        )?;
     }
     Ok(())
 }
@@ -103,7 +108,12 @@ fn sigaltstack(r: &Remote<'_, '_>, images: &TaskImages) -> Result<(), TaskError>
     st.extend_from_slice(&u64::from(flags).to_le_bytes());
     st.extend_from_slice(&sas.ss_size.to_le_bytes());
     let addr = r.scratch("copy the alternate stack", 0, &st)?;
-    r.call("set the alternate stack", sas.ss_sp, nr::SIGALTSTACK, &[addr, 0])?;
+    r.call(
+        "set the alternate stack",
+        sas.ss_sp,
+        nr::SIGALTSTACK,
+        &[addr, 0],
+    )?;
     Ok(())
 }
 
@@ -176,17 +186,28 @@ fn itimer(r: &Remote<'_, '_>, which: u64, t: &ItimerEntry) -> Result<(), TaskErr
         .flat_map(|w| w.to_le_bytes())
         .collect();
     let addr = r.scratch("copy an interval timer", 0, &val)?;
-    r.call("set an interval timer", which, libc::SYS_setitimer, &[which, addr, 0])?;
+    r.call(
+        "set an interval timer",
+        which,
+        libc::SYS_setitimer,
+        &[which, addr, 0],
+    )?;
     Ok(())
 }
 
 fn pending_signals(r: &Remote<'_, '_>, images: &TaskImages) -> Result<(), TaskError> {
     let pid = u64::try_from(r.pid.0).unwrap_or(0);
     let shared = images.tc.signals_s.iter().flat_map(|q| q.signals.iter());
-    let private = images.thread_core.signals_p.iter().flat_map(|q| q.signals.iter());
+    let private = images
+        .thread_core
+        .signals_p
+        .iter()
+        .flat_map(|q| q.signals.iter());
     for (info, private) in shared.map(|s| (s, false)).chain(private.map(|s| (s, true))) {
         let bytes = &info.siginfo;
-        let Some(signo) = bytes.get(..4) else { continue };
+        let Some(signo) = bytes.get(..4) else {
+            continue;
+        };
         let signo = u64::from(u32::from_le_bytes(signo.try_into().expect("4 bytes")));
         let addr = r.scratch("copy a pending signal", 0, bytes)?;
         if private {
@@ -197,7 +218,12 @@ fn pending_signals(r: &Remote<'_, '_>, images: &TaskImages) -> Result<(), TaskEr
                 &[pid, pid, signo, addr],
             )?;
         } else {
-            r.call("queue a pending signal", signo, libc::SYS_rt_sigqueueinfo, &[pid, signo, addr])?;
+            r.call(
+                "queue a pending signal",
+                signo,
+                libc::SYS_rt_sigqueueinfo,
+                &[pid, signo, addr],
+            )?;
         }
     }
     Ok(())
@@ -255,7 +281,11 @@ fn creds(pid: RealPid, creds: Option<&CredsEntry>) -> Result<(), TaskError> {
     differs("groups", groups, now_groups)?;
     differs("permitted capabilities", cap(&c.cap_prm), field("CapPrm:"))?;
     differs("effective capabilities", cap(&c.cap_eff), field("CapEff:"))?;
-    differs("inheritable capabilities", cap(&c.cap_inh), field("CapInh:"))?;
+    differs(
+        "inheritable capabilities",
+        cap(&c.cap_inh),
+        field("CapInh:"),
+    )?;
     differs("bounding capabilities", cap(&c.cap_bnd), field("CapBnd:"))?;
     if !c.cap_amb.is_empty() {
         differs("ambient capabilities", cap(&c.cap_amb), field("CapAmb:"))?;
@@ -302,7 +332,11 @@ pub(crate) fn restore_state(
             "set the nice value",
             nice.unsigned_abs().into(),
             libc::SYS_setpriority,
-            &[libc::PRIO_PROCESS as u64, 0, i64::from(nice).cast_unsigned()],
+            &[
+                libc::PRIO_PROCESS as u64,
+                0,
+                u64::from_ne_bytes(i64::from(nice).to_ne_bytes()),
+            ],
         )?;
     }
     if let Some(policy) = th.sched_policy.filter(|&p| p != 0) {
@@ -321,10 +355,20 @@ pub(crate) fn restore_state(
         r.call("set dumpable", d, nr::PRCTL, &[PR_SET_DUMPABLE, d, 0, 0, 0])?;
     }
     if mm.thp_disabled == Some(true) {
-        r.call("disable THP", 1, nr::PRCTL, &[PR_SET_THP_DISABLE, 1, 0, 0, 0])?;
+        r.call(
+            "disable THP",
+            1,
+            nr::PRCTL,
+            &[PR_SET_THP_DISABLE, 1, 0, 0, 0],
+        )?;
     }
     if images.tc.child_subreaper == Some(true) {
-        r.call("become a child subreaper", 1, nr::PRCTL, &[PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0])?;
+        r.call(
+            "become a child subreaper",
+            1,
+            nr::PRCTL,
+            &[PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0],
+        )?;
     }
     if let Some(t) = &images.tc.timers {
         itimer(r, libc::ITIMER_REAL as u64, &t.real)?;

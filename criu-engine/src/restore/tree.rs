@@ -237,7 +237,9 @@ impl Drop for RestoredTree {
         }
         match kill(self.pid, Signal::SIGKILL) {
             Ok(()) | Err(Errno::ESRCH) => {}
-            Err(errno) => tracing::error!(pid = %self.pid, %errno, "cannot kill a half-restored task"),
+            Err(errno) => {
+                tracing::error!(pid = %self.pid, %errno, "cannot kill a half-restored task")
+            }
         }
         if self.our_child {
             loop {
@@ -274,9 +276,15 @@ pub(crate) fn check_single_threaded() -> Result<(), TreeError> {
 /// Highest descriptor number open in the worker.
 fn max_open_fd() -> Result<RawFd, TreeError> {
     let mut max = 2;
-    for entry in std::fs::read_dir("/proc/self/fd").map_err(|source| TreeError::SelfInspect { source })? {
+    for entry in
+        std::fs::read_dir("/proc/self/fd").map_err(|source| TreeError::SelfInspect { source })?
+    {
         let entry = entry.map_err(|source| TreeError::SelfInspect { source })?;
-        if let Some(n) = entry.file_name().to_str().and_then(|s| s.parse::<RawFd>().ok()) {
+        if let Some(n) = entry
+            .file_name()
+            .to_str()
+            .and_then(|s| s.parse::<RawFd>().ok())
+        {
             max = max.max(n);
         }
     }
@@ -287,11 +295,7 @@ fn cstring(pid: i32, what: &'static str, s: &str) -> Result<CString, TreeError> 
     CString::new(s).map_err(|_| TreeError::BadString { pid, what })
 }
 
-fn plan(
-    task: &TaskImages,
-    fds: FdPlan,
-    shell_job: bool,
-) -> Result<ChildPlan, TreeError> {
+fn plan(task: &TaskImages, fds: FdPlan, shell_job: bool) -> Result<ChildPlan, TreeError> {
     let pid = i32::try_from(task.pid()).unwrap_or(i32::MAX);
     let p = &task.pstree;
     let session = if p.sid == p.pid {
@@ -337,7 +341,9 @@ fn plan(
     let scratch = max_open_fd()?.max(fds.max_target()) + 1;
     Ok(ChildPlan {
         session,
-        root: (root != "/").then(|| cstring(pid, "root", root)).transpose()?,
+        root: (root != "/")
+            .then(|| cstring(pid, "root", root))
+            .transpose()?,
         cwd: cstring(pid, "cwd", name(task.fs.cwd_id))?,
         umask: task.fs.umask.unwrap_or(0o022),
         rlimits,
@@ -416,14 +422,20 @@ fn child_setup(plan: &mut ChildPlan, report: RawFd) -> Result<(), ChildFailure> 
     plan.fds.apply(plan.scratch).map_err(fd_failure)?;
     nix::unistd::chdir(plan.cwd.as_c_str()).map_err(|e| step_failure(ChildStep::Chdir, e))?;
     nix::sys::stat::umask(Mode::from_bits_truncate(plan.umask));
-    nix::sys::prctl::set_name(plan.comm.as_c_str()).map_err(|e| step_failure(ChildStep::Name, e))?;
+    nix::sys::prctl::set_name(plan.comm.as_c_str())
+        .map_err(|e| step_failure(ChildStep::Name, e))?;
     if let Some(sig) = plan.pdeath {
         nix::sys::prctl::set_pdeathsig(sig).map_err(|e| step_failure(ChildStep::Pdeath, e))?;
     }
     if let Some(adj) = &plan.oom_score_adj {
-        let fd = nix::fcntl::open(c"/proc/self/oom_score_adj", OFlag::O_WRONLY | OFlag::O_CLOEXEC, Mode::empty())
+        let fd = nix::fcntl::open(
+            c"/proc/self/oom_score_adj",
+            OFlag::O_WRONLY | OFlag::O_CLOEXEC,
+            Mode::empty(),
+        )
+        .map_err(|e| step_failure(ChildStep::OomScore, e))?;
+        write_raw(fd.as_raw_fd(), adj.as_bytes())
             .map_err(|e| step_failure(ChildStep::OomScore, e))?;
-        write_raw(fd.as_raw_fd(), adj.as_bytes()).map_err(|e| step_failure(ChildStep::OomScore, e))?;
     }
     for &(res, cur, max) in &plan.rlimits {
         match nix::sys::resource::setrlimit(res, cur, max) {
@@ -465,15 +477,16 @@ pub(crate) fn create(
 ) -> Result<RestoredTree, TreeError> {
     let pid = i32::try_from(task.pid()).unwrap_or(i32::MAX);
     let mut plan = plan(task, fds, shell_job)?;
-    let (rd, wr) = nix::unistd::pipe2(OFlag::O_CLOEXEC)
-        .map_err(|source| TreeError::Report { pid, source })?;
+    let (rd, wr) =
+        nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(|source| TreeError::Report { pid, source })?;
     let wr_raw = wr.as_raw_fd();
-    let child = clone3_with_pid(pid, sibling, &mut || child_main(&mut plan, wr_raw)).map_err(
-        |source| match source {
-            Errno::EEXIST => TreeError::PidTaken { pid },
-            source => TreeError::Clone { pid, source },
-        },
-    )?;
+    let child =
+        clone3_with_pid(pid, sibling, &mut || child_main(&mut plan, wr_raw)).map_err(|source| {
+            match source {
+                Errno::EEXIST => TreeError::PidTaken { pid },
+                source => TreeError::Clone { pid, source },
+            }
+        })?;
     let tree = RestoredTree {
         pid: child,
         our_child: !sibling,
