@@ -2,7 +2,7 @@
 #![deny(unsafe_code)]
 #![warn(missing_docs)]
 
-mod arch;
+pub mod arch;
 pub mod check;
 pub mod config;
 pub mod cpuinfo;
@@ -11,12 +11,15 @@ pub mod dump;
 pub mod error;
 pub mod features;
 pub mod files;
+pub mod inject;
 pub mod kerndat;
 pub mod log;
 pub mod mem;
 pub mod notify;
 pub mod opts;
 pub mod proc;
+pub mod pstree;
+pub mod seize;
 pub mod serve;
 pub mod sigact;
 mod sys;

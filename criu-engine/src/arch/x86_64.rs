@@ -23,6 +23,10 @@
 
 use crate::sys::cpuid::cpuid;
 
+mod regs;
+
+pub use regs::*;
+
 /// Capability words in image version 1.
 pub(crate) const NCAPINTS_V1: usize = 12;
 /// Capability words in image version 2 (what we write).

@@ -128,3 +128,89 @@ pub(crate) fn rseq_configuration(pid: Pid) -> nix::Result<RseqConfiguration> {
     }
     Ok(conf)
 }
+
+/// `PTRACE_SEIZE` with raw option bits (nix's `Options` lacks
+/// `PTRACE_O_SUSPEND_SECCOMP`).
+pub(crate) fn seize_raw(pid: Pid, options: libc::c_ulong) -> nix::Result<()> {
+    // SAFETY: PTRACE_SEIZE takes 0 in `addr` and the option bits by value.
+    unsafe { raw(libc::PTRACE_SEIZE as _, pid, 0, options as usize) }.map(drop)
+}
+
+/// `PTRACE_SETSIGMASK`: replaces the blocked-signal mask of a stopped task.
+pub(crate) fn set_sigmask(pid: Pid, mask: u64) -> nix::Result<()> {
+    // SAFETY: `addr` is the size of the buffer and `data` points to a live u64
+    // of exactly that size, which the kernel only reads.
+    unsafe {
+        raw(
+            libc::PTRACE_SETSIGMASK as _,
+            pid,
+            size_of::<u64>(),
+            std::ptr::from_ref(&mask) as usize,
+        )
+    }
+    .map(drop)
+}
+
+/// `PTRACE_GETREGSET` of `NT_X86_XSTATE` into `buf`; returns how many bytes
+/// the kernel filled.
+#[cfg(target_arch = "x86_64")]
+pub(crate) fn get_xstate(pid: Pid, buf: &mut [u8]) -> nix::Result<usize> {
+    let mut iov = libc::iovec {
+        iov_base: buf.as_mut_ptr().cast(),
+        iov_len: buf.len(),
+    };
+    // SAFETY: `data` points to a live iovec describing `buf`, which stays
+    // borrowed mutably for the call; the kernel writes at most `iov_len`
+    // bytes and updates `iov_len`.
+    unsafe {
+        raw(
+            libc::PTRACE_GETREGSET as _,
+            pid,
+            NT_X86_XSTATE,
+            std::ptr::from_mut(&mut iov) as usize,
+        )
+    }?;
+    Ok(iov.iov_len)
+}
+
+/// `PTRACE_SETREGSET` of `NT_X86_XSTATE` from `buf`.
+#[cfg(target_arch = "x86_64")]
+pub(crate) fn set_xstate(pid: Pid, buf: &[u8]) -> nix::Result<()> {
+    let mut iov = libc::iovec {
+        iov_base: buf.as_ptr().cast_mut().cast(),
+        iov_len: buf.len(),
+    };
+    // SAFETY: `data` points to a live iovec describing `buf`; for SETREGSET
+    // the kernel only reads from it (the mutable pointer is the iovec ABI).
+    unsafe {
+        raw(
+            libc::PTRACE_SETREGSET as _,
+            pid,
+            NT_X86_XSTATE,
+            std::ptr::from_mut(&mut iov) as usize,
+        )
+    }
+    .map(drop)
+}
+
+/// `NT_X86_XSTATE` (`linux/elf.h`).
+#[cfg(target_arch = "x86_64")]
+const NT_X86_XSTATE: usize = 0x202;
+
+/// `PTRACE_GETFPREGS`: the legacy FXSAVE area of a stopped task.
+#[cfg(target_arch = "x86_64")]
+pub(crate) fn get_fpregs(pid: Pid) -> nix::Result<libc::user_fpregs_struct> {
+    let mut regs = MaybeUninit::<libc::user_fpregs_struct>::zeroed();
+    // SAFETY: `data` points to a live, writable `user_fpregs_struct`, the
+    // size PTRACE_GETFPREGS writes.
+    unsafe {
+        raw(
+            libc::PTRACE_GETFPREGS as _,
+            pid,
+            0,
+            regs.as_mut_ptr() as usize,
+        )
+    }?;
+    // SAFETY: zero-initialised plain integers, now filled by the kernel.
+    Ok(unsafe { regs.assume_init() })
+}

@@ -1,0 +1,154 @@
+//! Running one syscall in a seized task from a `syscall; int3` stub, and the
+//! stops that may come in between.
+//!
+//! CRIU counterparts: `parasite_run`, `parasite_trap` and `restore_thread_ctx`
+//! in `compel/src/lib/infect.c`.
+//!
+//! While the syscall runs, every signal except `SIGTRAP` is blocked (a forced
+//! `SIGTRAP` from `int3` that finds the signal blocked would reset the task's
+//! handler to the default). Stop signals cannot be blocked: one that arrives
+//! is suppressed and noted on the [`SeizedTask`], which sends it again on
+//! detach. Registers and the signal mask are put back after every syscall, so
+//! between injected syscalls the task looks exactly as when seized.
+
+use nix::sys::signal::Signal;
+use nix::sys::wait::WaitStatus;
+
+use super::InjectError;
+use crate::arch::x86_64::{syscall_regs, syscall_result, STUB_TRAP_OFFSET};
+use crate::arch::{RemoteAddr, UserRegs};
+use crate::seize::{is_stop_signal, sig_bit, SeizedTask};
+
+/// The mask installed while injected code runs: everything but `SIGTRAP`.
+pub(super) const INJECT_SIGMASK: u64 = !(1u64 << (Signal::SIGTRAP as u32 - 1));
+
+/// Runs syscall `nr` with `args` from a stub at `ip`; returns the raw result.
+pub(super) fn run_at(
+    task: &SeizedTask,
+    ip: RemoteAddr,
+    nr: i64,
+    args: &[u64],
+) -> Result<i64, InjectError> {
+    if args.len() > 6 {
+        return Err(InjectError::TooManyArgs {
+            pid: task.pid(),
+            nr,
+            count: args.len(),
+        });
+    }
+    let saved = task.regs()?;
+    let mask = task.sigmask()?;
+    debug_assert_eq!(INJECT_SIGMASK & sig_bit(Signal::SIGTRAP), 0);
+    task.set_sigmask(INJECT_SIGMASK)?;
+    let result = task
+        .set_regs(&syscall_regs(&saved, ip.0, nr, args))
+        .map_err(InjectError::from)
+        .and_then(|()| task.resume(None).map_err(InjectError::from))
+        .and_then(|()| wait_trap(task, ip.offset(STUB_TRAP_OFFSET)))
+        .map(|regs| syscall_result(&regs));
+    let restored = task.set_regs(&saved).and_then(|()| task.set_sigmask(mask));
+    match (result, restored) {
+        (Ok(v), Ok(())) => Ok(v),
+        (Ok(_), Err(e)) => Err(e.into()),
+        (Err(e), _) => Err(e),
+    }
+}
+
+/// Runs syscall `nr` from the stub at `ip` under `PTRACE_SYSCALL` and stops
+/// at its exit, returning the raw result. The task stays in that
+/// syscall-exit stop with the injected registers; the caller installs the
+/// next ones. Signals must already be blocked by the caller.
+pub(super) fn run_at_syscall_stops(
+    task: &SeizedTask,
+    ip: RemoteAddr,
+    nr: i64,
+    args: &[u64],
+) -> Result<i64, InjectError> {
+    let current = task.regs()?;
+    task.set_regs(&syscall_regs(&current, ip.0, nr, args))?;
+    task.resume_to_syscall()?;
+    let entry = wait_syscall_stop(task)?;
+    if entry.orig_rax != nr as u64 {
+        return Err(InjectError::UnexpectedStop {
+            pid: task.pid(),
+            status: format!("entry of syscall {} instead of {nr}", entry.orig_rax as i64),
+        });
+    }
+    task.resume_to_syscall()?;
+    let exit = wait_syscall_stop(task)?;
+    Ok(syscall_result(&exit))
+}
+
+/// Waits until the `int3` of the stub traps with `rip` at `expect`.
+fn wait_trap(task: &SeizedTask, expect: RemoteAddr) -> Result<UserRegs, InjectError> {
+    loop {
+        match task.wait()? {
+            WaitStatus::Stopped(_, Signal::SIGTRAP) => {
+                let regs = task.regs()?;
+                if regs.rip == expect.0 {
+                    return Ok(regs);
+                }
+                return Err(InjectError::UnexpectedSignal {
+                    pid: task.pid(),
+                    signal: Signal::SIGTRAP,
+                    ip: RemoteAddr(regs.rip),
+                });
+            }
+            status => step_over(task, status, false)?,
+        }
+    }
+}
+
+/// Waits for the next syscall-entry or syscall-exit stop (after
+/// `PTRACE_SYSCALL`).
+fn wait_syscall_stop(task: &SeizedTask) -> Result<UserRegs, InjectError> {
+    loop {
+        match task.wait()? {
+            WaitStatus::PtraceSyscall(_) => return Ok(task.regs()?),
+            status => step_over(task, status, true)?,
+        }
+    }
+}
+
+/// Handles a stop that is not the one awaited: group-stop and interrupt
+/// traps and stop signals are passed over (stop signals noted for detach);
+/// anything else is an error, leaving the task in that stop.
+fn step_over(task: &SeizedTask, status: WaitStatus, to_syscall: bool) -> Result<(), InjectError> {
+    let pid = task.pid();
+    let skip = match status {
+        WaitStatus::PtraceEvent(_, sig, libc::PTRACE_EVENT_STOP) => {
+            if is_stop_signal(sig) {
+                task.note_stop_signal(sig);
+            }
+            true
+        }
+        WaitStatus::Stopped(_, sig) if is_stop_signal(sig) => {
+            task.note_stop_signal(sig);
+            true
+        }
+        WaitStatus::Stopped(_, signal) => {
+            let ip = task.regs().map(|r| RemoteAddr(r.rip)).unwrap_or_default();
+            return Err(InjectError::UnexpectedSignal { pid, signal, ip });
+        }
+        WaitStatus::Exited(..) | WaitStatus::Signaled(..) => {
+            return Err(InjectError::Died {
+                pid,
+                status: format!("{status:?}"),
+            });
+        }
+        _ => false,
+    };
+    if !skip {
+        return Err(InjectError::UnexpectedStop {
+            pid,
+            status: format!("{status:?}"),
+        });
+    }
+    tracing::debug!(%pid, ?status, "passing over a stop during injection");
+    if to_syscall {
+        task.resume_to_syscall()?;
+    } else {
+        task.resume(None)?;
+    }
+    Ok(())
+}
