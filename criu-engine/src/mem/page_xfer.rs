@@ -205,8 +205,9 @@ impl<'p, 'i, 't> PageXfer<'p, 'i, 't> {
             return Ok(());
         }
         let batch = std::mem::take(&mut self.batch);
-        match &self.source {
+        match self.source {
             PageSource::Pipe(pipe) => {
+                let pipe: &'p PagePipe<'i, 't> = pipe;
                 let mut todo = batch;
                 while !todo.is_empty() {
                     let n = pipe.fill(&todo)?;
@@ -224,7 +225,6 @@ impl<'p, 'i, 't> PageXfer<'p, 'i, 't> {
                 }
             }
             PageSource::Read(pid, _) => {
-                let pid = *pid;
                 let mut buf = vec![0u8; self.batch_bytes];
                 let remote: Vec<RemoteIoVec> = batch
                     .iter()

@@ -21,6 +21,9 @@ pub(crate) struct UserDesc {
     pub(crate) flags: u32,
 }
 
+/// `PTRACE_GET_THREAD_AREA` (x86, `asm/ptrace-abi.h`).
+const PTRACE_GET_THREAD_AREA: libc::c_uint = 25;
+
 /// `PTRACE_GET_THREAD_AREA`: GDT TLS slot `index` of a stopped tracee.
 pub(crate) fn get_thread_area(pid: Pid, index: u32) -> nix::Result<UserDesc> {
     let mut desc = UserDesc::default();
@@ -29,7 +32,7 @@ pub(crate) fn get_thread_area(pid: Pid, index: u32) -> nix::Result<UserDesc> {
     // `user_desc` the kernel fills.
     let ret = unsafe {
         libc::ptrace(
-            libc::PTRACE_GET_THREAD_AREA,
+            PTRACE_GET_THREAD_AREA as _,
             pid.as_raw(),
             index as usize,
             std::ptr::from_mut(&mut desc),

@@ -171,7 +171,7 @@ pub fn fpregs(x: &[u8], f: FpuFeatures) -> UserX86FpregsEntry {
 }
 
 /// A TLS slot in image form.
-pub fn tls(d: &UserDesc) -> UserDescT {
+pub(crate) fn tls(d: &UserDesc) -> UserDescT {
     let bit = |n: u32| d.flags & (1 << n) != 0;
     UserDescT {
         entry_number: d.entry_number,
