@@ -22,3 +22,4 @@ pub(crate) mod probe;
 pub(crate) mod probe_child;
 pub(crate) mod ptrace;
 pub(crate) mod sock_diag;
+pub(crate) mod task_query;
