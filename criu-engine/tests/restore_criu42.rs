@@ -367,6 +367,98 @@ fn multi_threaded_worker_refused() {
     assert!(!alive(LOOP_PID));
 }
 
+fn workload_bin() -> PathBuf {
+    let exe = std::env::current_exe().expect("test path");
+    let target = exe
+        .ancestors()
+        .nth(3)
+        .expect("tests live in target/<profile>/deps");
+    let bin = target.join("debug").join("criu-workload");
+    assert!(
+        bin.exists(),
+        "{} is missing: run `cargo build -p criu-tests --bin criu-workload` first",
+        bin.display()
+    );
+    bin
+}
+
+fn workload_lines(log: &Path) -> Vec<String> {
+    fs::read_to_string(log)
+        .unwrap_or_default()
+        .lines()
+        .map(str::to_owned)
+        .collect()
+}
+
+fn wait_workload_lines(log: &Path, n: usize) -> Vec<String> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let lines = workload_lines(log);
+        if lines.len() >= n || Instant::now() > deadline {
+            return lines;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Our own dump of `criu-workload`, restored: same pid, same checksum, the
+/// SIGUSR1 handler still counts, the read fd keeps its offset.
+fn own_dump_round_trip() {
+    let scratch = tempfile::tempdir().unwrap();
+    let log = scratch.path().join("workload.log");
+    let images = scratch.path().join("images");
+    fs::create_dir(&images).unwrap();
+    let out = std::process::Command::new(workload_bin())
+        .arg(&log)
+        .arg("8")
+        .output()
+        .expect("run criu-workload");
+    assert!(out.status.success(), "{out:?}");
+    let pid: i32 = String::from_utf8_lossy(&out.stdout).trim().parse().unwrap();
+    let before = wait_workload_lines(&log, 3);
+    let args = [
+        "dump",
+        "-t",
+        &pid.to_string(),
+        "-D",
+        images.to_str().unwrap(),
+    ]
+    .map(String::from);
+    let cfg = criu_engine::config::parse_args(args).unwrap();
+    let opts = criu_engine::opts::from_config(&cfg).unwrap();
+    let dumped = criu_engine::dump::run(&opts, &mut criu_engine::notify::NoNotify);
+    if let Err(e) = dumped {
+        kill_and_reap(pid);
+        panic!("dump failed: {e:?}");
+    }
+    // The dump killed it; we are its reaper.
+    kill_and_reap(pid);
+    let n_dumped = workload_lines(&log).len();
+    let mut rec = Recorder::default();
+    let restored = restore(&images, &mut rec).unwrap_or_else(|e| panic!("restore failed: {e:?}"));
+    assert_eq!(restored.root_pid, pid);
+    let _ = kill(Pid::from_raw(pid), Signal::SIGUSR1);
+    let after = wait_workload_lines(&log, n_dumped + 5);
+    let still_alive = alive(pid);
+    kill_and_reap(pid);
+    assert!(still_alive, "restored workload died; log: {after:?}");
+    assert!(after.len() >= n_dumped + 5, "too few new lines: {after:?}");
+    let fields = |l: &str| l.split(' ').map(str::to_owned).collect::<Vec<_>>();
+    let reference = fields(&before[2]);
+    let last = fields(after.last().unwrap());
+    assert_eq!(
+        last[1], reference[1],
+        "checksum changed: {before:?} / {after:?}"
+    );
+    assert_eq!(last[2], "1", "SIGUSR1 handler did not count: {after:?}");
+    assert_eq!(last[3], reference[3], "read fd offset changed");
+    let counters: Vec<u64> = after[n_dumped..]
+        .iter()
+        .map(|l| fields(l)[0].parse().unwrap())
+        .collect();
+    assert!(counters.windows(2).all(|w| w[1] == w[0] + 1), "{after:?}");
+}
+
 fn main() {
     let filter: Vec<String> = std::env::args()
         .skip(1)
@@ -384,6 +476,7 @@ fn main() {
         ("loop_keeps_logging", loop_keeps_logging),
         ("taken_pid_is_eexist", taken_pid_is_eexist),
         ("refused_post_restore_kills", refused_post_restore_kills),
+        ("own_dump_round_trip", own_dump_round_trip),
     ];
     require();
     nix::sys::prctl::set_child_subreaper(true).expect("become a child subreaper");
