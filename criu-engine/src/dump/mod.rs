@@ -1,0 +1,191 @@
+//! DUMP: freeze one task, write its images, then kill, resume or leave it
+//! stopped (CRIU's `criu/cr-dump.c` `cr_dump_tasks` / `cr_dump_finish`).
+//!
+//! Order of a dump:
+//!
+//! 1. `pre-dump` notification (a refusal aborts before the task is touched);
+//! 2. checks that need no freeze (single thread, no children, session
+//!    leader, network lock);
+//! 3. seize; ptrace state; VMAs and mapped files; injection stub;
+//!    descriptors; memory through page pipes; injected queries; cure;
+//! 4. the remaining images, `stats-dump`, and `inventory.img` last, so a
+//!    directory without an inventory is never mistaken for a dump;
+//! 5. `post-dump` notification (a refusal resumes the task, removes the
+//!    inventory and fails the dump);
+//! 6. the final state.
+//!
+//! Any failure before the final state drops the guards: the injection is
+//! cured and the task detached, so it carries on untouched.
+
+pub mod inventory;
+pub mod stats;
+pub mod task;
+
+use std::time::{Duration, Instant};
+
+use criu_proto::img::{ImageError, ImageKind, ImagesDir};
+
+use crate::config::{FinalState, NetworkLock, PreDumpMode};
+use crate::mem::PageMode;
+use crate::notify::Notify;
+use crate::opts::RequestOpts;
+use crate::pstree::RealPid;
+use crate::seize::{SeizeError, SeizeOptions, SeizedTask};
+
+pub use stats::DumpStats;
+pub use task::TaskDumpError;
+
+/// What a successful dump reports.
+#[derive(Debug, Clone)]
+pub struct DumpOutcome {
+    /// Timings and page counters (also in `stats-dump`).
+    pub stats: DumpStats,
+}
+
+/// A dump failed; the task was left running unless it was already gone.
+#[derive(Debug, thiserror::Error)]
+pub enum DumpError {
+    /// The request names no task.
+    #[error("no task to dump")]
+    NoTarget,
+    /// The request has no images directory.
+    #[error("no images directory to dump into")]
+    NoImagesDir,
+    /// The images directory fd could not be duplicated.
+    #[error("cannot use the images directory")]
+    ImagesDir(#[source] std::io::Error),
+    /// The task does not exist.
+    #[error("task {pid} does not exist")]
+    NoSuchTask {
+        /// The pid asked for.
+        pid: RealPid,
+    },
+    /// A notification was refused by the client.
+    #[error("{script} notification refused by the client")]
+    Notify {
+        /// The notification.
+        script: &'static str,
+    },
+    /// Network locking was asked for a task with its own network namespace.
+    #[error("task {pid} has its own network namespace; network locking is not supported yet (use network_lock=skip)")]
+    NetworkLock {
+        /// The task.
+        pid: RealPid,
+    },
+    /// Freezing the task failed.
+    #[error("cannot freeze task {pid}")]
+    Seize {
+        /// The task.
+        pid: RealPid,
+        /// Why.
+        #[source]
+        source: SeizeError,
+    },
+    /// Dumping the task failed.
+    #[error(transparent)]
+    Task(#[from] TaskDumpError),
+    /// Writing the inventory or statistics failed.
+    #[error("cannot finish the images")]
+    Finish(#[source] ImageError),
+    /// Releasing the task after the dump failed.
+    #[error("cannot release task {pid} after the dump")]
+    Release {
+        /// The task.
+        pid: RealPid,
+        /// Why.
+        #[source]
+        source: SeizeError,
+    },
+}
+
+impl DumpError {
+    /// The `cr_errno` CRIU reports for this failure (`ESRCH` when the task
+    /// cannot be found or seized because it is gone).
+    pub fn cr_errno(&self) -> Option<i32> {
+        match self {
+            DumpError::NoSuchTask { .. }
+            | DumpError::Seize {
+                source: SeizeError::Vanished { .. },
+                ..
+            } => Some(libc::ESRCH),
+            _ => None,
+        }
+    }
+}
+
+/// Dumps the task named by `opts` into its images directory.
+#[tracing::instrument(skip_all, fields(pid))]
+pub fn run(opts: &RequestOpts, notify: &mut dyn Notify) -> Result<DumpOutcome, DumpError> {
+    let pid = RealPid(opts.target.ok_or(DumpError::NoTarget)?.pid());
+    tracing::Span::current().record("pid", pid.0);
+    let images = opts.images_dir.as_ref().ok_or(DumpError::NoImagesDir)?;
+    let dir = ImagesDir::from_fd(
+        images.fd.try_clone().map_err(DumpError::ImagesDir)?,
+        images.path.clone(),
+    );
+    if !crate::proc::path(pid.0, "stat").exists() {
+        return Err(DumpError::NoSuchTask { pid });
+    }
+    if !notify.notify("pre-dump", None) {
+        return Err(DumpError::Notify { script: "pre-dump" });
+    }
+    task::precheck(pid, opts.shell_job)?;
+    if opts.network_lock != NetworkLock::Skip
+        && inventory::own_netns(pid).map_err(TaskDumpError::from)?
+    {
+        return Err(DumpError::NetworkLock { pid });
+    }
+
+    let mut stats = DumpStats::default();
+    let t0 = Instant::now();
+    let seize_opts = SeizeOptions {
+        timeout: Duration::from_secs(opts.timeout.into()),
+    };
+    let task =
+        SeizedTask::seize(pid, &seize_opts).map_err(|source| DumpError::Seize { pid, source })?;
+    let frozen_at = Instant::now();
+    stats.freezing_time = frozen_at - t0;
+
+    let mode = match opts.pre_dump_mode {
+        PreDumpMode::Splice => PageMode::Splice,
+        PreDumpMode::Read => PageMode::Read,
+    };
+    stats.mem = task::dump(&task, &dir, mode, &mut stats)?;
+    stats.frozen_time = frozen_at.elapsed();
+    dir.write_single(ImageKind::StatsDump, 0, &stats.entry())
+        .map_err(DumpError::Finish)?;
+    dir.write_single(
+        ImageKind::Inventory,
+        0,
+        &inventory::inventory(opts.network_lock),
+    )
+    .map_err(DumpError::Finish)?;
+
+    if !notify.notify("post-dump", None) {
+        // The task resumes when `task` is dropped.
+        let inv = dir.path().join(ImageKind::Inventory.file_name(0));
+        if let Err(err) = nix::unistd::unlinkat(
+            &dir.fd(),
+            ImageKind::Inventory.file_name(0).as_str(),
+            nix::unistd::UnlinkatFlags::NoRemoveDir,
+        ) {
+            tracing::error!(path = %inv.display(), %err, "cannot remove the inventory of a refused dump");
+        }
+        return Err(DumpError::Notify {
+            script: "post-dump",
+        });
+    }
+
+    let release = |source| DumpError::Release { pid, source };
+    match opts.final_state {
+        FinalState::Dead => task.kill(),
+        FinalState::Alive => task.detach().map_err(release)?,
+        FinalState::Stopped => task.detach_stopped().map_err(release)?,
+    }
+    tracing::info!(
+        pages = stats.mem.pages_written,
+        frozen_us = stats.frozen_time.as_micros() as u64,
+        "dump finished"
+    );
+    Ok(DumpOutcome { stats })
+}

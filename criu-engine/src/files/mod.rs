@@ -1,0 +1,294 @@
+//! Open files of a task: `files.img` entries and `fdinfo-<id>.img` (CRIU's
+//! `criu/files.c`, `criu/files-reg.c`).
+//!
+//! One id space covers every file entry of a dump. Descriptors that share
+//! an open file description (`dup`, inheritance) share an id, found with
+//! `kcmp(KCMP_FILE)` after a cheap filter on inode and position. The
+//! executable, cwd, root and mapped files are looked up by device and
+//! inode among everything recorded so far (newest first, as CRIU's cache
+//! answers) and get a fresh entry only on a miss; character devices always
+//! get a fresh one. Regular files, directories and character devices
+//! outside the terminal range are supported; any other kind of descriptor
+//! fails the dump with the task, fd and kind named.
+
+pub mod reg;
+
+use std::fs::{File, Metadata};
+use std::os::unix::fs::MetadataExt;
+use std::path::Path;
+
+use criu_proto::images::{FdTypes, FdinfoEntry, FileEntry};
+
+use crate::arch::nr;
+use crate::inject::{InjectError, Injection};
+use crate::proc::ProcError;
+use crate::pstree::RealPid;
+use crate::sys::task_query::kcmp_file;
+
+/// A file of the task could not be described.
+#[derive(Debug, thiserror::Error)]
+pub enum FilesError {
+    /// `/proc/<pid>/fd` could not be listed.
+    #[error("cannot list the descriptors of task {pid}")]
+    List {
+        /// The task.
+        pid: RealPid,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A descriptor's link or inode could not be examined.
+    #[error("cannot examine fd {fd} of task {pid}")]
+    Fd {
+        /// The task.
+        pid: RealPid,
+        /// The descriptor.
+        fd: i32,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Its fdinfo could not be read.
+    #[error("cannot read fdinfo of fd {fd} of task {pid}")]
+    FdInfo {
+        /// The task.
+        pid: RealPid,
+        /// The descriptor.
+        fd: i32,
+        /// Why.
+        #[source]
+        source: ProcError,
+    },
+    /// A kind of descriptor the dump does not support yet.
+    #[error("task {pid}: fd {fd} is {kind}, which cannot be dumped yet")]
+    Unsupported {
+        /// The task.
+        pid: RealPid,
+        /// The descriptor.
+        fd: i32,
+        /// What it is.
+        kind: String,
+    },
+    /// The injected `fcntl(F_GETOWN)` failed.
+    #[error("cannot query the owner of fd {fd} of task {pid}")]
+    Owner {
+        /// The task.
+        pid: RealPid,
+        /// The descriptor.
+        fd: i32,
+        /// Why.
+        #[source]
+        source: InjectError,
+    },
+    /// A path link (exe, cwd, root) could not be read or is unusable.
+    #[error("task {pid}: cannot use its {what} {path}")]
+    Special {
+        /// The task.
+        pid: RealPid,
+        /// `exe`, `cwd` or `root`.
+        what: &'static str,
+        /// What the link says.
+        path: String,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+struct Known {
+    dev: u64,
+    ino: u64,
+    id: u32,
+}
+
+/// The `files.img` being built for a dump.
+#[derive(Default)]
+pub struct FileTable {
+    next_id: u32,
+    entries: Vec<FileEntry>,
+    known: Vec<Known>,
+}
+
+fn is_tty(meta: &Metadata) -> bool {
+    let major = libc::major(meta.rdev());
+    meta.mode() & libc::S_IFMT == libc::S_IFCHR
+        && (major == 4 || major == 5 || (136..=143).contains(&major))
+}
+
+impl FileTable {
+    /// An empty table; ids start at 1.
+    pub fn new() -> Self {
+        FileTable {
+            next_id: 1,
+            ..Default::default()
+        }
+    }
+
+    /// Every entry, in allocation order.
+    pub fn entries(&self) -> &[FileEntry] {
+        &self.entries
+    }
+
+    fn push(&mut self, reg: criu_proto::images::RegFileEntry, meta: &Metadata) -> u32 {
+        let id = reg.id;
+        self.known.push(Known {
+            dev: meta.dev(),
+            ino: meta.ino(),
+            id,
+        });
+        self.entries.push(FileEntry {
+            r#type: FdTypes::Reg as i32,
+            id,
+            reg: Some(reg),
+            ..Default::default()
+        });
+        id
+    }
+
+    fn alloc(&mut self) -> u32 {
+        let id = self.next_id;
+        self.next_id += 1;
+        id
+    }
+
+    /// The id of a non-descriptor file (executable, mapping, cwd, root),
+    /// adding an entry on a cache miss. `open` gives read access for the
+    /// build-id.
+    pub fn special(
+        &mut self,
+        name: &str,
+        meta: &Metadata,
+        open: impl FnOnce() -> Option<File>,
+    ) -> u32 {
+        let is_chr = meta.mode() & libc::S_IFMT == libc::S_IFCHR;
+        if !is_chr {
+            if let Some(k) = self
+                .known
+                .iter()
+                .rev()
+                .find(|k| k.dev == meta.dev() && k.ino == meta.ino())
+            {
+                return k.id;
+            }
+        }
+        let id = self.alloc();
+        let e = reg::entry(id, name, 0, 0, meta, open());
+        self.push(e, meta)
+    }
+
+    /// The id of a path link of the task (`exe`, `cwd`, `root`).
+    pub fn special_link(&mut self, pid: RealPid, what: &'static str) -> Result<u32, FilesError> {
+        let link = crate::proc::path(pid.0, what);
+        let err = |path: String, source| FilesError::Special {
+            pid,
+            what,
+            path,
+            source,
+        };
+        let target = std::fs::read_link(&link).map_err(|e| err(String::new(), e))?;
+        let name = target.to_string_lossy().into_owned();
+        let meta = std::fs::metadata(&link).map_err(|e| err(name.clone(), e))?;
+        if !name.starts_with('/') || name.ends_with(" (deleted)") {
+            return Err(err(name, std::io::ErrorKind::NotFound.into()));
+        }
+        Ok(self.special(&name, &meta, || File::open(&link).ok()))
+    }
+
+    /// Describes every descriptor of the task, adding `files.img` entries;
+    /// returns its `fdinfo` entries in fd order.
+    pub fn dump_fds(
+        &mut self,
+        pid: RealPid,
+        inj: &Injection<'_>,
+    ) -> Result<Vec<FdinfoEntry>, FilesError> {
+        let dir = crate::proc::path(pid.0, "fd");
+        let mut fds: Vec<i32> = std::fs::read_dir(&dir)
+            .map_err(|source| FilesError::List { pid, source })?
+            .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+            .collect();
+        fds.sort_unstable();
+        let mut seen: Vec<(i32, u64, u64, u64, u32)> = Vec::new();
+        let mut out = Vec::with_capacity(fds.len());
+        for fd in fds {
+            let (fdinfo, key) = self.dump_fd(pid, inj, fd, &dir, &seen)?;
+            seen.push((fd, key.0, key.1, key.2, fdinfo.id));
+            out.push(fdinfo);
+        }
+        Ok(out)
+    }
+
+    fn dump_fd(
+        &mut self,
+        pid: RealPid,
+        inj: &Injection<'_>,
+        fd: i32,
+        dir: &Path,
+        seen: &[(i32, u64, u64, u64, u32)],
+    ) -> Result<(FdinfoEntry, (u64, u64, u64)), FilesError> {
+        let link = dir.join(fd.to_string());
+        let io_err = |source| FilesError::Fd { pid, fd, source };
+        let target = std::fs::read_link(&link).map_err(io_err)?;
+        let name = target.to_string_lossy().into_owned();
+        let unsupported = |kind: String| FilesError::Unsupported { pid, fd, kind };
+        if !name.starts_with('/') {
+            let kind = match name.split_once(':') {
+                Some(("anon_inode", what)) => format!("an anonymous inode {what}"),
+                Some((kind, _)) => format!("a {kind}"),
+                None => format!("a special file {name}"),
+            };
+            return Err(unsupported(kind));
+        }
+        let meta = std::fs::metadata(&link).map_err(io_err)?;
+        match meta.mode() & libc::S_IFMT {
+            libc::S_IFREG | libc::S_IFDIR => {}
+            libc::S_IFCHR if !is_tty(&meta) => {}
+            libc::S_IFCHR => return Err(unsupported(format!("a terminal {name}"))),
+            libc::S_IFIFO => return Err(unsupported(format!("a fifo {name}"))),
+            _ => return Err(unsupported(format!("a special file {name}"))),
+        }
+        if name.ends_with(" (deleted)") {
+            return Err(unsupported(format!("a deleted file {name}")));
+        }
+        match std::fs::metadata(&name) {
+            Ok(m) if m.dev() == meta.dev() && m.ino() == meta.ino() => {}
+            _ => return Err(unsupported(format!("a file no longer reachable as {name}"))),
+        }
+        let info = crate::proc::read(pid.0, &format!("fdinfo/{fd}"))
+            .and_then(|t| crate::proc::fdinfo::parse(&t))
+            .map_err(|source| FilesError::FdInfo { pid, fd, source })?;
+        let owner = inj
+            .syscall(nr::FCNTL, &[fd as u64, libc::F_GETOWN as u64])
+            .map_err(|source| FilesError::Owner { pid, fd, source })?;
+        if owner != 0 {
+            return Err(unsupported(format!("{name} with an F_SETOWN owner")));
+        }
+        let cloexec = info.flags & libc::O_CLOEXEC as u32 != 0;
+        let flags = info.flags & !(libc::O_CLOEXEC as u32);
+        let key = (meta.dev(), meta.ino(), info.pos);
+        let shared = seen.iter().find(|s| {
+            (s.1, s.2, s.3) == key && kcmp_file(pid.as_nix(), pid.as_nix(), fd, s.0) == Ok(0)
+        });
+        let id = match shared {
+            Some(s) => s.4,
+            None => {
+                let id = self.alloc();
+                let open = (meta.mode() & libc::S_IFMT == libc::S_IFREG
+                    && reg::should_check_size(flags))
+                .then(|| File::open(&link).ok())
+                .flatten();
+                let e = reg::entry(id, &name, flags, info.pos, &meta, open);
+                self.push(e, &meta)
+            }
+        };
+        Ok((
+            FdinfoEntry {
+                id,
+                flags: if cloexec { libc::FD_CLOEXEC as u32 } else { 0 },
+                r#type: FdTypes::Reg as i32,
+                fd: fd as u32,
+                xattr_security_selinux: None,
+            },
+            key,
+        ))
+    }
+}

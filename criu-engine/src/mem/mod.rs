@@ -1,0 +1,176 @@
+//! A task's memory: its VMAs and the pages worth saving (CRIU's
+//! `criu/mem.c`, `criu/page-pipe.c`, `criu/page-xfer.c`).
+//!
+//! * [`vma`]: `/proc/<pid>/smaps` into `vma_entry`s with CRIU's status bits;
+//! * [`pagemap`]: which pages of a private VMA to save, from `pagemap` words;
+//! * [`page_pipe`]: pipes filled by the frozen task with injected `vmsplice`;
+//! * [`page_xfer`]: pipes drained into `pages-<id>.img` with `splice`, and
+//!   the matching `pagemap-<pid>.img` entries.
+
+pub mod page_pipe;
+pub mod page_xfer;
+pub mod pagemap;
+pub mod vma;
+
+use std::fs::File;
+
+use criu_proto::img::ImagesDir;
+
+use crate::arch::nr;
+use crate::inject::{InjectError, Injection};
+use crate::proc::ProcError;
+use crate::pstree::RealPid;
+
+use page_pipe::{PagePipe, PagePipeError};
+use page_xfer::{PageSource, PageXfer, PageXferError};
+use pagemap::{ScanError, PE_LAZY};
+use vma::{status, Vma};
+
+/// How page contents leave the task.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PageMode {
+    /// Injected `vmsplice` into page pipes, `splice` to the image.
+    Splice,
+    /// `process_vm_readv` (for a task that keeps running).
+    Read,
+}
+
+/// Counters of one task's memory dump (they feed `stats-dump`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct MemStats {
+    /// Pages of private VMAs looked at.
+    pub pages_scanned: u64,
+    /// Pages written to the pages file.
+    pub pages_written: u64,
+    /// Of those, pages flagged `PE_LAZY`.
+    pub pages_lazy: u64,
+    /// Page pipes used.
+    pub page_pipes: u64,
+    /// Pipe fills (one injected `vmsplice` each).
+    pub pipe_fills: u64,
+    /// Time spent writing pages into the image.
+    pub write_time: std::time::Duration,
+}
+
+/// The memory of a task could not be dumped.
+#[derive(Debug, thiserror::Error)]
+pub enum MemError {
+    /// `/proc/<pid>/pagemap` could not be opened or read.
+    #[error("cannot read the pagemap of task {pid}")]
+    Pagemap {
+        /// The task.
+        pid: RealPid,
+        /// Why.
+        #[source]
+        source: ProcError,
+    },
+    /// Setting up or filling the page pipe failed.
+    #[error(transparent)]
+    Pipe(#[from] PagePipeError),
+    /// Writing the images failed.
+    #[error(transparent)]
+    Xfer(#[from] PageXferError),
+    /// The injected `mprotect` that makes an unreadable VMA readable failed.
+    #[error("cannot make vma {start:#x} of task {pid} readable for the dump")]
+    Mprotect {
+        /// The task.
+        pid: RealPid,
+        /// Start of the VMA.
+        start: u64,
+        /// Why.
+        #[source]
+        source: InjectError,
+    },
+}
+
+/// What the dump of one task's private memory needs.
+pub struct MemDump<'a, 't> {
+    /// The injection in the (frozen) task.
+    pub inj: &'a Injection<'t>,
+    /// The task.
+    pub pid: RealPid,
+    /// Its pid in the images (names `pagemap-<vpid>.img`).
+    pub vpid: u32,
+    /// Id of the pages file.
+    pub pages_id: u32,
+    /// Its stack pointer (for CRIU's lazy-flag rule).
+    pub sp: u64,
+    /// How pages are moved.
+    pub mode: PageMode,
+}
+
+impl MemDump<'_, '_> {
+    /// Writes `pagemap-<vpid>.img` and `pages-<id>.img` for the private VMAs
+    /// of `vmas` (CRIU's `parasite_dump_pages_seized`).
+    #[doc(alias = "parasite_dump_pages_seized")]
+    pub fn run(&self, vmas: &[Vma], dir: &ImagesDir) -> Result<MemStats, MemError> {
+        let pid = self.pid;
+        let pm_err = |source| MemError::Pagemap { pid, source };
+        let path = crate::proc::path(pid.0, "pagemap");
+        let pagemap =
+            File::open(&path).map_err(|source| pm_err(ProcError::Read { path, source }))?;
+        let zero_pfn = crate::proc::pagemap::zero_page_pfn();
+        let pipe = match self.mode {
+            PageMode::Splice => Some(PagePipe::open(self.inj, pid, page_pipe::max_pipe_size())?),
+            PageMode::Read => None,
+        };
+        let source = match &pipe {
+            Some(p) => PageSource::Pipe(p),
+            None => PageSource::Read(pid, page_pipe::max_pipe_size()),
+        };
+        let mut xfer = PageXfer::create(dir, self.vpid, self.pages_id, source)?;
+        let mut stats = MemStats {
+            page_pipes: u64::from(pipe.is_some()),
+            ..MemStats::default()
+        };
+        for vma in vmas {
+            if !vma.is_private() || vma.is(status::VVAR) || vma.entry.flags & 0x08 != 0 {
+                continue;
+            }
+            let flags = pagemap::run_flags(vma, self.sp);
+            let unreadable = vma.entry.prot & libc::PROT_READ as u32 == 0;
+            if unreadable {
+                xfer.flush()?;
+                self.protect(vma, vma.entry.prot | libc::PROT_READ as u32)?;
+            }
+            let mut lazy = 0;
+            let scanned = pagemap::scan_vma(&pagemap, vma, zero_pfn, flags, |run| {
+                if run.flags & PE_LAZY != 0 {
+                    lazy += run.nr_pages;
+                }
+                xfer.add(run)
+            });
+            let flushed = if unreadable { xfer.flush() } else { Ok(()) };
+            if unreadable {
+                self.protect(vma, vma.entry.prot)?;
+            }
+            stats.pages_scanned += match scanned {
+                Ok(n) => n,
+                Err(ScanError::Pagemap(source)) => return Err(pm_err(source)),
+                Err(ScanError::Emit(e)) => return Err(e.into()),
+            };
+            flushed?;
+            stats.pages_lazy += lazy;
+        }
+        let x = xfer.finish()?;
+        if let Some(p) = pipe {
+            p.close()?;
+        }
+        stats.pages_written = x.pages_written;
+        stats.pipe_fills = x.fills;
+        stats.write_time = x.write_time;
+        Ok(stats)
+    }
+
+    fn protect(&self, vma: &Vma, prot: u32) -> Result<(), MemError> {
+        let err = |source| MemError::Mprotect {
+            pid: self.pid,
+            start: vma.entry.start,
+            source,
+        };
+        self.inj
+            .syscall_ok(nr::MPROTECT, &[vma.entry.start, vma.len(), prot.into()])
+            .map(drop)
+            .map_err(err)
+    }
+}

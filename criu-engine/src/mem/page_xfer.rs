@@ -1,0 +1,336 @@
+//! Writing saved pages: `pagemap-<pid>.img` entries and the raw
+//! `pages-<id>.img` (CRIU's `criu/page-xfer.c`, local image target).
+//!
+//! Runs arrive in address order. Each run becomes (part of) one pagemap
+//! entry, merged with the previous entry when it continues it with the same
+//! flags, so entries stay maximal whatever the batch boundaries. The pages
+//! themselves are batched as iovecs up to the pipe's capacity and
+//! `IOV_MAX`, put in the pipe by the task, and moved from the pipe to the
+//! pages file with `splice`, never through the engine's memory. For tasks
+//! that keep running (`pre_dump_mode = read`), [`PageSource::Read`] copies
+//! with `process_vm_readv` through a bounded buffer instead.
+//!
+//! # References
+//!
+//! - [splice(2)](https://man7.org/linux/man-pages/man2/splice.2.html),
+//!   [process_vm_readv(2)](https://man7.org/linux/man-pages/man2/process_vm_readv.2.html)
+
+use std::fs::File;
+use std::io::{IoSliceMut, Write};
+use std::os::fd::{AsFd, OwnedFd};
+use std::path::PathBuf;
+
+use criu_proto::images::{PagemapEntry, PagemapHead};
+use criu_proto::img::{ImageError, ImageKind, ImageWriter, ImagesDir, Pagemap};
+use nix::errno::Errno;
+use nix::fcntl::{openat, splice, OFlag, SpliceFFlags};
+use nix::sys::stat::Mode;
+use nix::sys::uio::{process_vm_readv, RemoteIoVec};
+
+use crate::proc::pagemap::PAGE_SIZE;
+use crate::pstree::RealPid;
+
+use super::page_pipe::{PagePipe, PagePipeError};
+use super::pagemap::PageRun;
+
+/// Writing pages or their pagemap failed.
+#[derive(Debug, thiserror::Error)]
+pub enum PageXferError {
+    /// The pagemap image could not be written.
+    #[error("cannot write the pagemap")]
+    Pagemap(#[source] ImageError),
+    /// The pages file could not be created.
+    #[error("cannot create {}", path.display())]
+    Create {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: Errno,
+    },
+    /// Moving pages into the pages file failed.
+    #[error("cannot write pages to {}", path.display())]
+    Write {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The pipe gave fewer bytes than the task put in it.
+    #[error("page pipe of task {pid} ran dry after {got} of {want} bytes")]
+    ShortSplice {
+        /// The task.
+        pid: RealPid,
+        /// Bytes moved.
+        got: usize,
+        /// Bytes expected.
+        want: usize,
+    },
+    /// Filling the pipe failed.
+    #[error(transparent)]
+    Pipe(#[from] PagePipeError),
+    /// `process_vm_readv` failed.
+    #[error("cannot read {len} bytes at {addr:#x} of task {pid}")]
+    Read {
+        /// The task.
+        pid: RealPid,
+        /// First address.
+        addr: u64,
+        /// Bytes asked for.
+        len: usize,
+        /// Why.
+        #[source]
+        source: Errno,
+    },
+}
+
+/// How pages leave the task.
+pub enum PageSource<'p, 'i, 't> {
+    /// The task `vmsplice`s them into a page pipe (the task is frozen).
+    Pipe(&'p PagePipe<'i, 't>),
+    /// `process_vm_readv` into a buffer of this many bytes.
+    Read(RealPid, usize),
+}
+
+/// Counters of one task's memory dump.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct XferStats {
+    /// Pages written to the pages file.
+    pub pages_written: u64,
+    /// Pagemap entries after the head.
+    pub entries: u64,
+    /// Injected `vmsplice` calls (pipe fills).
+    pub fills: u64,
+    /// Time spent moving pages into the pages file.
+    pub write_time: std::time::Duration,
+}
+
+/// The pagemap and pages file of one task, plus the batch being built.
+pub struct PageXfer<'p, 'i, 't> {
+    source: PageSource<'p, 'i, 't>,
+    pagemap: ImageWriter,
+    pending: Option<PageRun>,
+    pages: File,
+    pages_path: PathBuf,
+    batch: Vec<(u64, u64)>,
+    batch_bytes: usize,
+    stats: XferStats,
+}
+
+impl<'p, 'i, 't> PageXfer<'p, 'i, 't> {
+    /// Creates `pagemap-<pid>.img` (head naming `pages_id`) and
+    /// `pages-<pages_id>.img`.
+    pub fn create(
+        dir: &ImagesDir,
+        pid: u32,
+        pages_id: u32,
+        source: PageSource<'p, 'i, 't>,
+    ) -> Result<Self, PageXferError> {
+        let mut pagemap = dir
+            .create_image(ImageKind::Pagemap, pid.into())
+            .map_err(PageXferError::Pagemap)?;
+        pagemap
+            .write_entry(&PagemapHead { pages_id })
+            .map_err(PageXferError::Pagemap)?;
+        let name = ImageKind::Pages.file_name(pages_id.into());
+        let pages_path = dir.path().join(&name);
+        let fd: OwnedFd = openat(
+            dir.fd(),
+            name.as_str(),
+            OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_TRUNC | OFlag::O_CLOEXEC,
+            Mode::from_bits_truncate(0o600),
+        )
+        .map_err(|source| PageXferError::Create {
+            path: pages_path.clone(),
+            source,
+        })?;
+        Ok(PageXfer {
+            source,
+            pagemap,
+            pending: None,
+            pages: File::from(fd),
+            pages_path,
+            batch: Vec::new(),
+            batch_bytes: 0,
+            stats: XferStats::default(),
+        })
+    }
+
+    fn limits(&self) -> (usize, usize) {
+        match &self.source {
+            PageSource::Pipe(p) => (p.capacity(), p.max_iovs()),
+            PageSource::Read(_, buf) => (*buf, super::page_pipe::IOV_MAX),
+        }
+    }
+
+    /// Queues a run of pages (address order), flushing full batches.
+    pub fn add(&mut self, run: PageRun) -> Result<(), PageXferError> {
+        match &mut self.pending {
+            Some(p) if p.end() == run.vaddr && p.flags == run.flags => p.nr_pages += run.nr_pages,
+            pending => {
+                if let Some(done) = pending.replace(run) {
+                    self.write_entry(done)?;
+                }
+            }
+        }
+        let (cap, max_iovs) = self.limits();
+        let (mut addr, mut left) = (run.vaddr, (run.nr_pages * PAGE_SIZE) as usize);
+        while left > 0 {
+            let take = left.min(cap - self.batch_bytes);
+            match self.batch.last_mut() {
+                Some(last) if last.0 + last.1 == addr => last.1 += take as u64,
+                _ => self.batch.push((addr, take as u64)),
+            }
+            self.batch_bytes += take;
+            addr += take as u64;
+            left -= take;
+            if self.batch_bytes == cap || self.batch.len() == max_iovs {
+                self.flush()?;
+            }
+        }
+        Ok(())
+    }
+
+    fn write_entry(&mut self, run: PageRun) -> Result<(), PageXferError> {
+        self.stats.entries += 1;
+        self.pagemap
+            .write_entry::<PagemapEntry>(&Pagemap::entry(run.vaddr, run.nr_pages, run.flags))
+            .map_err(PageXferError::Pagemap)
+    }
+
+    /// Moves the queued batch into the pages file.
+    pub fn flush(&mut self) -> Result<(), PageXferError> {
+        if self.batch.is_empty() {
+            return Ok(());
+        }
+        let batch = std::mem::take(&mut self.batch);
+        match self.source {
+            PageSource::Pipe(pipe) => {
+                let pipe: &'p PagePipe<'i, 't> = pipe;
+                let mut todo = batch;
+                while !todo.is_empty() {
+                    let n = pipe.fill(&todo)?;
+                    self.stats.fills += 1;
+                    if n == 0 {
+                        return Err(PageXferError::ShortSplice {
+                            pid: pipe.pid(),
+                            got: 0,
+                            want: self.batch_bytes,
+                        });
+                    }
+                    self.drain(pipe, n)?;
+                    // A short vmsplice: go on after the bytes it took.
+                    consume(&mut todo, n as u64);
+                }
+            }
+            PageSource::Read(pid, _) => {
+                let mut buf = vec![0u8; self.batch_bytes];
+                let remote: Vec<RemoteIoVec> = batch
+                    .iter()
+                    .map(|(a, l)| RemoteIoVec {
+                        base: *a as usize,
+                        len: *l as usize,
+                    })
+                    .collect();
+                let got = process_vm_readv(pid.as_nix(), &mut [IoSliceMut::new(&mut buf)], &remote)
+                    .map_err(|source| PageXferError::Read {
+                        pid,
+                        addr: batch[0].0,
+                        len: buf.len(),
+                        source,
+                    })?;
+                if got != buf.len() {
+                    return Err(PageXferError::Read {
+                        pid,
+                        addr: batch[0].0,
+                        len: buf.len(),
+                        source: Errno::EFAULT,
+                    });
+                }
+                self.pages
+                    .write_all(&buf)
+                    .map_err(|source| PageXferError::Write {
+                        path: self.pages_path.clone(),
+                        source,
+                    })?;
+            }
+        }
+        self.stats.pages_written += self.batch_bytes as u64 / PAGE_SIZE;
+        self.batch_bytes = 0;
+        Ok(())
+    }
+
+    /// Splices exactly `len` bytes from the pipe to the pages file.
+    fn drain(&mut self, pipe: &PagePipe<'_, '_>, len: usize) -> Result<(), PageXferError> {
+        let started = std::time::Instant::now();
+        let mut done = 0;
+        while done < len {
+            let n = splice(
+                pipe.read_end(),
+                None,
+                self.pages.as_fd(),
+                None,
+                len - done,
+                SpliceFFlags::SPLICE_F_MOVE,
+            )
+            .map_err(|e| PageXferError::Write {
+                path: self.pages_path.clone(),
+                source: e.into(),
+            })?;
+            if n == 0 {
+                return Err(PageXferError::ShortSplice {
+                    pid: pipe.pid(),
+                    got: done,
+                    want: len,
+                });
+            }
+            done += n;
+        }
+        self.stats.write_time += started.elapsed();
+        Ok(())
+    }
+
+    /// Flushes what is queued, writes the last entry and closes both files.
+    pub fn finish(mut self) -> Result<XferStats, PageXferError> {
+        self.flush()?;
+        if let Some(last) = self.pending.take() {
+            self.write_entry(last)?;
+        }
+        let stats = self.stats;
+        self.pagemap.finish().map_err(PageXferError::Pagemap)?;
+        Ok(stats)
+    }
+}
+
+/// Drops the first `n` bytes of an iovec list.
+fn consume(iovs: &mut Vec<(u64, u64)>, mut n: u64) {
+    let mut whole = 0;
+    for iov in iovs.iter_mut() {
+        if n >= iov.1 {
+            n -= iov.1;
+            whole += 1;
+        } else {
+            iov.0 += n;
+            iov.1 -= n;
+            break;
+        }
+    }
+    iovs.drain(..whole);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn consume_partial_iovecs() {
+        let mut v = vec![(0x1000, 0x2000), (0x8000, 0x1000)];
+        consume(&mut v, 0x1000);
+        assert_eq!(v, vec![(0x2000, 0x1000), (0x8000, 0x1000)]);
+        consume(&mut v, 0x1000);
+        assert_eq!(v, vec![(0x8000, 0x1000)]);
+        consume(&mut v, 0x1000);
+        assert!(v.is_empty());
+    }
+}

@@ -1,0 +1,683 @@
+//! Reading and checking every image of a single-process dump before anything
+//! is created (CRIU's `prepare_task_entries`, `prepare_pstree`,
+//! `prepare_mm_pid`, `collect_*` in `criu/cr-restore.c` and `criu/files.c`,
+//! and the pagemap walk of `criu/mem.c`).
+//!
+//! An inconsistent directory is refused here, so a failed restore never has
+//! to undo a half-built process because of its images.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+
+use criu_proto::images::core_entry::March;
+use criu_proto::images::{
+    CoreEntry, FdTypes, FdinfoEntry, FileEntry, FsEntry, InventoryEntry, MmEntry, PipeDataEntry,
+    PstreeEntry, RegFileEntry, SeccompEntry, TaskCoreEntry, TaskKobjIdsEntry, ThreadCoreEntry,
+    ThreadInfoX86, VmaEntry,
+};
+use criu_proto::img::pages::{PAGE_SIZE, PE_PARENT};
+use criu_proto::img::{ImageError, ImageKind, ImagesDir, PageRun};
+
+/// `VMA_AREA_REGULAR`.
+pub(crate) const VMA_AREA_REGULAR: u32 = 0x1;
+/// `VMA_AREA_VSYSCALL`.
+pub(crate) const VMA_AREA_VSYSCALL: u32 = 0x4;
+/// `VMA_AREA_VDSO`.
+pub(crate) const VMA_AREA_VDSO: u32 = 0x8;
+/// `VMA_FILE_PRIVATE`.
+pub(crate) const VMA_FILE_PRIVATE: u32 = 0x40;
+/// `VMA_FILE_SHARED`.
+pub(crate) const VMA_FILE_SHARED: u32 = 0x80;
+/// `VMA_ANON_PRIVATE`.
+pub(crate) const VMA_ANON_PRIVATE: u32 = 0x200;
+/// `VMA_AREA_VVAR`.
+pub(crate) const VMA_AREA_VVAR: u32 = 0x1000;
+/// Status bits of kinds we cannot restore yet: `VMA_ANON_SHARED`,
+/// `VMA_AREA_SYSVIPC`, `VMA_AREA_SOCKET`, `VMA_AREA_AIORING`,
+/// `VMA_AREA_MEMFD`, `VMA_AREA_SHSTK`, `VMA_AREA_GUARD`, `VMA_AREA_UPROBES`,
+/// `VMA_EXT_PLUGIN`, `VMA_UNSUPP`.
+const VMA_UNSUPPORTED: u32 = 0x100
+    | 0x400
+    | 0x800
+    | 0x2000
+    | 0x4000
+    | 0x8000
+    | 0x1_0000
+    | 0x2_0000
+    | 0x800_0000
+    | 0x8000_0000;
+/// `MAP_HUGETLB`.
+const MAP_HUGETLB: u32 = 0x4_0000;
+/// Signal handlers stored per task on x86-64 (64 signals but SIGKILL, SIGSTOP).
+pub(crate) const SIGACTIONS: usize = 62;
+/// Resource limits the kernel knows (`RLIM_NLIMITS`).
+pub(crate) const RLIMITS: usize = 16;
+/// `mm_saved_auxv` words CRIU accepts on x86-64.
+const AUXV_WORDS: usize = 44;
+/// `tc.task_state` of a running task.
+pub(crate) const TASK_ALIVE: u32 = 1;
+/// `tc.task_state` of a stopped task.
+pub(crate) const TASK_STOPPED: u32 = 3;
+
+/// Errors of reading and checking the images.
+#[derive(Debug, thiserror::Error)]
+pub enum ImagesError {
+    /// An image cannot be opened or decoded.
+    #[error("cannot read {image}")]
+    Read {
+        /// Image file name.
+        image: String,
+        /// Cause.
+        #[source]
+        source: ImageError,
+    },
+    /// A required image is absent.
+    #[error("image {image} is missing")]
+    Missing {
+        /// Image file name.
+        image: String,
+    },
+    /// The inventory cannot be restored by this engine.
+    #[error("inventory.img: {reason}")]
+    Inventory {
+        /// What is wrong.
+        reason: &'static str,
+    },
+    /// The tree or the task uses something this engine cannot restore yet.
+    #[error("{what} is not supported yet")]
+    Unsupported {
+        /// What the images need.
+        what: String,
+    },
+    /// The core image of a task is inconsistent.
+    #[error("core-{pid}.img: {reason}")]
+    Core {
+        /// Task (pid in the images).
+        pid: u32,
+        /// What is wrong.
+        reason: &'static str,
+    },
+    /// VMAs out of order, overlapping or not page aligned.
+    #[error("mm-{pid}.img: vma {start:#x}-{end:#x} is misplaced ({reason})")]
+    Vma {
+        /// Task.
+        pid: u32,
+        /// VMA start.
+        start: u64,
+        /// VMA end.
+        end: u64,
+        /// What is wrong.
+        reason: &'static str,
+    },
+    /// A pagemap entry is out of order or not inside a private VMA.
+    #[error("pagemap-{pid}.img: pages {vaddr:#x}+{nr_pages} {reason}")]
+    Pagemap {
+        /// Task.
+        pid: u32,
+        /// First address of the run.
+        vaddr: u64,
+        /// Pages in the run.
+        nr_pages: u64,
+        /// What is wrong.
+        reason: &'static str,
+    },
+    /// The pages file holds fewer bytes than the pagemap describes.
+    #[error("{image} holds {have} bytes but its pagemap needs {need}")]
+    PagesTooShort {
+        /// Pages file name.
+        image: String,
+        /// Bytes the pagemap needs.
+        need: u64,
+        /// Bytes in the file.
+        have: u64,
+    },
+    /// An id names no entry of the expected type in `files.img`.
+    #[error("files.img has no {kind} entry with id {id} (needed for {user})")]
+    MissingFile {
+        /// File id.
+        id: u32,
+        /// Expected type.
+        kind: &'static str,
+        /// What refers to it.
+        user: String,
+    },
+    /// A file that must be reopened by path no longer matches the dump.
+    #[error("file {} changed since the dump: {what} was {dumped}, is {now}", path.display())]
+    FileChanged {
+        /// Path.
+        path: PathBuf,
+        /// `size` or `mode`.
+        what: &'static str,
+        /// Value in the images.
+        dumped: u64,
+        /// Value now.
+        now: u64,
+    },
+    /// A file that must be reopened by path is gone.
+    #[error("file {} of the dump cannot be found", path.display())]
+    FileMissing {
+        /// Path.
+        path: PathBuf,
+        /// Cause.
+        #[source]
+        source: nix::Error,
+    },
+    /// Two descriptors with the same number.
+    #[error("fdinfo-{files_id}.img lists fd {fd} twice")]
+    DuplicateFd {
+        /// Fd table id.
+        files_id: u32,
+        /// Descriptor.
+        fd: u32,
+    },
+}
+
+/// Everything needed to restore one single-threaded process.
+#[derive(Debug)]
+pub(crate) struct TaskImages {
+    /// Its pstree entry (pid, pgid, sid as dumped).
+    pub(crate) pstree: PstreeEntry,
+    /// Registers and TLS.
+    pub(crate) thread_info: ThreadInfoX86,
+    /// Process-wide state.
+    pub(crate) tc: TaskCoreEntry,
+    /// Per-thread state.
+    pub(crate) thread_core: ThreadCoreEntry,
+    /// Address space.
+    pub(crate) mm: MmEntry,
+    /// cwd, root, umask.
+    pub(crate) fs: FsEntry,
+    /// Descriptors, ascending.
+    pub(crate) fds: Vec<FdinfoEntry>,
+    /// `files.img` by id.
+    pub(crate) files: HashMap<u32, FileEntry>,
+    /// Present page runs, ascending.
+    pub(crate) runs: Vec<PageRun>,
+    /// Name of the pages file.
+    pub(crate) pages_image: String,
+    /// Its length.
+    pub(crate) pages_len: u64,
+}
+
+impl TaskImages {
+    /// The pid in the images.
+    pub(crate) fn pid(&self) -> u32 {
+        self.pstree.pid
+    }
+
+    /// The regular file entry `id`.
+    pub(crate) fn reg(&self, id: u32) -> Option<&RegFileEntry> {
+        self.files.get(&id).and_then(|f| f.reg.as_ref())
+    }
+}
+
+/// Reads and checks the images of `dir`. Files for which `inherited` says
+/// yes are replaced by `inherit_fd` descriptors and not looked up on disk.
+pub(crate) fn load(
+    dir: &ImagesDir,
+    inherited: &dyn Fn(&FileEntry) -> bool,
+) -> Result<TaskImages, ImagesError> {
+    let inventory: InventoryEntry = required(dir, ImageKind::Inventory, 0)?;
+    check_inventory(&inventory)?;
+    let pstree: Vec<PstreeEntry> = dir
+        .pstree()
+        .map_err(|source| read_error(ImageKind::Pstree, 0, source))?;
+    let pstree = single_task(pstree)?;
+    let pid = pstree.pid;
+    let core: CoreEntry = required(dir, ImageKind::Core, pid.into())?;
+    let (thread_info, tc, thread_core) = check_core(pid, core)?;
+    let ids: TaskKobjIdsEntry = required(dir, ImageKind::Ids, pid.into())?;
+    check_ids(&inventory, &ids)?;
+    let mm: MmEntry = required(dir, ImageKind::Mm, pid.into())?;
+    check_vmas(pid, &mm)?;
+    let fs: FsEntry = required(dir, ImageKind::Fs, pid.into())?;
+    let files = dir
+        .files()
+        .map_err(|source| read_error(ImageKind::Files, 0, source))?
+        .into_iter()
+        .map(|f| (f.id, f))
+        .collect::<HashMap<_, _>>();
+    let fds = dir
+        .fdinfo(ids.files_id)
+        .map_err(|source| read_error(ImageKind::Fdinfo, ids.files_id.into(), source))?;
+    check_seccomp(dir)?;
+    let pagemap = dir
+        .pagemap(pid)
+        .map_err(|source| read_error(ImageKind::Pagemap, pid.into(), source))?
+        .ok_or_else(|| ImagesError::Missing {
+            image: ImageKind::Pagemap.file_name(pid.into()),
+        })?;
+    let runs: Vec<PageRun> = pagemap.runs().collect();
+    check_pagemap(pid, &mm.vmas, &runs)?;
+    let pages_image = ImageKind::Pages.file_name(pagemap.head.pages_id.into());
+    let need = pagemap.present_bytes();
+    let pages_len = if need == 0 {
+        0
+    } else {
+        dir.open_pages(pagemap.head.pages_id)
+            .map_err(|source| read_error(ImageKind::Pages, pagemap.head.pages_id.into(), source))?
+            .len()
+    };
+    if pages_len < need {
+        return Err(ImagesError::PagesTooShort {
+            image: pages_image,
+            need,
+            have: pages_len,
+        });
+    }
+    let task = TaskImages {
+        pstree,
+        thread_info,
+        tc,
+        thread_core,
+        mm,
+        fs,
+        fds,
+        files,
+        runs: runs.into_iter().filter(PageRun::is_present).collect(),
+        pages_image,
+        pages_len,
+    };
+    check_references(&task, ids.files_id, inherited)?;
+    check_pipes_data(dir, &task)?;
+    Ok(task)
+}
+
+fn read_error(kind: ImageKind, id: u64, source: ImageError) -> ImagesError {
+    ImagesError::Read {
+        image: kind.file_name(id),
+        source,
+    }
+}
+
+fn required<M: prost::Message + prost::Name + Default>(
+    dir: &ImagesDir,
+    kind: ImageKind,
+    id: u64,
+) -> Result<M, ImagesError> {
+    dir.read_single(kind, id)
+        .map_err(|source| read_error(kind, id, source))?
+        .ok_or_else(|| ImagesError::Missing {
+            image: kind.file_name(id),
+        })
+}
+
+fn unsupported(what: impl Into<String>) -> ImagesError {
+    ImagesError::Unsupported { what: what.into() }
+}
+
+fn check_inventory(inv: &InventoryEntry) -> Result<(), ImagesError> {
+    if !matches!(inv.img_version, 1 | 2) {
+        return Err(ImagesError::Inventory {
+            reason: "unknown image version",
+        });
+    }
+    if inv.fdinfo_per_id != Some(true) {
+        return Err(ImagesError::Inventory {
+            reason: "too old image (no per-id fdinfo)",
+        });
+    }
+    if inv.root_ids.is_none() {
+        return Err(ImagesError::Inventory {
+            reason: "no root_ids",
+        });
+    }
+    if inv.tcp_close == Some(true) {
+        return Err(unsupported("an image dumped with tcp_close"));
+    }
+    Ok(())
+}
+
+fn single_task(mut pstree: Vec<PstreeEntry>) -> Result<PstreeEntry, ImagesError> {
+    match pstree.len() {
+        0 => Err(ImagesError::Missing {
+            image: ImageKind::Pstree.file_name(0),
+        }),
+        1 => {
+            let entry = pstree.remove(0);
+            if entry.ppid != 0 {
+                return Err(unsupported("a root task with a parent in the tree"));
+            }
+            if entry.threads != [entry.pid] {
+                return Err(unsupported(format!(
+                    "restoring a multi-threaded process (task {} has {} threads)",
+                    entry.pid,
+                    entry.threads.len()
+                )));
+            }
+            Ok(entry)
+        }
+        n => Err(unsupported(format!("restoring a tree of {n} processes"))),
+    }
+}
+
+fn check_core(
+    pid: u32,
+    core: CoreEntry,
+) -> Result<(ThreadInfoX86, TaskCoreEntry, ThreadCoreEntry), ImagesError> {
+    let bad = |reason| ImagesError::Core { pid, reason };
+    if core.mtype != March::X8664 as i32 {
+        return Err(bad("not an x86-64 task"));
+    }
+    let ti = core.thread_info.ok_or_else(|| bad("no thread_info"))?;
+    let tc = core.tc.ok_or_else(|| bad("no tc"))?;
+    let th = core.thread_core.ok_or_else(|| bad("no thread_core"))?;
+    if ti.gpregs.mode.unwrap_or(1) != 1 {
+        return Err(unsupported(format!("restoring the 32-bit task {pid}")));
+    }
+    if ti.fpregs.st_space.len() < 32 || ti.fpregs.xmm_space.len() < 64 {
+        return Err(bad("short FPU register arrays"));
+    }
+    if !matches!(tc.task_state, TASK_ALIVE | TASK_STOPPED) {
+        return Err(unsupported(format!(
+            "restoring task {pid} in state {}",
+            tc.task_state
+        )));
+    }
+    if tc.sigactions.len() != SIGACTIONS {
+        return Err(bad("not 62 signal actions"));
+    }
+    if tc
+        .sigactions
+        .iter()
+        .any(|sa| sa.compat_sigaction == Some(true))
+    {
+        return Err(unsupported(format!("compat signal handlers of task {pid}")));
+    }
+    if tc
+        .rlimits
+        .as_ref()
+        .is_some_and(|r| r.rlimits.len() > RLIMITS)
+    {
+        return Err(bad("more than 16 resource limits"));
+    }
+    if tc.timers.as_ref().is_some_and(|t| !t.posix.is_empty()) {
+        return Err(unsupported(format!("POSIX timers of task {pid}")));
+    }
+    if th.seccomp_mode.unwrap_or(0) != 0 || tc.old_seccomp_mode.unwrap_or(0) != 0 {
+        return Err(unsupported(format!("seccomp of task {pid}")));
+    }
+    Ok((ti, tc, th))
+}
+
+fn check_ids(inv: &InventoryEntry, ids: &TaskKobjIdsEntry) -> Result<(), ImagesError> {
+    let root = inv.root_ids.as_ref().expect("checked by check_inventory");
+    let namespaces = [
+        ("pid", ids.pid_ns_id, root.pid_ns_id),
+        ("net", ids.net_ns_id, root.net_ns_id),
+        ("ipc", ids.ipc_ns_id, root.ipc_ns_id),
+        ("uts", ids.uts_ns_id, root.uts_ns_id),
+        ("mnt", ids.mnt_ns_id, root.mnt_ns_id),
+        ("user", ids.user_ns_id, root.user_ns_id),
+        ("cgroup", ids.cgroup_ns_id, root.cgroup_ns_id),
+        ("time", ids.time_ns_id, root.time_ns_id),
+    ];
+    for (name, task, dumper) in namespaces {
+        if task.is_some() && dumper.is_some() && task != dumper {
+            return Err(unsupported(format!("restoring a {name} namespace")));
+        }
+    }
+    if ids.files_id == root.files_id {
+        return Err(ImagesError::Inventory {
+            reason: "the task shares its fd table id with the dumper",
+        });
+    }
+    Ok(())
+}
+
+fn check_vmas(pid: u32, mm: &MmEntry) -> Result<(), ImagesError> {
+    if mm.vmas.is_empty() {
+        return Err(ImagesError::Core {
+            pid,
+            reason: "mm image without VMAs",
+        });
+    }
+    if mm.mm_saved_auxv.len() > AUXV_WORDS {
+        return Err(ImagesError::Core {
+            pid,
+            reason: "more than 44 auxv words",
+        });
+    }
+    if !mm.aios.is_empty() {
+        return Err(unsupported(format!("AIO rings of task {pid}")));
+    }
+    let mut prev_end = 0u64;
+    for vma in &mm.vmas {
+        let bad = |reason| ImagesError::Vma {
+            pid,
+            start: vma.start,
+            end: vma.end,
+            reason,
+        };
+        if vma.start % PAGE_SIZE != 0 || vma.end % PAGE_SIZE != 0 || vma.start >= vma.end {
+            return Err(bad("not page aligned or empty"));
+        }
+        if vma.start < prev_end {
+            return Err(bad("overlaps or precedes the previous one"));
+        }
+        prev_end = vma.end;
+        if vma.status & VMA_UNSUPPORTED != 0 || vma.flags & MAP_HUGETLB != 0 {
+            return Err(unsupported(format!(
+                "vma {:#x}-{:#x} of task {pid} (status {:#x}, flags {:#x})",
+                vma.start, vma.end, vma.status, vma.flags
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Whether `vma` gets pages from the task pagemap.
+pub(crate) fn is_private(vma: &VmaEntry) -> bool {
+    vma.status & VMA_AREA_REGULAR != 0 && vma.status & (VMA_ANON_PRIVATE | VMA_FILE_PRIVATE) != 0
+}
+
+fn check_pagemap(pid: u32, vmas: &[VmaEntry], runs: &[PageRun]) -> Result<(), ImagesError> {
+    let mut prev_end = 0u64;
+    let mut vi = 0usize;
+    for run in runs {
+        let bad = |reason| ImagesError::Pagemap {
+            pid,
+            vaddr: run.vaddr,
+            nr_pages: run.nr_pages,
+            reason,
+        };
+        if run.flags & PE_PARENT != 0 {
+            return Err(unsupported(format!(
+                "pages in a parent image directory (pagemap-{pid}.img)"
+            )));
+        }
+        if !run.is_present() {
+            return Err(unsupported(format!("lazy pages (pagemap-{pid}.img)")));
+        }
+        let end = run
+            .nr_pages
+            .checked_mul(PAGE_SIZE)
+            .and_then(|len| run.vaddr.checked_add(len))
+            .ok_or_else(|| bad("overflow the address space"))?;
+        if run.vaddr % PAGE_SIZE != 0 || run.nr_pages == 0 {
+            return Err(bad("are not page aligned"));
+        }
+        if run.vaddr < prev_end {
+            return Err(bad("are out of order"));
+        }
+        prev_end = end;
+        // Every page must sit in a private VMA; runs may span adjacent VMAs.
+        let mut addr = run.vaddr;
+        while addr < end {
+            while vi < vmas.len() && vmas[vi].end <= addr {
+                vi += 1;
+            }
+            let Some(vma) = vmas.get(vi).filter(|v| v.start <= addr && is_private(v)) else {
+                return Err(bad("lie outside the private VMAs"));
+            };
+            addr = vma.end.min(end);
+        }
+    }
+    Ok(())
+}
+
+fn check_seccomp(dir: &ImagesDir) -> Result<(), ImagesError> {
+    let seccomp: Option<SeccompEntry> = dir
+        .read_single(ImageKind::Seccomp, 0)
+        .map_err(|source| read_error(ImageKind::Seccomp, 0, source))?;
+    if seccomp.is_some_and(|s| !s.seccomp_filters.is_empty()) {
+        return Err(unsupported("restoring seccomp filters"));
+    }
+    Ok(())
+}
+
+fn need_file(
+    task: &TaskImages,
+    id: u32,
+    kind: FdTypes,
+    user: impl FnOnce() -> String,
+) -> Result<&FileEntry, ImagesError> {
+    task.files
+        .get(&id)
+        .filter(|f| {
+            f.r#type == kind as i32
+                && match kind {
+                    FdTypes::Reg => f.reg.as_ref().is_some_and(|r| r.id == id),
+                    FdTypes::Pipe => f.pipe.as_ref().is_some_and(|p| p.id == id),
+                    _ => false,
+                }
+        })
+        .ok_or_else(|| ImagesError::MissingFile {
+            id,
+            kind: kind.as_str_name(),
+            user: user(),
+        })
+}
+
+fn check_references(
+    task: &TaskImages,
+    files_id: u32,
+    inherited: &dyn Fn(&FileEntry) -> bool,
+) -> Result<(), ImagesError> {
+    let pid = task.pid();
+    let root = need_file(task, task.fs.root_id, FdTypes::Reg, || {
+        format!("the root of task {pid}")
+    })?;
+    let root = root
+        .reg
+        .as_ref()
+        .expect("checked by need_file")
+        .name
+        .as_str();
+    let exe = need_file(task, task.mm.exe_file_id, FdTypes::Reg, || {
+        format!("the executable of task {pid}")
+    })?;
+    check_reg_on_disk(root, exe.reg.as_ref().expect("checked by need_file"))?;
+    let cwd = need_file(task, task.fs.cwd_id, FdTypes::Reg, || {
+        format!("the cwd of task {pid}")
+    })?;
+    check_reg_on_disk(root, cwd.reg.as_ref().expect("checked by need_file"))?;
+    for vma in &task.mm.vmas {
+        if vma.status & (VMA_FILE_PRIVATE | VMA_FILE_SHARED) != 0 {
+            let id = u32::try_from(vma.shmid).unwrap_or(u32::MAX);
+            let file = need_file(task, id, FdTypes::Reg, || {
+                format!("vma {:#x}-{:#x} of task {pid}", vma.start, vma.end)
+            })?;
+            check_reg_on_disk(root, file.reg.as_ref().expect("checked by need_file"))?;
+        }
+    }
+    let mut seen = std::collections::HashSet::new();
+    for fd in &task.fds {
+        if !seen.insert(fd.fd) {
+            return Err(ImagesError::DuplicateFd {
+                files_id,
+                fd: fd.fd,
+            });
+        }
+        let kind = FdTypes::try_from(fd.r#type).unwrap_or(FdTypes::Und);
+        match kind {
+            FdTypes::Reg | FdTypes::Pipe => {
+                let file = need_file(task, fd.id, kind, || format!("fd {} of task {pid}", fd.fd))?;
+                if let (Some(reg), false) = (file.reg.as_ref(), inherited(file)) {
+                    check_reg_on_disk(root, reg)?;
+                }
+            }
+            other => {
+                return Err(unsupported(format!(
+                    "fd {} of task {pid} of type {}",
+                    fd.fd,
+                    other.as_str_name()
+                )))
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The host path of `name`, a path inside the task's `root`.
+pub(crate) fn host_path(root: &str, name: &str) -> PathBuf {
+    if root == "/" {
+        PathBuf::from(name)
+    } else {
+        PathBuf::from(format!("{root}{name}"))
+    }
+}
+
+/// Checks that a file reopened by path still has the size and type it had.
+fn check_reg_on_disk(root: &str, reg: &RegFileEntry) -> Result<(), ImagesError> {
+    let path = host_path(root, &reg.name);
+    let st = nix::sys::stat::stat(&path).map_err(|source| ImagesError::FileMissing {
+        path: path.clone(),
+        source,
+    })?;
+    if let Some(size) = reg.size {
+        let now = u64::try_from(st.st_size).unwrap_or(0);
+        if now != size && st.st_mode & libc::S_IFMT == libc::S_IFREG {
+            return Err(ImagesError::FileChanged {
+                path,
+                what: "size",
+                dumped: size,
+                now,
+            });
+        }
+    }
+    if let Some(mode) = reg.mode {
+        if mode & libc::S_IFMT != st.st_mode & libc::S_IFMT {
+            return Err(ImagesError::FileChanged {
+                path,
+                what: "mode",
+                dumped: mode.into(),
+                now: st.st_mode.into(),
+            });
+        }
+    }
+    Ok(())
+}
+
+fn check_pipes_data(dir: &ImagesDir, task: &TaskImages) -> Result<(), ImagesError> {
+    let pipe_ids: Vec<u32> = task
+        .files
+        .values()
+        .filter_map(|f| f.pipe.as_ref().map(|p| p.pipe_id))
+        .collect();
+    if pipe_ids.is_empty() {
+        return Ok(());
+    }
+    let Some(mut reader) = dir
+        .open_image(ImageKind::PipesData, 0)
+        .map_err(|source| read_error(ImageKind::PipesData, 0, source))?
+    else {
+        return Ok(());
+    };
+    while let Some(entry) = reader
+        .read_entry::<PipeDataEntry>()
+        .map_err(|source| read_error(ImageKind::PipesData, 0, source))?
+    {
+        reader
+            .read_extra(entry.bytes.into())
+            .map_err(|source| read_error(ImageKind::PipesData, 0, source))?;
+        if entry.bytes > 0 && pipe_ids.contains(&entry.pipe_id) {
+            return Err(unsupported(format!(
+                "data queued in pipe {} of task {}",
+                entry.pipe_id,
+                task.pid()
+            )));
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,778 @@
+//! The address space of the restored task, rebuilt from outside with
+//! injected syscalls (CRIU's `prepare_mm`/`premap_priv_vmas`/
+//! `restore_priv_vma_content` in `criu/mem.c`, the VMA loop, `vdso_remap`
+//! and `PR_SET_MM_MAP` of `criu/pie/restorer.c`, and `criu/vdso.c`).
+//!
+//! Order: drop the task's rseq registration (its area is about to vanish),
+//! unmap everything but the stub and the vDSO/vvar, move the vDSO/vvar to
+//! their dumped addresses, map every dumped VMA (private ones writable for
+//! now), copy the saved pages once with `process_vm_writev` from a mapping of
+//! `pages-<id>.img`, set the final protections and advice, then
+//! `PR_SET_MM_MAP`.
+//!
+//! # References
+//!
+//! - [mmap(2)](https://man7.org/linux/man-pages/man2/mmap.2.html),
+//!   [mremap(2)](https://man7.org/linux/man-pages/man2/mremap.2.html),
+//!   [process_vm_writev(2)](https://man7.org/linux/man-pages/man2/process_vm_writev.2.html),
+//!   [PR_SET_MM](https://man7.org/linux/man-pages/man2/PR_SET_MM.2const.html),
+//!   [rseq(2)](https://docs.kernel.org/userspace-api/rseq.html)
+
+use std::collections::HashMap;
+use std::io::IoSlice;
+
+use criu_proto::images::VmaEntry;
+use criu_proto::img::ImagesDir;
+use nix::errno::Errno;
+use nix::fcntl::OFlag;
+use nix::sys::stat::Mode;
+use nix::sys::uio::{process_vm_writev, RemoteIoVec};
+
+use super::images::{
+    is_private, TaskImages, VMA_AREA_REGULAR, VMA_AREA_VDSO, VMA_AREA_VSYSCALL, VMA_AREA_VVAR,
+    VMA_FILE_PRIVATE, VMA_FILE_SHARED,
+};
+use crate::arch::x86_64::nr;
+use crate::arch::x86_64::RemoteAddr;
+use crate::inject::{InjectError, Injection};
+use crate::pstree::RealPid;
+use crate::seize::{SeizeError, SeizedTask};
+use crate::sys::file_map::FileMap;
+
+/// Room reserved for the injection stub (it must not meet any VMA, current
+/// or dumped).
+const STUB_ROOM: u64 = 4 << 20;
+/// Lowest address tried for the stub and for parking the vDSO.
+const LOW_ADDR: u64 = 1 << 32;
+/// End of the 47-bit user address space.
+const TASK_SIZE: u64 = 0x7fff_ffff_f000;
+/// `IOV_MAX`.
+const IOV_MAX: usize = 1024;
+/// `RSEQ_FLAG_UNREGISTER`.
+const RSEQ_FLAG_UNREGISTER: u64 = 1;
+/// `PR_SET_MM`, `PR_SET_MM_MAP`.
+const PR_SET_MM: u64 = 35;
+const PR_SET_MM_MAP: u64 = 14;
+/// `MAP_FIXED`, `MAP_ANONYMOUS`, `MAP_SHARED`, `MAP_PRIVATE` and the flags we pass
+/// on from images.
+const MAP_FIXED: u64 = 0x10;
+const MAP_KEEP: u32 = 0x1 | 0x2 | 0x8 | 0x20 | 0x100 | 0x2000 | 0x4000;
+/// `MREMAP_MAYMOVE | MREMAP_FIXED`.
+const MREMAP_FIXED_MOVE: u64 = 0x1 | 0x2;
+
+/// Errors of rebuilding the address space.
+#[derive(Debug, thiserror::Error)]
+pub enum MmError {
+    /// `/proc/<pid>/maps` cannot be read.
+    #[error("cannot read the mappings of task {pid}")]
+    Maps {
+        /// Task.
+        pid: RealPid,
+        /// Cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// No free place for the injection stub.
+    #[error("no room for the injection stub in task {pid}")]
+    NoRoom {
+        /// Task.
+        pid: RealPid,
+    },
+    /// The injection itself failed.
+    #[error("task {pid}: injection failed while trying to {step}")]
+    Inject {
+        /// Task.
+        pid: RealPid,
+        /// Step.
+        step: &'static str,
+        /// Cause.
+        #[source]
+        source: InjectError,
+    },
+    /// An injected syscall failed.
+    #[error("task {pid}: cannot {step} at {addr:#x}")]
+    Syscall {
+        /// Task.
+        pid: RealPid,
+        /// Step.
+        step: &'static str,
+        /// Address or value involved.
+        addr: u64,
+        /// Cause.
+        #[source]
+        source: Errno,
+    },
+    /// The vDSO of this kernel cannot stand in for the dumped one.
+    #[error("task {pid}: the vDSO cannot be restored ({reason})")]
+    Vdso {
+        /// Task.
+        pid: RealPid,
+        /// Why.
+        reason: &'static str,
+    },
+    /// Task memory cannot be read.
+    #[error("task {pid}: cannot read its memory")]
+    ReadMem {
+        /// Task.
+        pid: RealPid,
+        /// Cause.
+        #[source]
+        source: SeizeError,
+    },
+    /// The pages image cannot be mapped.
+    #[error("cannot map {image}")]
+    MapPages {
+        /// Image.
+        image: String,
+        /// Cause.
+        #[source]
+        source: Errno,
+    },
+    /// Pages cannot be written into the task.
+    #[error("task {pid}: cannot write pages at {addr:#x}")]
+    WritePages {
+        /// Task.
+        pid: RealPid,
+        /// First address of the failing batch.
+        addr: u64,
+        /// Cause.
+        #[source]
+        source: Errno,
+    },
+}
+
+/// One line of `/proc/<pid>/maps`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct MapsLine {
+    pub(crate) start: u64,
+    pub(crate) end: u64,
+    pub(crate) name: String,
+}
+
+/// Parses `/proc/<pid>/maps` text (`start-end perms offset dev inode name`).
+pub(crate) fn parse_maps(text: &str) -> Vec<MapsLine> {
+    text.lines()
+        .filter_map(|line| {
+            let mut parts = line.splitn(6, ' ');
+            let range = parts.next()?;
+            let (s, e) = range.split_once('-')?;
+            let name = parts.nth(4).unwrap_or("").trim_start().to_owned();
+            Some(MapsLine {
+                start: u64::from_str_radix(s, 16).ok()?,
+                end: u64::from_str_radix(e, 16).ok()?,
+                name,
+            })
+        })
+        .collect()
+}
+
+fn read_maps(pid: RealPid) -> Result<Vec<MapsLine>, MmError> {
+    std::fs::read_to_string(format!("/proc/{pid}/maps"))
+        .map(|t| parse_maps(&t))
+        .map_err(|source| MmError::Maps { pid, source })
+}
+
+fn is_vdso_name(name: &str) -> bool {
+    matches!(name, "[vdso]" | "[vvar]" | "[vvar_vclock]")
+}
+
+/// First gap of `len` bytes above [`LOW_ADDR`] that meets none of `busy`.
+pub(crate) fn free_gap(busy: &mut [(u64, u64)], len: u64) -> Option<u64> {
+    busy.sort_unstable();
+    let mut addr = LOW_ADDR;
+    for &(s, e) in busy.iter() {
+        if e <= addr {
+            continue;
+        }
+        if s >= addr.checked_add(len)? {
+            break;
+        }
+        addr = addr.max(e);
+    }
+    (addr.checked_add(len)? <= TASK_SIZE).then_some(addr)
+}
+
+/// Where to put the injection stub in task `pid`: free now and in the
+/// dumped layout.
+pub(crate) fn stub_place(pid: RealPid, images: &TaskImages) -> Result<RemoteAddr, MmError> {
+    let mut busy: Vec<(u64, u64)> = read_maps(pid)?
+        .iter()
+        .map(|m| (m.start, m.end))
+        .chain(images.mm.vmas.iter().map(|v| (v.start, v.end)))
+        .collect();
+    free_gap(&mut busy, STUB_ROOM)
+        .map(RemoteAddr)
+        .ok_or(MmError::NoRoom { pid })
+}
+
+/// Injected syscalls with this module's error context.
+pub(crate) struct Remote<'a, 't> {
+    pub(crate) inj: &'a Injection<'t>,
+    pub(crate) pid: RealPid,
+}
+
+impl Remote<'_, '_> {
+    /// Runs `nr` and turns a negative result into [`MmError::Syscall`].
+    pub(crate) fn call(
+        &self,
+        step: &'static str,
+        addr: u64,
+        nr: i64,
+        args: &[u64],
+    ) -> Result<u64, MmError> {
+        let ret = self
+            .inj
+            .syscall(nr, args)
+            .map_err(|source| MmError::Inject {
+                pid: self.pid,
+                step,
+                source,
+            })?;
+        if ret < 0 {
+            return Err(MmError::Syscall {
+                pid: self.pid,
+                step,
+                addr,
+                source: Errno::from_raw(i32::try_from(-ret).unwrap_or(libc::EINVAL)),
+            });
+        }
+        Ok(ret.unsigned_abs())
+    }
+
+    /// Copies `bytes` into the stub's scratch area at `offset`.
+    pub(crate) fn scratch(
+        &self,
+        step: &'static str,
+        offset: usize,
+        bytes: &[u8],
+    ) -> Result<u64, MmError> {
+        self.inj
+            .write_scratch(offset, bytes)
+            .map(|a| a.0)
+            .map_err(|source| MmError::Inject {
+                pid: self.pid,
+                step,
+                source,
+            })
+    }
+
+    /// `openat(AT_FDCWD, path, flags)` in the task; returns the fd.
+    pub(crate) fn open(&self, path: &str, flags: i32) -> Result<u64, MmError> {
+        let mut bytes = path.as_bytes().to_vec();
+        bytes.push(0);
+        let addr = self.scratch("copy a path", 0, &bytes)?;
+        let flags = u64::from(u32::from_ne_bytes((flags | libc::O_CLOEXEC).to_ne_bytes()));
+        self.call(
+            "open a mapped file",
+            addr,
+            libc::SYS_openat,
+            &[libc::AT_FDCWD as u64, addr, flags, 0],
+        )
+    }
+}
+
+/// Drops the rseq area glibc registered in the (forked) task: the kernel
+/// would write to it after the memory it lives in is gone.
+fn unregister_rseq(r: &Remote<'_, '_>) -> Result<(), MmError> {
+    let conf = crate::sys::ptrace::rseq_configuration(r.pid.as_nix()).map_err(|source| {
+        MmError::Syscall {
+            pid: r.pid,
+            step: "query rseq",
+            addr: 0,
+            source,
+        }
+    })?;
+    if conf.rseq_abi_pointer != 0 {
+        r.call(
+            "unregister rseq",
+            conf.rseq_abi_pointer,
+            nr::RSEQ,
+            &[
+                conf.rseq_abi_pointer,
+                conf.rseq_abi_size.into(),
+                RSEQ_FLAG_UNREGISTER,
+                conf.signature.into(),
+            ],
+        )?;
+    }
+    Ok(())
+}
+
+/// Unmaps every mapping of the task but the stub and the vDSO/vvar.
+fn unmap_current(r: &Remote<'_, '_>, current: &[MapsLine]) -> Result<(), MmError> {
+    let stub = (
+        r.inj.stub_addr().0,
+        r.inj.stub_addr().0 + r.inj.stub_len() as u64,
+    );
+    let mut ranges: Vec<(u64, u64)> = Vec::new();
+    for m in current {
+        if is_vdso_name(&m.name) || m.name == "[vsyscall]" || m.end > TASK_SIZE {
+            continue;
+        }
+        // Cut the stub out of whatever holds it.
+        for (s, e) in [(m.start, m.end.min(stub.0)), (m.start.max(stub.1), m.end)] {
+            if s < e {
+                match ranges.last_mut() {
+                    Some(last) if last.1 == s => last.1 = e,
+                    _ => ranges.push((s, e)),
+                }
+            }
+        }
+    }
+    for (s, e) in ranges {
+        r.call("unmap an old mapping", s, nr::MUNMAP, &[s, e - s])?;
+    }
+    Ok(())
+}
+
+/// The function symbols of a vDSO image with their offsets, sorted (what
+/// CRIU compares to decide whether this kernel's vDSO can replace the dumped
+/// one; notes and strings differ between builds of the same code).
+fn vdso_symbols(elf: &[u8]) -> Option<Vec<(Vec<u8>, u64)>> {
+    let u16_at = |o: usize| Some(u16::from_le_bytes(elf.get(o..o + 2)?.try_into().ok()?));
+    let u32_at = |o: usize| Some(u32::from_le_bytes(elf.get(o..o + 4)?.try_into().ok()?));
+    let u64_at = |o: usize| Some(u64::from_le_bytes(elf.get(o..o + 8)?.try_into().ok()?));
+    let usize_at = |o: usize| usize::try_from(u64_at(o)?).ok();
+    if elf.get(..4)? != b"\x7fELF" {
+        return None;
+    }
+    let shoff = usize_at(0x28)?;
+    let shentsize = usize::from(u16_at(0x3a)?);
+    let shnum = usize::from(u16_at(0x3c)?);
+    let section = |i: usize| shoff.checked_add(i.checked_mul(shentsize)?);
+    let dynsym = (0..shnum).find_map(|i| {
+        let sh = section(i)?;
+        (u32_at(sh + 4)? == 11).then_some(sh)
+    })?;
+    let (off, size) = (usize_at(dynsym + 24)?, usize_at(dynsym + 32)?);
+    let strtab = section(usize::try_from(u32_at(dynsym + 40)?).ok()?)?;
+    let stroff = usize_at(strtab + 24)?;
+    let mut syms = Vec::new();
+    for sym in (off..off.checked_add(size)?).step_by(24) {
+        let info = *elf.get(sym + 4)?;
+        if info & 0xf != 2 {
+            continue;
+        }
+        let name_at = stroff.checked_add(usize::try_from(u32_at(sym)?).ok()?)?;
+        let name = elf.get(name_at..)?;
+        let name = name.get(..name.iter().position(|&b| b == 0)?)?.to_vec();
+        syms.push((name, u64_at(sym + 8)?));
+    }
+    syms.sort_unstable();
+    Some(syms)
+}
+
+/// The dumped bytes of `[start, end)` if the pagemap holds all of them.
+fn dumped_bytes<'p>(
+    images: &TaskImages,
+    pages: &'p [u8],
+    start: u64,
+    end: u64,
+) -> Option<&'p [u8]> {
+    let run = images
+        .runs
+        .iter()
+        .find(|r| r.vaddr <= start && r.vaddr + r.len_bytes() >= end)?;
+    let off = usize::try_from(run.pages_offset? + (start - run.vaddr)).ok()?;
+    pages.get(off..off + usize::try_from(end - start).ok()?)
+}
+
+/// Moves this kernel's vDSO and vvar to the dumped addresses, after checking
+/// that the vDSO code is the one the task used.
+fn move_vdso(
+    r: &Remote<'_, '_>,
+    task: &SeizedTask,
+    images: &TaskImages,
+    pages: &[u8],
+    current: &[MapsLine],
+) -> Result<(), MmError> {
+    let pid = r.pid;
+    let err = |reason| MmError::Vdso { pid, reason };
+    let find = |bit: u32| images.mm.vmas.iter().find(|v| v.status & bit != 0);
+    let (dumped_vdso, dumped_vvar) = (find(VMA_AREA_VDSO), find(VMA_AREA_VVAR));
+    let cur: Vec<&MapsLine> = current.iter().filter(|m| is_vdso_name(&m.name)).collect();
+    let cur_vdso = cur.iter().find(|m| m.name == "[vdso]");
+    let Some(dv) = dumped_vdso else {
+        // The task had no vDSO: drop ours.
+        for m in &cur {
+            r.call(
+                "unmap the vdso",
+                m.start,
+                nr::MUNMAP,
+                &[m.start, m.end - m.start],
+            )?;
+        }
+        return Ok(());
+    };
+    let cv = cur_vdso.ok_or(err("this kernel maps no vDSO"))?;
+    if cv.end - cv.start != dv.end - dv.start {
+        return Err(err("its size differs"));
+    }
+    if let Some(dumped) = dumped_bytes(images, pages, dv.start, dv.end) {
+        let mut now = vec![0u8; usize::try_from(cv.end - cv.start).unwrap_or(0)];
+        task.read_mem(RemoteAddr(cv.start), &mut now)
+            .map_err(|source| MmError::ReadMem { pid, source })?;
+        let now_syms = vdso_symbols(&now).ok_or(err("this kernel's vDSO is unreadable"))?;
+        if vdso_symbols(dumped).as_ref() != Some(&now_syms) {
+            return Err(err("its symbols differ from this kernel's"));
+        }
+    }
+    // The vvar pages sit just below the vDSO in both layouts.
+    let cur_vvar: Vec<&&MapsLine> = cur.iter().filter(|m| m.name != "[vdso]").collect();
+    let cur_vvar_len: u64 = cur_vvar.iter().map(|m| m.end - m.start).sum();
+    let dumped_vvar_len = dumped_vvar.map_or(0, |v| v.end - v.start);
+    if cur_vvar_len != dumped_vvar_len {
+        return Err(err("the vvar size differs"));
+    }
+    if dumped_vvar.is_some_and(|v| v.end != dv.start) || cur_vvar.iter().any(|m| m.end > cv.start) {
+        return Err(err("vvar is not right below the vDSO"));
+    }
+    let delta = dv.start.wrapping_sub(cv.start);
+    if delta == 0 {
+        return Ok(());
+    }
+    // Destinations may overlap the current places: park everything first
+    // when they do.
+    let lo = cur.iter().map(|m| m.start).min().unwrap_or(cv.start);
+    let hi = cv.end;
+    let dst_lo = lo.wrapping_add(delta);
+    let mut shift = delta;
+    if dst_lo < hi && dst_lo.wrapping_add(hi - lo) > lo {
+        let mut busy: Vec<(u64, u64)> = current
+            .iter()
+            .map(|m| (m.start, m.end))
+            .chain(images.mm.vmas.iter().map(|v| (v.start, v.end)))
+            .chain([(r.inj.stub_addr().0, r.inj.stub_addr().0 + STUB_ROOM)])
+            .collect();
+        let park = free_gap(&mut busy, hi - lo).ok_or(MmError::NoRoom { pid })?;
+        let park_delta = park.wrapping_sub(lo);
+        for m in &cur {
+            remap(
+                r,
+                m.start,
+                m.end - m.start,
+                m.start.wrapping_add(park_delta),
+            )?;
+        }
+        shift = delta.wrapping_sub(park_delta);
+        for m in &cur {
+            let from = m.start.wrapping_add(park_delta);
+            remap(r, from, m.end - m.start, from.wrapping_add(shift))?;
+        }
+        return Ok(());
+    }
+    for m in &cur {
+        remap(r, m.start, m.end - m.start, m.start.wrapping_add(shift))?;
+    }
+    Ok(())
+}
+
+fn remap(r: &Remote<'_, '_>, from: u64, len: u64, to: u64) -> Result<(), MmError> {
+    r.call(
+        "move the vdso",
+        to,
+        nr::MREMAP,
+        &[from, len, len, MREMAP_FIXED_MOVE, to],
+    )
+    .map(drop)
+}
+
+fn is_special(vma: &VmaEntry) -> bool {
+    vma.status & (VMA_AREA_VDSO | VMA_AREA_VVAR | VMA_AREA_VSYSCALL) != 0
+        || vma.status & VMA_AREA_REGULAR == 0
+}
+
+/// Maps every dumped VMA at its address. Private ones are writable until
+/// their pages are in.
+fn map_vmas(r: &Remote<'_, '_>, images: &TaskImages) -> Result<(), MmError> {
+    let mut files: HashMap<(u64, i32), u64> = HashMap::new();
+    let result = (|| {
+        for vma in images.mm.vmas.iter().filter(|v| !is_special(v)) {
+            let mut prot = u64::from(vma.prot);
+            if is_private(vma) {
+                prot |= libc::PROT_WRITE as u64;
+            }
+            let flags = u64::from(vma.flags & MAP_KEEP) | MAP_FIXED;
+            let (fd, off) = if vma.status & (VMA_FILE_PRIVATE | VMA_FILE_SHARED) != 0 {
+                let access = if vma.status & VMA_FILE_SHARED != 0 {
+                    i32::try_from(vma.fdflags.unwrap_or(0)).unwrap_or(0) & libc::O_ACCMODE
+                } else {
+                    libc::O_RDONLY
+                };
+                let key = (vma.shmid, access);
+                let fd = match files.get(&key) {
+                    Some(&fd) => fd,
+                    None => {
+                        let id = u32::try_from(vma.shmid).unwrap_or(u32::MAX);
+                        let name = images.reg(id).map(|r| r.name.as_str()).unwrap_or("");
+                        let fd = r.open(name, access)?;
+                        files.insert(key, fd);
+                        fd
+                    }
+                };
+                (fd, vma.pgoff)
+            } else {
+                (u64::MAX, 0)
+            };
+            let got = r.call(
+                "map a vma",
+                vma.start,
+                nr::MMAP,
+                &[vma.start, vma.end - vma.start, prot, flags, fd, off],
+            )?;
+            if got != vma.start {
+                return Err(MmError::Syscall {
+                    pid: r.pid,
+                    step: "map a vma at its address",
+                    addr: vma.start,
+                    source: Errno::EADDRNOTAVAIL,
+                });
+            }
+        }
+        Ok(())
+    })();
+    for fd in files.into_values() {
+        r.call("close a mapped file", fd, nr::CLOSE, &[fd])?;
+    }
+    result
+}
+
+/// Copies every saved page into the task, one `process_vm_writev` per batch
+/// of up to `IOV_MAX` runs.
+fn fill_pages(r: &Remote<'_, '_>, images: &TaskImages, pages: &[u8]) -> Result<(), MmError> {
+    let mut local: Vec<IoSlice<'_>> = Vec::with_capacity(IOV_MAX);
+    let mut remote: Vec<RemoteIoVec> = Vec::with_capacity(IOV_MAX);
+    let vmas = &images.mm.vmas;
+    let mut vi = 0;
+    for run in &images.runs {
+        let base = run.pages_offset.unwrap_or(0);
+        let end = run.vaddr + run.len_bytes();
+        let mut addr = run.vaddr;
+        while addr < end {
+            while vmas[vi].end <= addr {
+                vi += 1;
+            }
+            let vma = &vmas[vi];
+            let stop = vma.end.min(end);
+            // vDSO pages come from this kernel, never from the image.
+            if !is_special(vma) {
+                let off = usize::try_from(base + (addr - run.vaddr)).unwrap_or(usize::MAX);
+                let len = usize::try_from(stop - addr).unwrap_or(0);
+                local.push(IoSlice::new(&pages[off..off + len]));
+                remote.push(RemoteIoVec {
+                    base: usize::try_from(addr).unwrap_or(0),
+                    len,
+                });
+                if local.len() == IOV_MAX {
+                    write_batch(r.pid, &local, &remote)?;
+                    local.clear();
+                    remote.clear();
+                }
+            }
+            addr = stop;
+        }
+    }
+    if !local.is_empty() {
+        write_batch(r.pid, &local, &remote)?;
+    }
+    Ok(())
+}
+
+fn write_batch(pid: RealPid, local: &[IoSlice<'_>], remote: &[RemoteIoVec]) -> Result<(), MmError> {
+    let total: usize = remote.iter().map(|v| v.len).sum();
+    let err = |addr: usize, source| MmError::WritePages {
+        pid,
+        addr: addr as u64,
+        source,
+    };
+    let done =
+        process_vm_writev(pid.as_nix(), local, remote).map_err(|e| err(remote[0].base, e))?;
+    if done == total {
+        return Ok(());
+    }
+    // A short write stops at a run boundary or inside one: finish run by run.
+    let mut skip = done;
+    for (l, rv) in local.iter().zip(remote) {
+        if skip >= rv.len {
+            skip -= rv.len;
+            continue;
+        }
+        let mut at = skip;
+        skip = 0;
+        while at < rv.len {
+            let n = process_vm_writev(
+                pid.as_nix(),
+                &[IoSlice::new(&l[at..])],
+                &[RemoteIoVec {
+                    base: rv.base + at,
+                    len: rv.len - at,
+                }],
+            )
+            .map_err(|e| err(rv.base + at, e))?;
+            if n == 0 {
+                return Err(err(rv.base + at, Errno::EFAULT));
+            }
+            at += n;
+        }
+    }
+    Ok(())
+}
+
+/// Final protections and `madvise` advice of every VMA.
+fn finish_vmas(r: &Remote<'_, '_>, images: &TaskImages) -> Result<(), MmError> {
+    for vma in images.mm.vmas.iter().filter(|v| !is_special(v)) {
+        let len = vma.end - vma.start;
+        if is_private(vma) && vma.prot & libc::PROT_WRITE as u32 == 0 {
+            r.call(
+                "protect a vma",
+                vma.start,
+                nr::MPROTECT,
+                &[vma.start, len, u64::from(vma.prot)],
+            )?;
+        }
+        let madv = vma.madv.unwrap_or(0);
+        for bit in 0..64u64 {
+            if madv & (1 << bit) != 0 {
+                r.call(
+                    "advise a vma",
+                    vma.start,
+                    nr::MADVISE,
+                    &[vma.start, len, bit],
+                )?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// `PR_SET_MM_MAP`: code/data/brk/stack/args/env bounds, auxv and the
+/// executable link.
+fn set_mm_map(r: &Remote<'_, '_>, images: &TaskImages) -> Result<(), MmError> {
+    let mm = &images.mm;
+    let exe = images
+        .reg(mm.exe_file_id)
+        .map(|r| r.name.as_str())
+        .unwrap_or("");
+    let exe_fd = r.open(exe, libc::O_RDONLY)?;
+    let auxv: Vec<u8> = mm
+        .mm_saved_auxv
+        .iter()
+        .flat_map(|w| w.to_le_bytes())
+        .collect();
+    const MAP_SIZE: usize = 104;
+    let auxv_addr = r.scratch("copy auxv", MAP_SIZE, &auxv)?;
+    let mut map: Vec<u8> = [
+        mm.mm_start_code,
+        mm.mm_end_code,
+        mm.mm_start_data,
+        mm.mm_end_data,
+        mm.mm_start_brk,
+        mm.mm_brk,
+        mm.mm_start_stack,
+        mm.mm_arg_start,
+        mm.mm_arg_end,
+        mm.mm_env_start,
+        mm.mm_env_end,
+        if auxv.is_empty() { 0 } else { auxv_addr },
+    ]
+    .iter()
+    .flat_map(|w| w.to_le_bytes())
+    .collect();
+    map.extend_from_slice(&u32::try_from(auxv.len()).unwrap_or(0).to_le_bytes());
+    map.extend_from_slice(&u32::try_from(exe_fd).unwrap_or(u32::MAX).to_le_bytes());
+    let map_addr = r.scratch("copy the mm map", 0, &map)?;
+    let result = r.call(
+        "set the mm map",
+        map_addr,
+        nr::PRCTL,
+        &[PR_SET_MM, PR_SET_MM_MAP, map_addr, MAP_SIZE as u64, 0],
+    );
+    r.call("close the executable", exe_fd, nr::CLOSE, &[exe_fd])?;
+    result.map(drop)
+}
+
+/// Rebuilds the whole address space of the seized, freshly created task.
+pub(crate) fn restore_mm(
+    r: &Remote<'_, '_>,
+    task: &SeizedTask,
+    images: &TaskImages,
+    dir: &ImagesDir,
+) -> Result<(), MmError> {
+    let pages_map = map_pages(dir, images)?;
+    let pages = pages_map.as_ref().map_or(&[][..], FileMap::as_slice);
+    unregister_rseq(r)?;
+    let current = read_maps(r.pid)?;
+    unmap_current(r, &current)?;
+    move_vdso(r, task, images, pages, &current)?;
+    map_vmas(r, images)?;
+    fill_pages(r, images, pages)?;
+    finish_vmas(r, images)?;
+    set_mm_map(r, images)
+}
+
+fn map_pages(dir: &ImagesDir, images: &TaskImages) -> Result<Option<FileMap>, MmError> {
+    if images.pages_len == 0 {
+        return Ok(None);
+    }
+    let err = |source| MmError::MapPages {
+        image: images.pages_image.clone(),
+        source,
+    };
+    let file = nix::fcntl::openat(
+        dir.fd(),
+        images.pages_image.as_str(),
+        OFlag::O_RDONLY | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(err)?;
+    let len = usize::try_from(images.pages_len).map_err(|_| err(Errno::EFBIG))?;
+    FileMap::map(&file, len).map(Some).map_err(err)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn maps_lines_parse() {
+        let text = "55d0c0a00000-55d0c0a21000 rw-p 00000000 00:00 0                          [heap]\n\
+                    7ffd1000-7ffd3000 r-xp 00001000 fd:01 1234 /usr/lib/x86_64-linux-gnu/libc.so.6\n\
+                    7ff0-8000 r--p 00000000 00:00 0 \n";
+        let maps = parse_maps(text);
+        assert_eq!(maps.len(), 3);
+        assert_eq!(maps[0].name, "[heap]");
+        assert_eq!((maps[1].start, maps[1].end), (0x7ffd1000, 0x7ffd3000));
+        assert_eq!(maps[1].name, "/usr/lib/x86_64-linux-gnu/libc.so.6");
+        assert_eq!(maps[2].name, "");
+    }
+
+    #[test]
+    fn gaps_avoid_every_busy_range() {
+        let mut busy = vec![
+            (LOW_ADDR, LOW_ADDR + 0x1000),
+            (LOW_ADDR + 0x3000, LOW_ADDR + 0x9000),
+        ];
+        assert_eq!(free_gap(&mut busy, 0x2000), Some(LOW_ADDR + 0x1000));
+        assert_eq!(free_gap(&mut busy, 0x3000), Some(LOW_ADDR + 0x9000));
+        let mut full = vec![(0, TASK_SIZE)];
+        assert_eq!(free_gap(&mut full, 0x1000), None);
+    }
+
+    #[test]
+    fn vdso_symbols_of_this_kernel() {
+        let maps = std::fs::read_to_string("/proc/self/maps").unwrap();
+        let vdso = parse_maps(&maps)
+            .into_iter()
+            .find(|m| m.name == "[vdso]")
+            .unwrap();
+        let mut buf = vec![0u8; usize::try_from(vdso.end - vdso.start).unwrap()];
+        let mem = std::fs::File::open("/proc/self/mem").unwrap();
+        std::os::unix::fs::FileExt::read_exact_at(&mem, &mut buf, vdso.start).unwrap();
+        let syms = vdso_symbols(&buf).unwrap();
+        assert!(
+            syms.iter().any(|(n, _)| n == b"__vdso_clock_gettime"),
+            "{syms:?}"
+        );
+        assert_eq!(vdso_symbols(b"nope"), None);
+    }
+}

@@ -1,0 +1,263 @@
+//! Restore of a single-process, single-threaded dump, driven from outside
+//! the new task (CRIU's `cr_restore_tasks` in `criu/cr-restore.c` and the
+//! restorer blob `criu/pie/restorer.c`, which we replace with injected
+//! syscalls).
+//!
+//! 1. [`images`]: read and check every image; refuse before creating
+//!    anything.
+//! 2. [`tree`]: `clone3` with the dumped pid; the child sets up its
+//!    descriptors ([`files`]), session, cwd, root, umask and limits, then
+//!    stops.
+//! 3. The engine seizes it and injects: the address space ([`mm`]), then
+//!    signal handlers, alternate stack, rseq, TLS, timers ([`task`]).
+//! 4. [`finish`]: registers and XSAVE state at the exit of the stub's
+//!    `munmap`; detach.
+//!
+//! Notifications: `pre-restore` first, `post-restore` (with the pid) once
+//! the task is complete, `pre-resume` before it runs, `post-resume` after.
+//! A failure at any step kills the new task ([`tree::RestoredTree`]); the
+//! images are only read.
+
+mod files;
+mod finish;
+mod images;
+mod mm;
+mod task;
+mod tree;
+
+use std::os::fd::AsFd;
+
+use criu_proto::img::ImagesDir;
+use nix::errno::Errno;
+
+use crate::config::FinalState;
+use crate::inject::{InjectError, Injection};
+use crate::notify::Notify;
+use crate::opts::RequestOpts;
+use crate::pstree::RealPid;
+use crate::seize::{SeizeError, SeizedTask};
+use files::inherit_matches;
+pub use images::ImagesError;
+pub use mm::MmError;
+pub use task::TaskError;
+pub use tree::TreeError;
+
+/// What a successful restore produced.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RestoreOutcome {
+    /// Host pid of the restored root task.
+    pub root_pid: i32,
+}
+
+/// Why a restore failed. Whatever it created is gone by the time this is
+/// returned.
+#[derive(Debug, thiserror::Error)]
+pub enum RestoreError {
+    /// The request named no images directory.
+    #[error("no images directory")]
+    NoImagesDir,
+    /// The images directory descriptor cannot be duplicated.
+    #[error("cannot use the images directory")]
+    ImagesDir {
+        /// Cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A notification was refused by the client.
+    #[error("{script} notification failed")]
+    Aborted {
+        /// Notification name.
+        script: &'static str,
+    },
+    /// The images are unreadable, inconsistent or unsupported.
+    #[error(transparent)]
+    Images(#[from] ImagesError),
+    /// The descriptors of the task cannot be planned.
+    #[error("cannot plan the descriptors of task {pid}")]
+    FdPlan {
+        /// Task (pid in the images).
+        pid: u32,
+        /// Cause.
+        #[source]
+        source: Errno,
+    },
+    /// The task cannot be created or failed to set itself up.
+    #[error(transparent)]
+    Tree(#[from] TreeError),
+    /// The new task cannot be seized.
+    #[error("cannot seize the new task {pid}")]
+    Seize {
+        /// Task.
+        pid: RealPid,
+        /// Cause.
+        #[source]
+        source: SeizeError,
+    },
+    /// The injection stub cannot be set up or torn down.
+    #[error("task {pid}: cannot {step}")]
+    Inject {
+        /// Task.
+        pid: RealPid,
+        /// Step.
+        step: &'static str,
+        /// Cause.
+        #[source]
+        source: InjectError,
+    },
+    /// The address space cannot be rebuilt.
+    #[error(transparent)]
+    Mm(#[from] MmError),
+    /// The per-task state cannot be restored.
+    #[error(transparent)]
+    Task(#[from] TaskError),
+    /// A ptrace request on the restored task failed.
+    #[error("task {pid}: cannot {step}")]
+    Ptrace {
+        /// Task.
+        pid: RealPid,
+        /// Step.
+        step: &'static str,
+        /// Cause.
+        #[source]
+        source: SeizeError,
+    },
+    /// The pid file cannot be written.
+    #[error("cannot write the pid file {}", path.display())]
+    Pidfile {
+        /// Path.
+        path: std::path::PathBuf,
+        /// Cause.
+        #[source]
+        source: Errno,
+    },
+}
+
+impl RestoreError {
+    /// The errno CRIU reports to RPC clients for this failure, if any
+    /// (`EEXIST` when a pid of the images is taken).
+    pub fn cr_errno(&self) -> Option<i32> {
+        match self {
+            RestoreError::Tree(TreeError::PidTaken { .. }) => Some(libc::EEXIST),
+            _ => None,
+        }
+    }
+}
+
+/// Restores the dump in `opts.images_dir`.
+#[tracing::instrument(skip_all)]
+pub fn run(opts: &RequestOpts, notify: &mut dyn Notify) -> Result<RestoreOutcome, RestoreError> {
+    if !notify.notify("pre-restore", None) {
+        return Err(RestoreError::Aborted {
+            script: "pre-restore",
+        });
+    }
+    let dir = opts.images_dir.as_ref().ok_or(RestoreError::NoImagesDir)?;
+    let fd = dir
+        .fd
+        .try_clone()
+        .map_err(|source| RestoreError::ImagesDir { source })?;
+    let dir = ImagesDir::from_fd(fd, dir.path.clone());
+    let inherit = &opts.inherit_fds;
+    let images = images::load(&dir, &|f| {
+        inherit.iter().any(|i| inherit_matches(&i.key, f))
+    })?;
+    let fds = files::FdPlan::new(&images, inherit).map_err(|source| RestoreError::FdPlan {
+        pid: images.pid(),
+        source,
+    })?;
+    tree::check_single_threaded()?;
+    let tree = tree::create(&images, fds, opts.shell_job, opts.restore_sibling)?;
+    let pid = RealPid(tree.pid().as_raw());
+    tracing::info!(%pid, "task created");
+    let task = SeizedTask::attach_child_stopped(pid)
+        .map_err(|source| RestoreError::Seize { pid, source })?;
+    if let Err(e) = restore_task(&task, &images, &dir, notify) {
+        task.kill();
+        return Err(e);
+    }
+    let stopped =
+        opts.final_state == FinalState::Stopped || images.tc.task_state == images::TASK_STOPPED;
+    let detached = if stopped {
+        task.detach_stopped()
+    } else {
+        task.detach()
+    };
+    detached.map_err(|source| RestoreError::Ptrace {
+        pid,
+        step: "detach",
+        source,
+    })?;
+    let root = tree.commit();
+    notify.notify("post-resume", None);
+    if let Some(path) = &opts.pidfile {
+        write_pidfile(opts, path, root.as_raw())?;
+    }
+    if let Some(status) = &opts.status_fd {
+        if let Err(errno) = nix::unistd::write(status.as_fd(), &[0]) {
+            tracing::warn!(%errno, "cannot write to the status fd");
+        }
+    }
+    Ok(RestoreOutcome {
+        root_pid: root.as_raw(),
+    })
+}
+
+/// Everything between the seize and the detach.
+fn restore_task(
+    task: &SeizedTask,
+    images: &images::TaskImages,
+    dir: &ImagesDir,
+    notify: &mut dyn Notify,
+) -> Result<(), RestoreError> {
+    let pid = task.pid();
+    let inject_err = |step| move |source| RestoreError::Inject { pid, step, source };
+    let at = mm::stub_place(pid, images)?;
+    let inj = Injection::new_at(task, at).map_err(inject_err("map the injection stub"))?;
+    let remote = mm::Remote { inj: &inj, pid };
+    mm::restore_mm(&remote, task, images, dir)?;
+    task::restore_state(&remote, task, images)?;
+    if !notify.notify("post-restore", Some(pid.0)) {
+        return Err(RestoreError::Aborted {
+            script: "post-restore",
+        });
+    }
+    if !notify.notify("pre-resume", None) {
+        return Err(RestoreError::Aborted {
+            script: "pre-resume",
+        });
+    }
+    let regs = finish::regs_from_image(&images.thread_info.gpregs);
+    let current = task.xstate().map_err(|source| RestoreError::Ptrace {
+        pid,
+        step: "read the FPU state",
+        source,
+    })?;
+    let xstate = finish::xstate_from_image(&images.thread_info.fpregs, &current);
+    inj.finish_with_regs(&regs, Some(&xstate))
+        .map_err(inject_err("set the final registers"))?;
+    task.set_sigmask(images.tc.blk_sigset)
+        .map_err(|source| RestoreError::Ptrace {
+            pid,
+            step: "set the signal mask",
+            source,
+        })
+}
+
+fn write_pidfile(opts: &RequestOpts, path: &std::path::Path, pid: i32) -> Result<(), RestoreError> {
+    use nix::fcntl::OFlag;
+    use nix::sys::stat::Mode;
+    let err = |source| RestoreError::Pidfile {
+        path: path.to_owned(),
+        source,
+    };
+    let flags = OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_CLOEXEC;
+    let mode = Mode::from_bits_truncate(0o600);
+    let fd = match (&opts.work_dir, path.is_relative()) {
+        (Some(work), true) => nix::fcntl::openat(&work.fd, path, flags, mode),
+        _ => nix::fcntl::open(path, flags, mode),
+    }
+    .map_err(err)?;
+    nix::unistd::write(&fd, pid.to_string().as_bytes())
+        .map(drop)
+        .map_err(err)
+}

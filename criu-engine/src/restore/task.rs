@@ -1,0 +1,400 @@
+//! Per-task kernel state restored with injected syscalls once the memory is
+//! back (the task part of CRIU's `criu/pie/restorer.c`: sigactions,
+//! alternate stack, rseq, TLS, robust list, timers, pending signals,
+//! personality; and `criu/cr-restore.c` for what the restorer gets from it).
+//!
+//! # References
+//!
+//! - [rt_sigaction(2)](https://man7.org/linux/man-pages/man2/rt_sigaction.2.html),
+//!   [sigaltstack(2)](https://man7.org/linux/man-pages/man2/sigaltstack.2.html),
+//!   [set_thread_area(2)](https://man7.org/linux/man-pages/man2/set_thread_area.2.html),
+//!   [set_robust_list(2)](https://man7.org/linux/man-pages/man2/set_robust_list.2.html),
+//!   [setitimer(2)](https://man7.org/linux/man-pages/man2/setitimer.2.html),
+//!   [rt_sigqueueinfo(2)](https://man7.org/linux/man-pages/man2/rt_sigqueueinfo.2.html)
+
+use criu_proto::images::{CredsEntry, ItimerEntry, UserDescT};
+
+use super::images::TaskImages;
+use super::mm::{MmError, Remote};
+use crate::arch::x86_64::{nr, RemoteAddr};
+use crate::pstree::RealPid;
+use crate::seize::{SeizeError, SeizedTask};
+
+/// Bytes of one `struct kernel_sigaction` on x86-64.
+const KSIGACTION: usize = 32;
+/// `PR_SET_DUMPABLE`, `PR_SET_THP_DISABLE`, `PR_SET_CHILD_SUBREAPER`.
+const PR_SET_DUMPABLE: u64 = 4;
+const PR_SET_THP_DISABLE: u64 = 41;
+const PR_SET_CHILD_SUBREAPER: u64 = 36;
+
+/// Errors of restoring task state.
+#[derive(Debug, thiserror::Error)]
+pub enum TaskError {
+    /// An injected call failed.
+    #[error(transparent)]
+    Remote(#[from] MmError),
+    /// A ptrace request on the task failed.
+    #[error("task {pid}: cannot {step}")]
+    Ptrace {
+        /// Task.
+        pid: RealPid,
+        /// Step.
+        step: &'static str,
+        /// Cause.
+        #[source]
+        source: SeizeError,
+    },
+    /// The dumped credentials differ from the restoring process's.
+    #[error("task {pid}: restoring different credentials ({what}) is not supported yet")]
+    Creds {
+        /// Task.
+        pid: RealPid,
+        /// What differs.
+        what: &'static str,
+    },
+    /// `/proc/<pid>/status` cannot be read.
+    #[error("task {pid}: cannot read its status")]
+    Status {
+        /// Task.
+        pid: RealPid,
+        /// Cause.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// Signal number of entry `i` of `tc.sigactions` (SIGKILL and SIGSTOP are
+/// not stored).
+pub(crate) fn sigaction_signo(i: usize) -> u64 {
+    let i = i as u64;
+    match i {
+        0..8 => i + 1,
+        8..17 => i + 2,
+        _ => i + 3,
+    }
+}
+
+fn sigactions(r: &Remote<'_, '_>, images: &TaskImages) -> Result<(), TaskError> {
+    let mut table = Vec::with_capacity(images.tc.sigactions.len() * KSIGACTION);
+    for sa in &images.tc.sigactions {
+        for w in [sa.sigaction, sa.flags, sa.restorer, sa.mask] {
+            table.extend_from_slice(&w.to_le_bytes());
+        }
+    }
+    let base = r.scratch("copy signal actions", 0, &table)?;
+    for i in 0..images.tc.sigactions.len() {
+        let act = base + (i * KSIGACTION) as u64;
+        let sig = sigaction_signo(i);
+        r.call(
+            "set a signal action",
+            sig,
+            nr::RT_SIGACTION,
+            &[sig, act, 0, 8],
+        )?;
+    }
+    Ok(())
+}
+
+fn sigaltstack(r: &Remote<'_, '_>, images: &TaskImages) -> Result<(), TaskError> {
+    let sas = images.thread_core.sas.unwrap_or_default();
+    let flags = if sas.ss_size == 0 && sas.ss_sp == 0 {
+        libc::SS_DISABLE as u32
+    } else {
+        // SS_ONSTACK only says the task was running on it.
+        sas.ss_flags & !(libc::SS_ONSTACK as u32)
+    };
+    let mut st = Vec::with_capacity(24);
+    st.extend_from_slice(&sas.ss_sp.to_le_bytes());
+    st.extend_from_slice(&u64::from(flags).to_le_bytes());
+    st.extend_from_slice(&sas.ss_size.to_le_bytes());
+    let addr = r.scratch("copy the alternate stack", 0, &st)?;
+    r.call(
+        "set the alternate stack",
+        sas.ss_sp,
+        nr::SIGALTSTACK,
+        &[addr, 0],
+    )?;
+    Ok(())
+}
+
+fn rseq(r: &Remote<'_, '_>, task: &SeizedTask, images: &TaskImages) -> Result<(), TaskError> {
+    let Some(rs) = images.thread_core.rseq_entry.as_ref() else {
+        return Ok(());
+    };
+    if rs.rseq_abi_pointer == 0 {
+        return Ok(());
+    }
+    r.call(
+        "register rseq",
+        rs.rseq_abi_pointer,
+        nr::RSEQ,
+        &[
+            rs.rseq_abi_pointer,
+            rs.rseq_abi_size.into(),
+            0,
+            rs.signature.into(),
+        ],
+    )?;
+    if let Some(cs) = rs.rseq_cs_pointer.filter(|&cs| cs != 0) {
+        // `struct rseq`: cpu_id_start, cpu_id, then the rseq_cs pointer.
+        task.write_mem(RemoteAddr(rs.rseq_abi_pointer + 8), &cs.to_le_bytes())
+            .map_err(|source| TaskError::Ptrace {
+                pid: r.pid,
+                step: "restore the rseq critical section",
+                source,
+            })?;
+    }
+    Ok(())
+}
+
+fn user_desc(d: &UserDescT) -> Vec<u8> {
+    let flags = u32::from(d.seg_32bit)
+        | (u32::from(d.contents_h) << 2)
+        | (u32::from(d.contents_l) << 1)
+        | (u32::from(d.read_exec_only) << 3)
+        | (u32::from(d.limit_in_pages) << 4)
+        | (u32::from(d.seg_not_present) << 5)
+        | (u32::from(d.usable) << 6);
+    [d.entry_number, d.base_addr, d.limit, flags]
+        .iter()
+        .flat_map(|w| w.to_le_bytes())
+        .collect()
+}
+
+fn tls(r: &Remote<'_, '_>, images: &TaskImages) -> Result<(), TaskError> {
+    for d in &images.thread_info.tls {
+        if d.seg_not_present && d.base_addr == 0 && d.limit == 0 {
+            continue;
+        }
+        let addr = r.scratch("copy a TLS descriptor", 0, &user_desc(d))?;
+        r.call(
+            "set a TLS descriptor",
+            d.entry_number.into(),
+            libc::SYS_set_thread_area,
+            &[addr],
+        )?;
+    }
+    Ok(())
+}
+
+fn itimer(r: &Remote<'_, '_>, which: u64, t: &ItimerEntry) -> Result<(), TaskError> {
+    if t.isec == 0 && t.iusec == 0 && t.vsec == 0 && t.vusec == 0 {
+        return Ok(());
+    }
+    let val: Vec<u8> = [t.isec, t.iusec, t.vsec, t.vusec]
+        .iter()
+        .flat_map(|w| w.to_le_bytes())
+        .collect();
+    let addr = r.scratch("copy an interval timer", 0, &val)?;
+    r.call(
+        "set an interval timer",
+        which,
+        libc::SYS_setitimer,
+        &[which, addr, 0],
+    )?;
+    Ok(())
+}
+
+fn pending_signals(r: &Remote<'_, '_>, images: &TaskImages) -> Result<(), TaskError> {
+    let pid = u64::try_from(r.pid.0).unwrap_or(0);
+    let shared = images.tc.signals_s.iter().flat_map(|q| q.signals.iter());
+    let private = images
+        .thread_core
+        .signals_p
+        .iter()
+        .flat_map(|q| q.signals.iter());
+    for (info, private) in shared.map(|s| (s, false)).chain(private.map(|s| (s, true))) {
+        let bytes = &info.siginfo;
+        let Some(signo) = bytes.get(..4) else {
+            continue;
+        };
+        let signo = u64::from(u32::from_le_bytes(signo.try_into().expect("4 bytes")));
+        let addr = r.scratch("copy a pending signal", 0, bytes)?;
+        if private {
+            r.call(
+                "queue a pending signal",
+                signo,
+                libc::SYS_rt_tgsigqueueinfo,
+                &[pid, pid, signo, addr],
+            )?;
+        } else {
+            r.call(
+                "queue a pending signal",
+                signo,
+                libc::SYS_rt_sigqueueinfo,
+                &[pid, signo, addr],
+            )?;
+        }
+    }
+    Ok(())
+}
+
+/// Checks that the task already has the dumped credentials (it inherited
+/// the worker's).
+fn creds(pid: RealPid, creds: Option<&CredsEntry>) -> Result<(), TaskError> {
+    let Some(c) = creds else { return Ok(()) };
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .map_err(|source| TaskError::Status { pid, source })?;
+    let field = |name: &str| -> Vec<u64> {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .map(|v| {
+                v.split_whitespace()
+                    .filter_map(|w| {
+                        if name.starts_with("Cap") {
+                            u64::from_str_radix(w, 16).ok()
+                        } else {
+                            w.parse().ok()
+                        }
+                    })
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let cap = |words: &[u32]| -> Vec<u64> {
+        let lo = u64::from(words.first().copied().unwrap_or(0));
+        let hi = u64::from(words.get(1).copied().unwrap_or(0));
+        vec![lo | (hi << 32)]
+    };
+    let differs = |what, dumped: Vec<u64>, now: Vec<u64>| {
+        if dumped == now {
+            Ok(())
+        } else {
+            Err(TaskError::Creds { pid, what })
+        }
+    };
+    differs(
+        "uids",
+        [c.uid, c.euid, c.suid, c.fsuid].map(u64::from).to_vec(),
+        field("Uid:"),
+    )?;
+    differs(
+        "gids",
+        [c.gid, c.egid, c.sgid, c.fsgid].map(u64::from).to_vec(),
+        field("Gid:"),
+    )?;
+    let mut groups: Vec<u64> = c.groups.iter().copied().map(u64::from).collect();
+    let mut now_groups = field("Groups:");
+    groups.sort_unstable();
+    now_groups.sort_unstable();
+    differs("groups", groups, now_groups)?;
+    differs("permitted capabilities", cap(&c.cap_prm), field("CapPrm:"))?;
+    differs("effective capabilities", cap(&c.cap_eff), field("CapEff:"))?;
+    differs(
+        "inheritable capabilities",
+        cap(&c.cap_inh),
+        field("CapInh:"),
+    )?;
+    differs("bounding capabilities", cap(&c.cap_bnd), field("CapBnd:"))?;
+    if !c.cap_amb.is_empty() {
+        differs("ambient capabilities", cap(&c.cap_amb), field("CapAmb:"))?;
+    }
+    Ok(())
+}
+
+/// `tc.personality` holds the hexadecimal text of `/proc/<pid>/personality`
+/// read as a decimal number; undo that.
+pub(crate) fn personality_value(stored: u32) -> Option<u64> {
+    u64::from_str_radix(&stored.to_string(), 16).ok()
+}
+
+/// Restores the per-task state of a task whose memory is already back.
+pub(crate) fn restore_state(
+    r: &Remote<'_, '_>,
+    task: &SeizedTask,
+    images: &TaskImages,
+) -> Result<(), TaskError> {
+    creds(r.pid, images.thread_core.creds.as_ref())?;
+    sigactions(r, images)?;
+    sigaltstack(r, images)?;
+    tls(r, images)?;
+    let ti = &images.thread_info;
+    r.call(
+        "set the clear-tid address",
+        ti.clear_tid_addr,
+        nr::SET_TID_ADDRESS,
+        &[ti.clear_tid_addr],
+    )?;
+    let th = &images.thread_core;
+    r.call(
+        "set the robust futex list",
+        th.futex_rla,
+        nr::SET_ROBUST_LIST,
+        &[th.futex_rla, th.futex_rla_len.into()],
+    )?;
+    rseq(r, task, images)?;
+    if let Some(p) = personality_value(images.tc.personality).filter(|&p| p != 0) {
+        r.call("set the personality", p, libc::SYS_personality, &[p])?;
+    }
+    if let Some(nice) = th.sched_nice.filter(|&n| n != 0) {
+        r.call(
+            "set the nice value",
+            nice.unsigned_abs().into(),
+            libc::SYS_setpriority,
+            &[
+                libc::PRIO_PROCESS as u64,
+                0,
+                u64::from_ne_bytes(i64::from(nice).to_ne_bytes()),
+            ],
+        )?;
+    }
+    if let Some(policy) = th.sched_policy.filter(|&p| p != 0) {
+        let param = th.sched_prio.unwrap_or(0).to_le_bytes();
+        let addr = r.scratch("copy the scheduling parameters", 0, &param)?;
+        r.call(
+            "set the scheduling policy",
+            policy.into(),
+            libc::SYS_sched_setscheduler,
+            &[0, policy.into(), addr],
+        )?;
+    }
+    let mm = &images.mm;
+    if let Some(d) = mm.dumpable.filter(|&d| d != 1) {
+        let d = u64::try_from(d).unwrap_or(0);
+        r.call("set dumpable", d, nr::PRCTL, &[PR_SET_DUMPABLE, d, 0, 0, 0])?;
+    }
+    if mm.thp_disabled == Some(true) {
+        r.call(
+            "disable THP",
+            1,
+            nr::PRCTL,
+            &[PR_SET_THP_DISABLE, 1, 0, 0, 0],
+        )?;
+    }
+    if images.tc.child_subreaper == Some(true) {
+        r.call(
+            "become a child subreaper",
+            1,
+            nr::PRCTL,
+            &[PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0],
+        )?;
+    }
+    if let Some(t) = &images.tc.timers {
+        itimer(r, libc::ITIMER_REAL as u64, &t.real)?;
+        itimer(r, libc::ITIMER_VIRTUAL as u64, &t.virt)?;
+        itimer(r, libc::ITIMER_PROF as u64, &t.prof)?;
+    }
+    pending_signals(r, images)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sigaction_indices_skip_kill_and_stop() {
+        assert_eq!(sigaction_signo(0), 1);
+        assert_eq!(sigaction_signo(7), 8);
+        assert_eq!(sigaction_signo(8), 10);
+        assert_eq!(sigaction_signo(16), 18);
+        assert_eq!(sigaction_signo(17), 20);
+        assert_eq!(sigaction_signo(61), 64);
+    }
+
+    #[test]
+    fn personality_quirk_is_undone() {
+        assert_eq!(personality_value(40000), Some(0x40000));
+        assert_eq!(personality_value(0), Some(0));
+    }
+}

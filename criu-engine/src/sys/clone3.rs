@@ -1,0 +1,159 @@
+//! `clone3` with `set_tid`: a new process with a chosen pid, for restore.
+//!
+//! The child shares nothing with the parent (no `CLONE_VM`): it is a
+//! copy-on-write image of the worker, like after `fork`, and runs a closure
+//! that must stay async-signal-safe (raw syscalls, no allocation, no locks).
+//! It then leaves with `_exit`, never returning into the parent's code.
+//!
+//! # References
+//!
+//! - [clone3(2)](https://man7.org/linux/man-pages/man2/clone.2.html)
+//! - [close_range(2)](https://man7.org/linux/man-pages/man2/close_range.2.html)
+
+use std::os::fd::RawFd;
+
+use nix::errno::Errno;
+use nix::unistd::Pid;
+
+/// `struct clone_args` up to `set_tid_size` (`CLONE_ARGS_SIZE_VER1`).
+#[repr(C)]
+#[derive(Default)]
+struct CloneArgs {
+    flags: u64,
+    pidfd: u64,
+    child_tid: u64,
+    parent_tid: u64,
+    exit_signal: u64,
+    stack: u64,
+    stack_size: u64,
+    tls: u64,
+    set_tid: u64,
+    set_tid_size: u64,
+}
+
+/// Creates a process whose pid (in our pid namespace) is `pid`.
+///
+/// With `sibling`, the new process is a child of our parent
+/// (`CLONE_PARENT`); otherwise it is our child and sends `SIGCHLD` when it
+/// dies. In the child, `child` runs and its return value becomes the exit
+/// status (`_exit`); the function returns only in the parent.
+///
+/// `EEXIST` means the pid is taken; `EPERM` that we lack
+/// `CAP_CHECKPOINT_RESTORE`.
+///
+/// The caller must be single-threaded: the child continues with a copy of
+/// this address space, and `child` must only make async-signal-safe calls.
+pub(crate) fn clone3_with_pid(
+    pid: libc::pid_t,
+    sibling: bool,
+    child: &mut dyn FnMut() -> u8,
+) -> nix::Result<Pid> {
+    let tid = [pid];
+    let args = CloneArgs {
+        flags: if sibling {
+            libc::CLONE_PARENT as u64
+        } else {
+            0
+        },
+        // The kernel refuses an exit signal together with CLONE_PARENT: the
+        // child then inherits ours.
+        exit_signal: if sibling { 0 } else { libc::SIGCHLD as u64 },
+        set_tid: tid.as_ptr() as u64,
+        set_tid_size: 1,
+        ..CloneArgs::default()
+    };
+    // SAFETY: `args` and `tid` are live for the call and of the sizes
+    // given. Without CLONE_VM or a new stack, the child resumes on its own
+    // copy of our stack, exactly as after fork(2); it only runs `child`
+    // (whose contract is async-signal safety) and then `_exit`s, so no
+    // parent state (destructors, atexit handlers, locks) runs twice.
+    let ret = unsafe {
+        libc::syscall(
+            libc::SYS_clone3,
+            std::ptr::from_ref(&args),
+            size_of::<CloneArgs>(),
+        )
+    };
+    match ret {
+        0 => {
+            let status = child();
+            // SAFETY: leaving the child without unwinding or running any
+            // of the parent's exit handlers.
+            unsafe { libc::_exit(i32::from(status)) }
+        }
+        pid if pid > 0 => Ok(Pid::from_raw(
+            libc::pid_t::try_from(pid).map_err(|_| Errno::EOVERFLOW)?,
+        )),
+        _ => Err(Errno::last()),
+    }
+}
+
+/// Puts a duplicate of descriptor `src` at number `dst` (closing what was
+/// there), with or without `FD_CLOEXEC`. When `src == dst` only the flag is
+/// set.
+///
+/// For the restore child, which owns its whole descriptor table and
+/// arranges it by number; `src` stays open.
+pub(crate) fn dup_to(src: RawFd, dst: RawFd, cloexec: bool) -> nix::Result<()> {
+    if src == dst {
+        let flags = if cloexec { libc::FD_CLOEXEC } else { 0 };
+        // SAFETY: F_SETFD takes an integer; an invalid fd yields EBADF.
+        let ret = unsafe { libc::fcntl(dst, libc::F_SETFD, flags) };
+        return Errno::result(ret).map(drop);
+    }
+    let flags = if cloexec { libc::O_CLOEXEC } else { 0 };
+    // SAFETY: dup3 only manipulates the descriptor table; the restore child
+    // owns every descriptor number it names and no Rust object there will
+    // use the replaced number again.
+    let ret = unsafe { libc::dup3(src, dst, flags) };
+    Errno::result(ret).map(drop)
+}
+
+/// Duplicates `src` to the lowest free number at or above `min`, with
+/// `FD_CLOEXEC`. Returns the new number (owned by the restore child).
+pub(crate) fn dup_above(src: RawFd, min: RawFd) -> nix::Result<RawFd> {
+    // SAFETY: F_DUPFD_CLOEXEC takes an integer and creates a new descriptor
+    // nothing else refers to.
+    let ret = unsafe { libc::fcntl(src, libc::F_DUPFD_CLOEXEC, min) };
+    Errno::result(ret)
+}
+
+/// `F_SETFL`: sets the file status flags of descriptor number `fd`
+/// (restore child only).
+pub(crate) fn set_status_flags(fd: RawFd, flags: i32) -> nix::Result<()> {
+    // SAFETY: F_SETFL takes an integer; an invalid fd yields EBADF.
+    let ret = unsafe { libc::fcntl(fd, libc::F_SETFL, flags) };
+    Errno::result(ret).map(drop)
+}
+
+/// Closes every descriptor in `first..=last` (Linux 5.9 `close_range`).
+///
+/// For the restore child only, which owns its descriptor table.
+pub(crate) fn close_range(first: u32, last: u32) -> nix::Result<()> {
+    // SAFETY: close_range only touches the descriptor table; in the restore
+    // child no Rust object will use the closed numbers again.
+    let ret = unsafe { libc::syscall(libc::SYS_close_range, first, last, 0u32) };
+    Errno::result(ret).map(drop)
+}
+
+/// Closes descriptor number `fd` (restore child only, see [`close_range`]).
+pub(crate) fn close_raw(fd: RawFd) -> nix::Result<()> {
+    // SAFETY: as for `close_range`.
+    let ret = unsafe { libc::close(fd) };
+    Errno::result(ret).map(drop)
+}
+
+/// Writes all of `buf` to descriptor number `fd` (restore child only).
+pub(crate) fn write_raw(fd: RawFd, buf: &[u8]) -> nix::Result<()> {
+    let mut done = 0;
+    while done < buf.len() {
+        // SAFETY: the pointer and length describe a live slice.
+        let ret = unsafe { libc::write(fd, buf[done..].as_ptr().cast(), buf.len() - done) };
+        match Errno::result(ret) {
+            Ok(n) => done += usize::try_from(n).map_err(|_| Errno::EIO)?,
+            Err(Errno::EINTR) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}

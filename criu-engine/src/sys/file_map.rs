@@ -1,0 +1,69 @@
+//! A read-only, private mapping of a whole file (restore maps `pages-<id>.img`
+//! and hands slices of it to `process_vm_writev`, so each page is copied
+//! once, by the kernel, from the page cache into the target).
+//!
+//! # References
+//!
+//! - [mmap(2)](https://man7.org/linux/man-pages/man2/mmap.2.html)
+
+use std::num::NonZeroUsize;
+use std::os::fd::AsFd;
+use std::ptr::NonNull;
+
+use nix::sys::mman::{mmap, munmap, MapFlags, ProtFlags};
+
+/// A file mapped `PROT_READ`, `MAP_PRIVATE`; unmapped on drop.
+#[derive(Debug)]
+pub(crate) struct FileMap {
+    addr: NonNull<libc::c_void>,
+    len: usize,
+}
+
+impl FileMap {
+    /// Maps the first `len` bytes of `file`; `len == 0` maps nothing.
+    pub(crate) fn map(file: impl AsFd, len: usize) -> nix::Result<Self> {
+        let Some(size) = NonZeroUsize::new(len) else {
+            return Ok(FileMap {
+                addr: NonNull::dangling(),
+                len: 0,
+            });
+        };
+        // SAFETY: a fresh read-only private mapping at an address the kernel
+        // chooses cannot alias any Rust object.
+        let addr = unsafe {
+            mmap(
+                None,
+                size,
+                ProtFlags::PROT_READ,
+                MapFlags::MAP_PRIVATE,
+                file,
+                0,
+            )
+        }?;
+        Ok(FileMap { addr, len })
+    }
+
+    /// The mapped bytes. Reading past the end of a file that shrank after
+    /// mapping raises `SIGBUS`; restore maps image files nobody writes.
+    pub(crate) fn as_slice(&self) -> &[u8] {
+        if self.len == 0 {
+            return &[];
+        }
+        // SAFETY: `addr..addr+len` is a live PROT_READ mapping owned by
+        // `self` and never written through while `self` lives.
+        unsafe { std::slice::from_raw_parts(self.addr.as_ptr().cast::<u8>(), self.len) }
+    }
+}
+
+impl Drop for FileMap {
+    fn drop(&mut self) {
+        if self.len == 0 {
+            return;
+        }
+        // SAFETY: the mapping was created by `map` with this length and no
+        // slice of it outlives `self`.
+        if let Err(errno) = unsafe { munmap(self.addr, self.len) } {
+            tracing::error!(%errno, len = self.len, "cannot unmap a file mapping");
+        }
+    }
+}

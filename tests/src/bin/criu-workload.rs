@@ -1,0 +1,180 @@
+//! The checkpoint/restore test target: a single-threaded process with state
+//! that a faithful dump and restore must preserve.
+//!
+//! `criu-workload LOGPATH MEM_MIB [eventfd]`
+//!
+//! * `MEM_MIB` MiB of private anonymous memory filled with a known pattern;
+//! * its own executable mapped privately (two pages; the second one written,
+//!   so it holds an anonymous copy-on-write page);
+//! * the log opened `O_WRONLY | O_APPEND` and a read fd on its executable at
+//!   offset 1234 (fd numbers are printed on the first log line);
+//! * a `SIGUSR1` handler counting deliveries, `SIGUSR2` blocked;
+//! * with `eventfd`, an extra eventfd (a kind of fd the dump refuses);
+//! * every descriptor inherited beyond stdio is closed first.
+//!
+//! It forks: the parent prints the child's pid on stdout and exits; the child
+//! calls `setsid`, points stdio at `/dev/null` and appends
+//! `n checksum sigusr1_count read_fd_offset` to the log every 100 ms.
+
+use std::io::Write;
+use std::os::fd::{AsRawFd, FromRawFd, IntoRawFd, OwnedFd};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use nix::fcntl::{open, OFlag};
+use nix::sys::signal::{SigSet, SigmaskHow, Signal};
+use nix::sys::stat::Mode;
+use nix::unistd::{lseek, Whence};
+
+/// Offset the read fd on the executable is left at.
+const READ_FD_OFFSET: i64 = 1234;
+/// Multiplier of the memory pattern (word `i` holds `i * PATTERN`).
+const PATTERN: u64 = 0x9e37_79b9_7f4a_7c15;
+
+static SIGUSR1_COUNT: AtomicU64 = AtomicU64::new(0);
+
+extern "C" fn on_sigusr1(_: libc::c_int) {
+    SIGUSR1_COUNT.fetch_add(1, Ordering::Relaxed);
+}
+
+fn die(what: &str) -> ! {
+    eprintln!("criu-workload: {what}: {}", std::io::Error::last_os_error());
+    std::process::exit(1)
+}
+
+/// Maps `len` bytes; `fd` = None for anonymous memory.
+fn map(len: usize, prot: libc::c_int, fd: Option<i32>) -> &'static mut [u64] {
+    let (flags, fd) = match fd {
+        Some(fd) => (libc::MAP_PRIVATE, fd),
+        None => (libc::MAP_PRIVATE | libc::MAP_ANONYMOUS, -1),
+    };
+    // SAFETY: a fresh mapping at an address the kernel picks; nothing else
+    // refers to it, so handing out a unique slice over it is sound.
+    unsafe {
+        let p = libc::mmap(std::ptr::null_mut(), len, prot, flags, fd, 0);
+        if p == libc::MAP_FAILED {
+            die("mmap");
+        }
+        std::slice::from_raw_parts_mut(p.cast::<u64>(), len / 8)
+    }
+}
+
+fn install_handler() {
+    // SAFETY: `sigaction` with a zeroed struct plus a handler that only
+    // touches an atomic (async-signal-safe).
+    unsafe {
+        let mut sa: libc::sigaction = std::mem::zeroed();
+        sa.sa_sigaction = on_sigusr1 as extern "C" fn(libc::c_int) as usize;
+        sa.sa_flags = libc::SA_RESTART;
+        if libc::sigaction(libc::SIGUSR1, &sa, std::ptr::null_mut()) != 0 {
+            die("sigaction");
+        }
+    }
+}
+
+fn checksum(mem: &[u64], file_page: &[u64]) -> u64 {
+    let mut sum = 0u64;
+    for w in mem.iter().step_by(512) {
+        sum = sum.wrapping_add(*w);
+    }
+    file_page
+        .iter()
+        .fold(sum, |s, w| s.rotate_left(1).wrapping_add(*w))
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    if args.len() < 3 {
+        eprintln!("usage: criu-workload LOGPATH MEM_MIB [eventfd]");
+        std::process::exit(2);
+    }
+    let log_path = &args[1];
+    let mib: usize = args[2].parse().unwrap_or_else(|_| die("MEM_MIB"));
+    let with_eventfd = args.get(3).is_some_and(|a| a == "eventfd");
+
+    // Whatever the launcher leaked (pipes of a test harness...) would make
+    // the fd table depend on who started us: start from stdio only.
+    // SAFETY: close_range takes plain integers; no Rust object owns fds >= 3 yet.
+    unsafe { libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, 0u32) };
+
+    let mem = map(mib << 20, libc::PROT_READ | libc::PROT_WRITE, None);
+    for (i, w) in mem.iter_mut().enumerate() {
+        *w = (i as u64).wrapping_mul(PATTERN);
+    }
+
+    let log = open(
+        log_path.as_str(),
+        OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_APPEND,
+        Mode::from_bits_truncate(0o644),
+    )
+    .unwrap_or_else(|_| die("open log"));
+    let exe =
+        open("/proc/self/exe", OFlag::O_RDONLY, Mode::empty()).unwrap_or_else(|_| die("open exe"));
+    lseek(&exe, READ_FD_OFFSET, Whence::SeekSet).unwrap_or_else(|_| die("lseek"));
+    let fmap = map(
+        8192,
+        libc::PROT_READ | libc::PROT_WRITE,
+        Some(exe.as_raw_fd()),
+    );
+    for (i, w) in fmap[512..].iter_mut().enumerate() {
+        *w = (i as u64) ^ PATTERN;
+    }
+    let efd = with_eventfd.then(|| {
+        // SAFETY: eventfd takes plain integers and returns a new fd or -1.
+        let fd = unsafe { libc::eventfd(5, 0) };
+        if fd < 0 {
+            die("eventfd");
+        }
+        // SAFETY: `fd` was just created and is owned by nobody else.
+        unsafe { OwnedFd::from_raw_fd(fd) }
+    });
+
+    install_handler();
+    let mut blocked = SigSet::empty();
+    blocked.add(Signal::SIGUSR2);
+    nix::sys::signal::sigprocmask(SigmaskHow::SIG_BLOCK, Some(&blocked), None)
+        .unwrap_or_else(|_| die("sigprocmask"));
+
+    // SAFETY: single-threaded here; the child only continues with plain code.
+    match unsafe { nix::unistd::fork() }.unwrap_or_else(|_| die("fork")) {
+        nix::unistd::ForkResult::Parent { child } => {
+            println!("{child}");
+            std::process::exit(0);
+        }
+        nix::unistd::ForkResult::Child => {}
+    }
+    nix::unistd::setsid().unwrap_or_else(|_| die("setsid"));
+    let null = open("/dev/null", OFlag::O_RDWR, Mode::empty()).unwrap_or_else(|_| die("null"));
+    for fd in 0..3 {
+        // SAFETY: dup2 onto the stdio numbers, which this process owns.
+        if unsafe { libc::dup2(null.as_raw_fd(), fd) } < 0 {
+            die("dup2");
+        }
+    }
+    drop(null);
+
+    // SAFETY: `log` is an fd we own; the File takes it over.
+    let mut log = unsafe { std::fs::File::from_raw_fd(log.into_raw_fd()) };
+    let efd_no = efd.as_ref().map_or(-1, |e| e.as_raw_fd());
+    let _ = writeln!(
+        log,
+        "fds log={} exe={} eventfd={efd_no}",
+        log.as_raw_fd(),
+        exe.as_raw_fd()
+    );
+    let exe: OwnedFd = exe;
+    let _eventfd = efd;
+    let file_page = &fmap[512..];
+    for n in 0u64.. {
+        let sum = checksum(mem, file_page);
+        let off = lseek(&exe, 0, Whence::SeekCur).unwrap_or(-1);
+        let line = format!(
+            "{n} {sum:x} {} {off}\n",
+            SIGUSR1_COUNT.load(Ordering::Relaxed)
+        );
+        if log.write_all(line.as_bytes()).is_err() {
+            std::process::exit(3);
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
