@@ -35,9 +35,9 @@ fn main() -> ExitCode {
     let status = match action.as_str() {
         "check" => commands::check::run(&cfg),
         "cpuinfo" => commands::cpuinfo::run(&cfg),
-        "dump" | "pre-dump" | "restore" | "page-server" | "lazy-pages" => {
-            commands::pending::run(&cfg, &action)
-        }
+        "dump" => commands::dump::run(&cfg),
+        "restore" => commands::restore::run(&cfg),
+        "pre-dump" | "page-server" | "lazy-pages" => commands::pending::run(&cfg, &action),
         "swrk" | "service" => {
             // `criu service` keeps CRIU's default: a socket in the work directory.
             let default_address = Path::new("criu_service.socket");

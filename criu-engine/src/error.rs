@@ -16,6 +16,17 @@ pub enum Error {
     /// `cpuinfo.img` could not be written, read, or does not match this CPU.
     #[error(transparent)]
     Cpuinfo(#[from] crate::cpuinfo::CpuinfoError),
+    /// The dump failed.
+    #[error(transparent)]
+    Dump(#[from] crate::dump::DumpError),
+    /// The restore failed.
+    #[error(transparent)]
+    Restore(#[from] crate::restore::RestoreError),
+    /// A swrk worker was asked to dump its own requester, i.e. its parent.
+    #[error(
+        "The criu itself is within dumped tree: a self-dump needs a detached worker or the service"
+    )]
+    SelfDumpInTree,
     /// FEATURE_CHECK without a `features` message.
     #[error("feature check request carries no features to check")]
     NoFeatures,
@@ -55,6 +66,8 @@ impl Error {
             Error::Opts(e) => Some(e.cr_errno()),
             Error::Cpuinfo(e) => Some(e.cr_errno()).filter(|&errno| errno != 0),
             Error::NotImplemented { .. } => Some(libc::ENOSYS),
+            Error::Dump(e) => e.cr_errno(),
+            Error::Restore(e) => e.cr_errno(),
             Error::NoImagesDir => Some(libc::EBADRQC),
             _ => None,
         }

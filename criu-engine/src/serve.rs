@@ -14,9 +14,11 @@ use nix::sys::wait::{waitpid, WaitStatus};
 use nix::unistd::Pid;
 
 use crate::config::Config;
+use crate::config::FinalState;
 use crate::error::Error;
 use crate::kerndat::{KernelFeatures, Privileges};
-use crate::opts::{self, OptsContext, RequestOpts};
+use crate::notify::Notify;
+use crate::opts::{self, OptsContext, RequestOpts, Target};
 use crate::{check, cpuinfo, features, log, version};
 
 /// The engine's request handler, one per connection.
@@ -98,9 +100,61 @@ impl Engine {
         Ok(())
     }
 
-    /// DUMP, PRE_DUMP, SINGLE_PRE_DUMP, RESTORE, PAGE_SERVER(_CHLD): options
-    /// are processed (bad ones get EBADRQC as from CRIU) and the first
-    /// notification of the action is sent, then the action reports that the
+    /// DUMP: options, then the engine's dump with notifications relayed to
+    /// the client. A successful self-dump that killed the requester has no
+    /// one to answer.
+    fn dump(
+        &mut self,
+        req: &CriuReq,
+        ctx: &mut dyn RequestCtx,
+        resp: &mut CriuResp,
+    ) -> Result<Option<Reply>, Error> {
+        let ro = self.request_opts(CriuReqType::Dump, req, ctx)?;
+        let _log = log::start(&ro)?;
+        let self_dump = matches!(ro.target, Some(Target::Peer(_)));
+        if let Some(target) = ro.target {
+            // Dumping an ancestor of this worker would dump the worker too
+            // (a self-dump from a swrk worker the client did not detach).
+            if is_own_ancestor(target.pid()) {
+                let err = Error::SelfDumpInTree;
+                tracing::error!("{err}");
+                return Err(err);
+            }
+        }
+        let mut notify = RpcNotify::new(ctx, ro.notify_scripts);
+        let outcome = crate::dump::run(&ro, &mut notify)?;
+        if ro.display_stats {
+            println!("{outcome:?}");
+        }
+        resp.dump = Some(CriuDumpResp {
+            restored: Some(false),
+        });
+        if self_dump && ro.final_state != FinalState::Alive {
+            return Ok(Some(Reply::Silent { success: true }));
+        }
+        Ok(None)
+    }
+
+    /// RESTORE: options, then the engine's restore; the reply carries the
+    /// real pid of the restored root.
+    fn restore(
+        &mut self,
+        req: &CriuReq,
+        ctx: &mut dyn RequestCtx,
+        resp: &mut CriuResp,
+    ) -> Result<(), Error> {
+        let ro = self.request_opts(CriuReqType::Restore, req, ctx)?;
+        let _log = log::start(&ro)?;
+        let mut notify = RpcNotify::new(ctx, ro.notify_scripts);
+        let outcome = crate::restore::run(&ro, &mut notify)?;
+        resp.restore = Some(CriuRestoreResp {
+            pid: outcome.root_pid,
+        });
+        Ok(())
+    }
+
+    /// PRE_DUMP, SINGLE_PRE_DUMP, PAGE_SERVER(_CHLD): options are processed
+    /// (bad ones get EBADRQC as from CRIU), then the action reports that the
     /// engine cannot perform it yet. Never a fake success.
     fn pending_action(
         &mut self,
@@ -110,21 +164,38 @@ impl Engine {
     ) -> Result<(), Error> {
         let ro = self.request_opts(ty, req, ctx)?;
         let _log = log::start(&ro)?;
-        let first_notification = match ty {
-            CriuReqType::Dump => Some("pre-dump"),
-            CriuReqType::Restore => Some("pre-restore"),
-            _ => None,
-        };
-        if let (true, Some(script)) = (ro.notify_scripts, first_notification) {
-            if !ctx.notify(script, None, None).success {
-                return Err(Error::NotifyFailed { script });
-            }
-        }
         let err = Error::NotImplemented {
             action: action_name(ty),
         };
         tracing::error!("{err}");
         Err(err)
+    }
+}
+
+/// Relays the engine's notifications to the client as RPC NOTIFY round trips
+/// when the request enabled them (`notify_scripts`); otherwise every
+/// notification succeeds silently.
+struct RpcNotify<'a> {
+    ctx: &'a mut dyn RequestCtx,
+    enabled: bool,
+}
+
+impl<'a> RpcNotify<'a> {
+    fn new(ctx: &'a mut dyn RequestCtx, enabled: bool) -> Self {
+        RpcNotify { ctx, enabled }
+    }
+}
+
+impl Notify for RpcNotify<'_> {
+    fn notify(&mut self, script: &'static str, pid: Option<i32>) -> bool {
+        if !self.enabled {
+            return true;
+        }
+        let ok = self.ctx.notify(script, pid, None).success;
+        if !ok {
+            tracing::error!("notification {script} failed on the client side");
+        }
+        ok
     }
 }
 
@@ -162,10 +233,14 @@ impl Handler for Engine {
             }
             CriuReqType::Check => self.check(req, ctx),
             CriuReqType::CpuinfoDump | CriuReqType::CpuinfoCheck => self.cpuinfo(ty, req, ctx),
-            CriuReqType::Dump
-            | CriuReqType::PreDump
+            CriuReqType::Dump => match self.dump(req, ctx, &mut resp) {
+                Ok(Some(reply)) => return reply,
+                Ok(None) => Ok(()),
+                Err(e) => Err(e),
+            },
+            CriuReqType::Restore => self.restore(req, ctx, &mut resp),
+            CriuReqType::PreDump
             | CriuReqType::SinglePreDump
-            | CriuReqType::Restore
             | CriuReqType::PageServer
             | CriuReqType::PageServerChld => self.pending_action(ty, req, ctx),
             CriuReqType::Empty | CriuReqType::Notify => Err(Error::InvalidRequest),
@@ -183,6 +258,31 @@ impl Handler for Engine {
         }
         Reply::Send(resp)
     }
+}
+
+/// Whether `pid` is this process or one of its ancestors.
+fn is_own_ancestor(pid: i32) -> bool {
+    let mut current = std::process::id().cast_signed();
+    // A chain longer than this would be a loop in a corrupt /proc.
+    for _ in 0..4096 {
+        if current == pid {
+            return true;
+        }
+        match parent_of(current) {
+            Some(parent) if parent > 0 => current = parent,
+            _ => return false,
+        }
+    }
+    false
+}
+
+/// `PPid` of a task from `/proc/<pid>/status`.
+fn parent_of(pid: i32) -> Option<i32> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("PPid:"))
+        .and_then(|v| v.trim().parse().ok())
 }
 
 /// The response skeleton of a request type: `type`, `success = true` and the
@@ -208,10 +308,8 @@ fn base_response(ty: CriuReqType) -> CriuResp {
 
 fn action_name(ty: CriuReqType) -> &'static str {
     match ty {
-        CriuReqType::Dump => "dump",
         CriuReqType::PreDump => "pre-dump",
         CriuReqType::SinglePreDump => "single pre-dump",
-        CriuReqType::Restore => "restore",
         CriuReqType::PageServer => "page server",
         CriuReqType::PageServerChld => "page server (child)",
         _ => "request",

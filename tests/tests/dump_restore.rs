@@ -6,8 +6,7 @@ use std::os::fd::AsRawFd;
 
 use criu_proto::rpc::{CriuOpts, CriuReqType as T};
 use criu_tests::{
-    alive, bin, kill_and_reap, req, require_root, Connect, Service, TempDir, Workload,
-    FRONTENDS,
+    alive, bin, kill_and_reap, req, require_root, Connect, Service, TempDir, Workload, FRONTENDS,
 };
 
 /// Blocked signals of a task, from /proc/<pid>/status.
@@ -73,7 +72,12 @@ fn assert_carries_on(w: &Workload, b: &Before) {
     assert_eq!(after.checksum, b.line.checksum);
 }
 
-fn rpc_dump(c: &Connect, w: &Workload, dir: &std::path::Path, extra: impl FnOnce(&mut CriuOpts)) -> criu_proto::rpc::CriuResp {
+fn rpc_dump(
+    c: &Connect,
+    w: &Workload,
+    dir: &std::path::Path,
+    extra: impl FnOnce(&mut CriuOpts),
+) -> criu_proto::rpc::CriuResp {
     let handle = std::fs::File::open(dir).unwrap();
     let mut opts = CriuOpts {
         images_dir_fd: handle.as_raw_fd(),
@@ -119,17 +123,31 @@ fn dump_kill_restore_through_every_front_end() {
     require_root();
     for name in FRONTENDS {
         let service = Service::start(&bin(name));
-        for c in [Connect::Swrk(bin(name)), Connect::Service(service.socket.clone())] {
+        for c in [
+            Connect::Swrk(bin(name)),
+            Connect::Service(service.socket.clone()),
+        ] {
             let w = Workload::start(16, None);
             let b = before(&w);
             let dir = TempDir::new("dump");
             let resp = rpc_dump(&c, &w, dir.path(), |_| {});
-            assert!(resp.success, "{c:?} dump: {resp:?}\n{}", log_of(dir.path(), "dump.log"));
+            assert!(
+                resp.success,
+                "{c:?} dump: {resp:?}\n{}",
+                log_of(dir.path(), "dump.log")
+            );
             assert_eq!(resp.dump.and_then(|d| d.restored), Some(false));
-            assert!(!alive(w.pid), "a dump without leave_running kills the target");
+            assert!(
+                !alive(w.pid),
+                "a dump without leave_running kills the target"
+            );
             kill_and_reap(w.pid);
             let resp = rpc_restore(&c, dir.path());
-            assert!(resp.success, "{c:?} restore: {resp:?}\n{}", log_of(dir.path(), "restore.log"));
+            assert!(
+                resp.success,
+                "{c:?} restore: {resp:?}\n{}",
+                log_of(dir.path(), "restore.log")
+            );
             assert_eq!(resp.restore.map(|r| r.pid), Some(w.pid), "same pid");
             assert_carries_on(&w, &b);
         }
@@ -144,19 +162,44 @@ fn cli_dump_and_restore_detached() {
     let dir = TempDir::new("cli");
     let d = dir.path().to_str().unwrap();
     let out = std::process::Command::new(bin("criu"))
-        .args(["dump", "-t", &w.pid.to_string(), "-D", d, "-o", "dump.log", "-v4"])
+        .args([
+            "dump",
+            "-t",
+            &w.pid.to_string(),
+            "-D",
+            d,
+            "-o",
+            "dump.log",
+            "-v4",
+        ])
         .output()
         .unwrap();
     assert!(out.status.success(), "{}", log_of(dir.path(), "dump.log"));
     kill_and_reap(w.pid);
     let pidfile = dir.path().join("restored.pid");
     let out = std::process::Command::new(bin("criu"))
-        .args(["restore", "-d", "-D", d, "-o", "restore.log", "-v4", "--pidfile"])
+        .args([
+            "restore",
+            "-d",
+            "-D",
+            d,
+            "-o",
+            "restore.log",
+            "-v4",
+            "--pidfile",
+        ])
         .arg(&pidfile)
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", log_of(dir.path(), "restore.log"));
-    assert_eq!(std::fs::read_to_string(&pidfile).unwrap().trim(), w.pid.to_string());
+    assert!(
+        out.status.success(),
+        "{}",
+        log_of(dir.path(), "restore.log")
+    );
+    assert_eq!(
+        std::fs::read_to_string(&pidfile).unwrap().trim(),
+        w.pid.to_string()
+    );
     assert_carries_on(&w, &b);
 }
 
@@ -172,14 +215,19 @@ fn rust_criu_dumps_and_restores() {
     criu.set_images_dir_fd(handle.as_raw_fd());
     criu.set_log_file("dump.log".into());
     criu.set_log_level(4);
-    criu.dump().unwrap_or_else(|e| panic!("rust-criu dump: {e:?}\n{}", log_of(dir.path(), "dump.log")));
+    criu.dump()
+        .unwrap_or_else(|e| panic!("rust-criu dump: {e:?}\n{}", log_of(dir.path(), "dump.log")));
     kill_and_reap(w.pid);
     let mut criu = rust_criu::Criu::new_with_criu_path(bin("criu").display().to_string()).unwrap();
     criu.set_images_dir_fd(handle.as_raw_fd());
     criu.set_log_file("restore.log".into());
     criu.set_log_level(4);
-    criu.restore()
-        .unwrap_or_else(|e| panic!("rust-criu restore: {e:?}\n{}", log_of(dir.path(), "restore.log")));
+    criu.restore().unwrap_or_else(|e| {
+        panic!(
+            "rust-criu restore: {e:?}\n{}",
+            log_of(dir.path(), "restore.log")
+        )
+    });
     assert_carries_on(&w, &b);
 }
 
@@ -209,7 +257,11 @@ fn leave_running_keeps_the_original_and_images_are_valid() {
         .arg("ps")
         .output()
         .expect("crit");
-    assert!(out.status.success(), "crit x ps: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "crit x ps: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(String::from_utf8_lossy(&out.stdout).contains(&w.pid.to_string()));
 }
 
@@ -235,7 +287,10 @@ fn failures_are_clear_and_harmless() {
     let resp = c.open().call(&r).unwrap();
     assert!(!resp.success);
     assert_eq!(resp.cr_errno, Some(3), "{resp:?}");
-    assert!(resp.cr_errmsg.unwrap_or_default().contains(&gone.to_string()));
+    assert!(resp
+        .cr_errmsg
+        .unwrap_or_default()
+        .contains(&gone.to_string()));
 
     // An fd kind the dump does not support: clear error, target unharmed,
     // nothing of ours left in it.
@@ -245,13 +300,19 @@ fn failures_are_clear_and_harmless() {
     let resp = rpc_dump(&c, &w, dir.path(), |_| {});
     assert!(!resp.success);
     let msg = resp.cr_errmsg.unwrap_or_default();
-    assert!(msg.contains("eventfd") || msg.contains("anon_inode"), "{msg}");
+    assert!(
+        msg.contains("eventfd") || msg.contains("anon_inode"),
+        "{msg}"
+    );
     assert!(alive(w.pid));
     let line = w.last_line().unwrap();
     w.wait_for_line_after(Some(line.n));
     let maps_after = std::fs::read_to_string(format!("/proc/{}/maps", w.pid)).unwrap();
     assert_eq!(maps_before, maps_after, "no leftover mapping");
-    assert!(!dir.path().join("inventory.img").exists(), "no complete-looking images");
+    assert!(
+        !dir.path().join("inventory.img").exists(),
+        "no complete-looking images"
+    );
 }
 
 #[test]
@@ -268,7 +329,12 @@ fn corrupted_images_fail_restore_and_leave_nothing_running() {
         .unwrap()
         .filter_map(Result::ok)
         .map(|e| e.path())
-        .find(|p| p.file_name().unwrap().to_string_lossy().starts_with("pages-"))
+        .find(|p| {
+            p.file_name()
+                .unwrap()
+                .to_string_lossy()
+                .starts_with("pages-")
+        })
         .unwrap();
     let len = std::fs::metadata(&pages).unwrap().len();
     std::fs::OpenOptions::new()
@@ -281,7 +347,11 @@ fn corrupted_images_fail_restore_and_leave_nothing_running() {
     assert!(!resp.success, "restore of a cut pages file must fail");
     assert!(resp.cr_errmsg.is_some());
     assert!(!alive(w.pid), "nothing left running");
-    assert_eq!(std::fs::metadata(&pages).unwrap().len(), len / 2, "images untouched");
+    assert_eq!(
+        std::fs::metadata(&pages).unwrap().len(),
+        len / 2,
+        "images untouched"
+    );
 }
 
 #[test]
@@ -327,7 +397,10 @@ fn notifications_arrive_in_criu_order() {
         .unwrap();
     assert!(resp.success, "{resp:?}");
     let names: Vec<_> = seen.iter().map(|(s, _)| s.as_str()).collect();
-    assert_eq!(names, ["pre-restore", "post-restore", "pre-resume", "post-resume"]);
+    assert_eq!(
+        names,
+        ["pre-restore", "post-restore", "pre-resume", "post-resume"]
+    );
     assert_eq!(seen[1].1, Some(w.pid), "post-restore carries the root pid");
     assert_eq!(resp.restore.map(|r| r.pid), Some(w.pid));
 }

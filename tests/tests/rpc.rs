@@ -408,7 +408,10 @@ fn dumping_an_ancestor_of_the_worker_is_refused() {
         let resp = client.call(&r).unwrap();
         assert!(!resp.success);
         let msg = resp.cr_errmsg.unwrap_or_default();
-        assert!(msg.contains("The criu itself is within dumped tree"), "{msg}");
+        assert!(
+            msg.contains("The criu itself is within dumped tree"),
+            "{msg}"
+        );
         finish(client, c, 1);
     });
 }

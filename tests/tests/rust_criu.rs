@@ -24,8 +24,7 @@ fn rust_criu_dump_of_a_vanished_pid_fails_with_esrch() {
         child.wait().unwrap();
         i32::try_from(pid).unwrap()
     };
-    let mut criu =
-        rust_criu::Criu::new_with_criu_path(bin("criu").display().to_string()).unwrap();
+    let mut criu = rust_criu::Criu::new_with_criu_path(bin("criu").display().to_string()).unwrap();
     criu.set_pid(gone);
     criu.set_images_dir_fd(std::os::fd::AsRawFd::as_raw_fd(&images));
     criu.set_log_file("dump.log".into());
@@ -34,6 +33,10 @@ fn rust_criu_dump_of_a_vanished_pid_fails_with_esrch() {
         Err(rust_criu::CriuError::RpcFailed { cr_errno, .. }) => assert_eq!(cr_errno, 3),
         other => panic!("expected an ESRCH failure, got {other:?}"),
     }
-    let log = std::fs::read_to_string(dir.path().join("dump.log")).expect("dump.log in the images dir");
-    assert!(log.contains("Error"), "runc greps the log for Error lines: {log}");
+    let log =
+        std::fs::read_to_string(dir.path().join("dump.log")).expect("dump.log in the images dir");
+    assert!(
+        log.contains("Error"),
+        "runc greps the log for Error lines: {log}"
+    );
 }

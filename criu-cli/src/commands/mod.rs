@@ -2,7 +2,9 @@
 
 pub mod check;
 pub mod cpuinfo;
+pub mod dump;
 pub mod pending;
+pub mod restore;
 
 /// `criu --help`.
 pub const USAGE: &str = "\
@@ -25,6 +27,6 @@ Common options:
   --no-default-config   skip /etc/criu/default.conf and ~/.criu/default.conf
   -V|--version          print the version and exit
 
-dump, pre-dump, restore, page-server and lazy-pages accept every CRIU option
-but are not implemented yet by this engine: they fail with exit status 1.
+pre-dump, page-server and lazy-pages accept every CRIU option but are not
+implemented yet by this engine: they fail with exit status 1.
 ";
