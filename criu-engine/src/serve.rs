@@ -262,7 +262,9 @@ impl Handler for Engine {
 
 /// Whether `pid` is this process or one of its ancestors.
 fn is_own_ancestor(pid: i32) -> bool {
-    let mut current = std::process::id().cast_signed();
+    let Ok(mut current) = i32::try_from(std::process::id()) else {
+        return false;
+    };
     // A chain longer than this would be a loop in a corrupt /proc.
     for _ in 0..4096 {
         if current == pid {

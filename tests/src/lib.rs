@@ -263,7 +263,7 @@ impl Workload {
                     offset: it.next()?.parse().ok()?,
                 })
             })
-            .last()
+            .next_back()
     }
 
     /// Waits (up to 10 s) for a report newer than `after` and returns it.

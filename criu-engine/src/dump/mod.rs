@@ -165,7 +165,7 @@ pub fn run(opts: &RequestOpts, notify: &mut dyn Notify) -> Result<DumpOutcome, D
         // The task resumes when `task` is dropped.
         let inv = dir.path().join(ImageKind::Inventory.file_name(0));
         if let Err(err) = nix::unistd::unlinkat(
-            &dir.fd(),
+            dir.fd(),
             ImageKind::Inventory.file_name(0).as_str(),
             nix::unistd::UnlinkatFlags::NoRemoveDir,
         ) {

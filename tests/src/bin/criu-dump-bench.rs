@@ -200,15 +200,8 @@ fn main() {
     let reference = std::env::var_os("CRIU_REF").map(PathBuf::from);
     let ours = bin_dir.join("criu");
     println!(
-        "{:>6}  {:<9} {:>9} {:>9} {:>8} {:>9} {:>8}  {}",
-        "MiB",
-        "who",
-        "dump ms",
-        "frozen ms",
-        "GiB/s",
-        "restore ms",
-        "GiB/s",
-        "vs limit / vs reference"
+        "{:>6}  {:<9} {:>9} {:>9} {:>8} {:>9} {:>8}  vs limit / vs reference",
+        "MiB", "who", "dump ms", "frozen ms", "GiB/s", "restore ms", "GiB/s",
     );
     for mib in sizes {
         let bytes = mib * MIB;
