@@ -115,7 +115,11 @@ impl Workload {
     fn wait_lines(&self, n: usize) {
         let deadline = Instant::now() + Duration::from_secs(10);
         while self.lines().len() < n {
-            assert!(Instant::now() < deadline, "workload {} stopped logging", self.pid);
+            assert!(
+                Instant::now() < deadline,
+                "workload {} stopped logging",
+                self.pid
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
     }
@@ -138,7 +142,11 @@ impl Workload {
     fn assert_untouched(&self, maps_before: &str) {
         let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid)).unwrap();
         assert!(status.contains("TracerPid:\t0\n"), "still traced: {status}");
-        assert_eq!(self.maps(), maps_before, "mappings changed (leftover stub?)");
+        assert_eq!(
+            self.maps(),
+            maps_before,
+            "mappings changed (leftover stub?)"
+        );
         let n = self.lines().len();
         self.wait_lines(n + 2);
     }
@@ -177,7 +185,10 @@ fn names(dir: &Path) -> BTreeSet<String> {
 }
 
 fn crit(args: &[&str]) -> String {
-    assert!(Path::new("/usr/bin/crit").exists(), "these checks need Debian's crit");
+    assert!(
+        Path::new("/usr/bin/crit").exists(),
+        "these checks need Debian's crit"
+    );
     let out = Command::new("/usr/bin/python3")
         .arg("/usr/bin/crit")
         .args(args)
@@ -214,7 +225,10 @@ fn leave_running_writes_valid_images() {
     assert_eq!(inv.img_version, 2);
     let tree: Vec<PstreeEntry> = dir.pstree().unwrap();
     assert_eq!(tree.len(), 1);
-    assert_eq!((tree[0].pid, tree[0].ppid, tree[0].sid), (pid as u32, 0, pid as u32));
+    assert_eq!(
+        (tree[0].pid, tree[0].ppid, tree[0].sid),
+        (pid as u32, 0, pid as u32)
+    );
     let core: CoreEntry = dir.core(pid as u32).unwrap();
     let tc = core.tc.as_ref().unwrap();
     assert_eq!(tc.task_state, 1);
@@ -232,7 +246,9 @@ fn leave_running_writes_valid_images() {
     // is where the anonymous VMA was.
     let mm: MmEntry = dir.mm(pid as u32).unwrap().unwrap();
     let pm = dir.pagemap(pid as u32).unwrap().unwrap();
-    let pages = std::fs::metadata(s.images().join("pages-1.img")).unwrap().len();
+    let pages = std::fs::metadata(s.images().join("pages-1.img"))
+        .unwrap()
+        .len();
     assert_eq!(pm.present_bytes(), pages);
     let stats: StatsEntry = dir.read_single(ImageKind::StatsDump, 0).unwrap().unwrap();
     let d = stats.dump.unwrap();
@@ -251,7 +267,10 @@ fn leave_running_writes_valid_images() {
         .expect("pattern pages saved");
     let mut word = [0u8; 16];
     reader
-        .read_at(run.pages_offset.unwrap() + (big.start - run.vaddr), &mut word)
+        .read_at(
+            run.pages_offset.unwrap() + (big.start - run.vaddr),
+            &mut word,
+        )
         .unwrap();
     assert_eq!(u64::from_le_bytes(word[8..].try_into().unwrap()), PATTERN);
     assert!(pages >= 16 << 20);
@@ -294,11 +313,20 @@ fn leave_running_writes_valid_images() {
     let images = s.images();
     let images = images.to_str().unwrap();
     let ps = crit(&["x", images, "ps"]);
-    assert!(ps.contains(&w.pid.to_string()) && ps.contains("criu-workload"), "{ps}");
+    assert!(
+        ps.contains(&w.pid.to_string()) && ps.contains("criu-workload"),
+        "{ps}"
+    );
     let fds = crit(&["x", images, "fds"]);
-    assert!(fds.contains(s.log().to_str().unwrap()) && fds.contains("/dev/null"), "{fds}");
+    assert!(
+        fds.contains(s.log().to_str().unwrap()) && fds.contains("/dev/null"),
+        "{fds}"
+    );
     let mems = crit(&["x", images, "mems"]);
-    assert!(mems.contains("[vdso]") && mems.contains(exe.to_str().unwrap()), "{mems}");
+    assert!(
+        mems.contains("[vdso]") && mems.contains(exe.to_str().unwrap()),
+        "{mems}"
+    );
 }
 
 #[test]
@@ -415,9 +443,16 @@ fn read_mode_writes_the_same_pages() {
     let pa = std::fs::read(a.join("pages-1.img")).unwrap();
     let pb = std::fs::read(b.join("pages-1.img")).unwrap();
     assert_eq!(pa.len(), pb.len());
-    assert!(pa == pb, "page contents differ between splice and read modes");
+    assert!(
+        pa == pb,
+        "page contents differ between splice and read modes"
+    );
     let core: CoreEntry = ImagesDir::open(&a).unwrap().core(w.pid as u32).unwrap();
-    assert_eq!(core.tc.unwrap().task_state, 3, "stopped task recorded as stopped");
+    assert_eq!(
+        core.tc.unwrap().task_state,
+        3,
+        "stopped task recorded as stopped"
+    );
 }
 
 #[test]

@@ -80,7 +80,8 @@ pub fn root_ids() -> TaskKobjIdsEntry {
 /// (kernel objects numbered 2: the first task after the dumper).
 pub fn task_ids(pid: RealPid) -> Result<TaskKobjIdsEntry, NamespaceError> {
     for ns in NAMESPACES {
-        let theirs = ns_ino(Some(pid), ns).map_err(|source| NamespaceError::Read { pid, ns, source })?;
+        let theirs =
+            ns_ino(Some(pid), ns).map_err(|source| NamespaceError::Read { pid, ns, source })?;
         // A kind the kernel lacks is absent for both sides alike.
         if ns_ino(None, ns).ok() != Some(theirs) {
             return Err(NamespaceError::Foreign { pid, ns });

@@ -130,7 +130,9 @@ pub fn run(opts: &RequestOpts, notify: &mut dyn Notify) -> Result<DumpOutcome, D
         return Err(DumpError::Notify { script: "pre-dump" });
     }
     task::precheck(pid, opts.shell_job)?;
-    if opts.network_lock != NetworkLock::Skip && inventory::own_netns(pid).map_err(TaskDumpError::from)? {
+    if opts.network_lock != NetworkLock::Skip
+        && inventory::own_netns(pid).map_err(TaskDumpError::from)?
+    {
         return Err(DumpError::NetworkLock { pid });
     }
 
@@ -139,7 +141,8 @@ pub fn run(opts: &RequestOpts, notify: &mut dyn Notify) -> Result<DumpOutcome, D
     let seize_opts = SeizeOptions {
         timeout: Duration::from_secs(opts.timeout.into()),
     };
-    let task = SeizedTask::seize(pid, &seize_opts).map_err(|source| DumpError::Seize { pid, source })?;
+    let task =
+        SeizedTask::seize(pid, &seize_opts).map_err(|source| DumpError::Seize { pid, source })?;
     let frozen_at = Instant::now();
     stats.freezing_time = frozen_at - t0;
 
@@ -151,20 +154,26 @@ pub fn run(opts: &RequestOpts, notify: &mut dyn Notify) -> Result<DumpOutcome, D
     stats.frozen_time = frozen_at.elapsed();
     dir.write_single(ImageKind::StatsDump, 0, &stats.entry())
         .map_err(DumpError::Finish)?;
-    dir.write_single(ImageKind::Inventory, 0, &inventory::inventory(opts.network_lock))
-        .map_err(DumpError::Finish)?;
+    dir.write_single(
+        ImageKind::Inventory,
+        0,
+        &inventory::inventory(opts.network_lock),
+    )
+    .map_err(DumpError::Finish)?;
 
     if !notify.notify("post-dump", None) {
         // The task resumes when `task` is dropped.
         let inv = dir.path().join(ImageKind::Inventory.file_name(0));
         if let Err(err) = nix::unistd::unlinkat(
-            &dir.fd(),
+            dir.fd(),
             ImageKind::Inventory.file_name(0).as_str(),
             nix::unistd::UnlinkatFlags::NoRemoveDir,
         ) {
             tracing::error!(path = %inv.display(), %err, "cannot remove the inventory of a refused dump");
         }
-        return Err(DumpError::Notify { script: "post-dump" });
+        return Err(DumpError::Notify {
+            script: "post-dump",
+        });
     }
 
     let release = |source| DumpError::Release { pid, source };

@@ -72,7 +72,10 @@ mod tests {
         };
         let d = s.entry().dump.unwrap();
         assert_eq!((d.freezing_time, d.frozen_time), (2000, 11984));
-        assert_eq!((d.pages_scanned, d.pages_written, d.pages_lazy), (72, 55, 0));
+        assert_eq!(
+            (d.pages_scanned, d.pages_written, d.pages_lazy),
+            (72, 55, 0)
+        );
         assert_eq!(d.page_pipe_bufs, Some(6));
     }
 }

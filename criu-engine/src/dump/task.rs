@@ -14,7 +14,7 @@ use crate::mem::{MemDump, MemError, MemStats, PageMode};
 use crate::proc::ProcError;
 use crate::pstree::RealPid;
 use crate::seize::SeizedTask;
-use crate::task_core::{self, CoreError, Frozen, FromProc, Queried};
+use crate::task_core::{self, CoreError, FromProc, Frozen, Queried};
 
 use super::inventory::{self, NamespaceError};
 
@@ -95,7 +95,10 @@ pub enum TaskDumpError {
 }
 
 /// Checks that can be made without touching the task.
-pub fn precheck(pid: RealPid, shell_job: bool) -> Result<crate::proc::stat::ProcStat, TaskDumpError> {
+pub fn precheck(
+    pid: RealPid,
+    shell_job: bool,
+) -> Result<crate::proc::stat::ProcStat, TaskDumpError> {
     let perr = |source| TaskDumpError::Proc { pid, source };
     let stat = crate::proc::read(pid.0, "stat")
         .and_then(|t| crate::proc::stat::parse(&t))

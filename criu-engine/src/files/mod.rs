@@ -111,7 +111,8 @@ pub struct FileTable {
 
 fn is_tty(meta: &Metadata) -> bool {
     let major = libc::major(meta.rdev());
-    meta.mode() & libc::S_IFMT == libc::S_IFCHR && (major == 4 || major == 5 || (136..=143).contains(&major))
+    meta.mode() & libc::S_IFMT == libc::S_IFCHR
+        && (major == 4 || major == 5 || (136..=143).contains(&major))
 }
 
 impl FileTable {
@@ -153,7 +154,12 @@ impl FileTable {
     /// The id of a non-descriptor file (executable, mapping, cwd, root),
     /// adding an entry on a cache miss. `open` gives read access for the
     /// build-id.
-    pub fn special(&mut self, name: &str, meta: &Metadata, open: impl FnOnce() -> Option<File>) -> u32 {
+    pub fn special(
+        &mut self,
+        name: &str,
+        meta: &Metadata,
+        open: impl FnOnce() -> Option<File>,
+    ) -> u32 {
         let is_chr = meta.mode() & libc::S_IFMT == libc::S_IFCHR;
         if !is_chr {
             if let Some(k) = self
@@ -190,7 +196,11 @@ impl FileTable {
 
     /// Describes every descriptor of the task, adding `files.img` entries;
     /// returns its `fdinfo` entries in fd order.
-    pub fn dump_fds(&mut self, pid: RealPid, inj: &Injection<'_>) -> Result<Vec<FdinfoEntry>, FilesError> {
+    pub fn dump_fds(
+        &mut self,
+        pid: RealPid,
+        inj: &Injection<'_>,
+    ) -> Result<Vec<FdinfoEntry>, FilesError> {
         let dir = crate::proc::path(pid.0, "fd");
         let mut fds: Vec<i32> = std::fs::read_dir(&dir)
             .map_err(|source| FilesError::List { pid, source })?
@@ -262,9 +272,10 @@ impl FileTable {
             Some(s) => s.4,
             None => {
                 let id = self.alloc();
-                let open = (meta.mode() & libc::S_IFMT == libc::S_IFREG && reg::should_check_size(flags))
-                    .then(|| File::open(&link).ok())
-                    .flatten();
+                let open = (meta.mode() & libc::S_IFMT == libc::S_IFREG
+                    && reg::should_check_size(flags))
+                .then(|| File::open(&link).ok())
+                .flatten();
                 let e = reg::entry(id, &name, flags, info.pos, &meta, open);
                 self.push(e, &meta)
             }

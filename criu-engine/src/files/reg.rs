@@ -22,8 +22,7 @@ const NT_GNU_BUILD_ID: u32 = 3;
 /// What CRIU's `should_check_size` says: no size (nor build-id) for files
 /// opened write-only for appending, whose size changes all the time.
 pub fn should_check_size(flags: u32) -> bool {
-    !(flags & libc::O_ACCMODE as u32 == libc::O_WRONLY as u32
-        && flags & libc::O_APPEND as u32 != 0)
+    !(flags & libc::O_ACCMODE as u32 == libc::O_WRONLY as u32 && flags & libc::O_APPEND as u32 != 0)
 }
 
 /// Builds the entry of file `id`. `open` gives read access to the file for
@@ -100,7 +99,11 @@ pub fn build_id(head: &[u8]) -> Option<Vec<u8>> {
         _ => return None,
     };
     let (phoff, phentsize, phnum) = if is64 {
-        (u64_at(head, 0x20)?, u16_at(head, 0x36)?, u16_at(head, 0x38)?)
+        (
+            u64_at(head, 0x20)?,
+            u16_at(head, 0x36)?,
+            u16_at(head, 0x38)?,
+        )
     } else {
         (
             u64::from(u32_at(head, 0x1c)?),
@@ -116,7 +119,10 @@ pub fn build_id(head: &[u8]) -> Option<Vec<u8>> {
         let (off, size) = if is64 {
             (u64_at(head, ph + 8)?, u64_at(head, ph + 32)?)
         } else {
-            (u64::from(u32_at(head, ph + 4)?), u64::from(u32_at(head, ph + 16)?))
+            (
+                u64::from(u32_at(head, ph + 4)?),
+                u64::from(u32_at(head, ph + 16)?),
+            )
         };
         let end = off.saturating_add(size).min(head.len() as u64);
         let mut note = off;
@@ -130,9 +136,7 @@ pub fn build_id(head: &[u8]) -> Option<Vec<u8>> {
                     return None;
                 }
                 let start = usize::try_from(desc).ok()?;
-                return head
-                    .get(start..start + descsz as usize)
-                    .map(<[u8]>::to_vec);
+                return head.get(start..start + descsz as usize).map(<[u8]>::to_vec);
             }
             note = desc + descsz.next_multiple_of(4);
         }

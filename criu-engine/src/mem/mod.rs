@@ -107,14 +107,11 @@ impl MemDump<'_, '_> {
         let pid = self.pid;
         let pm_err = |source| MemError::Pagemap { pid, source };
         let path = crate::proc::path(pid.0, "pagemap");
-        let pagemap = File::open(&path).map_err(|source| pm_err(ProcError::Read { path, source }))?;
+        let pagemap =
+            File::open(&path).map_err(|source| pm_err(ProcError::Read { path, source }))?;
         let zero_pfn = crate::proc::pagemap::zero_page_pfn();
         let pipe = match self.mode {
-            PageMode::Splice => Some(PagePipe::open(
-                self.inj,
-                pid,
-                page_pipe::max_pipe_size(),
-            )?),
+            PageMode::Splice => Some(PagePipe::open(self.inj, pid, page_pipe::max_pipe_size())?),
             PageMode::Read => None,
         };
         let source = match &pipe {

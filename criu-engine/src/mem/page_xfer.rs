@@ -233,17 +233,13 @@ impl<'p, 'i, 't> PageXfer<'p, 'i, 't> {
                         len: *l as usize,
                     })
                     .collect();
-                let got = process_vm_readv(
-                    pid.as_nix(),
-                    &mut [IoSliceMut::new(&mut buf)],
-                    &remote,
-                )
-                .map_err(|source| PageXferError::Read {
-                    pid,
-                    addr: batch[0].0,
-                    len: buf.len(),
-                    source,
-                })?;
+                let got = process_vm_readv(pid.as_nix(), &mut [IoSliceMut::new(&mut buf)], &remote)
+                    .map_err(|source| PageXferError::Read {
+                        pid,
+                        addr: batch[0].0,
+                        len: buf.len(),
+                        source,
+                    })?;
                 if got != buf.len() {
                     return Err(PageXferError::Read {
                         pid,

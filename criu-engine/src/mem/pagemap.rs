@@ -151,14 +151,20 @@ mod tests {
     #[test]
     fn page_decisions() {
         let anon = vma(ANON, ANON_FLAGS);
-        let file = vma(status::REGULAR | status::FILE_PRIVATE, libc::MAP_PRIVATE as u32);
+        let file = vma(
+            status::REGULAR | status::FILE_PRIVATE,
+            libc::MAP_PRIVATE as u32,
+        );
         let vdso = vma(ANON | status::VDSO, ANON_FLAGS);
         assert!(should_dump(&anon, PME_PRESENT | 1234, Some(77)));
         assert!(should_dump(&anon, PME_SWAP | 5, Some(77)));
         assert!(!should_dump(&anon, 0, Some(77)), "untouched");
         assert!(!should_dump(&anon, PME_PRESENT | 77, Some(77)), "zero page");
         assert!(!should_dump(&anon, PME_PRESENT | PME_GUARD_REGION, None));
-        assert!(!should_dump(&file, PME_PRESENT | PME_FILE | 9, None), "file page");
+        assert!(
+            !should_dump(&file, PME_PRESENT | PME_FILE | 9, None),
+            "file page"
+        );
         assert!(should_dump(&file, PME_PRESENT | 9, None), "copied on write");
         assert!(should_dump(&vdso, 0, None), "vdso whole");
     }
@@ -170,7 +176,10 @@ mod tests {
         assert_eq!(run_flags(&anon, 0x7ffd_0000_0000), PE_PRESENT);
         let vdso = vma(ANON | status::VDSO, ANON_FLAGS);
         assert_eq!(run_flags(&vdso, 0x58), PE_PRESENT);
-        let file = vma(status::REGULAR | status::FILE_PRIVATE, libc::MAP_PRIVATE as u32);
+        let file = vma(
+            status::REGULAR | status::FILE_PRIVATE,
+            libc::MAP_PRIVATE as u32,
+        );
         assert_eq!(run_flags(&file, 0x58), PE_PRESENT);
     }
 

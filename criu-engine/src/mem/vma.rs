@@ -337,7 +337,11 @@ mod tests {
         let exe = std::fs::read_link("/proc/self/exe").unwrap();
         let text = vmas
             .iter()
-            .find(|v| v.file.as_ref().is_some_and(|f| f.path == exe.to_str().unwrap()))
+            .find(|v| {
+                v.file
+                    .as_ref()
+                    .is_some_and(|f| f.path == exe.to_str().unwrap())
+            })
             .expect("executable mapped");
         assert_eq!(text.entry.status, 0x41);
         assert_eq!(text.entry.fdflags, Some(0));

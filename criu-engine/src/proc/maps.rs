@@ -67,7 +67,10 @@ impl MapsLine {
         let pgoff = field()?;
         let dev = field()?;
         let ino = field()?;
-        let path = rest.trim_start_matches(' ').trim_end_matches('\n').to_owned();
+        let path = rest
+            .trim_start_matches(' ')
+            .trim_end_matches('\n')
+            .to_owned();
         let (start, end) = range.split_once('-').ok_or_else(bad)?;
         let (major, minor) = dev.split_once(':').ok_or_else(bad)?;
         if perms.len() != 4 {
@@ -139,7 +142,9 @@ mod tests {
 
     #[test]
     fn range_detection_and_errors() {
-        assert!(MapsLine::is_range("7eff8e5c0000-7eff8e5c2000 rw-p 0 00:00 0"));
+        assert!(MapsLine::is_range(
+            "7eff8e5c0000-7eff8e5c2000 rw-p 0 00:00 0"
+        ));
         assert!(!MapsLine::is_range("VmFlags: rd wr mr mw me ac sd"));
         assert!(!MapsLine::is_range("Rss:                   4 kB"));
         assert!(MapsLine::parse("7f00-7f01 rw-x 0 00:00 0").is_err());

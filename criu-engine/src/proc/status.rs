@@ -63,9 +63,12 @@ pub fn parse(text: &str) -> Result<ProcStatus, ProcError> {
         let v = value.trim();
         match key {
             "State" => s.state = v.chars().next().unwrap_or('?'),
-            "Umask" => s.umask = Some(u32::from_str_radix(v, 8).map_err(|_| {
-                ProcError::parse("status", format!("Umask {v:?}"))
-            })?),
+            "Umask" => {
+                s.umask = Some(
+                    u32::from_str_radix(v, 8)
+                        .map_err(|_| ProcError::parse("status", format!("Umask {v:?}")))?,
+                )
+            }
             "TracerPid" => s.tracer_pid = dec(key, v)?,
             "Uid" => {
                 s.uid = ids(v)?;

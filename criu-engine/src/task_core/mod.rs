@@ -105,13 +105,14 @@ fn pending(pid: RealPid, shared: bool) -> Result<Vec<SiginfoEntry>, CoreError> {
     let mut out = Vec::new();
     let mut buf = [MaybeUninit::<libc::siginfo_t>::uninit(); 32];
     loop {
-        let n = peek_siginfo(pid.as_nix(), out.len() as u64, shared, &mut buf).map_err(|source| {
-            CoreError::Ptrace {
-                pid,
-                what: "PTRACE_PEEKSIGINFO",
-                source,
-            }
-        })?;
+        let n =
+            peek_siginfo(pid.as_nix(), out.len() as u64, shared, &mut buf).map_err(|source| {
+                CoreError::Ptrace {
+                    pid,
+                    what: "PTRACE_PEEKSIGINFO",
+                    source,
+                }
+            })?;
         if n == 0 {
             return Ok(out);
         }
@@ -135,13 +136,14 @@ impl Frozen {
         let xstate = task.xstate()?;
         let mut tls = Vec::with_capacity(regs::GDT_ENTRY_TLS_NUM as usize);
         for i in 0..regs::GDT_ENTRY_TLS_NUM {
-            let d = get_thread_area(pid.as_nix(), regs::GDT_ENTRY_TLS_MIN + i).map_err(
-                |source| CoreError::Ptrace {
-                    pid,
-                    what: "PTRACE_GET_THREAD_AREA",
-                    source,
-                },
-            )?;
+            let d =
+                get_thread_area(pid.as_nix(), regs::GDT_ENTRY_TLS_MIN + i).map_err(|source| {
+                    CoreError::Ptrace {
+                        pid,
+                        what: "PTRACE_GET_THREAD_AREA",
+                        source,
+                    }
+                })?;
             tls.push(regs::tls(&d));
         }
         let rseq = rseq_configuration(pid.as_nix()).ok().map(|c| RseqEntry {
@@ -202,11 +204,13 @@ impl Asker<'_, '_> {
         self.inj.scratch().0 + off
     }
     fn call(&self, what: &'static str, nr: i64, args: &[u64]) -> Result<u64, CoreError> {
-        self.inj.syscall_ok(nr, args).map_err(|source| CoreError::Inject {
-            pid: self.pid,
-            what,
-            source,
-        })
+        self.inj
+            .syscall_ok(nr, args)
+            .map_err(|source| CoreError::Inject {
+                pid: self.pid,
+                what,
+                source,
+            })
     }
     fn read<const N: usize>(&self, what: &'static str) -> Result<[u8; N], CoreError> {
         let mut b = [0u8; N];
@@ -219,7 +223,10 @@ impl Asker<'_, '_> {
             })?;
         Ok(b)
     }
-    fn u64s<const N: usize, const W: usize>(&self, what: &'static str) -> Result<[u64; W], CoreError> {
+    fn u64s<const N: usize, const W: usize>(
+        &self,
+        what: &'static str,
+    ) -> Result<[u64; W], CoreError> {
         let b = self.read::<N>(what)?;
         Ok(std::array::from_fn(|i| {
             u64::from_le_bytes(b[i * 8..i * 8 + 8].try_into().expect("8 bytes"))
@@ -231,13 +238,25 @@ impl Queried {
     /// Runs the injected queries.
     pub fn ask(inj: &Injection<'_>, pid: RealPid) -> Result<Queried, CoreError> {
         let a = Asker { inj, pid };
-        a.call("prctl(PR_GET_TID_ADDRESS)", nr::PRCTL, &[PR_GET_TID_ADDRESS, a.out(0)])?;
+        a.call(
+            "prctl(PR_GET_TID_ADDRESS)",
+            nr::PRCTL,
+            &[PR_GET_TID_ADDRESS, a.out(0)],
+        )?;
         let [clear_tid_addr] = a.u64s::<8, 1>("clear tid address")?;
-        a.call("get_robust_list", libc::SYS_get_robust_list, &[0, a.out(0), a.out(8)])?;
+        a.call(
+            "get_robust_list",
+            libc::SYS_get_robust_list,
+            &[0, a.out(0), a.out(8)],
+        )?;
         let [head, len] = a.u64s::<16, 2>("robust list")?;
         a.call("sigaltstack", nr::SIGALTSTACK, &[0, a.out(0)])?;
         let [ss_sp, ss_flags, ss_size] = a.u64s::<24, 3>("sigaltstack")?;
-        a.call("prctl(PR_GET_PDEATHSIG)", nr::PRCTL, &[PR_GET_PDEATHSIG, a.out(0)])?;
+        a.call(
+            "prctl(PR_GET_PDEATHSIG)",
+            nr::PRCTL,
+            &[PR_GET_PDEATHSIG, a.out(0)],
+        )?;
         let [pdeath] = a.u64s::<8, 1>("pdeath signal")?;
         let mut itimers = [ItimerEntry::default(); 3];
         for (which, t) in itimers.iter_mut().enumerate() {
@@ -252,18 +271,33 @@ impl Queried {
         }
         let mut rlimits = Vec::with_capacity(RLIM_NLIMITS as usize);
         for res in 0..RLIM_NLIMITS {
-            a.call("prlimit64", libc::SYS_prlimit64, &[0, res.into(), 0, a.out(0)])?;
+            a.call(
+                "prlimit64",
+                libc::SYS_prlimit64,
+                &[0, res.into(), 0, a.out(0)],
+            )?;
             let [cur, max] = a.u64s::<16, 2>("rlimit")?;
             rlimits.push(RlimitEntry { cur, max });
         }
         let secbits = a.call("prctl(PR_GET_SECUREBITS)", nr::PRCTL, &[PR_GET_SECUREBITS])?;
-        a.call("prctl(PR_GET_CHILD_SUBREAPER)", nr::PRCTL, &[PR_GET_CHILD_SUBREAPER, a.out(0)])?;
+        a.call(
+            "prctl(PR_GET_CHILD_SUBREAPER)",
+            nr::PRCTL,
+            &[PR_GET_CHILD_SUBREAPER, a.out(0)],
+        )?;
         let [subreaper] = a.u64s::<8, 1>("child subreaper")?;
         let dumpable = a.call("prctl(PR_GET_DUMPABLE)", nr::PRCTL, &[PR_GET_DUMPABLE])?;
-        let thp = a.call("prctl(PR_GET_THP_DISABLE)", nr::PRCTL, &[PR_GET_THP_DISABLE])?;
+        let thp = a.call(
+            "prctl(PR_GET_THP_DISABLE)",
+            nr::PRCTL,
+            &[PR_GET_THP_DISABLE],
+        )?;
         let brk = a.call("brk", libc::SYS_brk, &[0])?;
         let membarrier = inj
-            .syscall(libc::SYS_membarrier, &[MEMBARRIER_CMD_GET_REGISTRATIONS, 0, 0])
+            .syscall(
+                libc::SYS_membarrier,
+                &[MEMBARRIER_CMD_GET_REGISTRATIONS, 0, 0],
+            )
             .map_err(|source| CoreError::Inject {
                 pid,
                 what: "membarrier",
@@ -327,7 +361,12 @@ pub fn proc_extras(pid: i32) -> (u32, Option<u32>, Option<i32>) {
 }
 
 /// Assembles the leader's `core_entry`.
-pub fn entry(f: Frozen, q: &Queried, p: &FromProc<'_>, secbits_creds: criu_proto::images::CredsEntry) -> CoreEntry {
+pub fn entry(
+    f: Frozen,
+    q: &Queried,
+    p: &FromProc<'_>,
+    secbits_creds: criu_proto::images::CredsEntry,
+) -> CoreEntry {
     let comm = p.stat.comm.clone();
     let (policy, prio) = (p.stat.policy, p.stat.rt_priority);
     let rt = policy == libc::SCHED_FIFO as u32 || policy == libc::SCHED_RR as u32;

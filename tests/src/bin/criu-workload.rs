@@ -108,8 +108,8 @@ fn main() {
         Mode::from_bits_truncate(0o644),
     )
     .unwrap_or_else(|_| die("open log"));
-    let exe = open("/proc/self/exe", OFlag::O_RDONLY, Mode::empty())
-        .unwrap_or_else(|_| die("open exe"));
+    let exe =
+        open("/proc/self/exe", OFlag::O_RDONLY, Mode::empty()).unwrap_or_else(|_| die("open exe"));
     lseek(&exe, READ_FD_OFFSET, Whence::SeekSet).unwrap_or_else(|_| die("lseek"));
     let fmap = map(
         8192,
