@@ -67,12 +67,12 @@ mod tests {
 
     #[test]
     fn parses_the_needed_lines() {
-        let text = "Name:\tcat\nState:\tT (stopped)\nTgid:\t7\nSigPnd:\t0000000000000100\n\
-                    ShdPnd:\t0000000000040000\nSigBlk:\t0000000000010000\nSeccomp:\t2\n";
+        let text = "Name:\tcat\nState:\tT (stopped)\nTgid:\t7\nSigPnd:\t0000000000000400\n\
+                    ShdPnd:\t0000000000020000\nSigBlk:\t0000000000010000\nSeccomp:\t2\n";
         let st = TaskStatus::parse(text);
         assert_eq!(st.state, 'T');
         assert_eq!(st.seccomp_mode, 2);
-        assert_eq!((st.sigpnd, st.shdpnd, st.sigblk), (0x100, 0x40000, 0x10000));
+        assert_eq!((st.sigpnd, st.shdpnd, st.sigblk), (0x400, 0x20000, 0x10000));
         assert!(st.pending(nix::sys::signal::Signal::SIGSEGV));
         assert!(st.pending(nix::sys::signal::Signal::SIGCONT));
         assert!(!st.pending(nix::sys::signal::Signal::SIGTRAP));
