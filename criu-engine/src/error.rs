@@ -16,6 +16,9 @@ pub enum Error {
     /// `cpuinfo.img` could not be written, read, or does not match this CPU.
     #[error(transparent)]
     Cpuinfo(#[from] crate::cpuinfo::CpuinfoError),
+    /// A dump failed.
+    #[error(transparent)]
+    Dump(#[from] crate::dump::DumpError),
     /// FEATURE_CHECK without a `features` message.
     #[error("feature check request carries no features to check")]
     NoFeatures,
@@ -55,6 +58,7 @@ impl Error {
             Error::Opts(e) => Some(e.cr_errno()),
             Error::Cpuinfo(e) => Some(e.cr_errno()).filter(|&errno| errno != 0),
             Error::NotImplemented { .. } => Some(libc::ENOSYS),
+            Error::Dump(e) => e.cr_errno(),
             Error::NoImagesDir => Some(libc::EBADRQC),
             _ => None,
         }
