@@ -479,3 +479,109 @@ fn image_set_matches_criu_loop() {
     let theirs = norm(names(&loop_dir), "24125");
     assert_eq!(ours, theirs);
 }
+
+#[test]
+fn optional_fields_match_criu_loop() {
+    let s = Scratch::new("fields");
+    let w = Workload::start(&s, 4, &[]);
+    dump_with(w.pid, &s.images(), &["-R"], &mut NoNotify).expect("dump");
+    let root = std::env::var_os("CRIU_TESTDATA")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/work/shared/testdata/criu-4.2"));
+    let theirs_dir = ImagesDir::open(root.join("loop/images")).expect("CRIU 4.2 loop images");
+    let ours_dir = ImagesDir::open(s.images()).unwrap();
+
+    let presence = |c: &CoreEntry| {
+        let tc = c.tc.as_ref().unwrap();
+        let th = c.thread_core.as_ref().unwrap();
+        let x = c.thread_info.as_ref().unwrap();
+        vec![
+            ("gpregs.mode", x.gpregs.mode.is_some()),
+            ("fpregs.xsave", x.fpregs.xsave.is_some()),
+            ("tc.timers", tc.timers.is_some()),
+            ("tc.rlimits", tc.rlimits.is_some()),
+            ("tc.cg_set", tc.cg_set.is_some()),
+            ("tc.signals_s", tc.signals_s.is_some()),
+            ("tc.loginuid", tc.loginuid.is_some()),
+            ("tc.oom_score_adj", tc.oom_score_adj.is_some()),
+            ("tc.child_subreaper", tc.child_subreaper.is_some()),
+            ("tc.stop_signo", tc.stop_signo.is_some()),
+            ("thread.sched_nice", th.sched_nice.is_some()),
+            ("thread.sched_policy", th.sched_policy.is_some()),
+            ("thread.sched_prio", th.sched_prio.is_some()),
+            ("thread.blk_sigset", th.blk_sigset.is_some()),
+            ("thread.sas", th.sas.is_some()),
+            ("thread.signals_p", th.signals_p.is_some()),
+            ("thread.creds", th.creds.is_some()),
+            ("thread.seccomp_mode", th.seccomp_mode.is_some()),
+            ("thread.comm", th.comm.is_some()),
+            ("thread.rseq_entry", th.rseq_entry.is_some()),
+            ("thread.cg_set", th.cg_set.is_some()),
+            ("core.ids", c.ids.is_some()),
+        ]
+    };
+    let ours = ours_dir.core(w.pid as u32).unwrap();
+    let theirs = theirs_dir.core(24125).unwrap();
+    assert_eq!(presence(&ours), presence(&theirs));
+
+    let mm_presence = |m: &MmEntry| {
+        let file = m.vmas.iter().find(|v| v.status & 0x40 != 0).unwrap();
+        let anon = m.vmas.iter().find(|v| v.status == 0x201).unwrap();
+        let vvar = m.vmas.iter().find(|v| v.status & 0x1000 != 0).unwrap();
+        vec![
+            ("dumpable", m.dumpable.is_some()),
+            ("thp_disabled", m.thp_disabled.is_some()),
+            ("file.fdflags", file.fdflags.is_some()),
+            ("anon.fdflags", anon.fdflags.is_some()),
+            ("anon.madv", anon.madv.is_some()),
+            ("vvar.madv", vvar.madv.is_some()),
+            ("auxv 44 words", m.mm_saved_auxv.len() == 44),
+        ]
+    };
+    let ours_mm = ours_dir.mm(w.pid as u32).unwrap().unwrap();
+    let theirs_mm = theirs_dir.mm(24125).unwrap().unwrap();
+    assert_eq!(mm_presence(&ours_mm), mm_presence(&theirs_mm));
+    let statuses = |m: &MmEntry| m.vmas.iter().map(|v| v.status).collect::<BTreeSet<_>>();
+    assert_eq!(statuses(&ours_mm), statuses(&theirs_mm));
+
+    let inv_presence = |i: &InventoryEntry| {
+        vec![
+            ("root_cg_set", i.root_cg_set.is_some()),
+            ("lsmtype", i.lsmtype.is_some()),
+            ("network_lock_method", i.network_lock_method.is_some()),
+            ("plugins_entry", i.plugins_entry.is_some()),
+            ("dump_criu_run_id", i.dump_criu_run_id.is_some()),
+            ("dump_uptime", i.dump_uptime.is_some()),
+            (
+                "root_ids",
+                i.root_ids == theirs_dir.inventory().unwrap().root_ids,
+            ),
+        ]
+    };
+    assert_eq!(
+        inv_presence(&ours_dir.inventory().unwrap()),
+        inv_presence(&theirs_dir.inventory().unwrap())
+    );
+    let stats: StatsEntry = ours_dir
+        .read_single(ImageKind::StatsDump, 0)
+        .unwrap()
+        .unwrap();
+    let criu_stats: StatsEntry = theirs_dir
+        .read_single(ImageKind::StatsDump, 0)
+        .unwrap()
+        .unwrap();
+    let d = stats.dump.unwrap();
+    let c = criu_stats.dump.unwrap();
+    assert_eq!(
+        (
+            d.irmap_resolve.is_some(),
+            d.page_pipes.is_some(),
+            d.shpages_written.is_some()
+        ),
+        (
+            c.irmap_resolve.is_some(),
+            c.page_pipes.is_some(),
+            c.shpages_written.is_some()
+        )
+    );
+}
