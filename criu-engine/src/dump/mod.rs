@@ -129,6 +129,7 @@ pub fn run(opts: &RequestOpts, notify: &mut dyn Notify) -> Result<DumpOutcome, D
     if !notify.notify("pre-dump", None) {
         return Err(DumpError::Notify { script: "pre-dump" });
     }
+    forget_old_dump(&dir);
     task::precheck(pid, opts.shell_job)?;
     if opts.network_lock != NetworkLock::Skip
         && inventory::own_netns(pid).map_err(TaskDumpError::from)?
@@ -145,6 +146,16 @@ pub fn run(opts: &RequestOpts, notify: &mut dyn Notify) -> Result<DumpOutcome, D
         SeizedTask::seize(pid, &seize_opts).map_err(|source| DumpError::Seize { pid, source })?;
     let frozen_at = Instant::now();
     stats.freezing_time = frozen_at - t0;
+    // Once the tree is frozen (and its network locked, which a task in the
+    // host network namespace does not need), CRIU asks the client for
+    // external files. An ack may carry `external` entries; the engine
+    // supports no external resource yet, so only the answer matters. A
+    // refusal resumes the task (dropping `task` detaches it).
+    if !notify.notify("query-ext-files", None) {
+        return Err(DumpError::Notify {
+            script: "query-ext-files",
+        });
+    }
 
     let mode = match opts.pre_dump_mode {
         PreDumpMode::Splice => PageMode::Splice,
@@ -163,14 +174,7 @@ pub fn run(opts: &RequestOpts, notify: &mut dyn Notify) -> Result<DumpOutcome, D
 
     if !notify.notify("post-dump", None) {
         // The task resumes when `task` is dropped.
-        let inv = dir.path().join(ImageKind::Inventory.file_name(0));
-        if let Err(err) = nix::unistd::unlinkat(
-            dir.fd(),
-            ImageKind::Inventory.file_name(0).as_str(),
-            nix::unistd::UnlinkatFlags::NoRemoveDir,
-        ) {
-            tracing::error!(path = %inv.display(), %err, "cannot remove the inventory of a refused dump");
-        }
+        forget_old_dump(&dir);
         return Err(DumpError::Notify {
             script: "post-dump",
         });
@@ -188,4 +192,20 @@ pub fn run(opts: &RequestOpts, notify: &mut dyn Notify) -> Result<DumpOutcome, D
         "dump finished"
     );
     Ok(DumpOutcome { stats })
+}
+
+/// Removes the inventory of an earlier dump in the same directory, so that
+/// a dump failing half-way never leaves a directory that looks complete.
+fn forget_old_dump(dir: &ImagesDir) {
+    let name = ImageKind::Inventory.file_name(0);
+    match nix::unistd::unlinkat(
+        dir.fd(),
+        name.as_str(),
+        nix::unistd::UnlinkatFlags::NoRemoveDir,
+    ) {
+        Ok(()) | Err(nix::errno::Errno::ENOENT) => {}
+        Err(err) => {
+            tracing::warn!(dir = %dir.path().display(), %err, "cannot remove an old inventory.img")
+        }
+    }
 }
