@@ -122,7 +122,10 @@ impl Engine {
             }
         }
         let mut notify = RpcNotify::new(ctx, ro.notify_scripts);
-        let outcome = crate::dump::run(&ro, &mut notify)?;
+        // The reply carries the error; the log keeps it too, since runc and
+        // people read the "Error" lines of the log file.
+        let outcome = crate::dump::run(&ro, &mut notify)
+            .inspect_err(|e| tracing::error!("{}", crate::worker::error_chain(e)))?;
         if ro.display_stats {
             println!("{outcome:?}");
         }
@@ -146,7 +149,8 @@ impl Engine {
         let ro = self.request_opts(CriuReqType::Restore, req, ctx)?;
         let _log = log::start(&ro)?;
         let mut notify = RpcNotify::new(ctx, ro.notify_scripts);
-        let outcome = crate::restore::run(&ro, &mut notify)?;
+        let outcome = crate::restore::run(&ro, &mut notify)
+            .inspect_err(|e| tracing::error!("{}", crate::worker::error_chain(e)))?;
         resp.restore = Some(CriuRestoreResp {
             pid: outcome.root_pid,
         });

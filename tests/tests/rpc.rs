@@ -453,7 +453,6 @@ fn unimplemented_actions_fail_clearly() {
     each_connection(|c| {
         let dir = TempDir::new("pending");
         for ty in [
-            T::Restore,
             T::PreDump,
             T::SinglePreDump,
             T::PageServer,
