@@ -12,22 +12,25 @@ pub const FRONTENDS: [&str; 3] = ["criu", "criu-swrk", "criu-serviced"];
 
 /// Path of a binary built from this workspace (`target/<profile>/<name>`).
 ///
-/// The test executables live in `target/<profile>/deps/`, so the binaries are
-/// one directory up. Panics with a clear message when the binary was not
-/// built: the README's test command builds all of them first.
+/// Test executables live in `target/<profile>/deps/` and the demo and
+/// benchmark binaries in `target/<profile>/`, so the binaries are found next
+/// to the running executable or one directory up. Panics with a clear
+/// message when the binary was not built: the README's commands build all of
+/// them first.
 pub fn bin(name: &str) -> PathBuf {
-    let exe = std::env::current_exe().expect("test executable path");
-    let profile_dir = exe
-        .parent()
-        .and_then(Path::parent)
-        .expect("test executable lives in target/<profile>/deps");
-    let path = profile_dir.join(name);
-    assert!(
-        path.exists(),
-        "binary {} is missing: run `cargo build --workspace --bins` first",
-        path.display()
-    );
-    path
+    let exe = std::env::current_exe().expect("own executable path");
+    let here = exe.parent().expect("executable directory");
+    let candidates = [here.join(name), here.parent().unwrap_or(here).join(name)];
+    candidates
+        .iter()
+        .find(|p| p.is_file())
+        .cloned()
+        .unwrap_or_else(|| {
+            panic!(
+                "binary {name} is missing next to {}: run `cargo build --workspace --bins` first",
+                exe.display()
+            )
+        })
 }
 
 /// Fails the test, naming the need, unless we run as root.

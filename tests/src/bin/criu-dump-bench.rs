@@ -26,18 +26,23 @@ fn gibs(bytes: usize, d: Duration) -> f64 {
 /// The machine's limit: vmsplice our own (touched) memory into a pipe and
 /// splice it into a tmpfs file, in pipe-sized batches.
 fn machine_limit(bytes: usize, dir: &Path) -> Duration {
-    let mut mem = vec![0u8; bytes];
-    for (i, chunk) in mem.chunks_mut(4096).enumerate() {
-        chunk[0] = i as u8;
+    // Page-aligned memory, touched page by page, as a dumped task's would be.
+    let mut buf = vec![0u8; bytes + 4096];
+    let skew = (4096 - buf.as_ptr() as usize % 4096) % 4096;
+    let mem = &mut buf[skew..skew + bytes];
+    for (i, page) in mem.chunks_mut(4096).enumerate() {
+        page[0] = i as u8;
     }
     let file = std::fs::File::create(dir.join("limit.img")).expect("tmpfs file");
     let (r, w) = nix::unistd::pipe().expect("pipe");
     let cap = grow_pipe(&w);
     let start = Instant::now();
-    for batch in mem.chunks(cap) {
-        let iov = [std::io::IoSlice::new(batch)];
+    let mut done = 0;
+    while done < bytes {
+        let end = (done + cap).min(bytes);
+        let iov = [std::io::IoSlice::new(&mem[done..end])];
         let mut left = vmsplice(&w, &iov, SpliceFFlags::empty()).expect("vmsplice");
-        assert_eq!(left, batch.len());
+        done += left;
         while left > 0 {
             left -= splice(
                 &r,
