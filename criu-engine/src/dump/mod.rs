@@ -4,8 +4,8 @@
 //! Order of a dump:
 //!
 //! 1. `pre-dump` notification (a refusal aborts before the task is touched);
-//! 2. checks that need no freeze (single thread, no children, session
-//!    leader, network lock);
+//! 2. checks that need no freeze (no children, session leader, network
+//!    lock);
 //! 3. seize; ptrace state; VMAs and mapped files; injection stub;
 //!    descriptors; memory through page pipes; injected queries; cure;
 //! 4. the remaining images, `stats-dump`, and `inventory.img` last, so a
@@ -30,7 +30,7 @@ use crate::mem::PageMode;
 use crate::notify::Notify;
 use crate::opts::RequestOpts;
 use crate::pstree::RealPid;
-use crate::seize::{SeizeError, SeizeOptions, SeizedTask};
+use crate::seize::{SeizeError, SeizeOptions, SeizedProcess};
 
 pub use stats::DumpStats;
 pub use task::TaskDumpError;
@@ -142,8 +142,8 @@ pub fn run(opts: &RequestOpts, notify: &mut dyn Notify) -> Result<DumpOutcome, D
     let seize_opts = SeizeOptions {
         timeout: Duration::from_secs(opts.timeout.into()),
     };
-    let task =
-        SeizedTask::seize(pid, &seize_opts).map_err(|source| DumpError::Seize { pid, source })?;
+    let task = SeizedProcess::seize(pid, &seize_opts)
+        .map_err(|source| DumpError::Seize { pid, source })?;
     let frozen_at = Instant::now();
     stats.freezing_time = frozen_at - t0;
     // Once the tree is frozen (and its network locked, which a task in the

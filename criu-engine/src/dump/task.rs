@@ -1,4 +1,4 @@
-//! Dumping one frozen, single-threaded task: every per-task image (CRIU's
+//! Dumping one frozen process (all its threads): every per-task image (CRIU's
 //! `dump_one_task` in `criu/cr-dump.c`), in CRIU's order: mapped files,
 //! ids, descriptors, memory, core, mm, fs.
 
@@ -13,7 +13,8 @@ use crate::mem::vma::{self, VmaError};
 use crate::mem::{MemDump, MemError, MemStats, PageMode};
 use crate::proc::ProcError;
 use crate::pstree::RealPid;
-use crate::seize::SeizedTask;
+use crate::seize::SeizedProcess;
+use crate::task_core::thread::{self, ThreadQueried};
 use crate::task_core::{self, CoreError, FromProc, Frozen, Queried};
 
 use super::inventory::{self, NamespaceError};
@@ -36,14 +37,6 @@ pub enum TaskDumpError {
         /// Why.
         #[source]
         source: ProcError,
-    },
-    /// The task has more than one thread.
-    #[error("task {pid} has {threads} threads; only single-threaded tasks can be dumped yet")]
-    Threads {
-        /// The task.
-        pid: RealPid,
-        /// Thread count.
-        threads: u32,
     },
     /// The task has children.
     #[error("task {pid} has children ({children}); process trees cannot be dumped yet")]
@@ -103,12 +96,6 @@ pub fn precheck(
     let stat = crate::proc::read(pid.0, "stat")
         .and_then(|t| crate::proc::stat::parse(&t))
         .map_err(perr)?;
-    if stat.num_threads > 1 {
-        return Err(TaskDumpError::Threads {
-            pid,
-            threads: stat.num_threads,
-        });
-    }
     let children = crate::proc::read(pid.0, &format!("task/{pid}/children")).map_err(perr)?;
     if !children.trim().is_empty() {
         return Err(TaskDumpError::Children {
@@ -125,11 +112,12 @@ pub fn precheck(
 /// Writes every image of the frozen `task` except the inventory and the
 /// statistics; returns the memory counters and the time spent in memory.
 pub fn dump(
-    task: &SeizedTask,
+    process: &SeizedProcess,
     dir: &ImagesDir,
     mode: PageMode,
     timing: &mut super::stats::DumpStats,
 ) -> Result<MemStats, TaskDumpError> {
+    let task = process.leader();
     let pid = task.pid();
     let perr = |source| TaskDumpError::Proc { pid, source };
     let stat = crate::proc::read(pid.0, "stat")
@@ -138,18 +126,16 @@ pub fn dump(
     let status = crate::proc::read(pid.0, "status")
         .and_then(|t| crate::proc::status::parse(&t))
         .map_err(perr)?;
-    if status.threads > 1 {
-        return Err(TaskDumpError::Threads {
-            pid,
-            threads: status.threads,
-        });
-    }
     if status.seccomp == 2 {
         return Err(TaskDumpError::SeccompFilter { pid });
     }
     let ids = inventory::task_ids(pid)?;
     let frozen = Frozen::capture(task)?;
     let sp = frozen.sp;
+    let mut thread_frozen = Vec::with_capacity(process.threads().len());
+    for t in process.threads() {
+        thread_frozen.push(Frozen::capture(t)?);
+    }
 
     dir.write_single(ImageKind::Seccomp, 0, &SeccompEntry::default())?;
 
@@ -182,6 +168,24 @@ pub fn dump(
     timing.memwrite_time = mem.write_time;
 
     let queried = Queried::ask(&inj, pid)?;
+    let mut thread_cores = Vec::with_capacity(thread_frozen.len());
+    for (t, f) in process.threads().iter().zip(thread_frozen) {
+        let tid = t.pid();
+        let q = ThreadQueried::ask(&inj.for_thread(t))?;
+        let tperr = |source| TaskDumpError::Proc { pid: tid, source };
+        let tstat = crate::proc::read(pid.0, &format!("task/{tid}/stat"))
+            .and_then(|t| crate::proc::stat::parse(&t))
+            .map_err(tperr)?;
+        let tstatus = crate::proc::read(pid.0, &format!("task/{tid}/status"))
+            .and_then(|t| crate::proc::status::parse(&t))
+            .map_err(tperr)?;
+        if tstatus.seccomp == 2 {
+            return Err(TaskDumpError::SeccompFilter { pid: tid });
+        }
+        let creds = crate::creds::entry(&tstatus, queried.secbits);
+        let core = thread::thread_entry(f, &q, &tstat, tstatus.seccomp, creds);
+        thread_cores.push((tid, core));
+    }
     inj.cure()
         .map_err(|source| TaskDumpError::Inject { pid, source })?;
 
@@ -234,6 +238,9 @@ pub fn dump(
     dir.write_all(ImageKind::Fdinfo, FILES_ID, &fdinfo)?;
     dir.write_all(ImageKind::Files, 0, files.entries())?;
     dir.write_single(ImageKind::Core, pid.0 as u64, &core)?;
+    for (tid, core) in &thread_cores {
+        dir.write_single(ImageKind::Core, tid.0 as u64, core)?;
+    }
     dir.write_single(ImageKind::Mm, pid.0 as u64, &mm)?;
     dir.write_single(ImageKind::Fs, pid.0 as u64, &fs)?;
     dir.write_all(
@@ -244,7 +251,7 @@ pub fn dump(
             ppid: 0,
             pgid: stat.pgid as u32,
             sid: stat.sid as u32,
-            threads: vec![pid.0 as u32],
+            threads: process.tids().iter().map(|t| t.0 as u32).collect(),
         }],
     )?;
     dir.write_single(ImageKind::Timens, 0, &inventory::timens())?;

@@ -191,6 +191,8 @@ pub(crate) struct TaskImages {
     pub(crate) fds: Vec<FdinfoEntry>,
     /// `files.img` by id.
     pub(crate) files: HashMap<u32, FileEntry>,
+    /// The other threads, in `pstree_entry.threads` order.
+    pub(crate) threads: Vec<super::threads::ThreadImages>,
     /// Present page runs, ascending.
     pub(crate) runs: Vec<PageRun>,
     /// Name of the pages file.
@@ -226,6 +228,7 @@ pub(crate) fn load(
     let pid = pstree.pid;
     let core: CoreEntry = required(dir, ImageKind::Core, pid.into())?;
     let (thread_info, tc, thread_core) = check_core(pid, core)?;
+    let threads = super::threads::load(dir, &pstree)?;
     let ids: TaskKobjIdsEntry = required(dir, ImageKind::Ids, pid.into())?;
     check_ids(&inventory, &ids)?;
     let mm: MmEntry = required(dir, ImageKind::Mm, pid.into())?;
@@ -270,6 +273,7 @@ pub(crate) fn load(
         thread_info,
         tc,
         thread_core,
+        threads,
         mm,
         fs,
         fds,
@@ -283,14 +287,14 @@ pub(crate) fn load(
     Ok(task)
 }
 
-fn read_error(kind: ImageKind, id: u64, source: ImageError) -> ImagesError {
+pub(super) fn read_error(kind: ImageKind, id: u64, source: ImageError) -> ImagesError {
     ImagesError::Read {
         image: kind.file_name(id),
         source,
     }
 }
 
-fn required<M: prost::Message + prost::Name + Default>(
+pub(super) fn required<M: prost::Message + prost::Name + Default>(
     dir: &ImagesDir,
     kind: ImageKind,
     id: u64,
@@ -338,12 +342,11 @@ fn single_task(mut pstree: Vec<PstreeEntry>) -> Result<PstreeEntry, ImagesError>
             if entry.ppid != 0 {
                 return Err(unsupported("a root task with a parent in the tree"));
             }
-            if entry.threads != [entry.pid] {
-                return Err(unsupported(format!(
-                    "restoring a multi-threaded process (task {} has {} threads)",
-                    entry.pid,
-                    entry.threads.len()
-                )));
+            if entry.threads.first() != Some(&entry.pid) {
+                return Err(ImagesError::Core {
+                    pid: entry.pid,
+                    reason: "the leader is not the first thread in pstree.img",
+                });
             }
             Ok(entry)
         }

@@ -1,4 +1,4 @@
-//! Restore of a single-process, single-threaded dump, driven from outside
+//! Restore of a single-process dump (all its threads), driven from outside
 //! the new task (CRIU's `cr_restore_tasks` in `criu/cr-restore.c` and the
 //! restorer blob `criu/pie/restorer.c`, which we replace with injected
 //! syscalls).
@@ -9,7 +9,8 @@
 //!    descriptors ([`files`]), session, cwd, root, umask and limits, then
 //!    stops.
 //! 3. The engine seizes it and injects: the address space ([`mm`]), then
-//!    signal handlers, alternate stack, rseq, TLS, timers ([`task`]).
+//!    signal handlers, alternate stack, rseq, TLS, timers ([`task`]);
+//!    the other threads are cloned from it with their tids ([`threads`]).
 //! 4. [`finish`]: registers and XSAVE state at the exit of the stub's
 //!    `munmap`; detach.
 //!
@@ -23,6 +24,7 @@ mod finish;
 mod images;
 mod mm;
 mod task;
+mod threads;
 mod tree;
 
 use std::os::fd::AsFd;
@@ -40,6 +42,7 @@ use files::inherit_matches;
 pub use images::ImagesError;
 pub use mm::MmError;
 pub use task::TaskError;
+pub use threads::ThreadError;
 pub use tree::TreeError;
 
 /// What a successful restore produced.
@@ -110,6 +113,9 @@ pub enum RestoreError {
     /// The per-task state cannot be restored.
     #[error(transparent)]
     Task(#[from] TaskError),
+    /// A thread cannot be restored.
+    #[error(transparent)]
+    Thread(#[from] ThreadError),
     /// A ptrace request on the restored task failed.
     #[error("task {pid}: cannot {step}")]
     Ptrace {
@@ -171,7 +177,15 @@ pub fn run(opts: &RequestOpts, notify: &mut dyn Notify) -> Result<RestoreOutcome
     tracing::info!(%pid, "task created");
     let task = SeizedTask::attach_child_stopped(pid)
         .map_err(|source| RestoreError::Seize { pid, source })?;
-    if let Err(e) = restore_task(&task, &images, &dir, notify) {
+    let mut threads = Vec::new();
+    if let Err(e) = restore_task(&task, &images, &dir, notify, &mut threads) {
+        if let Err(errno) = nix::sys::signal::kill(pid.as_nix(), nix::sys::signal::Signal::SIGKILL)
+        {
+            tracing::warn!(%pid, %errno, "cannot kill a half-restored process");
+        }
+        for t in threads {
+            t.reap_killed();
+        }
         task.kill();
         return Err(e);
     }
@@ -187,6 +201,14 @@ pub fn run(opts: &RequestOpts, notify: &mut dyn Notify) -> Result<RestoreOutcome
         step: "detach",
         source,
     })?;
+    for t in threads {
+        let tid = t.pid();
+        t.detach().map_err(|source| RestoreError::Ptrace {
+            pid: tid,
+            step: "detach",
+            source,
+        })?;
+    }
     let root = tree.commit();
     notify.notify("post-resume", None);
     if let Some(path) = &opts.pidfile {
@@ -208,6 +230,7 @@ fn restore_task(
     images: &images::TaskImages,
     dir: &ImagesDir,
     notify: &mut dyn Notify,
+    threads: &mut Vec<SeizedTask>,
 ) -> Result<(), RestoreError> {
     let pid = task.pid();
     let inject_err = |step| move |source| RestoreError::Inject { pid, step, source };
@@ -216,6 +239,7 @@ fn restore_task(
     let remote = mm::Remote { inj: &inj, pid };
     mm::restore_mm(&remote, task, images, dir)?;
     task::restore_state(&remote, task, images)?;
+    threads::restore_all(&inj, &images.threads, threads)?;
     if !notify.notify("post-restore", Some(pid.0)) {
         return Err(RestoreError::Aborted {
             script: "post-restore",

@@ -1,7 +1,7 @@
 //! The checkpoint/restore test target: a single-threaded process with state
 //! that a faithful dump and restore must preserve.
 //!
-//! `criu-workload LOGPATH MEM_MIB [eventfd]`
+//! `criu-workload LOGPATH MEM_MIB [eventfd] [threads N]`
 //!
 //! * `MEM_MIB` MiB of private anonymous memory filled with a known pattern;
 //! * its own executable mapped privately (two pages; the second one written,
@@ -10,11 +10,14 @@
 //!   offset 1234 (fd numbers are printed on the first log line);
 //! * a `SIGUSR1` handler counting deliveries, `SIGUSR2` blocked;
 //! * with `eventfd`, an extra eventfd (a kind of fd the dump refuses);
+//! * with `threads N`, N extra threads (at most 64), thread `i` adding one
+//!   to its own counter every `i + 1` ms;
 //! * every descriptor inherited beyond stdio is closed first.
 //!
 //! It forks: the parent prints the child's pid on stdout and exits; the child
 //! calls `setsid`, points stdio at `/dev/null` and appends
-//! `n checksum sigusr1_count read_fd_offset` to the log every 100 ms.
+//! `n checksum sigusr1_count read_fd_offset [counter...]` to the log every
+//! 100 ms (one counter per extra thread).
 
 use std::io::Write;
 use std::os::fd::{AsRawFd, FromRawFd, IntoRawFd, OwnedFd};
@@ -32,6 +35,10 @@ const READ_FD_OFFSET: i64 = 1234;
 const PATTERN: u64 = 0x9e37_79b9_7f4a_7c15;
 
 static SIGUSR1_COUNT: AtomicU64 = AtomicU64::new(0);
+/// Most extra threads.
+const MAX_THREADS: usize = 64;
+/// One counter per extra thread.
+static COUNTERS: [AtomicU64; MAX_THREADS] = [const { AtomicU64::new(0) }; MAX_THREADS];
 
 extern "C" fn on_sigusr1(_: libc::c_int) {
     SIGUSR1_COUNT.fetch_add(1, Ordering::Relaxed);
@@ -85,12 +92,22 @@ fn checksum(mem: &[u64], file_page: &[u64]) -> u64 {
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     if args.len() < 3 {
-        eprintln!("usage: criu-workload LOGPATH MEM_MIB [eventfd]");
+        eprintln!("usage: criu-workload LOGPATH MEM_MIB [eventfd] [threads N]");
         std::process::exit(2);
     }
     let log_path = &args[1];
     let mib: usize = args[2].parse().unwrap_or_else(|_| die("MEM_MIB"));
-    let with_eventfd = args.get(3).is_some_and(|a| a == "eventfd");
+    let with_eventfd = args[3..].iter().any(|a| a == "eventfd");
+    let threads: usize = args[3..]
+        .iter()
+        .position(|a| a == "threads")
+        .map(|i| {
+            args.get(i + 4)
+                .and_then(|n| n.parse().ok())
+                .filter(|&n| n <= MAX_THREADS)
+                .unwrap_or_else(|| die("threads N"))
+        })
+        .unwrap_or(0);
 
     // Whatever the launcher leaked (pipes of a test harness...) would make
     // the fd table depend on who started us: start from stdio only.
@@ -162,16 +179,26 @@ fn main() {
         log.as_raw_fd(),
         exe.as_raw_fd()
     );
+    for (i, counter) in COUNTERS[..threads].iter().enumerate() {
+        std::thread::spawn(move || loop {
+            counter.fetch_add(1, Ordering::Relaxed);
+            std::thread::sleep(Duration::from_millis(i as u64 + 1));
+        });
+    }
     let exe: OwnedFd = exe;
     let _eventfd = efd;
     let file_page = &fmap[512..];
     for n in 0u64.. {
         let sum = checksum(mem, file_page);
         let off = lseek(&exe, 0, Whence::SeekCur).unwrap_or(-1);
-        let line = format!(
-            "{n} {sum:x} {} {off}\n",
+        let mut line = format!(
+            "{n} {sum:x} {} {off}",
             SIGUSR1_COUNT.load(Ordering::Relaxed)
         );
+        for c in &COUNTERS[..threads] {
+            line.push_str(&format!(" {}", c.load(Ordering::Relaxed)));
+        }
+        line.push('\n');
         if log.write_all(line.as_bytes()).is_err() {
             std::process::exit(3);
         }

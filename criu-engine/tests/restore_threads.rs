@@ -1,0 +1,235 @@
+//! Multi-threaded processes: CRIU 4.2's `threads` images restored by us,
+//! and our own dump and restore of `criu-workload threads N`.
+//!
+//! Restore forks without exec and must run on a single-threaded process, so
+//! this file has its own `main` (`harness = false`) running the cases one
+//! after another, as a child subreaper.
+//!
+//! Needs: root with `CAP_CHECKPOINT_RESTORE`, `clone3` with `set_tid`, pids
+//! 24148-24152 free, `/work/shared/testdata/criu-4.2` and the workload
+//! binary (`cargo build -p criu-tests --bin criu-workload`).
+
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use criu_engine::notify::NoNotify;
+use nix::sys::signal::{kill, Signal};
+use nix::sys::wait::{waitpid, WaitStatus};
+use nix::unistd::Pid;
+
+const TESTDATA: &str = "/work/shared/testdata/criu-4.2";
+const RUN_DIR: &str = "/tmp/criu-testdata";
+const THREADS_PID: i32 = 24148;
+const THREADS_TIDS: [i32; 5] = [24148, 24149, 24150, 24151, 24152];
+
+fn copy_dir(from: &Path, to: &Path, mode: u32) {
+    fs::create_dir_all(to).unwrap();
+    for entry in fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let dst = to.join(entry.file_name());
+        if dst.exists() && fs::read(&dst).unwrap() == fs::read(entry.path()).unwrap() {
+            continue;
+        }
+        let _ = fs::remove_file(&dst);
+        fs::copy(entry.path(), &dst).unwrap();
+        fs::set_permissions(&dst, fs::Permissions::from_mode(mode)).unwrap();
+    }
+}
+
+fn alive(pid: i32) -> bool {
+    match fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => !stat.contains(") Z "),
+        Err(_) => false,
+    }
+}
+
+fn kill_and_reap(pid: i32) {
+    let pid = Pid::from_raw(pid);
+    let _ = kill(pid, Signal::SIGKILL);
+    loop {
+        match waitpid(pid, None) {
+            Ok(WaitStatus::Exited(..) | WaitStatus::Signaled(..)) | Err(_) => break,
+            Ok(_) => {}
+        }
+    }
+}
+
+fn tids(pid: i32) -> Vec<i32> {
+    let mut t: Vec<i32> = fs::read_dir(format!("/proc/{pid}/task"))
+        .map(|d| {
+            d.filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+                .collect()
+        })
+        .unwrap_or_default();
+    t.sort_unstable();
+    t
+}
+
+fn run(args: &[&str]) -> Result<(), String> {
+    let cfg = criu_engine::config::parse_args(args.iter().map(|s| s.to_string())).unwrap();
+    let opts = criu_engine::opts::from_config(&cfg).unwrap();
+    match args[0] {
+        "dump" => criu_engine::dump::run(&opts, &mut NoNotify)
+            .map(drop)
+            .map_err(|e| format!("{e:?}")),
+        _ => criu_engine::restore::run(&opts, &mut NoNotify)
+            .map(drop)
+            .map_err(|e| format!("{e:?}")),
+    }
+}
+
+fn lines(log: &Path) -> Vec<Vec<u64>> {
+    fs::read_to_string(log)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| {
+            l.split(' ')
+                .map(|w| w.parse().ok().or_else(|| u64::from_str_radix(w, 16).ok()))
+                .collect()
+        })
+        .collect()
+}
+
+/// Waits until the log has `n` numeric lines (up to 10 s).
+fn wait_lines(log: &Path, n: usize) -> Vec<Vec<u64>> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let l = lines(log);
+        if l.len() >= n || Instant::now() > deadline {
+            return l;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// CRIU 4.2's `threads` images: all five threads come back with their
+/// tids and every counter keeps growing.
+fn criu_threads_scenario() {
+    copy_dir(
+        &Path::new(TESTDATA).join("bin"),
+        &Path::new(RUN_DIR).join("bin"),
+        0o755,
+    );
+    copy_dir(
+        &Path::new(TESTDATA).join("threads/files"),
+        &Path::new(RUN_DIR).join("threads"),
+        0o644,
+    );
+    let images = tempfile::tempdir().unwrap();
+    copy_dir(
+        &Path::new(TESTDATA).join("threads/images"),
+        images.path(),
+        0o644,
+    );
+    let log = Path::new(RUN_DIR).join("threads/threads.log");
+    let dumped = lines(&log);
+    run(&["restore", "-D", images.path().to_str().unwrap()]).expect("restore");
+    let after = wait_lines(&log, dumped.len() + 3);
+    let restored_tids = tids(THREADS_PID);
+    let still_alive = alive(THREADS_PID);
+    kill_and_reap(THREADS_PID);
+    assert!(still_alive, "restored process died: {after:?}");
+    assert_eq!(restored_tids, THREADS_TIDS);
+    assert!(after.len() >= dumped.len() + 3, "{after:?}");
+    let last_dumped = dumped.last().unwrap();
+    let last = after.last().unwrap();
+    for i in 0..4 {
+        assert!(last[i] > last_dumped[i], "counter {i} stuck: {after:?}");
+    }
+}
+
+fn workload_bin() -> PathBuf {
+    let exe = std::env::current_exe().expect("test path");
+    let bin = exe.ancestors().nth(3).unwrap().join("debug/criu-workload");
+    assert!(bin.exists(), "{} is missing", bin.display());
+    bin
+}
+
+/// Our dump of a workload with 16 extra threads (leave-running first, then
+/// the final dump), restored: same tids, every thread counter continues from
+/// where it was dumped.
+fn own_threads_round_trip() {
+    let scratch = tempfile::tempdir().unwrap();
+    let log = scratch.path().join("workload.log");
+    let out = std::process::Command::new(workload_bin())
+        .args([log.to_str().unwrap(), "4", "threads", "16"])
+        .output()
+        .expect("run criu-workload");
+    assert!(out.status.success(), "{out:?}");
+    let pid: i32 = String::from_utf8_lossy(&out.stdout).trim().parse().unwrap();
+    wait_lines(&log, 2);
+    let before_tids = tids(pid);
+    let pid_s = pid.to_string();
+    for (name, extra) in [("running", Some("-R")), ("images", None)] {
+        let images = scratch.path().join(name);
+        fs::create_dir(&images).unwrap();
+        let mut args = vec!["dump", "-t", &pid_s, "-D", images.to_str().unwrap()];
+        args.extend(extra);
+        if let Err(e) = run(&args) {
+            kill_and_reap(pid);
+            panic!("dump failed: {e}");
+        }
+    }
+    // The final dump killed it; we are its reaper.
+    kill_and_reap(pid);
+    let dumped = lines(&log);
+    let images = scratch.path().join("images");
+    run(&["restore", "-D", images.to_str().unwrap()]).expect("restore");
+    let after = wait_lines(&log, dumped.len() + 3);
+    let restored_tids = tids(pid);
+    let still_alive = alive(pid);
+    kill_and_reap(pid);
+    assert!(still_alive, "restored workload died: {after:?}");
+    assert_eq!(before_tids.len(), 17);
+    assert_eq!(restored_tids, before_tids);
+    let last_dumped = dumped.last().unwrap();
+    let last = after.last().unwrap();
+    assert_eq!(last.len(), 4 + 16, "{last:?}");
+    for i in 4..last.len() {
+        assert!(
+            last[i] > last_dumped[i],
+            "thread counter {i} stuck: {after:?}"
+        );
+    }
+    assert_eq!(
+        last[0],
+        last_dumped[0] + (after.len() - dumped.len()) as u64
+    );
+}
+
+fn main() {
+    let filter: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with('-'))
+        .collect();
+    let cases: &[(&str, fn())] = &[
+        ("criu_threads_scenario", criu_threads_scenario),
+        ("own_threads_round_trip", own_threads_round_trip),
+    ];
+    assert!(nix::unistd::geteuid().is_root(), "needs root");
+    nix::sys::prctl::set_child_subreaper(true).expect("become a child subreaper");
+    let mut failed = Vec::new();
+    let mut ran = 0;
+    for (name, case) in cases {
+        if !filter.is_empty() && !filter.iter().any(|f| name.contains(f.as_str())) {
+            continue;
+        }
+        ran += 1;
+        let ok = std::panic::catch_unwind(case).is_ok();
+        println!("test {name} ... {}", if ok { "ok" } else { "FAILED" });
+        if !ok {
+            failed.push(*name);
+        }
+    }
+    println!(
+        "\ntest result: {}. {} passed; {} failed",
+        if failed.is_empty() { "ok" } else { "FAILED" },
+        ran - failed.len(),
+        failed.len()
+    );
+    if !failed.is_empty() {
+        std::process::exit(1);
+    }
+}
