@@ -97,7 +97,7 @@ fn read_all<M: Message + Name + Default>(
         source,
     };
     let mut reader = ImageReader::open(&path, kind).map_err(wrap)?;
-    if kind == ImageKind::Pagemap {
+    if matches!(kind, ImageKind::Pagemap | ImageKind::ShmemPagemap) {
         reader.read_entry::<PagemapHead>().map_err(wrap)?;
     }
     reader.read_all().map_err(wrap)
