@@ -237,7 +237,10 @@ mod tests {
         let a = json_to_message(&plain, &desc("vma_entry"), "e").unwrap();
         let b = json_to_message(&pretty, &desc("vma_entry"), "e").unwrap();
         assert_eq!(a.encode_to_vec(), b.encode_to_vec());
-        let shown = message_to_json(&a, true, false).to_text(false);
+        let plan = Schema::get().image_message("vma_entry").unwrap();
+        let shown = message_to_json(&plan, &a.encode_to_vec(), true, false)
+            .unwrap()
+            .to_text(false);
         assert!(
             shown.contains(r#""prot": "PROT_READ | PROT_WRITE""#),
             "{shown}"

@@ -25,6 +25,7 @@
 //! out).
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use criu_proto::img::magic::{IMG_COMMON_MAGIC, IMG_SERVICE_MAGIC};
 use criu_proto::img::{Entries, Extra, ImageKind, Layout};
@@ -35,8 +36,8 @@ use serde_json::Value as J;
 use crate::base64;
 use crate::from_json::{json_to_message, FromJsonError};
 use crate::json::{object, Json};
-use crate::schema::{Schema, IMAGES_PACKAGE};
-use crate::to_json::message_to_json;
+use crate::schema::{MessagePlan, Schema, IMAGES_PACKAGE};
+use crate::to_json::{message_to_json, uint_member, WireError};
 
 /// Why an image could not be decoded or encoded. Entry numbers count from
 /// 0; offsets are byte offsets in the file.
@@ -109,7 +110,7 @@ pub enum ImageError {
         message: String,
         /// Cause.
         #[source]
-        source: prost::DecodeError,
+        source: WireError,
     },
     /// The schema lacks a message the kind table names.
     #[error("{path}: no schema for message {message}")]
@@ -239,8 +240,15 @@ impl<'a> Cursor<'a> {
         }
     }
 
-    /// Reads a size-prefixed message; `None` at end of file.
-    fn entry(&mut self, desc: &MessageDescriptor) -> Result<Option<DynamicMessage>, ImageError> {
+    /// Reads a size-prefixed entry of message `plan` and renders it; also
+    /// returns the plain rendering when `plain` is set (for the fields that
+    /// size extra payloads). `None` at end of file.
+    fn entry(
+        &mut self,
+        plan: &MessagePlan,
+        pretty: bool,
+        plain: bool,
+    ) -> Result<Option<(Json, Json)>, ImageError> {
         if self.at_end() {
             return Ok(None);
         }
@@ -257,35 +265,40 @@ impl<'a> Cursor<'a> {
         let size = self.take(4, "size word")?;
         let size = u32::from_le_bytes([size[0], size[1], size[2], size[3]]);
         let payload = self.take(size.into(), "payload")?;
-        let msg = decode_message(desc, payload, self.path, self.entry, start)?;
-        Ok(Some(msg))
+        let render = |pretty| {
+            message_to_json(plan, payload, pretty, false).map_err(|source| ImageError::Decode {
+                path: self.path.to_owned(),
+                entry: self.entry,
+                offset: start,
+                message: plan.desc.name().to_owned(),
+                source,
+            })
+        };
+        let json = render(pretty)?;
+        let plain = match (plain, pretty) {
+            (false, _) => Json::Object(Vec::new()),
+            (true, false) => json.clone(),
+            (true, true) => render(false)?,
+        };
+        Ok(Some((json, plain)))
     }
 }
 
-fn decode_message(
-    desc: &MessageDescriptor,
-    payload: &[u8],
-    path: &Path,
-    entry: usize,
-    offset: usize,
-) -> Result<DynamicMessage, ImageError> {
-    DynamicMessage::decode(desc.clone(), payload).map_err(|source| ImageError::Decode {
-        path: path.to_owned(),
-        entry,
-        offset,
-        message: desc.name().to_owned(),
-        source,
-    })
-}
-
-fn descriptor(full_name: &str, path: &Path) -> Result<MessageDescriptor, ImageError> {
+fn plan_of(full_name: &str, path: &Path) -> Result<Arc<MessagePlan>, ImageError> {
     Schema::get()
         .plan(full_name)
-        .map(|p| p.desc.clone())
         .ok_or_else(|| ImageError::NoSchema {
             path: path.to_owned(),
             message: full_name.to_owned(),
         })
+}
+
+fn short_plan(short: &str, path: &Path) -> Result<Arc<MessagePlan>, ImageError> {
+    plan_of(&format!("{IMAGES_PACKAGE}.{short}"), path)
+}
+
+fn descriptor(full_name: &str, path: &Path) -> Result<MessageDescriptor, ImageError> {
+    plan_of(full_name, path).map(|p| p.desc.clone())
 }
 
 fn short_descriptor(short: &str, path: &Path) -> Result<MessageDescriptor, ImageError> {
@@ -352,24 +365,24 @@ fn plain_entries(
     opts: DecodeOptions,
 ) -> Result<Vec<Json>, ImageError> {
     let mut entries = Vec::new();
-    let mut descs: Vec<(String, MessageDescriptor)> = Vec::new();
+    let mut plans: Vec<(&str, Arc<MessagePlan>)> = Vec::new();
+    let extra = kind.desc().extra;
     loop {
         let name = kind
             .entry_message(cur.entry as u64)
             .expect("opaque kinds were rejected");
-        let desc = match descs.iter().find(|(n, _)| n == name) {
-            Some((_, d)) => d.clone(),
+        let plan = match plans.iter().find(|(n, _)| *n == name) {
+            Some((_, p)) => p.clone(),
             None => {
-                let d = descriptor(name, cur.path)?;
-                descs.push((name.to_owned(), d.clone()));
-                d
+                let p = plan_of(name, cur.path)?;
+                plans.push((name, p.clone()));
+                p
             }
         };
-        let Some(msg) = cur.entry(&desc)? else {
+        let Some((mut json, plain)) = cur.entry(&plan, opts.pretty, extra != Extra::None)? else {
             break;
         };
-        let mut json = message_to_json(&msg, opts.pretty, false);
-        if let Some(extra) = read_extra(cur, kind.desc().extra, &msg, opts)? {
+        if let Some(extra) = read_extra(cur, extra, &plain, opts)? {
             if let Json::Object(members) = &mut json {
                 members.push(("extra".into(), extra));
             }
@@ -385,9 +398,10 @@ fn plain_entries(
 fn read_extra(
     cur: &mut Cursor<'_>,
     extra: Extra,
-    msg: &DynamicMessage,
+    msg: &Json,
     opts: DecodeOptions,
 ) -> Result<Option<Json>, ImageError> {
+    let uint = uint_member;
     const WHAT: &str = "extra payload";
     let blob = |cur: &mut Cursor<'_>, len: u64| -> Result<Json, ImageError> {
         let data = cur.take(len, WHAT)?;
@@ -443,20 +457,27 @@ fn read_extra(
             })
         }
         Extra::IpcMsg => {
-            let desc = short_descriptor("ipc_msg", cur.path)?;
+            let plan = short_plan("ipc_msg", cur.path)?;
             let mut items = Vec::new();
             let mut total = 0u64;
             for _ in 0..uint(msg, "qnum") {
-                let start = cur.pos;
-                let size = cur.take(4, WHAT)?;
-                let size = u32::from_le_bytes([size[0], size[1], size[2], size[3]]);
-                let body = cur.take(size.into(), WHAT)?;
-                let m = decode_message(&desc, body, cur.path, cur.entry, start)?;
+                let before = cur.pos;
+                let Some((m, _)) = cur.entry(&plan, false, false)? else {
+                    return Err(ImageError::Truncated {
+                        path: cur.path.to_owned(),
+                        entry: cur.entry,
+                        offset: cur.pos,
+                        what: WHAT,
+                        needed: 4,
+                        got: 0,
+                    });
+                };
+                let size = (cur.pos - before - 4) as u64;
                 let msize = uint(&m, "msize");
                 let text = cur.take(msize, WHAT)?;
                 cur.take(round_up(msize, 8) - msize, WHAT)?;
-                total += u64::from(size) + msize;
-                items.push(message_to_json(&m, false, false));
+                total += size + msize;
+                items.push(m);
                 items.push(Json::Str(base64::encode(text)));
             }
             if opts.nopl {
@@ -471,26 +492,24 @@ fn read_extra(
 /// A `ghost_file_entry`, then either the contents up to the end of the file
 /// or chunk entries each followed by `len` bytes.
 fn ghost_entries(cur: &mut Cursor<'_>, opts: DecodeOptions) -> Result<Vec<Json>, ImageError> {
-    let head_desc = short_descriptor("ghost_file_entry", cur.path)?;
-    let Some(head) = cur.entry(&head_desc)? else {
+    let head_plan = short_plan("ghost_file_entry", cur.path)?;
+    let Some((mut head, plain)) = cur.entry(&head_plan, opts.pretty, true)? else {
         return Ok(Vec::new());
     };
     cur.entry += 1;
-    let mut head_json = message_to_json(&head, opts.pretty, false);
-    if uint(&head, "chunks") == 0 {
+    if uint_member(&plain, "chunks") == 0 {
         let rest = cur.take((cur.data.len() - cur.pos) as u64, "contents")?;
         if !opts.nopl {
-            if let Json::Object(m) = &mut head_json {
+            if let Json::Object(m) = &mut head {
                 m.push(("extra".into(), Json::Str(base64::encode(rest))));
             }
         }
-        return Ok(vec![head_json]);
+        return Ok(vec![head]);
     }
-    let chunk_desc = short_descriptor("ghost_chunk_entry", cur.path)?;
-    let mut entries = vec![head_json];
-    while let Some(chunk) = cur.entry(&chunk_desc)? {
-        let data = cur.take(uint(&chunk, "len"), "chunk contents")?;
-        let mut json = message_to_json(&chunk, opts.pretty, false);
+    let chunk_plan = short_plan("ghost_chunk_entry", cur.path)?;
+    let mut entries = vec![head];
+    while let Some((mut json, plain)) = cur.entry(&chunk_plan, opts.pretty, true)? {
+        let data = cur.take(uint_member(&plain, "len"), "chunk contents")?;
         if !opts.nopl {
             if let Json::Object(m) = &mut json {
                 m.push(("extra".into(), Json::Str(base64::encode(data))));

@@ -4,7 +4,7 @@
 //! `crit --pretty` honours (CRIU's `images/opts.proto`).
 
 use std::collections::HashMap;
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use prost_reflect::{
     Cardinality, DescriptorPool, ExtensionDescriptor, FieldDescriptor, Kind, MessageDescriptor,
@@ -46,6 +46,45 @@ pub struct Style {
     pub unix_name: bool,
 }
 
+/// The protobuf type of a field, as the wire decoder needs it.
+#[derive(Debug, Clone)]
+pub enum WireKind {
+    /// `bool`.
+    Bool,
+    /// `int32`.
+    Int32,
+    /// `int64`.
+    Int64,
+    /// `uint32`.
+    Uint32,
+    /// `uint64`.
+    Uint64,
+    /// `sint32` (zigzag).
+    Sint32,
+    /// `sint64` (zigzag).
+    Sint64,
+    /// `fixed32`.
+    Fixed32,
+    /// `fixed64`.
+    Fixed64,
+    /// `sfixed32`.
+    Sfixed32,
+    /// `sfixed64`.
+    Sfixed64,
+    /// `float`.
+    Float,
+    /// `double`.
+    Double,
+    /// `string`.
+    String,
+    /// `bytes`.
+    Bytes,
+    /// An enum: its values and names.
+    Enum(Arc<[(i32, String)]>),
+    /// A message: its full name.
+    Message(Arc<str>),
+}
+
 /// One field of a message.
 #[derive(Debug, Clone)]
 pub struct Field {
@@ -53,6 +92,10 @@ pub struct Field {
     pub desc: FieldDescriptor,
     /// Its name, shared by every JSON object that uses it.
     pub name: Arc<str>,
+    /// Its number.
+    pub number: u32,
+    /// Its type.
+    pub kind: WireKind,
     /// Declared `repeated`.
     pub repeated: bool,
     /// Declared `required`.
@@ -68,13 +111,32 @@ pub struct MessagePlan {
     pub desc: MessageDescriptor,
     /// Its fields.
     pub fields: Vec<Field>,
+    /// Index into `fields` by field number (`u16::MAX`: no such field), for
+    /// numbers below [`DIRECT_NUMBERS`].
+    by_number: Vec<u16>,
 }
 
-/// Every message of the pool with its plan.
+/// Field numbers looked up through a table; larger ones are searched.
+const DIRECT_NUMBERS: u32 = 256;
+
+impl MessagePlan {
+    /// The index in `fields` of field `number`.
+    pub fn index_of(&self, number: u32) -> Option<usize> {
+        if number < DIRECT_NUMBERS {
+            let i = *self.by_number.get(number as usize)?;
+            (i != u16::MAX).then_some(usize::from(i))
+        } else {
+            self.fields.iter().position(|f| f.number == number)
+        }
+    }
+}
+
+/// The messages of the pool, each planned on first use.
 #[derive(Debug)]
 pub struct Schema {
     pool: DescriptorPool,
-    plans: HashMap<String, Arc<MessagePlan>>,
+    ext: Option<ExtensionDescriptor>,
+    plans: Mutex<HashMap<String, Arc<MessagePlan>>>,
 }
 
 impl Schema {
@@ -88,30 +150,44 @@ impl Schema {
         let pool = DescriptorPool::decode(criu_proto::FILE_DESCRIPTOR_SET)
             .expect("criu-proto's descriptor set is valid");
         let ext = pool.get_extension_by_name(OPTIONS_EXTENSION);
-        let plans = pool
-            .all_messages()
-            .map(|m| {
-                let mut fields: Vec<Field> =
-                    m.fields().map(|f| plan_field(f, ext.as_ref())).collect();
-                fields.sort_by_key(|f| f.desc.number());
-                (
-                    m.full_name().to_owned(),
-                    Arc::new(MessagePlan { desc: m, fields }),
-                )
-            })
-            .collect();
-        Schema { pool, plans }
+        Schema {
+            pool,
+            ext,
+            plans: Mutex::new(HashMap::new()),
+        }
     }
 
     /// The plan of the message with full name `name`
     /// (`criu.images.pstree_entry`).
-    pub fn plan(&self, name: &str) -> Option<&Arc<MessagePlan>> {
-        self.plans.get(name)
+    pub fn plan(&self, name: &str) -> Option<Arc<MessagePlan>> {
+        let mut plans = self.plans.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(plan) = plans.get(name) {
+            return Some(plan.clone());
+        }
+        let desc = self.pool.get_message_by_name(name)?;
+        let mut fields: Vec<Field> = desc
+            .fields()
+            .map(|f| plan_field(f, self.ext.as_ref()))
+            .collect();
+        fields.sort_by_key(|f| f.number);
+        let mut by_number = vec![u16::MAX; DIRECT_NUMBERS as usize];
+        for (i, f) in fields.iter().enumerate() {
+            if f.number < DIRECT_NUMBERS {
+                by_number[f.number as usize] = i as u16;
+            }
+        }
+        let plan = Arc::new(MessagePlan {
+            desc,
+            fields,
+            by_number,
+        });
+        plans.insert(name.to_owned(), plan.clone());
+        Some(plan)
     }
 
     /// The plan of an image message given its short name (`pstree_entry`).
-    pub fn image_message(&self, short: &str) -> Option<&Arc<MessagePlan>> {
-        self.plans.get(&format!("{IMAGES_PACKAGE}.{short}"))
+    pub fn image_message(&self, short: &str) -> Option<Arc<MessagePlan>> {
+        self.plan(&format!("{IMAGES_PACKAGE}.{short}"))
     }
 
     /// The descriptor pool.
@@ -152,20 +228,37 @@ fn plan_field(desc: FieldDescriptor, ext: Option<&ExtensionDescriptor>) -> Field
             }
         }
     }
+    let kind = match desc.kind() {
+        Kind::Bool => WireKind::Bool,
+        Kind::Int32 => WireKind::Int32,
+        Kind::Int64 => WireKind::Int64,
+        Kind::Uint32 => WireKind::Uint32,
+        Kind::Uint64 => WireKind::Uint64,
+        Kind::Sint32 => WireKind::Sint32,
+        Kind::Sint64 => WireKind::Sint64,
+        Kind::Fixed32 => WireKind::Fixed32,
+        Kind::Fixed64 => WireKind::Fixed64,
+        Kind::Sfixed32 => WireKind::Sfixed32,
+        Kind::Sfixed64 => WireKind::Sfixed64,
+        Kind::Float => WireKind::Float,
+        Kind::Double => WireKind::Double,
+        Kind::String => WireKind::String,
+        Kind::Bytes => WireKind::Bytes,
+        Kind::Enum(e) => WireKind::Enum(
+            e.values()
+                .map(|v| (v.number(), v.name().to_owned()))
+                .collect(),
+        ),
+        Kind::Message(m) => WireKind::Message(Arc::from(m.full_name())),
+    };
     Field {
         name: Arc::from(desc.name()),
+        number: desc.number(),
+        kind,
         repeated: desc.is_list(),
         required: desc.cardinality() == Cardinality::Required,
         style,
         desc,
-    }
-}
-
-/// The message type of a field, if it is a message field.
-pub fn message_kind(field: &FieldDescriptor) -> Option<MessageDescriptor> {
-    match field.kind() {
-        Kind::Message(m) => Some(m),
-        _ => None,
     }
 }
 
@@ -189,7 +282,9 @@ mod tests {
         let tc = schema.image_message("task_core_entry").unwrap();
         assert!(tc.fields[0].style.dict.is_some());
         let core = schema.image_message("core_entry").unwrap();
-        let numbers: Vec<u32> = core.fields.iter().map(|f| f.desc.number()).collect();
+        let numbers: Vec<u32> = core.fields.iter().map(|f| f.number).collect();
         assert!(numbers.windows(2).all(|w| w[0] < w[1]));
+        assert_eq!(core.index_of(numbers[3]), Some(3));
+        assert_eq!(core.index_of(1000), None);
     }
 }

@@ -1,91 +1,327 @@
-//! Protobuf message to `crit` JSON (the `pb2dict` half of CRIU's
-//! `lib/pycriu/images/pb2dict.py`).
+//! Protobuf bytes to `crit` JSON (the `pb2dict` half of CRIU's
+//! `lib/pycriu/images/pb2dict.py`), decoding the wire format directly
+//! against the schema plans.
 //!
 //! Fields appear in field-number order, only when set (optional scalars
-//! that are present, non-empty repeated fields). Bytes are base64 (or
-//! quoted-printable for unix socket names), enums are value names, and
-//! enum values outside the schema are left out as Python protobuf drops
-//! them. With `pretty`, integers follow the field's `(criu)` option in this
-//! order: `hex` (own or inherited from an enclosing message field), `dev`,
-//! `flags`, `dict`; repeated `ipadd` fields collapse into one address.
-
-use prost_reflect::{DynamicMessage, ReflectMessage, Value};
+//! that are present, non-empty repeated fields); a singular field seen twice
+//! keeps its last value, a singular message seen twice is merged, repeated
+//! scalars are accepted packed or not, and unknown fields are skipped. Bytes
+//! are base64 (or quoted-printable for unix socket names), enums are value
+//! names, and enum values outside the schema are left out as Python
+//! protobuf drops them. With `pretty`, integers follow the field's `(criu)`
+//! option in this order: `hex` (own or inherited from an enclosing message
+//! field), `dev`, `flags`, `dict`; repeated `ipadd` fields collapse into one
+//! address.
 
 use crate::json::Json;
-use crate::schema::{Field, Flags, Schema};
+use crate::schema::{Field, Flags, MessagePlan, Schema, WireKind};
 use crate::{base64, number, quopri, tables};
 
-/// Converts `msg` to a JSON object; `hex` is set when an enclosing field
-/// carries `(criu).hex`.
-pub fn message_to_json(msg: &DynamicMessage, pretty: bool, hex: bool) -> Json {
-    let schema = Schema::get();
-    let Some(plan) = schema.plan(msg.descriptor().full_name()) else {
-        return Json::Object(Vec::new());
-    };
+/// Deepest message nesting accepted.
+const MAX_DEPTH: usize = 100;
+
+/// Why bytes are not a valid message.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum WireError {
+    /// The data ends inside a field.
+    #[error("field {field} is cut short at byte {at}")]
+    Truncated {
+        /// Field number (0 while reading a key).
+        field: u32,
+        /// Offset in the message.
+        at: usize,
+    },
+    /// A varint longer than ten bytes.
+    #[error("overlong varint at byte {at}")]
+    Varint {
+        /// Offset in the message.
+        at: usize,
+    },
+    /// A wire type that is invalid or unusable for the field.
+    #[error("field {field} has wire type {wire_type}, which does not fit its type")]
+    WireType {
+        /// Field number.
+        field: u32,
+        /// The wire type found.
+        wire_type: u8,
+    },
+    /// A string field holds invalid UTF-8.
+    #[error("field {field} is not valid UTF-8")]
+    Utf8 {
+        /// Field number.
+        field: u32,
+    },
+    /// Field number zero.
+    #[error("field number 0 at byte {at}")]
+    ZeroField {
+        /// Offset in the message.
+        at: usize,
+    },
+    /// Messages nested too deeply.
+    #[error("messages nested deeper than {MAX_DEPTH}")]
+    TooDeep,
+    /// The schema has no plan for a nested message.
+    #[error("no schema for message {0}")]
+    NoSchema(String),
+}
+
+/// One field occurrence as found on the wire.
+#[derive(Clone, Copy)]
+enum Raw<'a> {
+    Varint(u64),
+    Fixed64(u64),
+    Fixed32(u32),
+    Len(&'a [u8]),
+}
+
+fn varint(buf: &[u8], pos: &mut usize) -> Result<u64, WireError> {
+    let start = *pos;
+    let mut value = 0u64;
+    for shift in (0..70).step_by(7) {
+        let Some(&b) = buf.get(*pos) else {
+            return Err(WireError::Truncated { field: 0, at: start });
+        };
+        *pos += 1;
+        value |= u64::from(b & 0x7f).checked_shl(shift).unwrap_or(0);
+        if b & 0x80 == 0 {
+            return Ok(value);
+        }
+    }
+    Err(WireError::Varint { at: start })
+}
+
+fn take<'a>(buf: &'a [u8], pos: &mut usize, len: u64, field: u32) -> Result<&'a [u8], WireError> {
+    let at = *pos;
+    let end = usize::try_from(len)
+        .ok()
+        .and_then(|l| at.checked_add(l))
+        .filter(|&e| e <= buf.len())
+        .ok_or(WireError::Truncated { field, at })?;
+    *pos = end;
+    Ok(&buf[at..end])
+}
+
+/// Decodes `data` as the message `plan` and renders it; `hex` is set when an
+/// enclosing field carries `(criu).hex`.
+pub fn message_to_json(
+    plan: &MessagePlan,
+    data: &[u8],
+    pretty: bool,
+    hex: bool,
+) -> Result<Json, WireError> {
+    decode(plan, data, pretty, hex, 0)
+}
+
+fn decode(
+    plan: &MessagePlan,
+    data: &[u8],
+    pretty: bool,
+    hex: bool,
+    depth: usize,
+) -> Result<Json, WireError> {
+    if depth > MAX_DEPTH {
+        return Err(WireError::TooDeep);
+    }
+    let mut slots: Vec<Vec<Raw<'_>>> = vec![Vec::new(); plan.fields.len()];
+    let mut pos = 0;
+    while pos < data.len() {
+        let at = pos;
+        let key = varint(data, &mut pos)?;
+        let number = u32::try_from(key >> 3).map_err(|_| WireError::ZeroField { at })?;
+        if number == 0 {
+            return Err(WireError::ZeroField { at });
+        }
+        let raw = match key & 7 {
+            0 => Raw::Varint(varint(data, &mut pos).map_err(|e| match e {
+                WireError::Truncated { at, .. } => WireError::Truncated { field: number, at },
+                e => e,
+            })?),
+            1 => {
+                let b = take(data, &mut pos, 8, number)?;
+                Raw::Fixed64(u64::from_le_bytes(b.try_into().expect("8 bytes")))
+            }
+            5 => {
+                let b = take(data, &mut pos, 4, number)?;
+                Raw::Fixed32(u32::from_le_bytes(b.try_into().expect("4 bytes")))
+            }
+            2 => {
+                let len = varint(data, &mut pos)?;
+                Raw::Len(take(data, &mut pos, len, number)?)
+            }
+            wt => {
+                return Err(WireError::WireType {
+                    field: number,
+                    wire_type: wt as u8,
+                })
+            }
+        };
+        if let Some(i) = plan.index_of(number) {
+            slots[i].push(raw);
+        }
+    }
     let mut members = Vec::with_capacity(plan.fields.len());
-    for field in &plan.fields {
-        if !msg.has_field(&field.desc) {
+    for (field, raws) in plan.fields.iter().zip(&slots) {
+        if raws.is_empty() {
             continue;
         }
-        let value = msg.get_field(&field.desc);
         let hex = hex || field.style.hex;
-        let json = if let Value::List(items) = &*value {
-            if pretty && field.style.ipadd {
-                let words: Vec<u32> = items.iter().filter_map(Value::as_u32).collect();
-                match number::words_to_ip(&words) {
-                    Some(ip) => Json::Array(vec![Json::Str(ip)]),
-                    None => list(items, field, pretty, hex),
+        let json = if field.repeated {
+            let mut items = Vec::with_capacity(raws.len());
+            let mut words = Vec::new();
+            for raw in raws {
+                match (raw, &field.kind) {
+                    (Raw::Len(bytes), kind) if packable(kind) => {
+                        let mut p = 0;
+                        while p < bytes.len() {
+                            let raw = match kind {
+                                WireKind::Fixed32 | WireKind::Sfixed32 | WireKind::Float => {
+                                    let b = take(bytes, &mut p, 4, field.number)?;
+                                    Raw::Fixed32(u32::from_le_bytes(b.try_into().expect("4")))
+                                }
+                                WireKind::Fixed64 | WireKind::Sfixed64 | WireKind::Double => {
+                                    let b = take(bytes, &mut p, 8, field.number)?;
+                                    Raw::Fixed64(u64::from_le_bytes(b.try_into().expect("8")))
+                                }
+                                _ => Raw::Varint(varint(bytes, &mut p)?),
+                            };
+                            push_value(&mut items, &mut words, raw, field, pretty, hex, depth)?;
+                        }
+                    }
+                    _ => push_value(&mut items, &mut words, *raw, field, pretty, hex, depth)?,
                 }
-            } else {
-                list(items, field, pretty, hex)
             }
+            if pretty && field.style.ipadd {
+                if let Some(ip) = number::words_to_ip(&words) {
+                    items = vec![Json::Str(ip)];
+                }
+            }
+            if items.is_empty() {
+                continue;
+            }
+            Json::Array(items)
         } else {
-            match scalar(&value, field, pretty, hex) {
+            let raw = match (&field.kind, raws.len()) {
+                (WireKind::Message(_), n) if n > 1 => {
+                    // Protobuf merges repeated occurrences of a singular
+                    // message, which is what decoding their concatenation does.
+                    let mut joined = Vec::new();
+                    for r in raws {
+                        match r {
+                            Raw::Len(b) => joined.extend_from_slice(b),
+                            _ => return Err(wire_type(field, r)),
+                        }
+                    }
+                    let json = value(Raw::Len(&joined), field, pretty, hex, depth)?;
+                    if let Some(json) = json {
+                        members.push((field.name.clone(), json));
+                    }
+                    continue;
+                }
+                _ => raws[raws.len() - 1],
+            };
+            match value(raw, field, pretty, hex, depth)? {
                 Some(json) => json,
                 None => continue,
             }
         };
         members.push((field.name.clone(), json));
     }
-    Json::Object(members)
+    Ok(Json::Object(members))
 }
 
-fn list(items: &[Value], field: &Field, pretty: bool, hex: bool) -> Json {
-    Json::Array(
-        items
-            .iter()
-            .filter_map(|v| scalar(v, field, pretty, hex))
-            .collect(),
+fn packable(kind: &WireKind) -> bool {
+    !matches!(
+        kind,
+        WireKind::String | WireKind::Bytes | WireKind::Message(_)
     )
 }
 
-/// One value; `None` for an enum number the schema does not define.
-fn scalar(value: &Value, field: &Field, pretty: bool, hex: bool) -> Option<Json> {
-    let int = |v: i128| Some(int_to_json(v, field, pretty, hex));
-    match value {
-        Value::Bool(b) => Some(Json::Bool(*b)),
-        Value::I32(v) => int((*v).into()),
-        Value::I64(v) => int((*v).into()),
-        Value::U32(v) => int((*v).into()),
-        Value::U64(v) => int((*v).into()),
-        Value::String(s) => Some(Json::Str(s.clone())),
-        Value::Bytes(b) => Some(Json::Str(if field.style.unix_name {
+fn push_value(
+    items: &mut Vec<Json>,
+    words: &mut Vec<u32>,
+    raw: Raw<'_>,
+    field: &Field,
+    pretty: bool,
+    hex: bool,
+    depth: usize,
+) -> Result<(), WireError> {
+    if field.style.ipadd {
+        if let (Raw::Varint(v), WireKind::Uint32) = (raw, &field.kind) {
+            words.push(v as u32);
+        }
+    }
+    if let Some(json) = value(raw, field, pretty, hex, depth)? {
+        items.push(json);
+    }
+    Ok(())
+}
+
+fn wire_type(field: &Field, raw: &Raw<'_>) -> WireError {
+    let wire_type = match raw {
+        Raw::Varint(_) => 0,
+        Raw::Fixed64(_) => 1,
+        Raw::Len(_) => 2,
+        Raw::Fixed32(_) => 5,
+    };
+    WireError::WireType {
+        field: field.number,
+        wire_type,
+    }
+}
+
+fn zigzag(v: u64) -> i64 {
+    ((v >> 1) as i64) ^ -((v & 1) as i64)
+}
+
+/// One value of `field`; `None` for an enum number the schema lacks.
+fn value(
+    raw: Raw<'_>,
+    field: &Field,
+    pretty: bool,
+    hex: bool,
+    depth: usize,
+) -> Result<Option<Json>, WireError> {
+    let int = |v: i128| Ok(Some(int_to_json(v, field, pretty, hex)));
+    match (&field.kind, raw) {
+        (WireKind::Bool, Raw::Varint(v)) => Ok(Some(Json::Bool(v != 0))),
+        (WireKind::Int32, Raw::Varint(v)) => int(i128::from(v as i32)),
+        (WireKind::Int64, Raw::Varint(v)) => int(i128::from(v as i64)),
+        (WireKind::Uint32, Raw::Varint(v)) => int(i128::from(v as u32)),
+        (WireKind::Uint64, Raw::Varint(v)) => int(i128::from(v)),
+        (WireKind::Sint32, Raw::Varint(v)) => int(i128::from(zigzag(v) as i32)),
+        (WireKind::Sint64, Raw::Varint(v)) => int(i128::from(zigzag(v))),
+        (WireKind::Fixed32, Raw::Fixed32(v)) => int(i128::from(v)),
+        (WireKind::Sfixed32, Raw::Fixed32(v)) => int(i128::from(v as i32)),
+        (WireKind::Fixed64, Raw::Fixed64(v)) => int(i128::from(v)),
+        (WireKind::Sfixed64, Raw::Fixed64(v)) => int(i128::from(v as i64)),
+        // No CRIU image has floating point fields; show them as text.
+        (WireKind::Float, Raw::Fixed32(v)) => Ok(Some(Json::Str(f32::from_bits(v).to_string()))),
+        (WireKind::Double, Raw::Fixed64(v)) => Ok(Some(Json::Str(f64::from_bits(v).to_string()))),
+        (WireKind::String, Raw::Len(b)) => match std::str::from_utf8(b) {
+            Ok(s) => Ok(Some(Json::Str(s.to_owned()))),
+            Err(_) => Err(WireError::Utf8 {
+                field: field.number,
+            }),
+        },
+        (WireKind::Bytes, Raw::Len(b)) => Ok(Some(Json::Str(if field.style.unix_name {
             quopri::encode(b)
         } else {
             base64::encode(b)
-        })),
-        Value::EnumNumber(n) => {
-            let prost_reflect::Kind::Enum(e) = field.desc.kind() else {
-                return None;
-            };
-            e.get_value(*n).map(|v| Json::Str(v.name().to_owned()))
+        }))),
+        (WireKind::Enum(values), Raw::Varint(v)) => {
+            let n = v as i32;
+            Ok(values
+                .iter()
+                .find(|(k, _)| *k == n)
+                .map(|(_, name)| Json::Str(name.clone())))
         }
-        Value::Message(m) => Some(message_to_json(m, pretty, hex)),
-        // No CRIU image uses floats or maps; show them plainly anyway.
-        Value::F32(v) => Some(Json::Str(v.to_string())),
-        Value::F64(v) => Some(Json::Str(v.to_string())),
-        Value::List(items) => Some(list(items, field, pretty, hex)),
-        Value::Map(_) => Some(Json::Object(Vec::new())),
+        (WireKind::Message(name), Raw::Len(b)) => {
+            let plan = Schema::get()
+                .plan(name)
+                .ok_or_else(|| WireError::NoSchema(name.to_string()))?;
+            decode(&plan, b, pretty, hex, depth + 1).map(Some)
+        }
+        (_, raw) => Err(wire_type(field, &raw)),
     }
 }
 
@@ -116,4 +352,52 @@ fn int_to_json(value: i128, field: &Field, pretty: bool, hex: bool) -> Json {
         }
     }
     Json::Int(value)
+}
+
+/// An unsigned member of a message rendered without `pretty`, or 0.
+pub fn uint_member(json: &Json, name: &str) -> u64 {
+    match json.get(name) {
+        Some(Json::Int(v)) => u64::try_from(*v).unwrap_or(0),
+        Some(Json::Bool(b)) => u64::from(*b),
+        _ => 0,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn plan(short: &str) -> std::sync::Arc<MessagePlan> {
+        Schema::get().image_message(short).expect("plan")
+    }
+
+    #[test]
+    fn decodes_pstree() {
+        let bytes = [0x08, 0xc4, 0x7b, 0x10, 0x00, 0x18, 0xc4, 0x7b, 0x20, 0xc4, 0x7b, 0x28, 0xc4, 0x7b];
+        let json = message_to_json(&plan("pstree_entry"), &bytes, false, false).unwrap();
+        assert_eq!(
+            json.to_text(false),
+            r#"{"pid": 15812, "ppid": 0, "pgid": 15812, "sid": 15812, "threads": [15812]}"#
+        );
+    }
+
+    #[test]
+    fn packed_last_wins_and_errors() {
+        // threads packed [1, 2], pid twice (last wins), unknown field 99.
+        let bytes = [0x2a, 0x02, 0x01, 0x02, 0x08, 0x05, 0x08, 0x07, 0x98, 0x06, 0x01];
+        let json = message_to_json(&plan("pstree_entry"), &bytes, false, false).unwrap();
+        assert_eq!(json.to_text(false), r#"{"pid": 7, "threads": [1, 2]}"#);
+        assert_eq!(
+            message_to_json(&plan("pstree_entry"), &[0x08], false, false),
+            Err(WireError::Truncated { field: 1, at: 1 })
+        );
+        assert!(matches!(
+            message_to_json(&plan("pstree_entry"), &[0x0a, 0x00], false, false),
+            Err(WireError::WireType { field: 1, wire_type: 2 })
+        ));
+        assert!(matches!(
+            message_to_json(&plan("pstree_entry"), &[0x00], false, false),
+            Err(WireError::ZeroField { at: 0 })
+        ));
+    }
 }
