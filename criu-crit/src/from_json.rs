@@ -8,10 +8,9 @@
 //! enums are names (numbers are accepted too). Members that are not fields
 //! are ignored, as `crit` does. Every required field must be present.
 
-use prost_reflect::{DynamicMessage, Kind, MessageDescriptor, Value};
 use serde_json::Value as J;
 
-use crate::schema::{Field, Flags, Schema};
+use crate::schema::{Field, Flags, MessagePlan, Schema, WireKind};
 use crate::{base64, number, quopri, tables};
 
 /// Why a JSON value cannot become a message.
@@ -52,22 +51,33 @@ pub enum FromJsonError {
         #[source]
         source: base64::Base64Error,
     },
+    /// The schema lacks a nested message.
+    #[error("{path}: no schema for message {message}")]
+    NoSchema {
+        /// Dotted path of the member.
+        path: String,
+        /// Message name.
+        message: String,
+    },
 }
 
-/// Builds a message of type `desc` from the JSON object `json`; `path` names
-/// it in errors.
-pub fn json_to_message(
+/// Encodes the JSON object `json` as the message `plan`, fields in
+/// ascending number order, repeated scalars unpacked (as protobuf-c and
+/// Python protobuf write proto2); `path` names it in errors.
+pub fn json_to_message(json: &J, plan: &MessagePlan, path: &str) -> Result<Vec<u8>, FromJsonError> {
+    let mut out = Vec::new();
+    encode_message(json, plan, path, &mut out)?;
+    Ok(out)
+}
+
+fn encode_message(
     json: &J,
-    desc: &MessageDescriptor,
+    plan: &MessagePlan,
     path: &str,
-) -> Result<DynamicMessage, FromJsonError> {
-    let schema = Schema::get();
+    out: &mut Vec<u8>,
+) -> Result<(), FromJsonError> {
     let Some(obj) = json.as_object() else {
         return Err(type_error(path, "an object", json));
-    };
-    let mut msg = DynamicMessage::new(desc.clone());
-    let Some(plan) = schema.plan(desc.full_name()) else {
-        return Ok(msg);
     };
     for field in &plan.fields {
         let fpath = format!("{path}.{}", field.name);
@@ -80,30 +90,43 @@ pub fn json_to_message(
             }
             continue;
         };
-        let converted = if field.repeated {
-            let Some(items) = value.as_array() else {
-                return Err(type_error(&fpath, "an array", value));
-            };
-            match (items.first(), field.style.ipadd) {
-                (Some(J::String(ip)), true) => {
-                    let words =
-                        number::ip_to_words(ip).ok_or_else(|| value_error(&fpath, value))?;
-                    Value::List(words.into_iter().map(Value::U32).collect())
-                }
-                _ => Value::List(
-                    items
-                        .iter()
-                        .enumerate()
-                        .map(|(i, v)| element(v, field, &format!("{fpath}[{i}]")))
-                        .collect::<Result<_, _>>()?,
-                ),
-            }
-        } else {
-            element(value, field, &fpath)?
+        if !field.repeated {
+            element(value, field, &fpath, out)?;
+            continue;
+        }
+        let Some(items) = value.as_array() else {
+            return Err(type_error(&fpath, "an array", value));
         };
-        msg.set_field(&field.desc, converted);
+        match (items.first(), field.style.ipadd) {
+            (Some(J::String(ip)), true) => {
+                let words = number::ip_to_words(ip).ok_or_else(|| value_error(&fpath, value))?;
+                for w in words {
+                    put_varint(out, u64::from(field.number) << 3);
+                    put_varint(out, w.into());
+                }
+            }
+            _ => {
+                for (i, v) in items.iter().enumerate() {
+                    element(v, field, &format!("{fpath}[{i}]"), out)?;
+                }
+            }
+        }
     }
-    Ok(msg)
+    Ok(())
+}
+
+fn put_varint(out: &mut Vec<u8>, mut v: u64) {
+    while v >= 0x80 {
+        out.push((v as u8) | 0x80);
+        v >>= 7;
+    }
+    out.push(v as u8);
+}
+
+fn put_len(out: &mut Vec<u8>, number: u32, data: &[u8]) {
+    put_varint(out, (u64::from(number) << 3) | 2);
+    put_varint(out, data.len() as u64);
+    out.extend_from_slice(data);
 }
 
 fn type_error(path: &str, expected: &'static str, found: &J) -> FromJsonError {
@@ -129,12 +152,23 @@ fn short(v: &J) -> String {
     }
 }
 
-/// Converts one (non-list) value for `field`.
-fn element(value: &J, field: &Field, path: &str) -> Result<Value, FromJsonError> {
-    let kind = field.desc.kind();
-    match kind {
-        Kind::Message(m) => json_to_message(value, &m, path).map(Value::Message),
-        Kind::Bytes => {
+/// Encodes one (non-list) value of `field` with its tag.
+fn element(value: &J, field: &Field, path: &str, out: &mut Vec<u8>) -> Result<(), FromJsonError> {
+    let number = field.number;
+    let varint_tag = u64::from(number) << 3;
+    match field.kind {
+        WireKind::Message(name) => {
+            let plan = Schema::get()
+                .plan(name)
+                .ok_or_else(|| FromJsonError::NoSchema {
+                    path: path.to_owned(),
+                    message: name.to_owned(),
+                })?;
+            let mut body = Vec::new();
+            encode_message(value, &plan, path, &mut body)?;
+            put_len(out, number, &body);
+        }
+        WireKind::Bytes => {
             let Some(text) = value.as_str() else {
                 return Err(type_error(path, "a string", value));
             };
@@ -146,37 +180,93 @@ fn element(value: &J, field: &Field, path: &str) -> Result<Value, FromJsonError>
                     source,
                 })?
             };
-            Ok(Value::Bytes(bytes.into()))
+            put_len(out, number, &bytes);
         }
-        Kind::String => match value {
-            J::String(s) => Ok(Value::String(s.clone())),
-            J::Number(n) => Ok(Value::String(n.to_string())),
-            _ => Err(type_error(path, "a string", value)),
+        WireKind::String => match value {
+            J::String(s) => put_len(out, number, s.as_bytes()),
+            J::Number(n) => put_len(out, number, n.to_string().as_bytes()),
+            _ => return Err(type_error(path, "a string", value)),
         },
-        Kind::Bool => match value {
-            J::Bool(b) => Ok(Value::Bool(*b)),
-            J::Number(n) => Ok(Value::Bool(n.as_f64() != Some(0.0))),
-            _ => Err(type_error(path, "a boolean", value)),
-        },
-        Kind::Enum(e) => {
+        WireKind::Bool => {
+            let b = match value {
+                J::Bool(b) => *b,
+                J::Number(n) => n.as_f64() != Some(0.0),
+                _ => return Err(type_error(path, "a boolean", value)),
+            };
+            put_varint(out, varint_tag);
+            put_varint(out, u64::from(b));
+        }
+        WireKind::Enum(values) => {
             let found = match value {
-                J::String(name) => e.get_value_by_name(name),
+                J::String(name) => values.iter().find(|(_, n)| n == name),
                 J::Number(n) => n
                     .as_i64()
-                    .and_then(|n| i32::try_from(n).ok())
-                    .and_then(|n| e.get_value(n)),
+                    .and_then(|n| values.iter().find(|(v, _)| i64::from(*v) == n)),
                 _ => None,
             };
-            found
-                .map(|v| Value::EnumNumber(v.number()))
-                .ok_or_else(|| value_error(path, value))
+            let (v, _) = found.ok_or_else(|| value_error(path, value))?;
+            put_varint(out, varint_tag);
+            put_varint(out, i64::from(*v) as u64);
         }
-        Kind::Double | Kind::Float => Err(type_error(path, "no floating point", value)),
-        _ => {
+        WireKind::Float | WireKind::Double => {
+            return Err(type_error(path, "no floating point", value))
+        }
+        kind => {
             let n = integer(value, field).ok_or_else(|| value_error(path, value))?;
-            fit(n, &kind).ok_or_else(|| value_error(path, value))
+            let bad = || value_error(path, value);
+            match kind {
+                WireKind::Int32 => {
+                    let v = i32::try_from(n).map_err(|_| bad())?;
+                    put_varint(out, varint_tag);
+                    put_varint(out, i64::from(v) as u64);
+                }
+                WireKind::Int64 => {
+                    let v = i64::try_from(n).map_err(|_| bad())?;
+                    put_varint(out, varint_tag);
+                    put_varint(out, v as u64);
+                }
+                WireKind::Uint32 => {
+                    let v = u32::try_from(n).map_err(|_| bad())?;
+                    put_varint(out, varint_tag);
+                    put_varint(out, v.into());
+                }
+                WireKind::Uint64 => {
+                    let v = u64::try_from(n).map_err(|_| bad())?;
+                    put_varint(out, varint_tag);
+                    put_varint(out, v);
+                }
+                WireKind::Sint32 => {
+                    let v = i32::try_from(n).map_err(|_| bad())?;
+                    put_varint(out, varint_tag);
+                    put_varint(out, ((v << 1) ^ (v >> 31)) as u32 as u64);
+                }
+                WireKind::Sint64 => {
+                    let v = i64::try_from(n).map_err(|_| bad())?;
+                    put_varint(out, varint_tag);
+                    put_varint(out, ((v << 1) ^ (v >> 63)) as u64);
+                }
+                WireKind::Fixed32 | WireKind::Sfixed32 => {
+                    let v = if kind == WireKind::Fixed32 {
+                        u32::try_from(n).map_err(|_| bad())?
+                    } else {
+                        i32::try_from(n).map_err(|_| bad())? as u32
+                    };
+                    put_varint(out, varint_tag | 5);
+                    out.extend_from_slice(&v.to_le_bytes());
+                }
+                _ => {
+                    let v = if kind == WireKind::Fixed64 {
+                        u64::try_from(n).map_err(|_| bad())?
+                    } else {
+                        i64::try_from(n).map_err(|_| bad())? as u64
+                    };
+                    put_varint(out, varint_tag | 1);
+                    out.extend_from_slice(&v.to_le_bytes());
+                }
+            }
         }
     }
+    Ok(())
 }
 
 /// Reads an integer field's value from a number or from any of the text
@@ -207,24 +297,13 @@ fn integer(value: &J, field: &Field) -> Option<i128> {
     }
 }
 
-fn fit(n: i128, kind: &Kind) -> Option<Value> {
-    Some(match kind {
-        Kind::Int32 | Kind::Sint32 | Kind::Sfixed32 => Value::I32(i32::try_from(n).ok()?),
-        Kind::Int64 | Kind::Sint64 | Kind::Sfixed64 => Value::I64(i64::try_from(n).ok()?),
-        Kind::Uint32 | Kind::Fixed32 => Value::U32(u32::try_from(n).ok()?),
-        Kind::Uint64 | Kind::Fixed64 => Value::U64(u64::try_from(n).ok()?),
-        _ => return None,
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::to_json::message_to_json;
-    use prost::Message;
 
-    fn desc(short: &str) -> MessageDescriptor {
-        Schema::get().image_message(short).unwrap().desc.clone()
+    fn plan(short: &str) -> std::sync::Arc<MessagePlan> {
+        Schema::get().image_message(short).unwrap()
     }
 
     #[test]
@@ -234,11 +313,13 @@ mod tests {
         let pretty = serde_json::json!({"start": "0x1000", "end": "0x2000", "pgoff": 0, "shmid": 0,
             "prot": "PROT_READ | PROT_WRITE", "flags": "MAP_PRIVATE | MAP_ANON",
             "status": "VMA_AREA_REGULAR | VMA_ANON_PRIVATE", "fd": -1});
-        let a = json_to_message(&plain, &desc("vma_entry"), "e").unwrap();
-        let b = json_to_message(&pretty, &desc("vma_entry"), "e").unwrap();
-        assert_eq!(a.encode_to_vec(), b.encode_to_vec());
-        let plan = Schema::get().image_message("vma_entry").unwrap();
-        let shown = message_to_json(&plan, &a.encode_to_vec(), true, false)
+        let vma = plan("vma_entry");
+        let a = json_to_message(&plain, &vma, "e").unwrap();
+        let b = json_to_message(&pretty, &vma, "e").unwrap();
+        assert_eq!(a, b);
+        // fd is sint64: -1 is the zigzag byte 01 after tag 0x40.
+        assert!(a.ends_with(&[0x40, 0x01]), "{a:?}");
+        let shown = message_to_json(&vma, &a, true, false)
             .unwrap()
             .to_text(false);
         assert!(
@@ -250,13 +331,13 @@ mod tests {
     #[test]
     fn errors_name_the_field() {
         let missing = serde_json::json!({"pid": 1});
-        let err = json_to_message(&missing, &desc("pstree_entry"), "entries[0]").unwrap_err();
+        let err = json_to_message(&missing, &plan("pstree_entry"), "entries[0]").unwrap_err();
         assert_eq!(
             err.to_string(),
             "entries[0]: required field ppid is missing"
         );
         let bad = serde_json::json!({"pid": -1, "ppid": 0, "pgid": 0, "sid": 0});
-        let err = json_to_message(&bad, &desc("pstree_entry"), "entries[0]").unwrap_err();
+        let err = json_to_message(&bad, &plan("pstree_entry"), "entries[0]").unwrap_err();
         assert_eq!(err.to_string(), "entries[0].pid: invalid value -1");
     }
 }

@@ -29,8 +29,6 @@ use std::sync::Arc;
 
 use criu_proto::img::magic::{IMG_COMMON_MAGIC, IMG_SERVICE_MAGIC};
 use criu_proto::img::{Entries, Extra, ImageKind, Layout};
-use prost::Message;
-use prost_reflect::{DynamicMessage, MessageDescriptor, Value};
 use serde_json::Value as J;
 
 use crate::base64;
@@ -270,7 +268,7 @@ impl<'a> Cursor<'a> {
                 path: self.path.to_owned(),
                 entry: self.entry,
                 offset: start,
-                message: plan.desc.name().to_owned(),
+                message: plan.short.to_owned(),
                 source,
             })
         };
@@ -295,28 +293,6 @@ fn plan_of(full_name: &str, path: &Path) -> Result<Arc<MessagePlan>, ImageError>
 
 fn short_plan(short: &str, path: &Path) -> Result<Arc<MessagePlan>, ImageError> {
     plan_of(&format!("{IMAGES_PACKAGE}.{short}"), path)
-}
-
-fn descriptor(full_name: &str, path: &Path) -> Result<MessageDescriptor, ImageError> {
-    plan_of(full_name, path).map(|p| p.desc.clone())
-}
-
-fn short_descriptor(short: &str, path: &Path) -> Result<MessageDescriptor, ImageError> {
-    descriptor(&format!("{IMAGES_PACKAGE}.{short}"), path)
-}
-
-/// An unsigned field of `msg` by name (0 when absent).
-fn uint(msg: &DynamicMessage, name: &str) -> u64 {
-    msg.get_field_by_name(name)
-        .and_then(|v| match &*v {
-            Value::U32(x) => Some(u64::from(*x)),
-            Value::U64(x) => Some(*x),
-            Value::I32(x) => u64::try_from(*x).ok(),
-            Value::I64(x) => u64::try_from(*x).ok(),
-            Value::Bool(b) => Some(u64::from(*b)),
-            _ => None,
-        })
-        .unwrap_or(0)
 }
 
 fn round_up(value: u64, to: u64) -> u64 {
@@ -623,18 +599,25 @@ struct Encoder<'a> {
 }
 
 impl Encoder<'_> {
-    fn message(&mut self, item: &J, full_name: &str) -> Result<DynamicMessage, ImageError> {
-        let desc = descriptor(full_name, self.path)?;
-        let msg = json_to_message(item, &desc, &format!("entries[{}]", self.entry)).map_err(
-            |source| ImageError::Entry {
-                path: self.path.to_owned(),
-                entry: self.entry,
-                message: desc.name().to_owned(),
-                source,
-            },
-        )?;
-        self.write_sized(&msg.encode_to_vec());
-        Ok(msg)
+    /// Encodes and writes one entry; returns it rendered plainly, for the
+    /// fields that size its extra payload.
+    fn message(&mut self, item: &J, full_name: &str) -> Result<Json, ImageError> {
+        let plan = plan_of(full_name, self.path)?;
+        let path = format!("entries[{}]", self.entry);
+        let bytes = json_to_message(item, &plan, &path).map_err(|source| ImageError::Entry {
+            path: self.path.to_owned(),
+            entry: self.entry,
+            message: plan.short.to_owned(),
+            source,
+        })?;
+        self.write_sized(&bytes);
+        message_to_json(&plan, &bytes, false, false).map_err(|source| ImageError::Decode {
+            path: self.path.to_owned(),
+            entry: self.entry,
+            offset: self.out.len() - bytes.len() - 4,
+            message: plan.short.to_owned(),
+            source,
+        })
     }
 
     fn write_sized(&mut self, payload: &[u8]) {
@@ -678,7 +661,8 @@ impl Encoder<'_> {
         self.out.extend(std::iter::repeat_n(0u8, fill as usize));
     }
 
-    fn extra(&mut self, extra: Extra, msg: &DynamicMessage, v: &J) -> Result<(), ImageError> {
+    fn extra(&mut self, extra: Extra, msg: &Json, v: &J) -> Result<(), ImageError> {
+        let uint = uint_member;
         match extra {
             Extra::None => {}
             Extra::PipeData => {
@@ -727,17 +711,8 @@ impl Encoder<'_> {
                 if items.len() % 2 != 0 {
                     return Err(self.bad("expected message, text pairs"));
                 }
-                let desc = short_descriptor("ipc_msg", self.path)?;
                 for pair in items.chunks(2) {
-                    let m =
-                        json_to_message(&pair[0], &desc, &format!("entries[{}].extra", self.entry))
-                            .map_err(|source| ImageError::Entry {
-                                path: self.path.to_owned(),
-                                entry: self.entry,
-                                message: desc.name().to_owned(),
-                                source,
-                            })?;
-                    self.write_sized(&m.encode_to_vec());
+                    let m = self.message(&pair[0], &format!("{IMAGES_PACKAGE}.ipc_msg"))?;
                     let text = self.blob(&pair[1])?;
                     let msize = uint(&m, "msize");
                     self.exact(&text, msize, "msize")?;
@@ -753,7 +728,7 @@ impl Encoder<'_> {
             return Ok(());
         };
         let head_msg = self.message(head, &format!("{IMAGES_PACKAGE}.ghost_file_entry"))?;
-        if uint(&head_msg, "chunks") == 0 {
+        if uint_member(&head_msg, "chunks") == 0 {
             if !chunks.is_empty() {
                 return Err(ImageError::Layout {
                     path: self.path.to_owned(),
@@ -771,7 +746,7 @@ impl Encoder<'_> {
             let msg = self.message(chunk, &format!("{IMAGES_PACKAGE}.ghost_chunk_entry"))?;
             let extra = chunk.get("extra").ok_or_else(|| self.bad("missing"))?;
             let data = self.blob(extra)?;
-            self.exact(&data, uint(&msg, "len"), "len")?;
+            self.exact(&data, uint_member(&msg, "len"), "len")?;
         }
         Ok(())
     }

@@ -1,22 +1,108 @@
-//! The image schemas seen through reflection: the descriptor pool built from
-//! [`criu_proto::FILE_DESCRIPTOR_SET`] and, for every message, the list of
-//! its fields in field-number order with the `(criu)` display options that
-//! `crit --pretty` honours (CRIU's `images/opts.proto`).
+//! The image schemas as `crit` needs them: for every message, its fields in
+//! field-number order with their types and the `(criu)` display options
+//! that `crit --pretty` honours (CRIU's `images/opts.proto`).
+//!
+//! The tables are generated at build time from
+//! [`criu_proto::FILE_DESCRIPTOR_SET`] (see `build.rs`), so nothing is parsed
+//! at start-up; a message's [`MessagePlan`] is built on first use.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock};
 
-use prost_reflect::{
-    Cardinality, DescriptorPool, ExtensionDescriptor, FieldDescriptor, Kind, MessageDescriptor,
-    Value,
-};
-
 use crate::tables::{self, DictTable, FlagTable};
 
-/// Full name of the extension carrying the display options.
-const OPTIONS_EXTENSION: &str = "criu.images.criu";
 /// Package of the image messages.
 pub const IMAGES_PACKAGE: &str = "criu.images";
+
+/// Field label.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Label {
+    /// `required`.
+    Required,
+    /// `optional`.
+    Optional,
+    /// `repeated`.
+    Repeated,
+}
+
+/// Field type in the generated tables.
+#[derive(Debug, Clone, Copy)]
+pub enum StaticKind {
+    /// `double`.
+    Double,
+    /// `float`.
+    Float,
+    /// `int32`.
+    Int32,
+    /// `int64`.
+    Int64,
+    /// `uint32`.
+    Uint32,
+    /// `uint64`.
+    Uint64,
+    /// `sint32`.
+    Sint32,
+    /// `sint64`.
+    Sint64,
+    /// `fixed32`.
+    Fixed32,
+    /// `fixed64`.
+    Fixed64,
+    /// `sfixed32`.
+    Sfixed32,
+    /// `sfixed64`.
+    Sfixed64,
+    /// `bool`.
+    Bool,
+    /// `string`.
+    String,
+    /// `bytes`.
+    Bytes,
+    /// An enum, by index in the enum table.
+    Enum(usize),
+    /// A message, by full name.
+    Message(&'static str),
+}
+
+/// One field in the generated tables.
+#[derive(Debug)]
+pub struct StaticField {
+    /// Name.
+    pub name: &'static str,
+    /// Number.
+    pub number: u32,
+    /// Type.
+    pub kind: StaticKind,
+    /// Label.
+    pub label: Label,
+    /// `(criu).hex`.
+    pub hex: bool,
+    /// `(criu).ipadd`.
+    pub ipadd: bool,
+    /// `(criu).dev`.
+    pub dev: bool,
+    /// `(criu).odev`.
+    pub odev: bool,
+    /// `(criu).flags`.
+    pub flags: Option<&'static str>,
+    /// `(criu).dict`.
+    pub dict: Option<&'static str>,
+    /// `(criu).conv`.
+    pub conv: Option<&'static str>,
+}
+
+/// One message in the generated tables.
+#[derive(Debug)]
+pub struct StaticMessage {
+    /// Full name (`criu.images.pstree_entry`).
+    pub name: &'static str,
+    /// Short name (`pstree_entry`).
+    pub short: &'static str,
+    /// Fields by ascending number.
+    pub fields: &'static [StaticField],
+}
+
+include!(concat!(env!("OUT_DIR"), "/schema_table.rs"));
 
 /// How a `(criu).flags` field prints.
 #[derive(Debug, Clone, Copy)]
@@ -46,8 +132,8 @@ pub struct Style {
     pub unix_name: bool,
 }
 
-/// The protobuf type of a field, as the wire decoder needs it.
-#[derive(Debug, Clone)]
+/// The protobuf type of a field.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum WireKind {
     /// `bool`.
     Bool,
@@ -80,16 +166,14 @@ pub enum WireKind {
     /// `bytes`.
     Bytes,
     /// An enum: its values and names.
-    Enum(Arc<[(i32, String)]>),
+    Enum(&'static [(i32, &'static str)]),
     /// A message: its full name.
-    Message(Arc<str>),
+    Message(&'static str),
 }
 
 /// One field of a message.
 #[derive(Debug, Clone)]
 pub struct Field {
-    /// The reflected field.
-    pub desc: FieldDescriptor,
     /// Its name, shared by every JSON object that uses it.
     pub name: Arc<str>,
     /// Its number.
@@ -107,8 +191,10 @@ pub struct Field {
 /// The fields of one message, by ascending field number.
 #[derive(Debug)]
 pub struct MessagePlan {
-    /// The reflected message.
-    pub desc: MessageDescriptor,
+    /// Full name (`criu.images.pstree_entry`).
+    pub name: &'static str,
+    /// Short name (`pstree_entry`).
+    pub short: &'static str,
     /// Its fields.
     pub fields: Vec<Field>,
     /// Index into `fields` by field number (`u16::MAX`: no such field), for
@@ -131,30 +217,17 @@ impl MessagePlan {
     }
 }
 
-/// The messages of the pool, each planned on first use.
-#[derive(Debug)]
+/// The messages, each planned on first use.
+#[derive(Debug, Default)]
 pub struct Schema {
-    pool: DescriptorPool,
-    ext: Option<ExtensionDescriptor>,
-    plans: Mutex<HashMap<String, Arc<MessagePlan>>>,
+    plans: Mutex<HashMap<&'static str, Arc<MessagePlan>>>,
 }
 
 impl Schema {
-    /// The schema of the compiled-in image protos, built once.
+    /// The schema of the compiled-in image protos.
     pub fn get() -> &'static Schema {
         static SCHEMA: OnceLock<Schema> = OnceLock::new();
-        SCHEMA.get_or_init(Schema::build)
-    }
-
-    fn build() -> Schema {
-        let pool = DescriptorPool::decode(criu_proto::FILE_DESCRIPTOR_SET)
-            .expect("criu-proto's descriptor set is valid");
-        let ext = pool.get_extension_by_name(OPTIONS_EXTENSION);
-        Schema {
-            pool,
-            ext,
-            plans: Mutex::new(HashMap::new()),
-        }
+        SCHEMA.get_or_init(Schema::default)
     }
 
     /// The plan of the message with full name `name`
@@ -164,12 +237,9 @@ impl Schema {
         if let Some(plan) = plans.get(name) {
             return Some(plan.clone());
         }
-        let desc = self.pool.get_message_by_name(name)?;
-        let mut fields: Vec<Field> = desc
-            .fields()
-            .map(|f| plan_field(f, self.ext.as_ref()))
-            .collect();
-        fields.sort_by_key(|f| f.number);
+        let i = MESSAGES.binary_search_by(|m| m.name.cmp(name)).ok()?;
+        let m = &MESSAGES[i];
+        let fields: Vec<Field> = m.fields.iter().map(plan_field).collect();
         let mut by_number = vec![u16::MAX; DIRECT_NUMBERS as usize];
         for (i, f) in fields.iter().enumerate() {
             if f.number < DIRECT_NUMBERS {
@@ -177,11 +247,12 @@ impl Schema {
             }
         }
         let plan = Arc::new(MessagePlan {
-            desc,
+            name: m.name,
+            short: m.short,
             fields,
             by_number,
         });
-        plans.insert(name.to_owned(), plan.clone());
+        plans.insert(m.name, plan.clone());
         Some(plan)
     }
 
@@ -189,76 +260,50 @@ impl Schema {
     pub fn image_message(&self, short: &str) -> Option<Arc<MessagePlan>> {
         self.plan(&format!("{IMAGES_PACKAGE}.{short}"))
     }
-
-    /// The descriptor pool.
-    pub fn pool(&self) -> &DescriptorPool {
-        &self.pool
-    }
 }
 
-fn plan_field(desc: FieldDescriptor, ext: Option<&ExtensionDescriptor>) -> Field {
-    let mut style = Style::default();
-    if let Some(ext) = ext {
-        let options = desc.options();
-        if options.has_extension(ext) {
-            if let Value::Message(opts) = &*options.get_extension(ext) {
-                let flag = |name: &str| {
-                    matches!(
-                        opts.get_field_by_name(name).as_deref(),
-                        Some(Value::Bool(true))
-                    )
-                };
-                let text = |name: &str| {
-                    opts.has_field_by_name(name)
-                        .then(|| opts.get_field_by_name(name))
-                        .flatten()
-                        .and_then(|v| v.as_str().map(str::to_owned))
-                        .filter(|s| !s.is_empty())
-                };
-                style.hex = flag("hex");
-                style.ipadd = flag("ipadd");
-                style.dev = flag("dev");
-                style.odev = flag("odev");
-                style.flags = text("flags").map(|t| match tables::flag_table(&t) {
-                    Some(table) => Flags::Table(table),
-                    None => Flags::Unknown,
-                });
-                style.dict = text("dict").and_then(|d| tables::dict_table(&d, desc.name()));
-                style.unix_name = text("conv").as_deref() == Some("unix_name");
-            }
-        }
-    }
-    let kind = match desc.kind() {
-        Kind::Bool => WireKind::Bool,
-        Kind::Int32 => WireKind::Int32,
-        Kind::Int64 => WireKind::Int64,
-        Kind::Uint32 => WireKind::Uint32,
-        Kind::Uint64 => WireKind::Uint64,
-        Kind::Sint32 => WireKind::Sint32,
-        Kind::Sint64 => WireKind::Sint64,
-        Kind::Fixed32 => WireKind::Fixed32,
-        Kind::Fixed64 => WireKind::Fixed64,
-        Kind::Sfixed32 => WireKind::Sfixed32,
-        Kind::Sfixed64 => WireKind::Sfixed64,
-        Kind::Float => WireKind::Float,
-        Kind::Double => WireKind::Double,
-        Kind::String => WireKind::String,
-        Kind::Bytes => WireKind::Bytes,
-        Kind::Enum(e) => WireKind::Enum(
-            e.values()
-                .map(|v| (v.number(), v.name().to_owned()))
-                .collect(),
-        ),
-        Kind::Message(m) => WireKind::Message(Arc::from(m.full_name())),
+fn plan_field(f: &'static StaticField) -> Field {
+    let style = Style {
+        hex: f.hex,
+        ipadd: f.ipadd,
+        dev: f.dev,
+        odev: f.odev,
+        flags: f
+            .flags
+            .filter(|t| !t.is_empty())
+            .map(|t| tables::flag_table(t).map_or(Flags::Unknown, Flags::Table)),
+        dict: f
+            .dict
+            .filter(|d| !d.is_empty())
+            .and_then(|d| tables::dict_table(d, f.name)),
+        unix_name: f.conv == Some("unix_name"),
+    };
+    let kind = match f.kind {
+        StaticKind::Bool => WireKind::Bool,
+        StaticKind::Int32 => WireKind::Int32,
+        StaticKind::Int64 => WireKind::Int64,
+        StaticKind::Uint32 => WireKind::Uint32,
+        StaticKind::Uint64 => WireKind::Uint64,
+        StaticKind::Sint32 => WireKind::Sint32,
+        StaticKind::Sint64 => WireKind::Sint64,
+        StaticKind::Fixed32 => WireKind::Fixed32,
+        StaticKind::Fixed64 => WireKind::Fixed64,
+        StaticKind::Sfixed32 => WireKind::Sfixed32,
+        StaticKind::Sfixed64 => WireKind::Sfixed64,
+        StaticKind::Float => WireKind::Float,
+        StaticKind::Double => WireKind::Double,
+        StaticKind::String => WireKind::String,
+        StaticKind::Bytes => WireKind::Bytes,
+        StaticKind::Enum(i) => WireKind::Enum(ENUMS[i]),
+        StaticKind::Message(m) => WireKind::Message(m),
     };
     Field {
-        name: Arc::from(desc.name()),
-        number: desc.number(),
+        name: Arc::from(f.name),
+        number: f.number,
         kind,
-        repeated: desc.is_list(),
-        required: desc.cardinality() == Cardinality::Required,
+        repeated: f.label == Label::Repeated,
+        required: f.label == Label::Required,
         style,
-        desc,
     }
 }
 
@@ -266,18 +311,28 @@ fn plan_field(desc: FieldDescriptor, ext: Option<&ExtensionDescriptor>) -> Field
 mod tests {
     use super::*;
 
+    fn field<'a>(plan: &'a MessagePlan, name: &str) -> &'a Field {
+        plan.fields
+            .iter()
+            .find(|f| &*f.name == name)
+            .expect("field")
+    }
+
     #[test]
     fn options_are_read() {
         let schema = Schema::get();
+        assert!(MESSAGES.windows(2).all(|w| w[0].name < w[1].name));
         let vma = schema.image_message("vma_entry").unwrap();
-        let start = vma.fields.iter().find(|f| &*f.name == "start").unwrap();
+        let start = field(&vma, "start");
         assert!(start.style.hex && start.required);
-        let prot = vma.fields.iter().find(|f| &*f.name == "prot").unwrap();
-        assert!(matches!(prot.style.flags, Some(Flags::Table(_))));
+        assert!(matches!(
+            field(&vma, "prot").style.flags,
+            Some(Flags::Table(_))
+        ));
         let unix = schema.image_message("unix_sk_entry").unwrap();
         assert!(unix.fields.iter().any(|f| f.style.unix_name));
         let ghost = schema.image_message("ghost_file_entry").unwrap();
-        let rdev = ghost.fields.iter().find(|f| &*f.name == "rdev").unwrap();
+        let rdev = field(&ghost, "rdev");
         assert!(rdev.style.dev && rdev.style.odev);
         let tc = schema.image_message("task_core_entry").unwrap();
         assert!(tc.fields[0].style.dict.is_some());
@@ -286,5 +341,10 @@ mod tests {
         assert!(numbers.windows(2).all(|w| w[0] < w[1]));
         assert_eq!(core.index_of(numbers[3]), Some(3));
         assert_eq!(core.index_of(1000), None);
+        let fdinfo = schema.image_message("fdinfo_entry").unwrap();
+        assert!(
+            matches!(field(&fdinfo, "type").kind, WireKind::Enum(v) if v.contains(&(1, "REG")))
+        );
+        assert!(schema.plan("criu.images.nope").is_none());
     }
 }

@@ -79,7 +79,10 @@ fn varint(buf: &[u8], pos: &mut usize) -> Result<u64, WireError> {
     let mut value = 0u64;
     for shift in (0..70).step_by(7) {
         let Some(&b) = buf.get(*pos) else {
-            return Err(WireError::Truncated { field: 0, at: start });
+            return Err(WireError::Truncated {
+                field: 0,
+                at: start,
+            });
         };
         *pos += 1;
         value |= u64::from(b & 0x7f).checked_shl(shift).unwrap_or(0);
@@ -313,7 +316,7 @@ fn value(
             Ok(values
                 .iter()
                 .find(|(k, _)| *k == n)
-                .map(|(_, name)| Json::Str(name.clone())))
+                .map(|(_, name)| Json::Str((*name).to_owned())))
         }
         (WireKind::Message(name), Raw::Len(b)) => {
             let plan = Schema::get()
@@ -373,7 +376,9 @@ mod tests {
 
     #[test]
     fn decodes_pstree() {
-        let bytes = [0x08, 0xc4, 0x7b, 0x10, 0x00, 0x18, 0xc4, 0x7b, 0x20, 0xc4, 0x7b, 0x28, 0xc4, 0x7b];
+        let bytes = [
+            0x08, 0xc4, 0x7b, 0x10, 0x00, 0x18, 0xc4, 0x7b, 0x20, 0xc4, 0x7b, 0x28, 0xc4, 0x7b,
+        ];
         let json = message_to_json(&plan("pstree_entry"), &bytes, false, false).unwrap();
         assert_eq!(
             json.to_text(false),
@@ -384,7 +389,9 @@ mod tests {
     #[test]
     fn packed_last_wins_and_errors() {
         // threads packed [1, 2], pid twice (last wins), unknown field 99.
-        let bytes = [0x2a, 0x02, 0x01, 0x02, 0x08, 0x05, 0x08, 0x07, 0x98, 0x06, 0x01];
+        let bytes = [
+            0x2a, 0x02, 0x01, 0x02, 0x08, 0x05, 0x08, 0x07, 0x98, 0x06, 0x01,
+        ];
         let json = message_to_json(&plan("pstree_entry"), &bytes, false, false).unwrap();
         assert_eq!(json.to_text(false), r#"{"pid": 7, "threads": [1, 2]}"#);
         assert_eq!(
@@ -393,7 +400,10 @@ mod tests {
         );
         assert!(matches!(
             message_to_json(&plan("pstree_entry"), &[0x0a, 0x00], false, false),
-            Err(WireError::WireType { field: 1, wire_type: 2 })
+            Err(WireError::WireType {
+                field: 1,
+                wire_type: 2
+            })
         ));
         assert!(matches!(
             message_to_json(&plan("pstree_entry"), &[0x00], false, false),

@@ -19,7 +19,11 @@ fn every_truncation_is_an_error() {
     for scenario in SCENARIOS {
         for file in decodable(scenario) {
             let bytes = std::fs::read(&file).expect("read");
-            let header = if bytes[..4] == [0x16, 0x31, 0x31, 0x58] { 4 } else { 8 };
+            let header = if bytes[..4] == [0x16, 0x31, 0x31, 0x58] {
+                4
+            } else {
+                8
+            };
             for len in 0..bytes.len() {
                 let cut = &bytes[..len];
                 let result = decode_image(cut, &file, PLAIN);
@@ -28,8 +32,8 @@ fn every_truncation_is_an_error() {
                     // which encodes back to exactly the bytes kept.
                     Ok(json) => {
                         assert!(len >= header, "{}: {len}", file.display());
-                        let again = encode_image(json.to_text(false).as_bytes(), &file)
-                            .expect("re-encode");
+                        let again =
+                            encode_image(json.to_text(false).as_bytes(), &file).expect("re-encode");
                         assert!(again == cut, "{}: cut at {len}", file.display());
                     }
                     Err(err) => {
@@ -74,7 +78,10 @@ fn mutations_never_panic() {
                     m[at] = rng.next() as u8;
                 }
                 for pretty in [false, true] {
-                    let opts = DecodeOptions { pretty, nopl: false };
+                    let opts = DecodeOptions {
+                        pretty,
+                        nopl: false,
+                    };
                     match decode_image(&m, &file, opts) {
                         Ok(json) => {
                             // Whatever decodes must encode again.
@@ -101,7 +108,18 @@ fn errors_say_where() {
     let good = pstree_bytes();
 
     let err = decode_image(&good[..10], path, PLAIN).unwrap_err();
-    assert!(matches!(err, ImageError::TruncatedSize { entry: 0, offset: 8, got: 2, .. }), "{err}");
+    assert!(
+        matches!(
+            err,
+            ImageError::TruncatedSize {
+                entry: 0,
+                offset: 8,
+                got: 2,
+                ..
+            }
+        ),
+        "{err}"
+    );
     assert_eq!(
         err.to_string(),
         "pstree.img: entry 0 at offset 8: size word cut short (2 of 4 bytes)"
@@ -109,7 +127,8 @@ fn errors_say_where() {
 
     let err = decode_image(&good[..good.len() - 1], path, PLAIN).unwrap_err();
     assert!(
-        err.to_string().starts_with("pstree.img: entry 0 at offset 12: payload needs"),
+        err.to_string()
+            .starts_with("pstree.img: entry 0 at offset 12: payload needs"),
         "{err}"
     );
 
@@ -135,7 +154,10 @@ fn errors_say_where() {
     let err = decode_image(&[1, 2], path, PLAIN).unwrap_err();
     assert!(matches!(err, ImageError::Short { len: 2, .. }));
     let err = decode_image(&[0xde, 0xad, 0xbe, 0xef], path, PLAIN).unwrap_err();
-    assert!(err.to_string().contains("unknown magic 0xefbeadde"), "{err}");
+    assert!(
+        err.to_string().contains("unknown magic 0xefbeadde"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -162,7 +184,10 @@ fn bad_json_is_refused() {
         (r#"{"magic": "PSTREE"}"#, "no \"entries\" array"),
         (r#"{"magic": "NOPE", "entries": []}"#, "unknown magic name"),
         (r#"{"magic": "PAGES", "entries": []}"#, "unknown magic name"),
-        (r#"{"magic": "PSTREE", "entries": [{"pid": 1}]}"#, "entry 0 (pstree_entry)"),
+        (
+            r#"{"magic": "PSTREE", "entries": [{"pid": 1}]}"#,
+            "entry 0 (pstree_entry)",
+        ),
         (
             r#"{"magic": "PSTREE", "entries": [{"pid": "x", "ppid": 0, "pgid": 0, "sid": 0}]}"#,
             "entry 0 (pstree_entry)",
@@ -198,7 +223,10 @@ fn cli_reports_errors_with_status() {
     let out = crit(&["decode", "-i", s(&cut)]);
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("core-1.img: entry 0 at offset 12: payload needs"), "{err}");
+    assert!(
+        err.contains("core-1.img: entry 0 at offset 12: payload needs"),
+        "{err}"
+    );
     assert!(out.stdout.is_empty());
 
     let pages = images("loop").join("pages-1.img");

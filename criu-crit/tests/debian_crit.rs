@@ -45,7 +45,11 @@ fn contained(theirs: &Value, ours: &Value, path: &str, pagemap: bool) -> usize {
             .iter()
             .map(|(k, v)| {
                 // 3.17's pagemap field 2 is 4.2's compat_nr_pages.
-                let key = if pagemap && k == "nr_pages" { "compat_nr_pages" } else { k };
+                let key = if pagemap && k == "nr_pages" {
+                    "compat_nr_pages"
+                } else {
+                    k
+                };
                 let mine = o
                     .get(key)
                     .unwrap_or_else(|| panic!("{path}.{key}: missing in our output"));

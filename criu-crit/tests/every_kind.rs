@@ -15,14 +15,19 @@ use criu_crit::{decode_image, encode_image, DecodeOptions};
 use criu_proto::img::magic::{IMG_COMMON_MAGIC, IMG_SERVICE_MAGIC};
 use criu_proto::img::{Entries, Extra, ImageKind, Layout};
 use prost::Message;
-use prost_reflect::{DynamicMessage, Kind, MessageDescriptor, Value};
+use prost_reflect::{Cardinality, DescriptorPool, DynamicMessage, Kind, MessageDescriptor, Value};
+
+fn pool() -> &'static DescriptorPool {
+    static POOL: std::sync::OnceLock<DescriptorPool> = std::sync::OnceLock::new();
+    POOL.get_or_init(|| {
+        DescriptorPool::decode(criu_proto::FILE_DESCRIPTOR_SET).expect("descriptor set")
+    })
+}
 
 fn desc(name: &str) -> MessageDescriptor {
-    Schema::get()
-        .plan(name)
+    pool()
+        .get_message_by_name(name)
         .unwrap_or_else(|| panic!("no schema for {name}"))
-        .desc
-        .clone()
 }
 
 /// A value for one element of `field`, varied by `seed`.
@@ -30,8 +35,14 @@ fn value(kind: &Kind, number: u32, seed: u64, depth: usize, ipadd: bool) -> Valu
     let n = u64::from(number) * 7 + seed;
     match kind {
         Kind::Bool => Value::Bool(n % 2 == 1),
-        Kind::Int32 | Kind::Sint32 | Kind::Sfixed32 => Value::I32(if n % 3 == 0 { -(n as i32) } else { n as i32 }),
-        Kind::Int64 | Kind::Sint64 | Kind::Sfixed64 => Value::I64(if n % 3 == 0 { -(n as i64) } else { (n as i64) << 33 }),
+        Kind::Int32 | Kind::Sint32 | Kind::Sfixed32 => {
+            Value::I32(if n % 3 == 0 { -(n as i32) } else { n as i32 })
+        }
+        Kind::Int64 | Kind::Sint64 | Kind::Sfixed64 => Value::I64(if n % 3 == 0 {
+            -(n as i64)
+        } else {
+            (n as i64) << 33
+        }),
         Kind::Uint32 | Kind::Fixed32 if ipadd => Value::U32(0x0100_007f + n as u32),
         Kind::Uint32 | Kind::Fixed32 => Value::U32((n as u32).wrapping_mul(0x0101_0101) | 1),
         Kind::Uint64 | Kind::Fixed64 => Value::U64((n << 40) | 0xabc),
@@ -49,25 +60,28 @@ fn value(kind: &Kind, number: u32, seed: u64, depth: usize, ipadd: bool) -> Valu
 /// A message of type `desc` with every field set.
 fn fill(desc: &MessageDescriptor, seed: u64, depth: usize) -> DynamicMessage {
     let mut msg = DynamicMessage::new(desc.clone());
-    let schema = Schema::get();
-    let plan = schema.plan(desc.full_name()).expect("plan");
-    for field in &plan.fields {
-        let kind = field.desc.kind();
-        if depth > 8 && matches!(kind, Kind::Message(_)) && !field.required {
+    let plan = Schema::get().plan(desc.full_name()).expect("plan");
+    for field in desc.fields() {
+        let kind = field.kind();
+        let required = field.cardinality() == Cardinality::Required;
+        if depth > 8 && matches!(kind, Kind::Message(_)) && !required {
             continue;
         }
-        let ipadd = field.style.ipadd;
-        let v = if field.repeated {
+        let ipadd = plan
+            .fields
+            .iter()
+            .any(|f| f.number == field.number() && f.style.ipadd);
+        let v = if field.is_list() {
             let count = if ipadd { 4 } else { 2 };
             Value::List(
                 (0..count)
-                    .map(|i| value(&kind, field.desc.number(), seed + i, depth, ipadd))
+                    .map(|i| value(&kind, field.number(), seed + i, depth, ipadd))
                     .collect(),
             )
         } else {
-            value(&kind, field.desc.number(), seed, depth, ipadd)
+            value(&kind, field.number(), seed, depth, ipadd)
         };
-        msg.set_field(&field.desc, v);
+        msg.set_field(&field, v);
     }
     msg
 }
@@ -131,7 +145,10 @@ fn push_with_extra(out: &mut Vec<u8>, kind: ImageKind, name: &str, seed: u64) {
                 push_entry(&mut body, &m);
                 extra.extend_from_slice(&body);
                 extra.extend((0..len).map(|b| b as u8 + b'a'));
-                extra.extend(std::iter::repeat_n(0u8, (len.div_ceil(8) * 8 - len) as usize));
+                extra.extend(std::iter::repeat_n(
+                    0u8,
+                    (len.div_ceil(8) * 8 - len) as usize,
+                ));
             }
         }
     }
@@ -155,7 +172,9 @@ fn header(kind: ImageKind) -> Vec<u8> {
 fn images() -> Vec<(String, Vec<u8>)> {
     let mut out = Vec::new();
     for kind in ImageKind::all() {
-        if kind.desc().entries == Entries::Opaque || ImageKind::from_magic(kind.magic()) != Some(kind) {
+        if kind.desc().entries == Entries::Opaque
+            || ImageKind::from_magic(kind.magic()) != Some(kind)
+        {
             continue;
         }
         let mut bytes = header(kind);
@@ -198,13 +217,19 @@ fn every_kind_round_trips() {
             std::fs::write(Path::new(dir).join(format!("{name}.img")), bytes).expect("keep image");
         }
         for pretty in [false, true] {
-            let opts = DecodeOptions { pretty, nopl: false };
+            let opts = DecodeOptions {
+                pretty,
+                nopl: false,
+            };
             let json = decode_image(bytes, Path::new(name), opts)
                 .unwrap_or_else(|e| panic!("{name}: decode: {e}"))
                 .to_text(pretty);
             let again = encode_image(json.as_bytes(), Path::new(name))
                 .unwrap_or_else(|e| panic!("{name} (pretty {pretty}): encode: {e}\n{json}"));
-            assert!(again == *bytes, "{name} (pretty {pretty}) differs after the round trip");
+            assert!(
+                again == *bytes,
+                "{name} (pretty {pretty}) differs after the round trip"
+            );
         }
     }
 }
@@ -212,8 +237,13 @@ fn every_kind_round_trips() {
 #[test]
 fn nopl_hides_payloads() {
     for (name, bytes) in images() {
-        let opts = DecodeOptions { pretty: true, nopl: true };
-        let text = decode_image(&bytes, Path::new(&name), opts).expect("decode").to_text(true);
+        let opts = DecodeOptions {
+            pretty: true,
+            nopl: true,
+        };
+        let text = decode_image(&bytes, Path::new(&name), opts)
+            .expect("decode")
+            .to_text(true);
         match name.as_str() {
             "pipes_data" => assert!(text.contains(r#""extra": "... <9B>""#), "{text}"),
             "tcp_stream" => assert!(text.contains(r#""extra": "... <73B>""#), "{text}"),

@@ -138,7 +138,12 @@ fn make_dir(dir: &Path) {
             run(A + 0xc000, 1, Some(2), true),
         ],
     );
-    pagemap(dir, ImageKind::ShmemPagemap, 1070, &[run(0x1000, 1, Some(4), true)]);
+    pagemap(
+        dir,
+        ImageKind::ShmemPagemap,
+        1070,
+        &[run(0x1000, 1, Some(4), true)],
+    );
     pagemap(
         dir,
         ImageKind::ShmemPagemap,
@@ -160,33 +165,65 @@ fn rss_counts_marks_and_shmem() {
     let lines: Vec<&str> = text.lines().collect();
     assert_eq!(lines[0], "42");
     // 4.2 count and older count alike.
-    assert!(lines[1].starts_with("\t7f0000000000 / 2        7f0000000000 / 16      "), "{text}");
-    assert!(lines[3].starts_with("\t7f0000003000 / 3        ~"), "{text}");
+    assert!(
+        lines[1].starts_with("\t7f0000000000 / 2        7f0000000000 / 16      "),
+        "{text}"
+    );
+    assert!(
+        lines[3].starts_with("\t7f0000003000 / 3        ~"),
+        "{text}"
+    );
     // No parent directory: the parent run is missing.
-    assert!(lines[5].starts_with("\t7f0000008000 / 2        ~ [parent missing]"), "{text}");
-    assert!(lines[7].starts_with("\t7f000000c000 / 1        ~ [lazy]"), "{text}");
+    assert!(
+        lines[5].starts_with("\t7f0000008000 / 2        ~ [parent missing]"),
+        "{text}"
+    );
+    assert!(
+        lines[7].starts_with("\t7f000000c000 / 1        ~ [lazy]"),
+        "{text}"
+    );
     assert!(
         text.contains("\tshmem 7f0000100000-7f0000104000 pagemap-shmem-1070.img: 1 pages\n"),
         "{text}"
     );
     assert!(
-        text.contains("\tshmem 7f0000200000-7f0000202000 pagemap-shmem-1069.img: 1 pages, 1 in parent\n"),
+        text.contains(
+            "\tshmem 7f0000200000-7f0000202000 pagemap-shmem-1069.img: 1 pages, 1 in parent\n"
+        ),
         "{text}"
     );
 
     // A parent directory whose pagemap covers the run.
     let parent = dir.join("parent");
     std::fs::create_dir(&parent).expect("mkdir");
-    pagemap(&parent, ImageKind::Pagemap, PID.into(), &[run(A + 0x7000, 4, Some(4), false)]);
+    pagemap(
+        &parent,
+        ImageKind::Pagemap,
+        PID.into(),
+        &[run(A + 0x7000, 4, Some(4), false)],
+    );
     assert!(rss(dir).contains("\t7f0000008000 / 2        ~ [parent]\n"));
 
     // Coverage through a grandparent.
     std::fs::remove_file(parent.join("pagemap-42.img")).expect("rm");
-    pagemap(&parent, ImageKind::Pagemap, PID.into(), &[run(A + 0x8000, 2, Some(1), true)]);
+    pagemap(
+        &parent,
+        ImageKind::Pagemap,
+        PID.into(),
+        &[run(A + 0x8000, 2, Some(1), true)],
+    );
     let grand = parent.join("parent");
     std::fs::create_dir(&grand).expect("mkdir");
     assert!(rss(dir).contains("[parent missing]"));
-    pagemap(&grand, ImageKind::Pagemap, PID.into(), &[run(A + 0x8000, 1, Some(4), true), run(A + 0x9000, 1, Some(4), true)]);
+    pagemap(
+        &grand,
+        ImageKind::Pagemap,
+        PID.into(),
+        &[
+            run(A + 0x8000, 1, Some(4), true),
+            run(A + 0x9000, 1, Some(4), true),
+        ],
+    );
     assert!(rss(dir).contains("\t7f0000008000 / 2        ~ [parent]\n"));
 }
 
@@ -195,7 +232,10 @@ fn mems_and_ps_of_synthetic_dir() {
     let tmp = tempfile::tempdir().expect("tempdir");
     make_dir(tmp.path());
     let ps = String::from_utf8(crit_ok(&["x", s(tmp.path()), "ps"])).expect("utf-8");
-    assert_eq!(ps, "    PID   PGID    SID   COMM\n     42     42     42   synthetic\n");
+    assert_eq!(
+        ps,
+        "    PID   PGID    SID   COMM\n     42     42     42   synthetic\n"
+    );
     let mems = String::from_utf8(crit_ok(&["x", s(tmp.path()), "mems"])).expect("utf-8");
     let line = |range: &str, rest: &str| format!("\t{range:<36}{rest}\n");
     let expected = [

@@ -37,7 +37,11 @@ fn decode_matches_golden() {
             let plain = crit_ok(&["decode", "-i", s(&file)]);
             check(&dir.join(format!("{name}.json")), &plain, &mut failures);
             let pretty = crit_ok(&["decode", "-i", s(&file), "--pretty"]);
-            check(&dir.join(format!("{name}.pretty.json")), &pretty, &mut failures);
+            check(
+                &dir.join(format!("{name}.pretty.json")),
+                &pretty,
+                &mut failures,
+            );
             checked += 2;
         }
     }
@@ -79,7 +83,11 @@ fn reference_images_round_trip() {
                 crit_ok(&["encode", "-i", s(&json), "-o", s(&back)]);
                 let original = std::fs::read(&file).expect("read image");
                 let again = std::fs::read(&back).expect("read encoded");
-                assert!(original == again, "{} (pretty {pretty}) differs", file.display());
+                assert!(
+                    original == again,
+                    "{} (pretty {pretty}) differs",
+                    file.display()
+                );
                 n += 1;
             }
         }

@@ -40,13 +40,21 @@ fn codecs_match_python() {
         let data = unhex(parts.next().unwrap_or_default());
         let qp = unhex(parts.next().unwrap_or_default());
         let b64 = unhex(parts.next().unwrap_or_default());
-        assert_eq!(quopri::encode(&data).as_bytes(), &qp[..], "quopri of {data:?}");
+        assert_eq!(
+            quopri::encode(&data).as_bytes(),
+            &qp[..],
+            "quopri of {data:?}"
+        );
         // Text-mode quoted-printable normalises line ends, so only data
         // without newlines survives a round trip (in Python too).
         if !data.contains(&b'\n') {
             assert_eq!(quopri::decode(&quopri::encode(&data)), data);
         }
-        assert_eq!(base64::encode(&data).as_bytes(), &b64[..], "base64 of {data:?}");
+        assert_eq!(
+            base64::encode(&data).as_bytes(),
+            &b64[..],
+            "base64 of {data:?}"
+        );
         assert_eq!(base64::decode(&base64::encode(&data)).unwrap(), data);
         n += 1;
     }

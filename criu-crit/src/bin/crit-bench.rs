@@ -104,7 +104,8 @@ fn synthesise(dir: &Path, a: &Args) -> Result<(Vec<PathBuf>, u64), Failure> {
             addr += (n + 2) * PAGE;
         }
         pm.finish()?;
-        let mut mm = ImageWriter::create(dir.join(ImageKind::Mm.file_name(pid.into())), ImageKind::Mm)?;
+        let mut mm =
+            ImageWriter::create(dir.join(ImageKind::Mm.file_name(pid.into())), ImageKind::Mm)?;
         mm.write_entry(&MmEntry {
             exe_file_id: 1,
             vmas,
@@ -149,7 +150,10 @@ fn report(label: &str, ours: Duration, theirs: Duration) {
     println!("{label}:");
     println!("  ours   : {:9.3} s", ours.as_secs_f64());
     println!("  python : {:9.3} s", theirs.as_secs_f64());
-    println!("  ratio  : {:9.1}x", theirs.as_secs_f64() / ours.as_secs_f64());
+    println!(
+        "  ratio  : {:9.1}x",
+        theirs.as_secs_f64() / ours.as_secs_f64()
+    );
 }
 
 fn main() -> Result<(), Failure> {
@@ -168,7 +172,11 @@ fn main() -> Result<(), Failure> {
     };
     let ours_bin = std::env::current_exe()?.with_file_name("crit");
     if !ours_bin.is_file() {
-        return Err(format!("{} not found: build the crit binary too", ours_bin.display()).into());
+        return Err(format!(
+            "{} not found: build the crit binary too",
+            ours_bin.display()
+        )
+        .into());
     }
     let (files, page_bytes) = synthesise(&dir, &a)?;
     let image_bytes: u64 = files
@@ -201,10 +209,15 @@ fn main() -> Result<(), Failure> {
     let mut ours_len = 0;
     for f in &files {
         let bytes = std::fs::read(f)?;
-        ours_len += decode_image(&bytes, f, DecodeOptions::default())?.to_text(false).len();
+        ours_len += decode_image(&bytes, f, DecodeOptions::default())?
+            .to_text(false)
+            .len();
     }
     let ours = start.elapsed();
-    let out = Command::new(PYTHON).args(["-c", PY_LOOP]).args(&files).output()?;
+    let out = Command::new(PYTHON)
+        .args(["-c", PY_LOOP])
+        .args(&files)
+        .output()?;
     if !out.status.success() {
         return Err(format!("python: {}", String::from_utf8_lossy(&out.stderr)).into());
     }
