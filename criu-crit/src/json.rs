@@ -41,10 +41,7 @@ impl Json {
     pub fn write(&self, out: &mut String, pretty: bool, depth: usize) {
         match self {
             Json::Bool(b) => out.push_str(if *b { "true" } else { "false" }),
-            Json::Int(i) => {
-                use std::fmt::Write as _;
-                let _ = write!(out, "{i}");
-            }
+            Json::Int(i) => write_int(out, *i),
             Json::Str(s) => write_string(out, s),
             Json::Array(items) => {
                 if items.is_empty() {
@@ -75,6 +72,27 @@ impl Json {
                 out.push('}');
             }
         }
+    }
+}
+
+/// Appends the decimal digits of `value`.
+fn write_int(out: &mut String, value: i128) {
+    let mut digits = [0u8; 40];
+    let mut pos = digits.len();
+    let mut v = value.unsigned_abs();
+    loop {
+        pos -= 1;
+        digits[pos] = b'0' + (v % 10) as u8;
+        v /= 10;
+        if v == 0 {
+            break;
+        }
+    }
+    if value < 0 {
+        out.push('-');
+    }
+    for &d in &digits[pos..] {
+        out.push(char::from(d));
     }
 }
 

@@ -125,7 +125,9 @@ fn decode(
     if depth > MAX_DEPTH {
         return Err(WireError::TooDeep);
     }
-    let mut slots: Vec<Vec<Raw<'_>>> = vec![Vec::new(); plan.fields.len()];
+    // Occurrences by field index; encoders write fields in order, so the
+    // stable sort below rarely moves anything.
+    let mut found: Vec<(usize, Raw<'_>)> = Vec::with_capacity(plan.fields.len());
     let mut pos = 0;
     while pos < data.len() {
         let at = pos;
@@ -159,14 +161,21 @@ fn decode(
             }
         };
         if let Some(i) = plan.index_of(number) {
-            slots[i].push(raw);
+            found.push((i, raw));
         }
     }
     let mut members = Vec::with_capacity(plan.fields.len());
-    for (field, raws) in plan.fields.iter().zip(&slots) {
-        if raws.is_empty() {
-            continue;
-        }
+    if !found.is_sorted_by_key(|(i, _)| *i) {
+        found.sort_by_key(|(i, _)| *i);
+    }
+    let raws_of: Vec<Raw<'_>> = found.iter().map(|(_, r)| *r).collect();
+    let mut start = 0;
+    while start < found.len() {
+        let index = found[start].0;
+        let end = start + found[start..].iter().take_while(|(i, _)| *i == index).count();
+        let field = &plan.fields[index];
+        let raws = &raws_of[start..end];
+        start = end;
         let hex = hex || field.style.hex;
         let json = if field.repeated {
             let mut items = Vec::with_capacity(raws.len());
