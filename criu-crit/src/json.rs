@@ -91,9 +91,7 @@ fn write_int(out: &mut String, value: i128) {
     if value < 0 {
         out.push('-');
     }
-    for &d in &digits[pos..] {
-        out.push(char::from(d));
-    }
+    out.push_str(std::str::from_utf8(&digits[pos..]).unwrap_or_default());
 }
 
 fn separator(out: &mut String, pretty: bool, depth: usize, first: bool) {
@@ -122,6 +120,11 @@ fn close(out: &mut String, pretty: bool, depth: usize) {
 /// Writes `s` quoted, escaping like Python's `ensure_ascii` encoder.
 pub fn write_string(out: &mut String, s: &str) {
     out.push('"');
+    if s.bytes().all(|b| (b' '..=b'~').contains(&b) && b != b'"' && b != b'\\') {
+        out.push_str(s);
+        out.push('"');
+        return;
+    }
     let mut start = 0;
     for (i, c) in s.char_indices() {
         let escape: Option<&str> = match c {
