@@ -35,7 +35,7 @@ use crate::base64;
 use crate::from_json::{json_to_message, FromJsonError};
 use crate::json::{object, Json};
 use crate::schema::{MessagePlan, Schema, IMAGES_PACKAGE};
-use crate::to_json::{message_to_json, uint_member, WireError};
+use crate::to_json::{message_to_json, uint_member, ToJsonError};
 
 /// Why an image could not be decoded or encoded. Entry numbers count from
 /// 0; offsets are byte offsets in the file.
@@ -108,7 +108,7 @@ pub enum ImageError {
         message: String,
         /// Cause.
         #[source]
-        source: WireError,
+        source: ToJsonError,
     },
     /// The schema lacks a message the kind table names.
     #[error("{path}: no schema for message {message}")]

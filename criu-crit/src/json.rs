@@ -120,7 +120,9 @@ fn close(out: &mut String, pretty: bool, depth: usize) {
 /// Writes `s` quoted, escaping like Python's `ensure_ascii` encoder.
 pub fn write_string(out: &mut String, s: &str) {
     out.push('"');
-    if s.bytes().all(|b| (b' '..=b'~').contains(&b) && b != b'"' && b != b'\\') {
+    if s.bytes()
+        .all(|b| (b' '..=b'~').contains(&b) && b != b'"' && b != b'\\')
+    {
         out.push_str(s);
         out.push('"');
         return;

@@ -22,7 +22,7 @@ const MAX_DEPTH: usize = 100;
 
 /// Why bytes are not a valid message.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
-pub enum WireError {
+pub enum ToJsonError {
     /// The data ends inside a field.
     #[error("field {field} is cut short at byte {at}")]
     Truncated {
@@ -74,12 +74,12 @@ enum Raw<'a> {
     Len(&'a [u8]),
 }
 
-fn varint(buf: &[u8], pos: &mut usize) -> Result<u64, WireError> {
+fn varint(buf: &[u8], pos: &mut usize) -> Result<u64, ToJsonError> {
     let start = *pos;
     let mut value = 0u64;
     for shift in (0..70).step_by(7) {
         let Some(&b) = buf.get(*pos) else {
-            return Err(WireError::Truncated {
+            return Err(ToJsonError::Truncated {
                 field: 0,
                 at: start,
             });
@@ -90,16 +90,16 @@ fn varint(buf: &[u8], pos: &mut usize) -> Result<u64, WireError> {
             return Ok(value);
         }
     }
-    Err(WireError::Varint { at: start })
+    Err(ToJsonError::Varint { at: start })
 }
 
-fn take<'a>(buf: &'a [u8], pos: &mut usize, len: u64, field: u32) -> Result<&'a [u8], WireError> {
+fn take<'a>(buf: &'a [u8], pos: &mut usize, len: u64, field: u32) -> Result<&'a [u8], ToJsonError> {
     let at = *pos;
     let end = usize::try_from(len)
         .ok()
         .and_then(|l| at.checked_add(l))
         .filter(|&e| e <= buf.len())
-        .ok_or(WireError::Truncated { field, at })?;
+        .ok_or(ToJsonError::Truncated { field, at })?;
     *pos = end;
     Ok(&buf[at..end])
 }
@@ -111,7 +111,7 @@ pub fn message_to_json(
     data: &[u8],
     pretty: bool,
     hex: bool,
-) -> Result<Json, WireError> {
+) -> Result<Json, ToJsonError> {
     decode(plan, data, pretty, hex, 0)
 }
 
@@ -121,9 +121,9 @@ fn decode(
     pretty: bool,
     hex: bool,
     depth: usize,
-) -> Result<Json, WireError> {
+) -> Result<Json, ToJsonError> {
     if depth > MAX_DEPTH {
-        return Err(WireError::TooDeep);
+        return Err(ToJsonError::TooDeep);
     }
     // Occurrences by field index; encoders write fields in order, so the
     // stable sort below rarely moves anything.
@@ -132,13 +132,13 @@ fn decode(
     while pos < data.len() {
         let at = pos;
         let key = varint(data, &mut pos)?;
-        let number = u32::try_from(key >> 3).map_err(|_| WireError::ZeroField { at })?;
+        let number = u32::try_from(key >> 3).map_err(|_| ToJsonError::ZeroField { at })?;
         if number == 0 {
-            return Err(WireError::ZeroField { at });
+            return Err(ToJsonError::ZeroField { at });
         }
         let raw = match key & 7 {
             0 => Raw::Varint(varint(data, &mut pos).map_err(|e| match e {
-                WireError::Truncated { at, .. } => WireError::Truncated { field: number, at },
+                ToJsonError::Truncated { at, .. } => ToJsonError::Truncated { field: number, at },
                 e => e,
             })?),
             1 => {
@@ -154,7 +154,7 @@ fn decode(
                 Raw::Len(take(data, &mut pos, len, number)?)
             }
             wt => {
-                return Err(WireError::WireType {
+                return Err(ToJsonError::WireType {
                     field: number,
                     wire_type: wt as u8,
                 })
@@ -172,7 +172,11 @@ fn decode(
     let mut start = 0;
     while start < found.len() {
         let index = found[start].0;
-        let end = start + found[start..].iter().take_while(|(i, _)| *i == index).count();
+        let end = start
+            + found[start..]
+                .iter()
+                .take_while(|(i, _)| *i == index)
+                .count();
         let field = &plan.fields[index];
         let raws = &raws_of[start..end];
         start = end;
@@ -256,7 +260,7 @@ fn push_value(
     pretty: bool,
     hex: bool,
     depth: usize,
-) -> Result<(), WireError> {
+) -> Result<(), ToJsonError> {
     if field.style.ipadd {
         if let (Raw::Varint(v), WireKind::Uint32) = (raw, &field.kind) {
             words.push(v as u32);
@@ -268,14 +272,14 @@ fn push_value(
     Ok(())
 }
 
-fn wire_type(field: &Field, raw: &Raw<'_>) -> WireError {
+fn wire_type(field: &Field, raw: &Raw<'_>) -> ToJsonError {
     let wire_type = match raw {
         Raw::Varint(_) => 0,
         Raw::Fixed64(_) => 1,
         Raw::Len(_) => 2,
         Raw::Fixed32(_) => 5,
     };
-    WireError::WireType {
+    ToJsonError::WireType {
         field: field.number,
         wire_type,
     }
@@ -292,7 +296,7 @@ fn value(
     pretty: bool,
     hex: bool,
     depth: usize,
-) -> Result<Option<Json>, WireError> {
+) -> Result<Option<Json>, ToJsonError> {
     let int = |v: i128| Ok(Some(int_to_json(v, field, pretty, hex)));
     match (&field.kind, raw) {
         (WireKind::Bool, Raw::Varint(v)) => Ok(Some(Json::Bool(v != 0))),
@@ -311,7 +315,7 @@ fn value(
         (WireKind::Double, Raw::Fixed64(v)) => Ok(Some(Json::Str(f64::from_bits(v).to_string()))),
         (WireKind::String, Raw::Len(b)) => match std::str::from_utf8(b) {
             Ok(s) => Ok(Some(Json::Str(s.to_owned()))),
-            Err(_) => Err(WireError::Utf8 {
+            Err(_) => Err(ToJsonError::Utf8 {
                 field: field.number,
             }),
         },
@@ -330,7 +334,7 @@ fn value(
         (WireKind::Message(name), Raw::Len(b)) => {
             let plan = Schema::get()
                 .plan(name)
-                .ok_or_else(|| WireError::NoSchema(name.to_string()))?;
+                .ok_or_else(|| ToJsonError::NoSchema(name.to_string()))?;
             decode(&plan, b, pretty, hex, depth + 1).map(Some)
         }
         (_, raw) => Err(wire_type(field, &raw)),
@@ -405,18 +409,18 @@ mod tests {
         assert_eq!(json.to_text(false), r#"{"pid": 7, "threads": [1, 2]}"#);
         assert_eq!(
             message_to_json(&plan("pstree_entry"), &[0x08], false, false),
-            Err(WireError::Truncated { field: 1, at: 1 })
+            Err(ToJsonError::Truncated { field: 1, at: 1 })
         );
         assert!(matches!(
             message_to_json(&plan("pstree_entry"), &[0x0a, 0x00], false, false),
-            Err(WireError::WireType {
+            Err(ToJsonError::WireType {
                 field: 1,
                 wire_type: 2
             })
         ));
         assert!(matches!(
             message_to_json(&plan("pstree_entry"), &[0x00], false, false),
-            Err(WireError::ZeroField { at: 0 })
+            Err(ToJsonError::ZeroField { at: 0 })
         ));
     }
 }
