@@ -35,7 +35,7 @@ struct Args {
 fn parse() -> Result<Args, String> {
     let mut a = Args {
         tasks: 200,
-        entries: 2000,
+        entries: 1024,
         gib: 1.0,
         dir: None,
         keep: false,
