@@ -19,10 +19,12 @@
 //! A failure at any step kills the new task ([`tree::RestoredTree`]); the
 //! images are only read.
 
+mod child;
 mod files;
 mod finish;
 mod images;
 mod mm;
+mod pstree;
 mod task;
 mod threads;
 mod tree;
@@ -149,6 +151,28 @@ impl RestoreError {
     }
 }
 
+/// A restored task held by the engine until the whole tree is complete.
+struct Held {
+    task: SeizedTask,
+    threads: Vec<SeizedTask>,
+    stopped: bool,
+}
+
+impl Held {
+    /// Kills the task's whole thread group and collects every thread.
+    fn kill(self) {
+        let pid = self.task.pid();
+        if let Err(errno) = nix::sys::signal::kill(pid.as_nix(), nix::sys::signal::Signal::SIGKILL)
+        {
+            tracing::warn!(%pid, %errno, "cannot kill a half-restored process");
+        }
+        for t in self.threads {
+            t.reap_killed();
+        }
+        self.task.kill();
+    }
+}
+
 /// Restores the dump in `opts.images_dir`.
 #[tracing::instrument(skip_all)]
 pub fn run(opts: &RequestOpts, notify: &mut dyn Notify) -> Result<RestoreOutcome, RestoreError> {
@@ -164,50 +188,44 @@ pub fn run(opts: &RequestOpts, notify: &mut dyn Notify) -> Result<RestoreOutcome
         .map_err(|source| RestoreError::ImagesDir { source })?;
     let dir = ImagesDir::from_fd(fd, dir.path.clone());
     let inherit = &opts.inherit_fds;
-    let images = images::load(&dir, &|f| {
+    let tree_images = pstree::load(&dir, &|f| {
         inherit.iter().any(|i| inherit_matches(&i.key, f))
     })?;
-    let fds = files::FdPlan::new(&images, inherit).map_err(|source| RestoreError::FdPlan {
-        pid: images.pid(),
-        source,
-    })?;
+    let alive: Vec<Option<&images::TaskImages>> =
+        tree_images.tasks.iter().map(|t| t.alive()).collect();
+    let fds = files::FdPlan::new(&alive, inherit, &tree_images.pipe_data)
+        .map_err(|(pid, source)| RestoreError::FdPlan { pid, source })?;
     tree::check_single_threaded()?;
-    let tree = tree::create(&images, fds, opts.shell_job, opts.restore_sibling)?;
-    let pid = RealPid(tree.pid().as_raw());
-    tracing::info!(%pid, "task created");
-    let task = SeizedTask::attach_child_stopped(pid)
-        .map_err(|source| RestoreError::Seize { pid, source })?;
-    let mut threads = Vec::new();
-    if let Err(e) = restore_task(&task, &images, &dir, notify, &mut threads) {
-        if let Err(errno) = nix::sys::signal::kill(pid.as_nix(), nix::sys::signal::Signal::SIGKILL)
-        {
-            tracing::warn!(%pid, %errno, "cannot kill a half-restored process");
+    let tree = tree::create(&tree_images, fds, opts.shell_job, opts.restore_sibling)?;
+    tracing::info!(pid = %tree.pid(), tasks = tree_images.tasks.len(), "tree created");
+    let mut held: Vec<Held> = Vec::new();
+    let result = restore_all(&tree_images, &dir, opts, notify, &mut held);
+    if let Err(e) = result {
+        for h in held.into_iter().rev() {
+            h.kill();
         }
-        for t in threads {
-            t.reap_killed();
-        }
-        task.kill();
         return Err(e);
     }
-    let stopped =
-        opts.final_state == FinalState::Stopped || images.tc.task_state == images::TASK_STOPPED;
-    let detached = if stopped {
-        task.detach_stopped()
-    } else {
-        task.detach()
-    };
-    detached.map_err(|source| RestoreError::Ptrace {
-        pid,
-        step: "detach",
-        source,
-    })?;
-    for t in threads {
-        let tid = t.pid();
-        t.detach().map_err(|source| RestoreError::Ptrace {
-            pid: tid,
-            step: "detach",
-            source,
-        })?;
+    // Children first: a parent never runs while its children are held.
+    for h in held.into_iter().rev() {
+        let pid = h.task.pid();
+        let detach_err = |pid| {
+            move |source| RestoreError::Ptrace {
+                pid,
+                step: "detach",
+                source,
+            }
+        };
+        if h.stopped {
+            h.task.detach_stopped()
+        } else {
+            h.task.detach()
+        }
+        .map_err(detach_err(pid))?;
+        for t in h.threads {
+            let tid = t.pid();
+            t.detach().map_err(detach_err(tid))?;
+        }
     }
     let root = tree.commit();
     notify.notify("post-resume", None);
@@ -224,12 +242,48 @@ pub fn run(opts: &RequestOpts, notify: &mut dyn Notify) -> Result<RestoreOutcome
     })
 }
 
-/// Everything between the seize and the detach.
+/// Seizes and restores every live task, then sends the notifications that
+/// precede the resume.
+fn restore_all(
+    tree: &pstree::TreeImages,
+    dir: &ImagesDir,
+    opts: &RequestOpts,
+    notify: &mut dyn Notify,
+    held: &mut Vec<Held>,
+) -> Result<(), RestoreError> {
+    for images in tree.tasks.iter().filter_map(|t| t.alive()) {
+        let pid = RealPid(images.pid() as i32);
+        let task = SeizedTask::attach_child_stopped(pid)
+            .map_err(|source| RestoreError::Seize { pid, source })?;
+        let stopped =
+            opts.final_state == FinalState::Stopped || images.tc.task_state == images::TASK_STOPPED;
+        held.push(Held {
+            task,
+            threads: Vec::new(),
+            stopped,
+        });
+        let h = held.last_mut().expect("just pushed");
+        restore_task(&h.task, images, dir, &mut h.threads)?;
+    }
+    let root = RealPid(tree.root().pid() as i32);
+    if !notify.notify("post-restore", Some(root.0)) {
+        return Err(RestoreError::Aborted {
+            script: "post-restore",
+        });
+    }
+    if !notify.notify("pre-resume", None) {
+        return Err(RestoreError::Aborted {
+            script: "pre-resume",
+        });
+    }
+    Ok(())
+}
+
+/// Everything between the seize and the detach of one task.
 fn restore_task(
     task: &SeizedTask,
     images: &images::TaskImages,
     dir: &ImagesDir,
-    notify: &mut dyn Notify,
     threads: &mut Vec<SeizedTask>,
 ) -> Result<(), RestoreError> {
     let pid = task.pid();
@@ -240,16 +294,6 @@ fn restore_task(
     mm::restore_mm(&remote, task, images, dir)?;
     task::restore_state(&remote, task, images)?;
     threads::restore_all(&inj, &images.threads, threads)?;
-    if !notify.notify("post-restore", Some(pid.0)) {
-        return Err(RestoreError::Aborted {
-            script: "post-restore",
-        });
-    }
-    if !notify.notify("pre-resume", None) {
-        return Err(RestoreError::Aborted {
-            script: "pre-resume",
-        });
-    }
     let regs = finish::regs_from_image(&images.thread_info.gpregs);
     let current = task.xstate().map_err(|source| RestoreError::Ptrace {
         pid,

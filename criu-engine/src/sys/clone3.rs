@@ -157,3 +157,11 @@ pub(crate) fn write_raw(fd: RawFd, buf: &[u8]) -> nix::Result<()> {
     }
     Ok(())
 }
+
+/// Gives `sig` its default action (for a new task before it stops or dies
+/// as a zombie).
+pub(crate) fn set_default_action(sig: nix::sys::signal::Signal) -> nix::Result<()> {
+    // SAFETY: installing SIG_DFL registers no handler code, so no Rust code
+    // can run in signal context because of it.
+    unsafe { nix::sys::signal::signal(sig, nix::sys::signal::SigHandler::SigDfl) }.map(drop)
+}

@@ -1,12 +1,13 @@
-//! Multi-threaded processes: CRIU 4.2's `threads` images restored by us,
-//! and our own dump and restore of `criu-workload threads N`.
+//! Threads and process trees: CRIU 4.2's `threads` and `tree` images
+//! restored by us, and our own dump and restore of `criu-workload threads N`
+//! and of process trees.
 //!
 //! Restore forks without exec and must run on a single-threaded process, so
 //! this file has its own `main` (`harness = false`) running the cases one
 //! after another, as a child subreaper.
 //!
 //! Needs: root with `CAP_CHECKPOINT_RESTORE`, `clone3` with `set_tid`, pids
-//! 24148-24152 free, `/work/shared/testdata/criu-4.2` and the workload
+//! 24148-24152 and 24175-24178 free, `/work/shared/testdata/criu-4.2` and the workload
 //! binary (`cargo build -p criu-tests --bin criu-workload`).
 
 use std::fs;
@@ -140,6 +141,74 @@ fn criu_threads_scenario() {
     }
 }
 
+/// `(ppid, pgid, sid, state)` of `pid` from `/proc/<pid>/stat`.
+fn ids(pid: i32) -> Option<(i32, i32, i32, char)> {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let f: Vec<&str> = rest.split(' ').collect();
+    Some((
+        f[1].parse().ok()?,
+        f[2].parse().ok()?,
+        f[3].parse().ok()?,
+        f[0].chars().next()?,
+    ))
+}
+
+/// CRIU 4.2's `tree` images: a session leader and three children, pipes
+/// from the parent to each; all four come back with their pids, parent,
+/// group and session, and the children keep logging what the parent sends.
+fn criu_tree_scenario() {
+    copy_dir(
+        &Path::new(TESTDATA).join("bin"),
+        &Path::new(RUN_DIR).join("bin"),
+        0o755,
+    );
+    copy_dir(
+        &Path::new(TESTDATA).join("tree/files"),
+        &Path::new(RUN_DIR).join("tree"),
+        0o644,
+    );
+    let images = tempfile::tempdir().unwrap();
+    copy_dir(
+        &Path::new(TESTDATA).join("tree/images"),
+        images.path(),
+        0o644,
+    );
+    let root = 24175;
+    let logs: Vec<PathBuf> = (0..3)
+        .map(|c| Path::new(RUN_DIR).join(format!("tree/tree-child{c}.log")))
+        .collect();
+    let dumped: Vec<usize> = logs.iter().map(|l| lines(l).len()).collect();
+    run(&["restore", "-D", images.path().to_str().unwrap()]).expect("restore");
+    let after: Vec<Vec<Vec<u64>>> = logs
+        .iter()
+        .zip(&dumped)
+        .map(|(l, n)| wait_lines(l, n + 3))
+        .collect();
+    let states: Vec<_> = (root..root + 4).map(ids).collect();
+    for pid in (root..root + 4).rev() {
+        kill_and_reap(pid);
+    }
+    let me = std::process::id() as i32;
+    assert_eq!(states[0], Some((me, root, root, 'S')), "{states:?}");
+    for s in &states[1..] {
+        assert_eq!(*s, Some((root, root, root, 'S')), "{states:?}");
+    }
+    for (c, (a, n)) in after.iter().zip(&dumped).enumerate() {
+        assert!(a.len() >= n + 3, "child {c} logged nothing new: {a:?}");
+        let tail: Vec<u64> = a[*n..].iter().map(|l| l[0]).collect();
+        assert!(
+            tail.windows(2).all(|w| w[1] == w[0] + 1),
+            "child {c}: {tail:?}"
+        );
+        assert_eq!(
+            tail[0],
+            a[n - 1][0] + 1,
+            "child {c} lost or repeated a number"
+        );
+    }
+}
+
 fn workload_bin() -> PathBuf {
     let exe = std::env::current_exe().expect("test path");
     let bin = exe.ancestors().nth(3).unwrap().join("debug/criu-workload");
@@ -207,6 +276,7 @@ fn main() {
     let cases: &[(&str, fn())] = &[
         ("criu_threads_scenario", criu_threads_scenario),
         ("own_threads_round_trip", own_threads_round_trip),
+        ("criu_tree_scenario", criu_tree_scenario),
     ];
     assert!(nix::unistd::geteuid().is_root(), "needs root");
     nix::sys::prctl::set_child_subreaper(true).expect("become a child subreaper");
