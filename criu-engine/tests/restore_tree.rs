@@ -186,7 +186,8 @@ fn criu_tree_scenario() {
         .map(|(l, n)| wait_lines(l, n + 3))
         .collect();
     let states: Vec<_> = (root..root + 4).map(ids).collect();
-    for pid in (root..root + 4).rev() {
+    // The root first: its children come to us (subreaper) and are reaped.
+    for pid in root..root + 4 {
         kill_and_reap(pid);
     }
     let me = std::process::id() as i32;
@@ -268,6 +269,119 @@ fn own_threads_round_trip() {
     );
 }
 
+/// The pids a `criu-workload ... tree` logged: (w0, w1, w2, zombie, grand).
+fn tree_pids(log: &Path) -> (i32, i32, i32, i32, i32) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let text = fs::read_to_string(log).unwrap_or_default();
+        let find = |tag: &str| -> Option<Vec<i32>> {
+            let l = text.lines().find(|l| l.starts_with(tag))?;
+            l.split(' ').skip(1).map(|w| w.parse().ok()).collect()
+        };
+        if let (Some(t), Some(g)) = (find("tree "), find("grand ")) {
+            return (t[0], t[1], t[2], t[3], g[0]);
+        }
+        assert!(Instant::now() < deadline, "no tree pids logged");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Last `N` of the `TAG N` lines of `log`.
+fn last_tagged(log: &Path, tag: &str) -> Option<u64> {
+    fs::read_to_string(log)
+        .ok()?
+        .lines()
+        .filter_map(|l| l.strip_prefix(tag)?.strip_prefix(' ')?.parse().ok())
+        .next_back()
+}
+
+/// Our dump (leave-running first, then the final one) and restore of a
+/// tree: a session leader with 16 threads, a process group of three
+/// workers, a zombie, and a grandchild leading its own session, all
+/// sharing the log descriptor. Pids, tids, parents, groups, sessions, the
+/// zombie's status and every counter come back, and the log descriptor is
+/// one file description (one `files.img` entry).
+fn own_tree_round_trip() {
+    let scratch = tempfile::tempdir().unwrap();
+    let log = scratch.path().join("workload.log");
+    let out = std::process::Command::new(workload_bin())
+        .args([log.to_str().unwrap(), "4", "tree", "threads", "16"])
+        .output()
+        .expect("run criu-workload");
+    assert!(out.status.success(), "{out:?}");
+    let root: i32 = String::from_utf8_lossy(&out.stdout).trim().parse().unwrap();
+    let (w0, w1, w2, zombie, grand) = tree_pids(&log);
+    let all = [root, w0, w1, w2, zombie, grand];
+    wait_lines(&log, 2);
+    let before: Vec<_> = all.iter().map(|&p| ids(p)).collect();
+    let before_tids = tids(root);
+    let root_s = root.to_string();
+    for (name, extra) in [("running", Some("-R")), ("images", None)] {
+        let images = scratch.path().join(name);
+        fs::create_dir(&images).unwrap();
+        let mut args = vec!["dump", "-t", &root_s, "-D", images.to_str().unwrap()];
+        args.extend(extra);
+        if let Err(e) = run(&args) {
+            for p in all {
+                kill_and_reap(p);
+            }
+            panic!("dump failed: {e}");
+        }
+    }
+    for p in all {
+        kill_and_reap(p);
+    }
+    let tags = ["w0", "w1", "w2", "g"];
+    let dumped: Vec<u64> = tags.iter().map(|t| last_tagged(&log, t).unwrap()).collect();
+    let dumped_lines = lines(&log).len();
+    let images = scratch.path().join("images");
+    let fdinfo_ids: Vec<Vec<(u32, u32)>> = (2..=6)
+        .map(|id| {
+            let dir = criu_proto::img::ImagesDir::open(&images).unwrap();
+            dir.fdinfo(id)
+                .unwrap()
+                .iter()
+                .map(|f| (f.fd, f.id))
+                .collect()
+        })
+        .collect();
+    run(&["restore", "-D", images.to_str().unwrap()]).expect("restore");
+    let after_lines = wait_lines(&log, dumped_lines + 3);
+    std::thread::sleep(Duration::from_millis(300));
+    let after: Vec<_> = all.iter().map(|&p| ids(p)).collect();
+    let after_tids = tids(root);
+    let zombie_status = fs::read_to_string(format!("/proc/{zombie}/stat")).unwrap_or_default();
+    let counters: Vec<Option<u64>> = tags.iter().map(|t| last_tagged(&log, t)).collect();
+    for p in all {
+        kill_and_reap(p);
+    }
+    let me = std::process::id() as i32;
+    assert_eq!(after[0].map(|a| (a.0, a.1, a.2)), Some((me, root, root)));
+    for i in 1..all.len() {
+        let (b, a) = (before[i].unwrap(), after[i].unwrap());
+        assert_eq!(
+            (a.0, a.1, a.2),
+            (b.0, b.1, b.2),
+            "task {}: {before:?} {after:?}",
+            all[i]
+        );
+    }
+    assert_eq!(after[4].unwrap().3, 'Z');
+    assert_eq!(zombie_status.trim().rsplit(' ').next(), Some("1792"));
+    assert_eq!(after_tids, before_tids);
+    assert_eq!(after_tids.len(), 17);
+    for (i, (d, a)) in dumped.iter().zip(&counters).enumerate() {
+        assert!(a.unwrap() > *d, "{} stuck at {d}", tags[i]);
+    }
+    assert!(after_lines.len() >= dumped_lines + 3);
+    // fd 3 (the log) is one files.img entry in every live task.
+    let log_ids: Vec<u32> = fdinfo_ids
+        .iter()
+        .map(|f| f.iter().find(|(fd, _)| *fd == 3).unwrap().1)
+        .collect();
+    assert!(log_ids.windows(2).all(|w| w[0] == w[1]), "{fdinfo_ids:?}");
+}
+
 fn main() {
     let filter: Vec<String> = std::env::args()
         .skip(1)
@@ -277,6 +391,7 @@ fn main() {
         ("criu_threads_scenario", criu_threads_scenario),
         ("own_threads_round_trip", own_threads_round_trip),
         ("criu_tree_scenario", criu_tree_scenario),
+        ("own_tree_round_trip", own_tree_round_trip),
     ];
     assert!(nix::unistd::geteuid().is_root(), "needs root");
     nix::sys::prctl::set_child_subreaper(true).expect("become a child subreaper");

@@ -9,9 +9,9 @@
 //! puts its descriptors in place, reports to the engine through a shared
 //! pipe, then stops itself (or, for a zombie, exits with its status).
 //!
-//! Until it reports, a task is killed with its parent
-//! (`PR_SET_PDEATHSIG`), so a failure anywhere takes the whole new tree
-//! down with the root.
+//! Until the engine has restored it (and its dumped parent-death signal), a
+//! task is killed with its parent (`PR_SET_PDEATHSIG`), so a failure
+//! anywhere takes the rest of the new tree down with the root.
 
 use std::ffi::CString;
 use std::os::fd::{AsRawFd, RawFd};
@@ -101,7 +101,6 @@ pub(crate) struct ChildPlan {
     pub(crate) cwd: CString,
     pub(crate) umask: u32,
     pub(crate) rlimits: Vec<(Resource, u64, u64)>,
-    pub(crate) pdeath: Option<Signal>,
     pub(crate) comm: CString,
     pub(crate) oom_score_adj: Option<CString>,
 }
@@ -215,8 +214,9 @@ fn child_setup(tp: &mut TreePlan, idx: usize, report: RawFd) -> Result<(), Child
     for k in 0..tp.tasks[idx].children.len() {
         let c = tp.tasks[idx].children[k];
         let (pid, pgid) = (tp.tasks[c].pid, tp.tasks[c].pgid);
+        // The report names the pid that could not be made in place of an fd.
         let child = clone3_with_pid(pid, false, &mut || child_main(tp, c, report))
-            .map_err(|e| step_failure(ChildStep::Fork, e))?;
+            .map_err(|e| (REPORT_STEP, ChildStep::Fork.code(), pid, e))?;
         if let Some(pgid) = pgid {
             match nix::unistd::setpgid(child, Pid::from_raw(pgid)) {
                 // A zombie may be gone already; it joined by itself.
@@ -226,14 +226,14 @@ fn child_setup(tp: &mut TreePlan, idx: usize, report: RawFd) -> Result<(), Child
         }
     }
     let plan = &tp.tasks[idx];
+    nix::sys::prctl::set_name(plan.comm.as_c_str())
+        .map_err(|e| step_failure(ChildStep::Name, e))?;
     if plan.zombie.is_some() {
         return Ok(());
     }
     tp.fds.apply(idx).map_err(fd_failure)?;
     nix::unistd::chdir(plan.cwd.as_c_str()).map_err(|e| step_failure(ChildStep::Chdir, e))?;
     nix::sys::stat::umask(Mode::from_bits_truncate(plan.umask));
-    nix::sys::prctl::set_name(plan.comm.as_c_str())
-        .map_err(|e| step_failure(ChildStep::Name, e))?;
     if let Some(adj) = &plan.oom_score_adj {
         let fd = nix::fcntl::open(
             c"/proc/self/oom_score_adj",
@@ -258,12 +258,7 @@ fn child_setup(tp: &mut TreePlan, idx: usize, report: RawFd) -> Result<(), Child
             Err(e) => return Err(step_failure(ChildStep::Rlimit, e)),
         }
     }
-    close_others(tp.fds.targets(idx), report).map_err(|e| step_failure(ChildStep::Close, e))?;
-    match plan.pdeath {
-        Some(sig) => nix::sys::prctl::set_pdeathsig(sig),
-        None => nix::sys::prctl::set_pdeathsig(None),
-    }
-    .map_err(|e| step_failure(ChildStep::Pdeath, e))
+    close_others(tp.fds.targets(idx), report).map_err(|e| step_failure(ChildStep::Close, e))
 }
 
 /// Closes every descriptor but the targets and `keep` (which is above them).

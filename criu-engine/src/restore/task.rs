@@ -326,6 +326,14 @@ pub(crate) fn restore_thread_state(
         &[th.futex_rla, th.futex_rla_len.into()],
     )?;
     rseq(r, task, th)?;
+    // The new task had SIGKILL here until now (see `child`).
+    let pdeath = th.pdeath_sig.unwrap_or(0).into();
+    r.call(
+        "set the parent-death signal",
+        pdeath,
+        nr::PRCTL,
+        &[libc::PR_SET_PDEATHSIG as u64, pdeath, 0, 0, 0],
+    )?;
     if let Some(nice) = th.sched_nice.filter(|&n| n != 0) {
         r.call(
             "set the nice value",

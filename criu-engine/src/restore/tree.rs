@@ -27,6 +27,7 @@ use nix::unistd::Pid;
 
 use super::child::{
     child_main, ChildPlan, ChildStep, Session, TreePlan, REPORT_FD, REPORT_LEN, REPORT_OK,
+    REPORT_STEP,
 };
 use super::files::{FdPlan, FdStep};
 use super::pstree::{TaskKind, TreeImages};
@@ -273,6 +274,9 @@ fn plan(tree: &TreeImages, fds: FdPlan, shell_job: bool) -> Result<TreePlan, Tre
             Session::Inherit
         };
         let pgid = match (session, parent) {
+            // The parent makes the group at once, so that a sibling created
+            // next can join it.
+            (Session::GroupLeader, Some(_)) => Some(p.pgid as i32),
             (Session::Inherit, Some(parent)) if p.pgid != parent.pgid => {
                 // The group must exist, led by a task created before.
                 if !tree.tasks[..i].iter().any(|o| o.pstree.pid == p.pgid) {
@@ -300,7 +304,6 @@ fn plan(tree: &TreeImages, fds: FdPlan, shell_job: bool) -> Result<TreePlan, Tre
                 cwd: c"/".to_owned(),
                 umask: 0o022,
                 rlimits: Vec::new(),
-                pdeath: None,
                 comm: cstring(pid, "comm", comm)?,
                 oom_score_adj: None,
             },
@@ -325,18 +328,6 @@ fn plan(tree: &TreeImages, fds: FdPlan, shell_job: bool) -> Result<TreePlan, Tre
                             .collect()
                     })
                     .unwrap_or_default();
-                let pdeath = task
-                    .thread_core
-                    .pdeath_sig
-                    .filter(|&s| s != 0)
-                    .map(|s| Signal::try_from(i32::try_from(s).unwrap_or(-1)))
-                    .transpose()
-                    .map_err(|source| TreeError::ChildStep {
-                        pid,
-                        step: ChildStep::Pdeath.name(),
-                        fd: -1,
-                        source,
-                    })?;
                 ChildPlan {
                     pid,
                     session,
@@ -349,7 +340,6 @@ fn plan(tree: &TreeImages, fds: FdPlan, shell_job: bool) -> Result<TreePlan, Tre
                     cwd: cstring(pid, "cwd", name(task.fs.cwd_id))?,
                     umask: task.fs.umask.unwrap_or(0o022),
                     rlimits,
-                    pdeath,
                     comm: cstring(pid, "comm", &task.tc.comm)?,
                     oom_score_adj: task
                         .tc
@@ -438,8 +428,11 @@ pub(crate) fn create(
 fn failure(pid: i32, msg: &[u8; REPORT_LEN]) -> TreeError {
     let fd = RawFd::from_le_bytes([msg[6], msg[7], msg[8], msg[9]]);
     let errno = Errno::from_raw(i32::from_le_bytes([msg[10], msg[11], msg[12], msg[13]]));
-    if msg[5] == ChildStep::Fork.code() && errno == Errno::EEXIST {
-        return TreeError::PidTaken { pid };
+    if msg[4] == REPORT_STEP && msg[5] == ChildStep::Fork.code() {
+        return match errno {
+            Errno::EEXIST => TreeError::PidTaken { pid: fd },
+            source => TreeError::Clone { pid: fd, source },
+        };
     }
     let step = if msg[4] == REPORT_FD {
         FdStep::from_code(msg[5]).map_or("set up a descriptor", FdStep::name)

@@ -31,6 +31,7 @@
 
 mod process;
 mod status;
+mod tree;
 mod wait;
 
 use std::cell::{Cell, OnceCell};
@@ -48,6 +49,7 @@ use nix::sys::wait::WaitStatus;
 
 pub use self::process::SeizedProcess;
 pub(crate) use self::status::TaskStatus;
+pub use self::tree::{MemberKind, SeizedTree, TreeMember};
 use crate::arch::{RemoteAddr, UserRegs};
 use crate::pstree::RealPid;
 use crate::sys::{abi, ptrace as rawptrace};

@@ -12,6 +12,11 @@
 //! * with `eventfd`, an extra eventfd (a kind of fd the dump refuses);
 //! * with `threads N`, N extra threads (at most 64), thread `i` adding one
 //!   to its own counter every `i + 1` ms;
+//! * with `tree`, children sharing the log fd: workers `w0`..`w2` in a
+//!   process group led by `w0`, each appending `wI N` lines; a zombie child
+//!   (exit status 7) never reaped; and a child of `w0` leading its own
+//!   session, appending `g N` lines. Their pids are logged first as
+//!   `tree W0 W1 W2 ZOMBIE` and `grand G`;
 //! * every descriptor inherited beyond stdio is closed first.
 //!
 //! It forks: the parent prints the child's pid on stdout and exits; the child
@@ -89,6 +94,65 @@ fn checksum(mem: &[u64], file_page: &[u64]) -> u64 {
         .fold(sum, |s, w| s.rotate_left(1).wrapping_add(*w))
 }
 
+/// Appends `TAG N` lines to `log` every 100 ms, forever.
+fn log_forever(log: &mut std::fs::File, tag: &str) -> ! {
+    for n in 0u64.. {
+        if log.write_all(format!("{tag} {n}\n").as_bytes()).is_err() {
+            std::process::exit(3);
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    unreachable!("the counter never ends")
+}
+
+fn fork() -> Option<nix::unistd::Pid> {
+    // SAFETY: called while single-threaded; the child only runs plain code.
+    match unsafe { nix::unistd::fork() }.unwrap_or_else(|_| die("fork")) {
+        nix::unistd::ForkResult::Parent { child } => Some(child),
+        nix::unistd::ForkResult::Child => None,
+    }
+}
+
+/// The `tree` option (see the module docs). Returns in the root only.
+fn spawn_tree(log: &mut std::fs::File) {
+    use nix::unistd::{setpgid, Pid};
+    let mut workers = Vec::new();
+    for i in 0..3 {
+        let leader = workers.first().copied().unwrap_or(Pid::from_raw(0));
+        match fork() {
+            Some(child) => {
+                let _ = setpgid(child, if i == 0 { child } else { leader });
+                workers.push(child);
+            }
+            None => {
+                let _ = setpgid(Pid::from_raw(0), leader);
+                if i == 0 {
+                    match fork() {
+                        Some(grand) => {
+                            let _ = writeln!(log, "grand {grand}");
+                        }
+                        None => {
+                            nix::unistd::setsid().unwrap_or_else(|_| die("setsid"));
+                            log_forever(log, "g");
+                        }
+                    }
+                }
+                log_forever(log, &format!("w{i}"));
+            }
+        }
+    }
+    let zombie = match fork() {
+        Some(z) => z,
+        // SAFETY: _exit ends this child at once, without running anything.
+        None => unsafe { libc::_exit(7) },
+    };
+    let _ = writeln!(
+        log,
+        "tree {} {} {} {zombie}",
+        workers[0], workers[1], workers[2]
+    );
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     if args.len() < 3 {
@@ -98,6 +162,7 @@ fn main() {
     let log_path = &args[1];
     let mib: usize = args[2].parse().unwrap_or_else(|_| die("MEM_MIB"));
     let with_eventfd = args[3..].iter().any(|a| a == "eventfd");
+    let with_tree = args[3..].iter().any(|a| a == "tree");
     let threads: usize = args[3..]
         .iter()
         .position(|a| a == "threads")
@@ -179,6 +244,9 @@ fn main() {
         log.as_raw_fd(),
         exe.as_raw_fd()
     );
+    if with_tree {
+        spawn_tree(&mut log);
+    }
     for (i, counter) in COUNTERS[..threads].iter().enumerate() {
         std::thread::spawn(move || loop {
             counter.fetch_add(1, Ordering::Relaxed);
