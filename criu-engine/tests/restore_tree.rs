@@ -68,15 +68,16 @@ fn tids(pid: i32) -> Vec<i32> {
     t
 }
 
-fn run(args: &[&str]) -> Result<(), String> {
+/// Runs a dump or restore; a restore returns the root's pid.
+fn run(args: &[&str]) -> Result<i32, String> {
     let cfg = criu_engine::config::parse_args(args.iter().map(|s| s.to_string())).unwrap();
     let opts = criu_engine::opts::from_config(&cfg).unwrap();
     match args[0] {
         "dump" => criu_engine::dump::run(&opts, &mut NoNotify)
-            .map(drop)
+            .map(|_| 0)
             .map_err(|e| format!("{e:?}")),
         _ => criu_engine::restore::run(&opts, &mut NoNotify)
-            .map(drop)
+            .map(|o| o.root_pid)
             .map_err(|e| format!("{e:?}")),
     }
 }
@@ -207,6 +208,60 @@ fn criu_tree_scenario() {
             a[n - 1][0] + 1,
             "child {c} lost or repeated a number"
         );
+    }
+}
+
+/// CRIU 4.2's `pidns` images: the init of a pid namespace comes back as
+/// pid 1 of a new pid namespace and keeps logging `N pid=1`.
+fn criu_pidns_scenario() {
+    copy_dir(
+        &Path::new(TESTDATA).join("bin"),
+        &Path::new(RUN_DIR).join("bin"),
+        0o755,
+    );
+    copy_dir(
+        &Path::new(TESTDATA).join("pidns/files"),
+        &Path::new(RUN_DIR).join("pidns"),
+        0o644,
+    );
+    let images = tempfile::tempdir().unwrap();
+    copy_dir(
+        &Path::new(TESTDATA).join("pidns/images"),
+        images.path(),
+        0o644,
+    );
+    let log = Path::new(RUN_DIR).join("pidns/pidns.log");
+    let dumped = fs::read_to_string(&log).unwrap();
+    let host = run(&["restore", "-D", images.path().to_str().unwrap()]).expect("restore");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut now = String::new();
+    while Instant::now() < deadline {
+        now = fs::read_to_string(&log).unwrap_or_default();
+        if now.lines().count() >= dumped.lines().count() + 2 {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let status = fs::read_to_string(format!("/proc/{host}/status")).unwrap_or_default();
+    let nspid = status
+        .lines()
+        .find_map(|l| l.strip_prefix("NSpid:"))
+        .map(|v| v.split_whitespace().map(str::to_owned).collect::<Vec<_>>());
+    kill_and_reap(host);
+    assert_eq!(nspid, Some(vec![host.to_string(), "1".to_owned()]));
+    let new: Vec<&str> = now.lines().skip(dumped.lines().count()).collect();
+    assert!(new.len() >= 2, "nothing new in the log: {now}");
+    let last_dumped: u64 = dumped
+        .lines()
+        .last()
+        .unwrap()
+        .split(' ')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    for (i, l) in new.iter().enumerate() {
+        assert_eq!(*l, format!("{} pid=1", last_dumped + 1 + i as u64));
     }
 }
 
@@ -392,6 +447,7 @@ fn main() {
         ("own_threads_round_trip", own_threads_round_trip),
         ("criu_tree_scenario", criu_tree_scenario),
         ("own_tree_round_trip", own_tree_round_trip),
+        ("criu_pidns_scenario", criu_pidns_scenario),
     ];
     assert!(nix::unistd::geteuid().is_root(), "needs root");
     nix::sys::prctl::set_child_subreaper(true).expect("become a child subreaper");

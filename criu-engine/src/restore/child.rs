@@ -113,6 +113,8 @@ pub(crate) struct TreePlan {
     /// Lowest number free for temporary descriptors (above every target and
     /// every descriptor of the worker).
     pub(crate) scratch: RawFd,
+    /// Whether the root is the init of a new pid namespace.
+    pub(crate) new_pidns: bool,
 }
 
 /// A failure inside a task: `(kind, step, fd, errno)`.
@@ -163,7 +165,14 @@ pub(crate) fn child_main(tp: &mut TreePlan, idx: usize, report: RawFd) -> u8 {
         return die_as(status);
     }
     // The engine seizes us in this stop and never lets this code run on:
-    // it replaces the whole address space.
+    // it replaces the whole address space. The init of a pid namespace
+    // cannot stop itself (its namespace's signals without a handler do not
+    // reach it): the engine stops it from outside.
+    if idx == 0 && tp.new_pidns {
+        loop {
+            nix::unistd::pause();
+        }
+    }
     let _ = kill(nix::unistd::getpid(), Signal::SIGSTOP);
     1
 }

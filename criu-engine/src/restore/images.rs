@@ -193,6 +193,8 @@ pub(crate) struct TaskImages {
     pub(crate) files: HashMap<u32, FileEntry>,
     /// The other threads, in `pstree_entry.threads` order.
     pub(crate) threads: Vec<super::threads::ThreadImages>,
+    /// Its pid namespace id (`ids-<pid>.img`).
+    pub(crate) pid_ns_id: Option<u32>,
     /// Present page runs, ascending.
     pub(crate) runs: Vec<PageRun>,
     /// Name of the pages file.
@@ -297,6 +299,7 @@ pub(crate) fn load_task(
         runs: runs.into_iter().filter(PageRun::is_present).collect(),
         pages_image,
         pages_len,
+        pid_ns_id: ids.pid_ns_id,
     };
     check_references(&task, ids.files_id, inherited)?;
     Ok(task)
@@ -398,8 +401,8 @@ pub(crate) fn check_core(
 
 fn check_ids(inv: &InventoryEntry, ids: &TaskKobjIdsEntry) -> Result<(), ImagesError> {
     let root = inv.root_ids.as_ref().expect("checked by check_inventory");
+    // The pid namespace is handled by the tree (see `pstree`).
     let namespaces = [
-        ("pid", ids.pid_ns_id, root.pid_ns_id),
         ("net", ids.net_ns_id, root.net_ns_id),
         ("ipc", ids.ipc_ns_id, root.ipc_ns_id),
         ("uts", ids.uts_ns_id, root.uts_ns_id),

@@ -199,7 +199,14 @@ pub fn run(opts: &RequestOpts, notify: &mut dyn Notify) -> Result<RestoreOutcome
     let tree = tree::create(&tree_images, fds, opts.shell_job, opts.restore_sibling)?;
     tracing::info!(pid = %tree.pid(), tasks = tree_images.tasks.len(), "tree created");
     let mut held: Vec<Held> = Vec::new();
-    let result = restore_all(&tree_images, &dir, opts, notify, &mut held);
+    let result = restore_all(
+        &tree_images,
+        tree.host_pids(),
+        &dir,
+        opts,
+        notify,
+        &mut held,
+    );
     if let Err(e) = result {
         for h in held.into_iter().rev() {
             h.kill();
@@ -246,13 +253,14 @@ pub fn run(opts: &RequestOpts, notify: &mut dyn Notify) -> Result<RestoreOutcome
 /// precede the resume.
 fn restore_all(
     tree: &pstree::TreeImages,
+    host: &[RealPid],
     dir: &ImagesDir,
     opts: &RequestOpts,
     notify: &mut dyn Notify,
     held: &mut Vec<Held>,
 ) -> Result<(), RestoreError> {
-    for images in tree.tasks.iter().filter_map(|t| t.alive()) {
-        let pid = RealPid(images.pid() as i32);
+    for (t, &pid) in tree.tasks.iter().zip(host) {
+        let Some(images) = t.alive() else { continue };
         let task = SeizedTask::attach_child_stopped(pid)
             .map_err(|source| RestoreError::Seize { pid, source })?;
         let stopped =
@@ -265,8 +273,7 @@ fn restore_all(
         let h = held.last_mut().expect("just pushed");
         restore_task(&h.task, images, dir, &mut h.threads)?;
     }
-    let root = RealPid(tree.root().pid() as i32);
-    if !notify.notify("post-restore", Some(root.0)) {
+    if !notify.notify("post-restore", Some(host[0].0)) {
         return Err(RestoreError::Aborted {
             script: "post-restore",
         });

@@ -58,6 +58,9 @@ pub(crate) struct TreeImages {
     pub(crate) tasks: Vec<TreeTask>,
     /// Bytes queued in pipes at dump time, by `pipe_id`, with the pipe size.
     pub(crate) pipe_data: HashMap<u32, (u32, Vec<u8>)>,
+    /// Whether the root is the init of its own pid namespace (the whole
+    /// tree lives in it; the pids of the images are the ones inside).
+    pub(crate) new_pidns: bool,
 }
 
 impl TreeImages {
@@ -142,7 +145,28 @@ pub(crate) fn load(
         });
     }
     let pipe_data = load_pipe_data(dir)?;
-    Ok(TreeImages { tasks, pipe_data })
+    let dumper_ns = inventory.root_ids.as_ref().and_then(|r| r.pid_ns_id);
+    let root_ns = tasks[0].alive().and_then(|t| t.pid_ns_id);
+    let new_pidns = root_ns.is_some() && root_ns != dumper_ns;
+    for t in tasks.iter().filter_map(TreeTask::alive) {
+        if t.pid_ns_id != root_ns {
+            return Err(unsupported(format!(
+                "nested pid namespaces (task {} is not in the root's)",
+                t.pid()
+            )));
+        }
+    }
+    if new_pidns && tasks[0].pstree.pid != 1 {
+        return Err(unsupported(format!(
+            "a pid namespace whose root is pid {}, not 1",
+            tasks[0].pstree.pid
+        )));
+    }
+    Ok(TreeImages {
+        tasks,
+        pipe_data,
+        new_pidns,
+    })
 }
 
 fn load_pipe_data(dir: &ImagesDir) -> Result<HashMap<u32, (u32, Vec<u8>)>, ImagesError> {

@@ -195,16 +195,20 @@ fn itimer(r: &Remote<'_, '_>, which: u64, t: &ItimerEntry) -> Result<(), TaskErr
     Ok(())
 }
 
-/// Queues `signals` again: to thread `tid` of process `tgid` when
-/// `private`, to the whole process otherwise.
+/// Queues `signals` again: to the thread `r` runs in when `private`, to
+/// its whole process otherwise. The ids are asked from the task itself:
+/// in a pid namespace they are not ours.
 fn queue_signals<'s>(
     r: &Remote<'_, '_>,
-    tgid: RealPid,
     signals: impl Iterator<Item = &'s criu_proto::images::SiginfoEntry>,
     private: bool,
 ) -> Result<(), TaskError> {
-    let tgid = u64::try_from(tgid.0).unwrap_or(0);
-    let tid = u64::try_from(r.pid.0).unwrap_or(0);
+    let mut signals = signals.peekable();
+    if signals.peek().is_none() {
+        return Ok(());
+    }
+    let tgid = r.call("ask its pid", 0, libc::SYS_getpid, &[])?;
+    let tid = r.call("ask its tid", 0, libc::SYS_gettid, &[])?;
     for info in signals {
         let bytes = &info.siginfo;
         let Some(signo) = bytes.get(..4) else {
@@ -301,13 +305,11 @@ pub(crate) fn personality_value(stored: u32) -> Option<u64> {
     u64::from_str_radix(&stored.to_string(), 16).ok()
 }
 
-/// Restores what belongs to one thread (`r` runs in it; `tgid` is its
-/// process): alternate stack, TLS, clear-tid address, robust list, rseq,
+/// Restores what belongs to one thread (`r` runs in it): alternate stack, TLS, clear-tid address, robust list, rseq,
 /// nice value, scheduling policy, name and private pending signals.
 pub(crate) fn restore_thread_state(
     r: &Remote<'_, '_>,
     task: &SeizedTask,
-    tgid: RealPid,
     ti: &ThreadInfoX86,
     th: &ThreadCoreEntry,
 ) -> Result<(), TaskError> {
@@ -368,7 +370,7 @@ pub(crate) fn restore_thread_state(
         )?;
     }
     let private = th.signals_p.iter().flat_map(|q| q.signals.iter());
-    queue_signals(r, tgid, private, true)
+    queue_signals(r, private, true)
 }
 
 /// Restores the per-task state of a task whose memory is already back.
@@ -379,7 +381,7 @@ pub(crate) fn restore_state(
 ) -> Result<(), TaskError> {
     creds(r.pid, images.thread_core.creds.as_ref())?;
     sigactions(r, images)?;
-    restore_thread_state(r, task, r.pid, &images.thread_info, &images.thread_core)?;
+    restore_thread_state(r, task, &images.thread_info, &images.thread_core)?;
     if let Some(p) = personality_value(images.tc.personality).filter(|&p| p != 0) {
         r.call("set the personality", p, libc::SYS_personality, &[p])?;
     }
@@ -410,7 +412,7 @@ pub(crate) fn restore_state(
         itimer(r, libc::ITIMER_PROF as u64, &t.prof)?;
     }
     let shared = images.tc.signals_s.iter().flat_map(|q| q.signals.iter());
-    queue_signals(r, r.pid, shared, false)
+    queue_signals(r, shared, false)
 }
 
 #[cfg(test)]

@@ -148,7 +148,9 @@ fn create(inj: &Injection<'_>, tid: u32) -> Result<SeizedTask, ThreadError> {
             got: got as i64,
         });
     }
-    let tid = RealPid(got as i32);
+    // Inside a new pid namespace the tid the task sees is not ours.
+    let leader = inj.task().pid();
+    let tid = super::tree::host_tid(leader, tid).unwrap_or(RealPid(got as i32));
     SeizedTask::adopt_clone(tid).map_err(|source| ThreadError::Ptrace {
         tid,
         step: "take over the new thread",
@@ -157,12 +159,7 @@ fn create(inj: &Injection<'_>, tid: u32) -> Result<SeizedTask, ThreadError> {
 }
 
 /// Gives a new thread its state and final registers.
-fn restore_one(
-    inj: &Injection<'_>,
-    tgid: RealPid,
-    t: &SeizedTask,
-    img: &ThreadImages,
-) -> Result<(), ThreadError> {
+fn restore_one(inj: &Injection<'_>, t: &SeizedTask, img: &ThreadImages) -> Result<(), ThreadError> {
     let tid = t.pid();
     let ptrace = |step| move |source| ThreadError::Ptrace { tid, step, source };
     let thread_inj = inj.for_thread(t);
@@ -170,7 +167,7 @@ fn restore_one(
         inj: &thread_inj,
         pid: tid,
     };
-    restore_thread_state(&remote, t, tgid, &img.thread_info, &img.thread_core)?;
+    restore_thread_state(&remote, t, &img.thread_info, &img.thread_core)?;
     let mut regs = restart_adjusted(&regs_from_image(&img.thread_info.gpregs));
     // The new thread stops on its way out of clone3: keep the kernel from
     // restarting anything when it leaves that stop.
@@ -210,7 +207,7 @@ pub(crate) fn restore_all(
         let t = create(inj, img.tid)?;
         created.push(t);
         let t = created.last().expect("just pushed");
-        restore_one(inj, tgid, t, img)?;
+        restore_one(inj, t, img)?;
     }
     trace(false)?;
     tracing::debug!(pid = %tgid, threads = threads.len(), "threads restored");

@@ -31,7 +31,8 @@ use super::child::{
 };
 use super::files::{FdPlan, FdStep};
 use super::pstree::{TaskKind, TreeImages};
-use crate::sys::clone3::clone3_with_pid;
+use crate::pstree::RealPid;
+use crate::sys::clone3::clone3_in;
 
 /// Resource numbers in `tc.rlimits` order (`RLIMIT_CPU` = 0 ... `RLIMIT_RTTIME` = 15).
 const RESOURCES: [Resource; 16] = [
@@ -144,8 +145,11 @@ pub enum TreeError {
 #[derive(Debug)]
 pub(crate) struct RestoredTree {
     pid: Pid,
-    /// Every task that reported (the root included).
+    /// Every task that reported (the root included), outside a new pid
+    /// namespace.
     pids: Vec<Pid>,
+    /// Our pid of every task, in tree order, once all reported.
+    host: Vec<RealPid>,
     our_child: bool,
     committed: bool,
 }
@@ -154,6 +158,11 @@ impl RestoredTree {
     /// Host pid of the restored root.
     pub(crate) fn pid(&self) -> Pid {
         self.pid
+    }
+
+    /// Our pid of every task of the tree, in tree order.
+    pub(crate) fn host_pids(&self) -> &[RealPid] {
+        &self.host
     }
 
     /// Keeps the task alive: the restore succeeded.
@@ -357,6 +366,7 @@ fn plan(tree: &TreeImages, fds: FdPlan, shell_job: bool) -> Result<TreePlan, Tre
         tasks,
         fds,
         scratch,
+        new_pidns: tree.new_pidns,
     })
 }
 
@@ -375,23 +385,28 @@ pub(crate) fn create(
         source,
     })?;
     let wr_raw = wr.as_raw_fd();
-    let child = clone3_with_pid(root_pid, sibling, &mut || child_main(&mut tp, 0, wr_raw))
-        .map_err(|source| match source {
-            Errno::EEXIST => TreeError::PidTaken { pid: root_pid },
-            source => TreeError::Clone {
-                pid: root_pid,
-                source,
-            },
-        })?;
+    let new_pidns = tree.new_pidns;
+    let child = clone3_in(root_pid, sibling, new_pidns, &mut || {
+        child_main(&mut tp, 0, wr_raw)
+    })
+    .map_err(|source| match source {
+        Errno::EEXIST => TreeError::PidTaken { pid: root_pid },
+        source => TreeError::Clone {
+            pid: root_pid,
+            source,
+        },
+    })?;
     let mut tree_guard = RestoredTree {
         pid: child,
         pids: Vec::new(),
+        host: Vec::new(),
         our_child: !sibling,
         committed: false,
     };
     drop(wr);
     let total = tp.tasks.len();
-    while tree_guard.pids.len() < total {
+    let mut reported = 0;
+    while reported < total {
         let mut msg = [0u8; REPORT_LEN];
         let mut got = 0;
         while got < msg.len() {
@@ -419,9 +434,67 @@ pub(crate) fn create(
         if msg[4] != REPORT_OK {
             return Err(failure(pid, &msg));
         }
-        tree_guard.pids.push(Pid::from_raw(pid));
+        reported += 1;
+        // Inside a new pid namespace the reported pids are not ours; the
+        // root's death ends the whole namespace anyway.
+        if !new_pidns {
+            tree_guard.pids.push(Pid::from_raw(pid));
+        }
+    }
+    tree_guard.host = host_pids(tree, child)?;
+    if new_pidns {
+        kill(child, Signal::SIGSTOP).map_err(|source| TreeError::Report {
+            pid: root_pid,
+            source,
+        })?;
     }
     Ok(tree_guard)
+}
+
+/// The pid in `/proc/<host>/status` `NSpid:` as the task itself sees it.
+fn inner_pid(host: i32) -> Option<u32> {
+    let status = std::fs::read_to_string(format!("/proc/{host}/status")).ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("NSpid:"))?
+        .split_whitespace()
+        .next_back()?
+        .parse()
+        .ok()
+}
+
+/// Finds, among the threads of process `host`, the one whose own tid is
+/// `inner`.
+pub(crate) fn host_tid(host: RealPid, inner: u32) -> Option<RealPid> {
+    std::fs::read_dir(format!("/proc/{host}/task"))
+        .ok()?
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok())
+        .find(|&t| inner_pid(t) == Some(inner))
+        .map(RealPid)
+}
+
+/// Our pid of every task of `tree` (tree order), the root being `root`.
+fn host_pids(tree: &TreeImages, root: Pid) -> Result<Vec<RealPid>, TreeError> {
+    if !tree.new_pidns {
+        return Ok(tree
+            .tasks
+            .iter()
+            .map(|t| RealPid(t.pstree.pid as i32))
+            .collect());
+    }
+    let mut host = vec![RealPid(root.as_raw())];
+    for t in &tree.tasks[1..] {
+        let parent = host[t.parent.expect("only the root has none")];
+        let children = crate::seize::list_children(parent).unwrap_or_default();
+        let found = children
+            .into_iter()
+            .find(|&c| inner_pid(c.0) == Some(t.pstree.pid))
+            .ok_or(TreeError::ChildDied {
+                pid: t.pstree.pid as i32,
+            })?;
+        host.push(found);
+    }
+    Ok(host)
 }
 
 /// Turns a failure report into an error.

@@ -49,6 +49,7 @@ use nix::sys::wait::WaitStatus;
 
 pub use self::process::SeizedProcess;
 pub(crate) use self::status::TaskStatus;
+pub(crate) use self::tree::list_children;
 pub use self::tree::{MemberKind, SeizedTree, TreeMember};
 use crate::arch::{RemoteAddr, UserRegs};
 use crate::pstree::RealPid;

@@ -63,10 +63,22 @@ fn stat(pid: RealPid) -> Result<ProcStat, SeizeError> {
     })
 }
 
+/// The children of every thread of `pid`.
+pub(crate) fn list_children(pid: RealPid) -> Result<Vec<RealPid>, SeizeError> {
+    let tids = super::process::list_threads(pid)?;
+    children_of(pid, tids.into_iter().map(RealPid))
+}
+
 fn children(process: &SeizedProcess) -> Result<Vec<RealPid>, SeizeError> {
-    let pid = process.leader().pid();
+    children_of(process.leader().pid(), process.tids().into_iter())
+}
+
+fn children_of(
+    pid: RealPid,
+    tids: impl Iterator<Item = RealPid>,
+) -> Result<Vec<RealPid>, SeizeError> {
     let mut out = Vec::new();
-    for tid in process.tids() {
+    for tid in tids {
         let path = format!("/proc/{pid}/task/{tid}/children");
         let text =
             std::fs::read_to_string(&path).map_err(|source| SeizeError::Status { pid, source })?;
