@@ -265,6 +265,71 @@ fn criu_pidns_scenario() {
     }
 }
 
+/// Our dump of the init of a pid namespace (CRIU's `pidns` program started
+/// afresh) restored into a new pid namespace: pid 1 again, log goes on.
+fn own_pidns_round_trip() {
+    copy_dir(
+        &Path::new(TESTDATA).join("bin"),
+        &Path::new(RUN_DIR).join("bin"),
+        0o755,
+    );
+    let scratch = tempfile::tempdir().unwrap();
+    let log = scratch.path().join("pidns.log");
+    // Only stdio: whatever else the harness leaked (pipes...) would be
+    // dumped too.
+    let close_and_run = r#"for fd in $(ls /proc/$$/fd); do [ "$fd" -gt 2 ] && eval "exec $fd>&-"; done; exec "$0" "$1""#;
+    let out = std::process::Command::new("bash")
+        .args(["-c", close_and_run])
+        .arg(Path::new(RUN_DIR).join("bin/pidns"))
+        .arg(&log)
+        .output()
+        .expect("run pidns");
+    assert!(out.status.success(), "{out:?}");
+    let host: i32 = String::from_utf8_lossy(&out.stdout).trim().parse().unwrap();
+    let images = scratch.path().join("images");
+    fs::create_dir(&images).unwrap();
+    while fs::read_to_string(&log).unwrap_or_default().lines().count() < 2 {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let dumped = run(&[
+        "dump",
+        "-t",
+        &host.to_string(),
+        "-D",
+        images.to_str().unwrap(),
+    ]);
+    kill_and_reap(host);
+    dumped.expect("dump");
+    let pstree = criu_proto::img::ImagesDir::open(&images)
+        .unwrap()
+        .pstree()
+        .unwrap();
+    assert_eq!(pstree.len(), 1);
+    assert_eq!(
+        (pstree[0].pid, pstree[0].sid, &pstree[0].threads),
+        (1, 1, &vec![1])
+    );
+    let n = fs::read_to_string(&log).unwrap().lines().count();
+    let restored = run(&["restore", "-D", images.to_str().unwrap()]).expect("restore");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut now = String::new();
+    while Instant::now() < deadline {
+        now = fs::read_to_string(&log).unwrap_or_default();
+        if now.lines().count() >= n + 2 {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let alive_after = alive(restored);
+    kill_and_reap(restored);
+    assert!(alive_after);
+    let new: Vec<&str> = now.lines().skip(n).collect();
+    assert!(new.len() >= 2, "{now}");
+    for (i, l) in new.iter().enumerate() {
+        assert_eq!(*l, format!("{} pid=1", n + i), "{now}");
+    }
+}
+
 fn workload_bin() -> PathBuf {
     let exe = std::env::current_exe().expect("test path");
     let bin = exe.ancestors().nth(3).unwrap().join("debug/criu-workload");
@@ -448,6 +513,7 @@ fn main() {
         ("criu_tree_scenario", criu_tree_scenario),
         ("own_tree_round_trip", own_tree_round_trip),
         ("criu_pidns_scenario", criu_pidns_scenario),
+        ("own_pidns_round_trip", own_pidns_round_trip),
     ];
     assert!(nix::unistd::geteuid().is_root(), "needs root");
     nix::sys::prctl::set_child_subreaper(true).expect("become a child subreaper");

@@ -87,6 +87,14 @@ pub enum DumpError {
     /// Dumping the task failed.
     #[error(transparent)]
     Task(#[from] TaskDumpError),
+    /// The tree's pid namespaces cannot be dumped.
+    #[error("task {pid} {what}; only a tree whose root is the init of its pid namespace is supported yet")]
+    PidNamespace {
+        /// The task.
+        pid: RealPid,
+        /// What is wrong.
+        what: &'static str,
+    },
     /// Writing the inventory or statistics failed.
     #[error("cannot finish the images")]
     Finish(#[source] ImageError),
@@ -213,18 +221,52 @@ fn dump_tree(
     dir.write_single(ImageKind::Seccomp, 0, &SeccompEntry::default())
         .map_err(TaskDumpError::from)?;
     let mut files = FileTable::new();
-    let mut pstree = Vec::with_capacity(tree.members.len());
+    let mut pstree: Vec<PstreeEntry> = Vec::with_capacity(tree.members.len());
     let mut next_id = 2;
+    let root = tree.members[0].pid;
+    let ours = inventory::pid_ns(None).map_err(TaskDumpError::from)?;
+    let root_ns = inventory::pid_ns(Some(root)).map_err(TaskDumpError::from)?;
+    let own_pidns = root_ns != ours;
+    if own_pidns
+        && inventory::inner_ids(root, root)
+            .map_err(TaskDumpError::from)?
+            .0
+            != 1
+    {
+        return Err(DumpError::PidNamespace {
+            pid: root,
+            what: "is in a pid namespace it is not the init of",
+        });
+    }
     for (i, m) in tree.members.iter().enumerate() {
-        let ppid = if i == 0 { 0 } else { m.ppid.0 as u32 };
+        if inventory::pid_ns(Some(m.pid)).map_err(TaskDumpError::from)? != root_ns {
+            return Err(DumpError::PidNamespace {
+                pid: m.pid,
+                what: "is in a nested pid namespace",
+            });
+        }
+        // Parents come first: the parent's entry is already there.
+        let ppid = if i == 0 {
+            0
+        } else {
+            let at = tree.members.iter().position(|p| p.pid == m.ppid);
+            at.map_or(0, |at| pstree[at].pid)
+        };
         match &m.kind {
             MemberKind::Alive(p) => {
-                let (mem, entry) = task::dump(p, dir, mode, stats, &mut files, next_id, ppid)?;
+                let slot = task::TaskSlot {
+                    id: next_id,
+                    ppid,
+                    own_pidns,
+                };
+                let (mem, entry) = task::dump(p, dir, mode, stats, &mut files, slot)?;
                 next_id += 1;
                 stats.mem.add(&mem);
                 pstree.push(entry);
             }
             MemberKind::Zombie { exit_code, comm } => {
+                let (vpid, vpgid, vsid) =
+                    inventory::inner_ids(m.pid, m.pid).map_err(TaskDumpError::from)?;
                 let core = CoreEntry {
                     mtype: MARCH_X86_64,
                     tc: Some(TaskCoreEntry {
@@ -235,14 +277,14 @@ fn dump_tree(
                     }),
                     ..Default::default()
                 };
-                dir.write_single(ImageKind::Core, m.pid.0 as u64, &core)
+                dir.write_single(ImageKind::Core, vpid.into(), &core)
                     .map_err(TaskDumpError::from)?;
                 pstree.push(PstreeEntry {
-                    pid: m.pid.0 as u32,
+                    pid: vpid,
                     ppid,
-                    pgid: m.pgid as u32,
-                    sid: m.sid as u32,
-                    threads: vec![m.pid.0 as u32],
+                    pgid: vpgid,
+                    sid: vsid,
+                    threads: vec![vpid],
                 });
             }
         }
