@@ -11,7 +11,7 @@
 //! binary (`cargo build -p criu-tests --bin criu-workload`).
 
 use std::fs;
-use std::os::unix::fs::PermissionsExt;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -406,6 +406,14 @@ fn tree_pids(log: &Path) -> (i32, i32, i32, i32, i32) {
     }
 }
 
+/// The `pipe R W` descriptors a `criu-workload ... tree` logged.
+fn tree_pipe(log: &Path) -> (i32, i32) {
+    let text = fs::read_to_string(log).unwrap();
+    let l = text.lines().find(|l| l.starts_with("pipe ")).unwrap();
+    let v: Vec<i32> = l.split(' ').skip(1).map(|w| w.parse().unwrap()).collect();
+    (v[0], v[1])
+}
+
 /// Last `N` of the `TAG N` lines of `log`.
 fn last_tagged(log: &Path, tag: &str) -> Option<u64> {
     fs::read_to_string(log)
@@ -418,9 +426,10 @@ fn last_tagged(log: &Path, tag: &str) -> Option<u64> {
 /// Our dump (leave-running first, then the final one) and restore of a
 /// tree: a session leader with 16 threads, a process group of three
 /// workers, a zombie, and a grandchild leading its own session, all
-/// sharing the log descriptor. Pids, tids, parents, groups, sessions, the
-/// zombie's status and every counter come back, and the log descriptor is
-/// one file description (one `files.img` entry).
+/// sharing the log descriptor and a pipe holding unread data. Pids, tids,
+/// parents, groups, sessions, the zombie's status and every counter come
+/// back, the log descriptor is one file description (one `files.img`
+/// entry), and the pipe, the same in every task, still holds its data.
 fn own_tree_round_trip() {
     let scratch = tempfile::tempdir().unwrap();
     let log = scratch.path().join("workload.log");
@@ -471,6 +480,23 @@ fn own_tree_round_trip() {
     let after: Vec<_> = all.iter().map(|&p| ids(p)).collect();
     let after_tids = tids(root);
     let zombie_status = fs::read_to_string(format!("/proc/{zombie}/stat")).unwrap_or_default();
+    let (pipe_r, _) = tree_pipe(&log);
+    let pipe_links: Vec<String> = [root, w0, w1, w2, grand]
+        .iter()
+        .map(|p| {
+            fs::read_link(format!("/proc/{p}/fd/{pipe_r}"))
+                .map(|l| l.display().to_string())
+                .unwrap_or_default()
+        })
+        .collect();
+    let mut unread = Vec::new();
+    if let Ok(mut f) = fs::File::options()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(format!("/proc/{root}/fd/{pipe_r}"))
+    {
+        let _ = std::io::Read::read_to_end(&mut f, &mut unread);
+    }
     let counters: Vec<Option<u64>> = tags.iter().map(|t| last_tagged(&log, t)).collect();
     for p in all {
         kill_and_reap(p);
@@ -494,6 +520,12 @@ fn own_tree_round_trip() {
         assert!(a.unwrap() > *d, "{} stuck at {d}", tags[i]);
     }
     assert!(after_lines.len() >= dumped_lines + 3);
+    assert_eq!(unread, b"unread pipe data\n");
+    assert!(pipe_links[0].starts_with("pipe:["), "{pipe_links:?}");
+    assert!(
+        pipe_links.iter().all(|l| *l == pipe_links[0]),
+        "{pipe_links:?}"
+    );
     // fd 3 (the log) is one files.img entry in every live task.
     let log_ids: Vec<u32> = fdinfo_ids
         .iter()

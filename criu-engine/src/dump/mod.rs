@@ -291,6 +291,16 @@ fn dump_tree(
     }
     dir.write_all(ImageKind::Files, 0, files.entries())
         .map_err(TaskDumpError::from)?;
+    if !files.pipes().is_empty() {
+        let mut w = dir
+            .create_image(ImageKind::PipesData, 0)
+            .map_err(TaskDumpError::from)?;
+        for p in files.pipes() {
+            w.write_entry_with_extra(&p.entry, &p.data)
+                .map_err(TaskDumpError::from)?;
+        }
+        w.finish().map_err(TaskDumpError::from)?;
+    }
     dir.write_all(ImageKind::Pstree, 0, &pstree)
         .map_err(TaskDumpError::from)?;
     dir.write_single(ImageKind::Timens, 0, &inventory::timens())

@@ -16,7 +16,9 @@
 //!   process group led by `w0`, each appending `wI N` lines; a zombie child
 //!   (exit status 7) never reaped; and a child of `w0` leading its own
 //!   session, appending `g N` lines. Their pids are logged first as
-//!   `tree W0 W1 W2 ZOMBIE` and `grand G`;
+//!   `tree W0 W1 W2 ZOMBIE` and `grand G`. Before forking, the root makes a
+//!   pipe holding `PIPE_MESSAGE`, never read; all of the tree inherits both
+//!   ends (logged as `pipe READ_FD WRITE_FD`);
 //! * every descriptor inherited beyond stdio is closed first.
 //!
 //! It forks: the parent prints the child's pid on stdout and exits; the child
@@ -113,9 +115,15 @@ fn fork() -> Option<nix::unistd::Pid> {
     }
 }
 
+/// What the `tree` option leaves unread in its pipe.
+const PIPE_MESSAGE: &[u8] = b"unread pipe data\n";
+
 /// The `tree` option (see the module docs). Returns in the root only.
 fn spawn_tree(log: &mut std::fs::File) {
     use nix::unistd::{setpgid, Pid};
+    let (r, w) = nix::unistd::pipe().unwrap_or_else(|_| die("pipe"));
+    nix::unistd::write(&w, PIPE_MESSAGE).unwrap_or_else(|_| die("write pipe"));
+    let _ = writeln!(log, "pipe {} {}", r.into_raw_fd(), w.into_raw_fd());
     let mut workers = Vec::new();
     for i in 0..3 {
         let leader = workers.first().copied().unwrap_or(Pid::from_raw(0));
