@@ -161,7 +161,7 @@ pub fn run(opts: &RequestOpts, notify: &mut dyn Notify) -> Result<DumpOutcome, D
         PreDumpMode::Splice => PageMode::Splice,
         PreDumpMode::Read => PageMode::Read,
     };
-    stats.mem = task::dump(&task, &dir, mode, &mut stats)?;
+    stats.mem = task::dump(&task, &dir, mode, opts.rpc_socket_ino, &mut stats)?;
     stats.frozen_time = frozen_at.elapsed();
     dir.write_single(ImageKind::StatsDump, 0, &stats.entry())
         .map_err(DumpError::Finish)?;

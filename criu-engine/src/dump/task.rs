@@ -124,10 +124,13 @@ pub fn precheck(
 
 /// Writes every image of the frozen `task` except the inventory and the
 /// statistics; returns the memory counters and the time spent in memory.
+/// `rpc_socket_ino` is the worker's end of a CRIU-RPC connection, whose peer
+/// in the task is saved as the service socket (self-dump).
 pub fn dump(
     task: &SeizedTask,
     dir: &ImagesDir,
     mode: PageMode,
+    rpc_socket_ino: Option<u64>,
     timing: &mut super::stats::DumpStats,
 ) -> Result<MemStats, TaskDumpError> {
     let pid = task.pid();
@@ -155,6 +158,7 @@ pub fn dump(
 
     let mut vmas = vma::collect(pid.0)?;
     let mut files = FileTable::new();
+    files.set_rpc_socket(rpc_socket_ino);
     for v in &mut vmas {
         if let Some(f) = &v.file {
             let link = f.link.clone();

@@ -8,10 +8,12 @@
 //! inode among everything recorded so far (newest first, as CRIU's cache
 //! answers) and get a fresh entry only on a miss; character devices always
 //! get a fresh one. Regular files, directories and character devices
-//! outside the terminal range are supported; any other kind of descriptor
-//! fails the dump with the task, fd and kind named.
+//! outside the terminal range are supported, and the client's CRIU-RPC
+//! socket of a self-dump ([`unix_sk`]); any other kind of descriptor fails
+//! the dump with the task, fd and kind named.
 
 pub mod reg;
+pub mod unix_sk;
 
 use std::fs::{File, Metadata};
 use std::os::unix::fs::MetadataExt;
@@ -80,6 +82,20 @@ pub enum FilesError {
         #[source]
         source: InjectError,
     },
+    /// The client's RPC socket could not be saved.
+    #[error(transparent)]
+    UnixSk(#[from] unix_sk::UnixSkError),
+    /// The client's RPC socket could not be taken from the task.
+    #[error("cannot take fd {fd} of task {pid}")]
+    Steal {
+        /// The task.
+        pid: RealPid,
+        /// The descriptor.
+        fd: i32,
+        /// Why.
+        #[source]
+        source: InjectError,
+    },
     /// A path link (exe, cwd, root) could not be read or is unusable.
     #[error("task {pid}: cannot use its {what} {path}")]
     Special {
@@ -95,6 +111,10 @@ pub enum FilesError {
     },
 }
 
+/// A descriptor's fdinfo entry and the (device, inode, position) key used
+/// to find descriptors sharing its open file description.
+type DumpedFd = (FdinfoEntry, (u64, u64, u64));
+
 struct Known {
     dev: u64,
     ino: u64,
@@ -107,6 +127,7 @@ pub struct FileTable {
     next_id: u32,
     entries: Vec<FileEntry>,
     known: Vec<Known>,
+    rpc_socket: Option<u64>,
 }
 
 fn is_tty(meta: &Metadata) -> bool {
@@ -122,6 +143,12 @@ impl FileTable {
             next_id: 1,
             ..Default::default()
         }
+    }
+
+    /// Names the worker's end of a CRIU-RPC connection: the task's socket
+    /// connected to it is saved as the service socket (self-dump).
+    pub fn set_rpc_socket(&mut self, ino: Option<u64>) {
+        self.rpc_socket = ino;
     }
 
     /// Every entry, in allocation order.
@@ -194,6 +221,52 @@ impl FileTable {
         Ok(self.special(&name, &meta, || File::open(&link).ok()))
     }
 
+    /// The client's RPC socket of a self-dump, if `fd` (linking to `name`)
+    /// is it: a new `files.img` entry and its fdinfo.
+    fn service_socket(
+        &mut self,
+        pid: RealPid,
+        fd: i32,
+        name: &str,
+    ) -> Result<Option<DumpedFd>, FilesError> {
+        let Some(rpc) = self.rpc_socket else {
+            return Ok(None);
+        };
+        let Some(ino) = name
+            .strip_prefix("socket:[")
+            .and_then(|rest| rest.strip_suffix(']'))
+            .and_then(|n| n.parse::<u64>().ok())
+        else {
+            return Ok(None);
+        };
+        let Some(sock_type) = unix_sk::service_socket_type(ino, rpc) else {
+            return Ok(None);
+        };
+        let sock = crate::inject::steal_fd(pid, fd).map_err(|source| FilesError::Steal {
+            pid,
+            fd,
+            source,
+        })?;
+        let id = self.alloc();
+        let entry = unix_sk::service_entry(id, ino, sock_type, &sock, pid, fd)?;
+        self.entries.push(entry);
+        tracing::info!(
+            pid = pid.0,
+            fd,
+            "saving the client's CRIU-RPC socket (self-dump)"
+        );
+        Ok(Some((
+            FdinfoEntry {
+                id,
+                flags: 0,
+                r#type: FdTypes::Unixsk as i32,
+                fd: fd as u32,
+                xattr_security_selinux: None,
+            },
+            (0, ino, 0),
+        )))
+    }
+
     /// Describes every descriptor of the task, adding `files.img` entries;
     /// returns its `fdinfo` entries in fd order.
     pub fn dump_fds(
@@ -224,12 +297,15 @@ impl FileTable {
         fd: i32,
         dir: &Path,
         seen: &[(i32, u64, u64, u64, u32)],
-    ) -> Result<(FdinfoEntry, (u64, u64, u64)), FilesError> {
+    ) -> Result<DumpedFd, FilesError> {
         let link = dir.join(fd.to_string());
         let io_err = |source| FilesError::Fd { pid, fd, source };
         let target = std::fs::read_link(&link).map_err(io_err)?;
         let name = target.to_string_lossy().into_owned();
         let unsupported = |kind: String| FilesError::Unsupported { pid, fd, kind };
+        if let Some(entry) = self.service_socket(pid, fd, &name)? {
+            return Ok(entry);
+        }
         if !name.starts_with('/') {
             let kind = match name.split_once(':') {
                 Some(("anon_inode", what)) => format!("an anonymous inode {what}"),

@@ -51,6 +51,9 @@ enum Source {
     },
     /// A descriptor of the worker handed over with `inherit_fd`.
     Inherit { worker_fd: RawFd },
+    /// The client's CRIU-RPC socket of a self-dump: a new socketpair whose
+    /// far end has queued `response` (the encoded answer) and is closed.
+    Service { sock_type: u32, response: Vec<u8> },
 }
 
 /// One file object and the descriptor numbers that refer to it.
@@ -89,6 +92,8 @@ pub(crate) enum FdStep {
     Dup,
     /// Setting file status flags.
     SetFl,
+    /// Rebuilding the client's RPC socket.
+    Service,
 }
 
 impl FdStep {
@@ -101,6 +106,7 @@ impl FdStep {
             FdStep::Pipe => 4,
             FdStep::Dup => 5,
             FdStep::SetFl => 6,
+            FdStep::Service => 7,
         }
     }
 
@@ -113,6 +119,7 @@ impl FdStep {
             4 => FdStep::Pipe,
             5 => FdStep::Dup,
             6 => FdStep::SetFl,
+            7 => FdStep::Service,
             _ => return None,
         })
     }
@@ -126,6 +133,7 @@ impl FdStep {
             FdStep::Pipe => "create a pipe",
             FdStep::Dup => "place a descriptor",
             FdStep::SetFl => "set file status flags",
+            FdStep::Service => "rebuild the CRIU-RPC socket",
         }
     }
 }
@@ -170,6 +178,12 @@ impl FdPlan {
             let file = task.files.get(&fd.id).ok_or(Errno::ENOENT)?;
             let source = if let Some(inh) = inherit.iter().find(|i| inherit_matches(&i.key, file)) {
                 Source::Inherit { worker_fd: inh.fd }
+            } else if crate::files::unix_sk::is_service_socket(file) {
+                let usk = file.usk.as_ref().ok_or(Errno::ENOENT)?;
+                Source::Service {
+                    sock_type: usk.r#type,
+                    response: crate::files::unix_sk::restored_response(),
+                }
             } else if fd.r#type == FdTypes::Pipe as i32 {
                 let pipe = file.pipe.as_ref().ok_or(Errno::ENOENT)?;
                 let next = pipes.len();
@@ -257,6 +271,17 @@ impl FdPlan {
                     let raw =
                         dup_above(fd.as_raw_fd(), scratch).map_err(|e| fail(FdStep::Dup, e))?;
                     drop(fd);
+                    raw
+                }
+                Source::Service {
+                    sock_type,
+                    response,
+                } => {
+                    let sock = crate::files::unix_sk::rebuild_service_socket(*sock_type, response)
+                        .map_err(|_| fail(FdStep::Service, Errno::EIO))?;
+                    let raw =
+                        dup_above(sock.as_raw_fd(), scratch).map_err(|e| fail(FdStep::Dup, e))?;
+                    drop(sock);
                     raw
                 }
                 Source::Pipe { pipe, write, flags } => {
