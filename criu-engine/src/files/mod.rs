@@ -121,12 +121,17 @@ struct Known {
     id: u32,
 }
 
-/// The `files.img` being built for a dump.
+/// A descriptor already described: `(pid, fd, dev, ino, pos, id)`.
+type SeenFd = (RealPid, i32, u64, u64, u64, u32);
+
+/// The `files.img` being built for a dump (of one task or a whole tree: a
+/// file description shared by several tasks gets one entry).
 #[derive(Default)]
 pub struct FileTable {
     next_id: u32,
     entries: Vec<FileEntry>,
     known: Vec<Known>,
+    seen: Vec<SeenFd>,
     rpc_socket: Option<u64>,
 }
 
@@ -280,11 +285,10 @@ impl FileTable {
             .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
             .collect();
         fds.sort_unstable();
-        let mut seen: Vec<(i32, u64, u64, u64, u32)> = Vec::new();
         let mut out = Vec::with_capacity(fds.len());
         for fd in fds {
-            let (fdinfo, key) = self.dump_fd(pid, inj, fd, &dir, &seen)?;
-            seen.push((fd, key.0, key.1, key.2, fdinfo.id));
+            let (fdinfo, key) = self.dump_fd(pid, inj, fd, &dir)?;
+            self.seen.push((pid, fd, key.0, key.1, key.2, fdinfo.id));
             out.push(fdinfo);
         }
         Ok(out)
@@ -296,7 +300,6 @@ impl FileTable {
         inj: &Injection<'_>,
         fd: i32,
         dir: &Path,
-        seen: &[(i32, u64, u64, u64, u32)],
     ) -> Result<DumpedFd, FilesError> {
         let link = dir.join(fd.to_string());
         let io_err = |source| FilesError::Fd { pid, fd, source };
@@ -341,11 +344,11 @@ impl FileTable {
         let cloexec = info.flags & libc::O_CLOEXEC as u32 != 0;
         let flags = info.flags & !(libc::O_CLOEXEC as u32);
         let key = (meta.dev(), meta.ino(), info.pos);
-        let shared = seen.iter().find(|s| {
-            (s.1, s.2, s.3) == key && kcmp_file(pid.as_nix(), pid.as_nix(), fd, s.0) == Ok(0)
+        let shared = self.seen.iter().find(|s| {
+            (s.2, s.3, s.4) == key && kcmp_file(pid.as_nix(), s.0.as_nix(), fd, s.1) == Ok(0)
         });
         let id = match shared {
-            Some(s) => s.4,
+            Some(s) => s.5,
             None => {
                 let id = self.alloc();
                 let open = (meta.mode() & libc::S_IFMT == libc::S_IFREG
