@@ -172,7 +172,7 @@ pub fn run(opts: &RequestOpts, notify: &mut dyn Notify) -> Result<DumpOutcome, D
         PreDumpMode::Splice => PageMode::Splice,
         PreDumpMode::Read => PageMode::Read,
     };
-    dump_tree(&task, &dir, mode, &mut stats)?;
+    dump_tree(&task, &dir, mode, opts.rpc_socket_ino, &mut stats)?;
     stats.frozen_time = frozen_at.elapsed();
     dir.write_single(ImageKind::StatsDump, 0, &stats.entry())
         .map_err(DumpError::Finish)?;
@@ -212,15 +212,19 @@ const MARCH_X86_64: i32 = 1;
 
 /// Writes the images of every task of the frozen tree, then the images
 /// they share (`files.img`, `pstree.img`, `seccomp.img`, `timens-0.img`).
+/// `rpc_socket_ino` is the worker's end of a CRIU-RPC connection, whose peer
+/// in the tree is saved as the service socket (self-dump).
 fn dump_tree(
     tree: &SeizedTree,
     dir: &ImagesDir,
     mode: PageMode,
+    rpc_socket_ino: Option<u64>,
     stats: &mut DumpStats,
 ) -> Result<(), DumpError> {
     dir.write_single(ImageKind::Seccomp, 0, &SeccompEntry::default())
         .map_err(TaskDumpError::from)?;
     let mut files = FileTable::new();
+    files.set_rpc_socket(rpc_socket_ino);
     let mut pstree: Vec<PstreeEntry> = Vec::with_capacity(tree.members.len());
     let mut next_id = 2;
     let root = tree.members[0].pid;

@@ -8,11 +8,13 @@
 //! inode among everything recorded so far (newest first, as CRIU's cache
 //! answers) and get a fresh entry only on a miss; character devices always
 //! get a fresh one. Regular files, directories, character devices outside
-//! the terminal range and pipes ([`pipe`]) are supported; any other kind of
+//! the terminal range and pipes ([`pipe`]) are supported, and the client's
+//! CRIU-RPC socket of a self-dump ([`unix_sk`]); any other kind of
 //! descriptor fails the dump with the task, fd and kind named.
 
 pub mod pipe;
 pub mod reg;
+pub mod unix_sk;
 
 use std::fs::{File, Metadata};
 use std::os::unix::fs::MetadataExt;
@@ -81,6 +83,20 @@ pub enum FilesError {
         #[source]
         source: InjectError,
     },
+    /// The client's RPC socket could not be saved.
+    #[error(transparent)]
+    UnixSk(#[from] unix_sk::UnixSkError),
+    /// The client's RPC socket could not be taken from the task.
+    #[error("cannot take fd {fd} of task {pid}")]
+    Steal {
+        /// The task.
+        pid: RealPid,
+        /// The descriptor.
+        fd: i32,
+        /// Why.
+        #[source]
+        source: InjectError,
+    },
     /// A path link (exe, cwd, root) could not be read or is unusable.
     #[error("task {pid}: cannot use its {what} {path}")]
     Special {
@@ -95,6 +111,10 @@ pub enum FilesError {
         source: std::io::Error,
     },
 }
+
+/// A descriptor's fdinfo entry and the (device, inode, position) key used
+/// to find descriptors sharing its open file description.
+type DumpedFd = (FdinfoEntry, (u64, u64, u64));
 
 struct Known {
     dev: u64,
@@ -114,6 +134,7 @@ pub struct FileTable {
     known: Vec<Known>,
     seen: Vec<SeenFd>,
     pipes: Vec<pipe::PipeData>,
+    rpc_socket: Option<u64>,
 }
 
 fn is_tty(meta: &Metadata) -> bool {
@@ -134,6 +155,12 @@ impl FileTable {
     /// The data of every pipe met so far, one entry per pipe.
     pub fn pipes(&self) -> &[pipe::PipeData] {
         &self.pipes
+    }
+
+    /// Names the worker's end of a CRIU-RPC connection: the task's socket
+    /// connected to it is saved as the service socket (self-dump).
+    pub fn set_rpc_socket(&mut self, ino: Option<u64>) {
+        self.rpc_socket = ino;
     }
 
     /// Every entry, in allocation order.
@@ -206,6 +233,52 @@ impl FileTable {
         Ok(self.special(&name, &meta, || File::open(&link).ok()))
     }
 
+    /// The client's RPC socket of a self-dump, if `fd` (linking to `name`)
+    /// is it: a new `files.img` entry and its fdinfo.
+    fn service_socket(
+        &mut self,
+        pid: RealPid,
+        fd: i32,
+        name: &str,
+    ) -> Result<Option<DumpedFd>, FilesError> {
+        let Some(rpc) = self.rpc_socket else {
+            return Ok(None);
+        };
+        let Some(ino) = name
+            .strip_prefix("socket:[")
+            .and_then(|rest| rest.strip_suffix(']'))
+            .and_then(|n| n.parse::<u64>().ok())
+        else {
+            return Ok(None);
+        };
+        let Some(sock_type) = unix_sk::service_socket_type(ino, rpc) else {
+            return Ok(None);
+        };
+        let sock = crate::inject::steal_fd(pid, fd).map_err(|source| FilesError::Steal {
+            pid,
+            fd,
+            source,
+        })?;
+        let id = self.alloc();
+        let entry = unix_sk::service_entry(id, ino, sock_type, &sock, pid, fd)?;
+        self.entries.push(entry);
+        tracing::info!(
+            pid = pid.0,
+            fd,
+            "saving the client's CRIU-RPC socket (self-dump)"
+        );
+        Ok(Some((
+            FdinfoEntry {
+                id,
+                flags: 0,
+                r#type: FdTypes::Unixsk as i32,
+                fd: fd as u32,
+                xattr_security_selinux: None,
+            },
+            (0, ino, 0),
+        )))
+    }
+
     /// Describes every descriptor of the task, adding `files.img` entries;
     /// returns its `fdinfo` entries in fd order.
     pub fn dump_fds(
@@ -234,7 +307,7 @@ impl FileTable {
         inj: &Injection<'_>,
         fd: i32,
         dir: &Path,
-    ) -> Result<(FdinfoEntry, (u64, u64, u64)), FilesError> {
+    ) -> Result<DumpedFd, FilesError> {
         let link = dir.join(fd.to_string());
         let io_err = |source| FilesError::Fd { pid, fd, source };
         let target = std::fs::read_link(&link).map_err(io_err)?;
@@ -242,6 +315,9 @@ impl FileTable {
         let unsupported = |kind: String| FilesError::Unsupported { pid, fd, kind };
         if let Some(pipe_id) = pipe::pipe_ino(&name) {
             return self.dump_pipe(pid, inj, fd, &link, pipe_id);
+        }
+        if let Some(entry) = self.service_socket(pid, fd, &name)? {
+            return Ok(entry);
         }
         if !name.starts_with('/') {
             let kind = match name.split_once(':') {
@@ -312,7 +388,7 @@ impl FileTable {
         fd: i32,
         link: &Path,
         pipe_id: u32,
-    ) -> Result<(FdinfoEntry, (u64, u64, u64)), FilesError> {
+    ) -> Result<DumpedFd, FilesError> {
         let io_err = |source| FilesError::Fd { pid, fd, source };
         let meta = std::fs::metadata(link).map_err(io_err)?;
         let info = crate::proc::read(pid.0, &format!("fdinfo/{fd}"))

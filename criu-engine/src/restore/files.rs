@@ -51,6 +51,9 @@ enum Source {
     },
     /// A descriptor of the worker handed over with `inherit_fd`.
     Inherit { worker_fd: RawFd },
+    /// The client's CRIU-RPC socket of a self-dump: a new socketpair whose
+    /// far end has queued `response` (the encoded answer) and is closed.
+    Service { sock_type: u32, response: Vec<u8> },
 }
 
 /// One file object (one open file description of the dump).
@@ -91,6 +94,8 @@ pub(crate) enum FdStep {
     SetFl,
     /// Queueing the data of a pipe.
     PipeData,
+    /// Rebuilding the client's RPC socket.
+    Service,
 }
 
 impl FdStep {
@@ -104,6 +109,7 @@ impl FdStep {
             FdStep::Dup => 5,
             FdStep::SetFl => 6,
             FdStep::PipeData => 7,
+            FdStep::Service => 8,
         }
     }
 
@@ -117,6 +123,7 @@ impl FdStep {
             5 => FdStep::Dup,
             6 => FdStep::SetFl,
             7 => FdStep::PipeData,
+            8 => FdStep::Service,
             _ => return None,
         })
     }
@@ -131,6 +138,7 @@ impl FdStep {
             FdStep::Dup => "place a descriptor",
             FdStep::SetFl => "set file status flags",
             FdStep::PipeData => "queue the data of a pipe",
+            FdStep::Service => "rebuild the CRIU-RPC socket",
         }
     }
 }
@@ -199,6 +207,12 @@ impl FdPlan {
                         inherit.iter().find(|i| inherit_matches(&i.key, file))
                     {
                         Source::Inherit { worker_fd: inh.fd }
+                    } else if crate::files::unix_sk::is_service_socket(file) {
+                        let usk = file.usk.as_ref().ok_or(err(Errno::ENOENT))?;
+                        Source::Service {
+                            sock_type: usk.r#type,
+                            response: crate::files::unix_sk::restored_response(),
+                        }
                     } else if fd.r#type == FdTypes::Pipe as i32 {
                         let pipe = file.pipe.as_ref().ok_or(err(Errno::ENOENT))?;
                         let next = pipes.len();
@@ -301,6 +315,17 @@ impl FdPlan {
                     let raw =
                         dup_above(fd.as_raw_fd(), scratch).map_err(|e| fail(FdStep::Dup, e))?;
                     drop(fd);
+                    raw
+                }
+                Source::Service {
+                    sock_type,
+                    response,
+                } => {
+                    let sock = crate::files::unix_sk::rebuild_service_socket(*sock_type, response)
+                        .map_err(|_| fail(FdStep::Service, Errno::EIO))?;
+                    let raw =
+                        dup_above(sock.as_raw_fd(), scratch).map_err(|e| fail(FdStep::Dup, e))?;
+                    drop(sock);
                     raw
                 }
                 Source::Pipe { pipe, write, flags } => {
