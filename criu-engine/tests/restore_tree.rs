@@ -57,6 +57,23 @@ fn kill_and_reap(pid: i32) {
     }
 }
 
+/// Waits (up to 20 s) until none of `pids` exists: a task killed by an
+/// earlier run may linger as a zombie until init reaps it.
+fn wait_free(pids: impl IntoIterator<Item = i32> + Clone) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while pids
+        .clone()
+        .into_iter()
+        .any(|p| Path::new(&format!("/proc/{p}")).exists())
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the pids of the images stay taken"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 fn tids(pid: i32) -> Vec<i32> {
     let mut t: Vec<i32> = fs::read_dir(format!("/proc/{pid}/task"))
         .map(|d| {
@@ -127,6 +144,7 @@ fn criu_threads_scenario() {
     );
     let log = Path::new(RUN_DIR).join("threads/threads.log");
     let dumped = lines(&log);
+    wait_free(THREADS_TIDS);
     run(&["restore", "-D", images.path().to_str().unwrap()]).expect("restore");
     let after = wait_lines(&log, dumped.len() + 3);
     let restored_tids = tids(THREADS_PID);
@@ -180,6 +198,7 @@ fn criu_tree_scenario() {
         .map(|c| Path::new(RUN_DIR).join(format!("tree/tree-child{c}.log")))
         .collect();
     let dumped: Vec<usize> = logs.iter().map(|l| lines(l).len()).collect();
+    wait_free(root..root + 4);
     run(&["restore", "-D", images.path().to_str().unwrap()]).expect("restore");
     let after: Vec<Vec<Vec<u64>>> = logs
         .iter()
@@ -406,6 +425,20 @@ fn tree_pids(log: &Path) -> (i32, i32, i32, i32, i32) {
     }
 }
 
+/// The last `shm A B C` line of `log`.
+fn last_shm(log: &Path) -> Option<Vec<u64>> {
+    fs::read_to_string(log)
+        .ok()?
+        .lines()
+        .filter_map(|l| {
+            l.strip_prefix("shm ")?
+                .split(' ')
+                .map(|w| w.parse().ok())
+                .collect::<Option<Vec<u64>>>()
+        })
+        .next_back()
+}
+
 /// The `pipe R W` descriptors a `criu-workload ... tree` logged.
 fn tree_pipe(log: &Path) -> (i32, i32) {
     let text = fs::read_to_string(log).unwrap();
@@ -426,7 +459,8 @@ fn last_tagged(log: &Path, tag: &str) -> Option<u64> {
 /// Our dump (leave-running first, then the final one) and restore of a
 /// tree: a session leader with 16 threads, a process group of three
 /// workers, a zombie, and a grandchild leading its own session, all
-/// sharing the log descriptor and a pipe holding unread data. Pids, tids,
+/// sharing the log descriptor, a pipe holding unread data and a shared
+/// anonymous page the workers write and the root reads. Pids, tids,
 /// parents, groups, sessions, the zombie's status and every counter come
 /// back, the log descriptor is one file description (one `files.img`
 /// entry), and the pipe, the same in every task, still holds its data.
@@ -462,6 +496,7 @@ fn own_tree_round_trip() {
     }
     let tags = ["w0", "w1", "w2", "g"];
     let dumped: Vec<u64> = tags.iter().map(|t| last_tagged(&log, t).unwrap()).collect();
+    let shm_dumped = last_shm(&log).unwrap();
     let dumped_lines = lines(&log).len();
     let images = scratch.path().join("images");
     let fdinfo_ids: Vec<Vec<(u32, u32)>> = (2..=6)
@@ -498,6 +533,7 @@ fn own_tree_round_trip() {
         let _ = std::io::Read::read_to_end(&mut f, &mut unread);
     }
     let counters: Vec<Option<u64>> = tags.iter().map(|t| last_tagged(&log, t)).collect();
+    let shm_after = last_shm(&log).unwrap();
     for p in all {
         kill_and_reap(p);
     }
@@ -521,6 +557,13 @@ fn own_tree_round_trip() {
     }
     assert!(after_lines.len() >= dumped_lines + 3);
     assert_eq!(unread, b"unread pipe data\n");
+    // The root sees what the workers write: the page is still shared.
+    for i in 0..3 {
+        assert!(
+            shm_after[i] > shm_dumped[i],
+            "slot {i}: {shm_dumped:?} -> {shm_after:?}"
+        );
+    }
     assert!(pipe_links[0].starts_with("pipe:["), "{pipe_links:?}");
     assert!(
         pipe_links.iter().all(|l| *l == pipe_links[0]),

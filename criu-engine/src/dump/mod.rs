@@ -224,6 +224,7 @@ fn dump_tree(
     dir.write_single(ImageKind::Seccomp, 0, &SeccompEntry::default())
         .map_err(TaskDumpError::from)?;
     let mut files = FileTable::new();
+    let mut shmem = crate::mem::shmem::ShmemDump::default();
     files.set_rpc_socket(rpc_socket_ino);
     let mut pstree: Vec<PstreeEntry> = Vec::with_capacity(tree.members.len());
     let mut next_id = 2;
@@ -263,7 +264,7 @@ fn dump_tree(
                     ppid,
                     own_pidns,
                 };
-                let (mem, entry) = task::dump(p, dir, mode, stats, &mut files, slot)?;
+                let (mem, entry) = task::dump(p, dir, mode, stats, &mut files, &mut shmem, slot)?;
                 next_id += 1;
                 stats.mem.add(&mem);
                 pstree.push(entry);

@@ -9,6 +9,7 @@ use criu_proto::img::{ImageError, ImageKind, ImagesDir};
 
 use crate::files::{FileTable, FilesError};
 use crate::inject::{InjectError, Injection};
+use crate::mem::shmem::{ShmemDump, ShmemError};
 use crate::mem::vma::{self, VmaError};
 use crate::mem::{MemDump, MemError, MemStats, PageMode};
 use crate::proc::ProcError;
@@ -58,6 +59,9 @@ pub enum TaskDumpError {
     /// Memory could not be dumped.
     #[error(transparent)]
     Mem(#[from] MemError),
+    /// Shared memory could not be dumped.
+    #[error(transparent)]
+    Shmem(#[from] ShmemError),
     /// Registers or task state could not be read.
     #[error(transparent)]
     Core(#[from] CoreError),
@@ -112,6 +116,7 @@ pub fn dump(
     mode: PageMode,
     timing: &mut super::stats::DumpStats,
     files: &mut FileTable,
+    shmem: &mut ShmemDump,
     slot: TaskSlot,
 ) -> Result<(MemStats, PstreeEntry), TaskDumpError> {
     let TaskSlot {
@@ -154,6 +159,9 @@ pub fn dump(
         }
     }
     dir.write_single(ImageKind::Ids, vpid.into(), &ids)?;
+    for v in vmas.iter().filter(|v| v.is(vma::status::ANON_SHARED)) {
+        shmem.dump(pid.0, &v.entry, dir)?;
+    }
 
     let inj = Injection::new(task).map_err(|source| TaskDumpError::Inject { pid, source })?;
     let fdinfo = files.dump_fds(pid, &inj)?;

@@ -10,6 +10,7 @@
 pub mod page_pipe;
 pub mod page_xfer;
 pub mod pagemap;
+pub mod shmem;
 pub mod vma;
 
 use std::fs::File;

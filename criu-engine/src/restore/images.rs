@@ -32,20 +32,14 @@ pub(crate) const VMA_FILE_SHARED: u32 = 0x80;
 pub(crate) const VMA_ANON_PRIVATE: u32 = 0x200;
 /// `VMA_AREA_VVAR`.
 pub(crate) const VMA_AREA_VVAR: u32 = 0x1000;
-/// Status bits of kinds we cannot restore yet: `VMA_ANON_SHARED`,
-/// `VMA_AREA_SYSVIPC`, `VMA_AREA_SOCKET`, `VMA_AREA_AIORING`,
-/// `VMA_AREA_MEMFD`, `VMA_AREA_SHSTK`, `VMA_AREA_GUARD`, `VMA_AREA_UPROBES`,
+/// `VMA_ANON_SHARED`.
+pub(crate) const VMA_ANON_SHARED: u32 = 0x100;
+/// Status bits of kinds we cannot restore yet: `VMA_AREA_SYSVIPC`,
+/// `VMA_AREA_SOCKET`, `VMA_AREA_AIORING`, `VMA_AREA_MEMFD`,
+/// `VMA_AREA_SHSTK`, `VMA_AREA_GUARD`, `VMA_AREA_UPROBES`,
 /// `VMA_EXT_PLUGIN`, `VMA_UNSUPP`.
-const VMA_UNSUPPORTED: u32 = 0x100
-    | 0x400
-    | 0x800
-    | 0x2000
-    | 0x4000
-    | 0x8000
-    | 0x1_0000
-    | 0x2_0000
-    | 0x800_0000
-    | 0x8000_0000;
+const VMA_UNSUPPORTED: u32 =
+    0x400 | 0x800 | 0x2000 | 0x4000 | 0x8000 | 0x1_0000 | 0x2_0000 | 0x800_0000 | 0x8000_0000;
 /// `MAP_HUGETLB`.
 const MAP_HUGETLB: u32 = 0x4_0000;
 /// Signal handlers stored per task on x86-64 (64 signals but SIGKILL, SIGSTOP).

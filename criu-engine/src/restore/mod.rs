@@ -25,6 +25,7 @@ mod finish;
 mod images;
 mod mm;
 mod pstree;
+mod shmem;
 mod task;
 mod threads;
 mod tree;
@@ -195,6 +196,7 @@ pub fn run(opts: &RequestOpts, notify: &mut dyn Notify) -> Result<RestoreOutcome
         tree_images.tasks.iter().map(|t| t.alive()).collect();
     let fds = files::FdPlan::new(&alive, inherit, &tree_images.pipe_data)
         .map_err(|(pid, source)| RestoreError::FdPlan { pid, source })?;
+    let mut shared = shmem::load(&dir, &tree_images)?;
     tree::check_single_threaded()?;
     let tree = tree::create(&tree_images, fds, opts.shell_job, opts.restore_sibling)?;
     tracing::info!(pid = %tree.pid(), tasks = tree_images.tasks.len(), "tree created");
@@ -205,6 +207,7 @@ pub fn run(opts: &RequestOpts, notify: &mut dyn Notify) -> Result<RestoreOutcome
         &dir,
         opts,
         notify,
+        &mut shared,
         &mut held,
     );
     if let Err(e) = result {
@@ -257,6 +260,7 @@ fn restore_all(
     dir: &ImagesDir,
     opts: &RequestOpts,
     notify: &mut dyn Notify,
+    shared: &mut shmem::SharedMemory,
     held: &mut Vec<Held>,
 ) -> Result<(), RestoreError> {
     for (t, &pid) in tree.tasks.iter().zip(host) {
@@ -271,7 +275,7 @@ fn restore_all(
             stopped,
         });
         let h = held.last_mut().expect("just pushed");
-        restore_task(&h.task, images, dir, &mut h.threads)?;
+        restore_task(&h.task, images, dir, shared, &mut h.threads)?;
     }
     if !notify.notify("post-restore", Some(host[0].0)) {
         return Err(RestoreError::Aborted {
@@ -291,6 +295,7 @@ fn restore_task(
     task: &SeizedTask,
     images: &images::TaskImages,
     dir: &ImagesDir,
+    shared: &mut shmem::SharedMemory,
     threads: &mut Vec<SeizedTask>,
 ) -> Result<(), RestoreError> {
     let pid = task.pid();
@@ -298,7 +303,7 @@ fn restore_task(
     let at = mm::stub_place(pid, images)?;
     let inj = Injection::new_at(task, at).map_err(inject_err("map the injection stub"))?;
     let remote = mm::Remote { inj: &inj, pid };
-    mm::restore_mm(&remote, task, images, dir)?;
+    mm::restore_mm(&remote, task, images, dir, shared)?;
     task::restore_state(&remote, task, images)?;
     threads::restore_all(&inj, &images.threads, threads)?;
     let regs = finish::regs_from_image(&images.thread_info.gpregs);

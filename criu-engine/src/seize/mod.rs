@@ -493,6 +493,9 @@ impl SeizedTask {
             };
             match status {
                 WaitStatus::Stopped(_, Signal::SIGCONT) => break,
+                // A restored child of this task stopping or going on:
+                // restore's doing, not something the task should see.
+                WaitStatus::Stopped(_, Signal::SIGCHLD) => {}
                 WaitStatus::PtraceEvent(_, _, libc::PTRACE_EVENT_STOP) => {}
                 WaitStatus::Exited(..) | WaitStatus::Signaled(..) => {
                     return Err(SeizeError::Died {

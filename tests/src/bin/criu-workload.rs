@@ -18,7 +18,9 @@
 //!   session, appending `g N` lines. Their pids are logged first as
 //!   `tree W0 W1 W2 ZOMBIE` and `grand G`. Before forking, the root makes a
 //!   pipe holding `PIPE_MESSAGE`, never read; all of the tree inherits both
-//!   ends (logged as `pipe READ_FD WRITE_FD`);
+//!   ends (logged as `pipe READ_FD WRITE_FD`). Worker `wI` also stores its
+//!   `N` in slot `I` of a shared anonymous page, which the root logs as
+//!   `shm A B C` after each of its own lines;
 //! * every descriptor inherited beyond stdio is closed first.
 //!
 //! It forks: the parent prints the child's pid on stdout and exits; the child
@@ -96,9 +98,26 @@ fn checksum(mem: &[u64], file_page: &[u64]) -> u64 {
         .fold(sum, |s, w| s.rotate_left(1).wrapping_add(*w))
 }
 
-/// Appends `TAG N` lines to `log` every 100 ms, forever.
-fn log_forever(log: &mut std::fs::File, tag: &str) -> ! {
+/// The shared page of the `tree` option (null without it).
+static SHARED: std::sync::atomic::AtomicPtr<AtomicU64> =
+    std::sync::atomic::AtomicPtr::new(std::ptr::null_mut());
+
+/// Slot `i` of the shared page, if there is one.
+fn shared_slot(i: usize) -> Option<&'static AtomicU64> {
+    let p = SHARED.load(Ordering::Relaxed);
+    // SAFETY: a non-null `SHARED` points at a page-sized shared mapping that
+    // is never unmapped; slots 0..3 lie within it and are only accessed
+    // atomically.
+    (!p.is_null() && i < 3).then(|| unsafe { &*p.add(i) })
+}
+
+/// Appends `TAG N` lines to `log` every 100 ms, forever; with `slot`, also
+/// stores `N` in that slot of the shared page.
+fn log_forever(log: &mut std::fs::File, tag: &str, slot: Option<usize>) -> ! {
     for n in 0u64.. {
+        if let Some(s) = slot.and_then(shared_slot) {
+            s.store(n, Ordering::Relaxed);
+        }
         if log.write_all(format!("{tag} {n}\n").as_bytes()).is_err() {
             std::process::exit(3);
         }
@@ -121,6 +140,21 @@ const PIPE_MESSAGE: &[u8] = b"unread pipe data\n";
 /// The `tree` option (see the module docs). Returns in the root only.
 fn spawn_tree(log: &mut std::fs::File) {
     use nix::unistd::{setpgid, Pid};
+    // SAFETY: a fresh shared anonymous page at an address the kernel picks.
+    let page = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            4096,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_SHARED | libc::MAP_ANONYMOUS,
+            -1,
+            0,
+        )
+    };
+    if page == libc::MAP_FAILED {
+        die("mmap shared");
+    }
+    SHARED.store(page.cast(), Ordering::Relaxed);
     let (r, w) = nix::unistd::pipe().unwrap_or_else(|_| die("pipe"));
     nix::unistd::write(&w, PIPE_MESSAGE).unwrap_or_else(|_| die("write pipe"));
     let _ = writeln!(log, "pipe {} {}", r.into_raw_fd(), w.into_raw_fd());
@@ -141,11 +175,11 @@ fn spawn_tree(log: &mut std::fs::File) {
                         }
                         None => {
                             nix::unistd::setsid().unwrap_or_else(|_| die("setsid"));
-                            log_forever(log, "g");
+                            log_forever(log, "g", None);
                         }
                     }
                 }
-                log_forever(log, &format!("w{i}"));
+                log_forever(log, &format!("w{i}"), Some(i));
             }
         }
     }
@@ -275,6 +309,10 @@ fn main() {
             line.push_str(&format!(" {}", c.load(Ordering::Relaxed)));
         }
         line.push('\n');
+        if let (Some(a), Some(b), Some(c)) = (shared_slot(0), shared_slot(1), shared_slot(2)) {
+            let load = |s: &AtomicU64| s.load(Ordering::Relaxed);
+            line.push_str(&format!("shm {} {} {}\n", load(a), load(b), load(c)));
+        }
         if log.write_all(line.as_bytes()).is_err() {
             std::process::exit(3);
         }
