@@ -12,6 +12,8 @@
 //! * with `eventfd`, an extra eventfd (a kind of fd the dump refuses);
 //! * with `threads N`, N extra threads (at most 64), thread `i` adding one
 //!   to its own counter every `i + 1` ms;
+//! * with `pidns`, the process that runs (and whose pid is printed) is the
+//!   init of a new pid namespace;
 //! * with `tree`, children sharing the log fd: workers `w0`..`w2` in a
 //!   process group led by `w0`, each appending `wI N` lines; a zombie child
 //!   (exit status 7) never reaped; and a child of `w0` leading its own
@@ -205,6 +207,7 @@ fn main() {
     let mib: usize = args[2].parse().unwrap_or_else(|_| die("MEM_MIB"));
     let with_eventfd = args[3..].iter().any(|a| a == "eventfd");
     let with_tree = args[3..].iter().any(|a| a == "tree");
+    let with_pidns = args[3..].iter().any(|a| a == "pidns");
     let threads: usize = args[3..]
         .iter()
         .position(|a| a == "threads")
@@ -259,6 +262,10 @@ fn main() {
     nix::sys::signal::sigprocmask(SigmaskHow::SIG_BLOCK, Some(&blocked), None)
         .unwrap_or_else(|_| die("sigprocmask"));
 
+    if with_pidns {
+        nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWPID)
+            .unwrap_or_else(|_| die("unshare(CLONE_NEWPID)"));
+    }
     // SAFETY: single-threaded here; the child only continues with plain code.
     match unsafe { nix::unistd::fork() }.unwrap_or_else(|_| die("fork")) {
         nix::unistd::ForkResult::Parent { child } => {
