@@ -12,6 +12,8 @@
 //! * with `eventfd`, an extra eventfd (a kind of fd the dump refuses);
 //! * with `threads N`, N extra threads (at most 64), thread `i` adding one
 //!   to its own counter every `i + 1` ms;
+//! * with `children N`, N children (copies of it, memory included) each
+//!   appending `cI N` lines;
 //! * with `pidns`, the process that runs (and whose pid is printed) is the
 //!   init of a new pid namespace;
 //! * with `tree`, children sharing the log fd: workers `w0`..`w2` in a
@@ -208,6 +210,15 @@ fn main() {
     let with_eventfd = args[3..].iter().any(|a| a == "eventfd");
     let with_tree = args[3..].iter().any(|a| a == "tree");
     let with_pidns = args[3..].iter().any(|a| a == "pidns");
+    let children: usize = args[3..]
+        .iter()
+        .position(|a| a == "children")
+        .map(|i| {
+            args.get(i + 4)
+                .and_then(|n| n.parse().ok())
+                .unwrap_or_else(|| die("children N"))
+        })
+        .unwrap_or(0);
     let threads: usize = args[3..]
         .iter()
         .position(|a| a == "threads")
@@ -295,6 +306,11 @@ fn main() {
     );
     if with_tree {
         spawn_tree(&mut log);
+    }
+    for i in 0..children {
+        if fork().is_none() {
+            log_forever(&mut log, &format!("c{i}"), None);
+        }
     }
     for (i, counter) in COUNTERS[..threads].iter().enumerate() {
         std::thread::spawn(move || loop {
