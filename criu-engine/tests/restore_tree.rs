@@ -349,6 +349,57 @@ fn own_pidns_round_trip() {
     }
 }
 
+/// A shell forking short-lived children all the time is dumped (leaving it
+/// running) again and again: every dump succeeds and its tree is
+/// consistent (every parent is in it, before its children).
+fn forking_tree_is_frozen_consistently() {
+    let scratch = tempfile::tempdir().unwrap();
+    let script = r#"for fd in $(ls /proc/$$/fd); do [ "$fd" -gt 2 ] && eval "exec $fd>&-"; done
+setsid bash -c 'while :; do (sleep 0.01 &) ; sleep 0.002 & wait; done' </dev/null >/dev/null 2>&1 &
+echo $!"#;
+    let out = std::process::Command::new("bash")
+        .args(["-c", script])
+        .stdout(std::process::Stdio::piped())
+        .output()
+        .expect("run bash");
+    let pid: i32 = String::from_utf8_lossy(&out.stdout).trim().parse().unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    let mut sizes = Vec::new();
+    let mut failure = None;
+    for round in 0..5 {
+        let images = scratch.path().join(format!("r{round}"));
+        fs::create_dir(&images).unwrap();
+        let args = [
+            "dump",
+            "-t",
+            &pid.to_string(),
+            "-D",
+            images.to_str().unwrap(),
+            "-R",
+        ];
+        if let Err(e) = run(&args) {
+            failure = Some(e);
+            break;
+        }
+        let tree = criu_proto::img::ImagesDir::open(&images)
+            .unwrap()
+            .pstree()
+            .unwrap();
+        for (i, t) in tree.iter().enumerate().skip(1) {
+            assert!(
+                tree[..i].iter().any(|p| p.pid == t.ppid),
+                "round {round}: parent of {} missing: {tree:?}",
+                t.pid
+            );
+        }
+        sizes.push(tree.len());
+    }
+    let _ = kill(Pid::from_raw(-pid), Signal::SIGKILL);
+    kill_and_reap(pid);
+    assert!(failure.is_none(), "{failure:?}");
+    assert!(sizes.iter().all(|&n| n >= 1), "{sizes:?}");
+}
+
 fn workload_bin() -> PathBuf {
     let exe = std::env::current_exe().expect("test path");
     let bin = exe.ancestors().nth(3).unwrap().join("debug/criu-workload");
@@ -589,6 +640,10 @@ fn main() {
         ("own_tree_round_trip", own_tree_round_trip),
         ("criu_pidns_scenario", criu_pidns_scenario),
         ("own_pidns_round_trip", own_pidns_round_trip),
+        (
+            "forking_tree_is_frozen_consistently",
+            forking_tree_is_frozen_consistently,
+        ),
     ];
     assert!(nix::unistd::geteuid().is_root(), "needs root");
     nix::sys::prctl::set_child_subreaper(true).expect("become a child subreaper");
