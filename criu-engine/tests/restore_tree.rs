@@ -400,6 +400,43 @@ echo $!"#;
     assert!(sizes.iter().all(|&n| n >= 1), "{sizes:?}");
 }
 
+/// A child sharing its parent's descriptor table (`CLONE_FILES`) is
+/// refused with a clear error, and the tree carries on untouched.
+fn shared_fd_table_refused() {
+    let scratch = tempfile::tempdir().unwrap();
+    let log = scratch.path().join("workload.log");
+    let out = std::process::Command::new(workload_bin())
+        .args([log.to_str().unwrap(), "1", "clone-files"])
+        .output()
+        .expect("run criu-workload");
+    assert!(out.status.success(), "{out:?}");
+    let pid: i32 = String::from_utf8_lossy(&out.stdout).trim().parse().unwrap();
+    wait_lines(&log, 2);
+    let images = scratch.path().join("images");
+    fs::create_dir(&images).unwrap();
+    let err = run(&[
+        "dump",
+        "-t",
+        &pid.to_string(),
+        "-D",
+        images.to_str().unwrap(),
+    ]);
+    let n = lines(&log).len();
+    let after = wait_lines(&log, n + 2);
+    let child = fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")).unwrap_or_default();
+    kill_and_reap(pid);
+    for c in child.split_whitespace() {
+        kill_and_reap(c.parse().unwrap());
+    }
+    let err = err.unwrap_err();
+    assert!(err.contains("SharedObject"), "{err}");
+    assert!(err.contains("descriptor table"), "{err}");
+    assert!(
+        after.len() >= n + 2,
+        "the workload stopped after the refused dump"
+    );
+}
+
 fn workload_bin() -> PathBuf {
     let exe = std::env::current_exe().expect("test path");
     let bin = exe.ancestors().nth(3).unwrap().join("debug/criu-workload");
@@ -640,6 +677,7 @@ fn main() {
         ("own_tree_round_trip", own_tree_round_trip),
         ("criu_pidns_scenario", criu_pidns_scenario),
         ("own_pidns_round_trip", own_pidns_round_trip),
+        ("shared_fd_table_refused", shared_fd_table_refused),
         (
             "forking_tree_is_frozen_consistently",
             forking_tree_is_frozen_consistently,

@@ -87,6 +87,17 @@ pub enum DumpError {
     /// Dumping the task failed.
     #[error(transparent)]
     Task(#[from] TaskDumpError),
+    /// Two processes share a kernel object (`CLONE_VM`, `CLONE_FILES`,
+    /// `CLONE_FS` or `CLONE_SIGHAND` without `CLONE_THREAD`).
+    #[error("task {pid} shares its {what} with task {with}; dumping that is not supported yet")]
+    SharedObject {
+        /// The task.
+        pid: RealPid,
+        /// Its parent, which holds the same object.
+        with: RealPid,
+        /// Which object.
+        what: &'static str,
+    },
     /// The tree's pid namespaces cannot be dumped.
     #[error("task {pid} {what}; only a tree whose root is the init of its pid namespace is supported yet")]
     PidNamespace {
@@ -205,6 +216,40 @@ pub fn run(opts: &RequestOpts, notify: &mut dyn Notify) -> Result<DumpOutcome, D
     Ok(DumpOutcome { stats })
 }
 
+/// Refuses processes that share their mm, fd table, fs or signal handlers
+/// with their parent: each is dumped as its own.
+fn check_unshared(tree: &SeizedTree) -> Result<(), DumpError> {
+    use crate::sys::task_query::kcmp_object;
+    const KINDS: [(i32, &str); 4] = [
+        (1, "address space"),
+        (2, "descriptor table"),
+        (3, "fs (cwd, root, umask)"),
+        (4, "signal handlers"),
+    ];
+    for m in tree.members.iter().skip(1) {
+        if !matches!(m.kind, MemberKind::Alive(_)) {
+            continue;
+        }
+        let parent_alive = tree
+            .members
+            .iter()
+            .any(|p| p.pid == m.ppid && matches!(p.kind, MemberKind::Alive(_)));
+        if !parent_alive {
+            continue;
+        }
+        for (kind, what) in KINDS {
+            if kcmp_object(m.pid.as_nix(), m.ppid.as_nix(), kind) == Ok(0) {
+                return Err(DumpError::SharedObject {
+                    pid: m.pid,
+                    with: m.ppid,
+                    what,
+                });
+            }
+        }
+    }
+    Ok(())
+}
+
 /// `TASK_DEAD` of `tc.task_state`.
 const TASK_DEAD: u32 = 2;
 /// `CORE_ENTRY__MARCH__X86_64`.
@@ -243,6 +288,7 @@ fn dump_tree(
             what: "is in a pid namespace it is not the init of",
         });
     }
+    check_unshared(tree)?;
     for (i, m) in tree.members.iter().enumerate() {
         if inventory::pid_ns(Some(m.pid)).map_err(TaskDumpError::from)? != root_ns {
             return Err(DumpError::PidNamespace {

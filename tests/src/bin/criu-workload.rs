@@ -14,6 +14,8 @@
 //!   to its own counter every `i + 1` ms;
 //! * with `children N`, N children (copies of it, memory included) each
 //!   appending `cI N` lines;
+//! * with `clone-files`, one child sharing its descriptor table
+//!   (`CLONE_FILES`), appending `f N` lines;
 //! * with `pidns`, the process that runs (and whose pid is printed) is the
 //!   init of a new pid namespace;
 //! * with `tree`, children sharing the log fd: workers `w0`..`w2` in a
@@ -210,6 +212,7 @@ fn main() {
     let with_eventfd = args[3..].iter().any(|a| a == "eventfd");
     let with_tree = args[3..].iter().any(|a| a == "tree");
     let with_pidns = args[3..].iter().any(|a| a == "pidns");
+    let with_clone_files = args[3..].iter().any(|a| a == "clone-files");
     let children: usize = args[3..]
         .iter()
         .position(|a| a == "children")
@@ -306,6 +309,26 @@ fn main() {
     );
     if with_tree {
         spawn_tree(&mut log);
+    }
+    if with_clone_files {
+        // SAFETY: a fork-like clone (no new stack, no CLONE_VM) while
+        // single-threaded; the child only runs plain code.
+        let ret = unsafe {
+            libc::syscall(
+                libc::SYS_clone,
+                libc::CLONE_FILES | libc::SIGCHLD,
+                0usize,
+                0usize,
+                0usize,
+                0usize,
+            )
+        };
+        if ret < 0 {
+            die("clone(CLONE_FILES)");
+        }
+        if ret == 0 {
+            log_forever(&mut log, "f", None);
+        }
     }
     for i in 0..children {
         if fork().is_none() {
