@@ -242,6 +242,8 @@ pub struct RequestOpts {
     /// `cpu_cap`: `None` when absent (check FPU|INS, write no `cpuinfo.img`); when given over RPC the
     /// IMAGE bit is added, as upstream.
     pub cpu_cap: Option<u32>,
+    /// The non-root service client the request is held to (`None`: root, swrk, command line).
+    pub caller: Option<crate::authz::Caller>,
 }
 
 /// Errors of options processing; all of them are reported to RPC clients with `cr_errno = EBADRQC`.
@@ -565,6 +567,7 @@ fn from_merged(cfg: Config, log_file: Option<LogTarget>) -> RequestOpts {
         status_fd: None,
         pidfd_store_sk: None,
         cpu_cap: cfg.cpu_cap,
+        caller: None,
     }
 }
 

@@ -18,6 +18,7 @@
 //! A failure at any step kills the new task ([`tree::RestoredTree`]); the
 //! images are only read.
 
+mod creds;
 mod files;
 mod finish;
 mod images;
@@ -69,6 +70,9 @@ pub enum RestoreError {
         /// Notification name.
         script: &'static str,
     },
+    /// The images hold a task the (non-root) caller may not restore.
+    #[error(transparent)]
+    Authz(#[from] crate::authz::AuthzError),
     /// The images are unreadable, inconsistent or unsupported.
     #[error(transparent)]
     Images(#[from] ImagesError),
@@ -138,6 +142,7 @@ impl RestoreError {
     pub fn cr_errno(&self) -> Option<i32> {
         match self {
             RestoreError::Tree(TreeError::PidTaken { .. }) => Some(libc::EEXIST),
+            RestoreError::Authz(e) => Some(e.cr_errno()),
             _ => None,
         }
     }
@@ -161,6 +166,16 @@ pub fn run(opts: &RequestOpts, notify: &mut dyn Notify) -> Result<RestoreOutcome
     let images = images::load(&dir, &|f| {
         inherit.iter().any(|i| inherit_matches(&i.key, f))
     })?;
+    if let Some(caller) = &opts.caller {
+        crate::authz::check_restore_creds(caller, images.pid(), images.thread_core.creds.as_ref())?;
+        crate::authz::check_restore_sched(
+            caller,
+            images.pid(),
+            images.thread_core.sched_nice,
+            images.thread_core.sched_policy,
+            images.tc.oom_score_adj,
+        )?;
+    }
     let fds = files::FdPlan::new(&images, inherit).map_err(|source| RestoreError::FdPlan {
         pid: images.pid(),
         source,
@@ -170,6 +185,11 @@ pub fn run(opts: &RequestOpts, notify: &mut dyn Notify) -> Result<RestoreOutcome
     let pid = RealPid(tree.pid().as_raw());
     tracing::info!(%pid, "task created");
     let task = SeizedTask::attach_child_stopped(pid)
+        .map_err(|source| RestoreError::Seize { pid, source })?;
+    // The new task still has root's credentials until its very last step,
+    // so its memory file is root's: opened with the worker's own identity
+    // even when the request runs with a non-root caller's.
+    crate::authz::with_worker_fs_ids(opts.caller.as_ref(), || task.open_mem())
         .map_err(|source| RestoreError::Seize { pid, source })?;
     if let Err(e) = restore_task(&task, &images, &dir, notify) {
         task.kill();

@@ -12,7 +12,7 @@
 //!   [setitimer(2)](https://man7.org/linux/man-pages/man2/setitimer.2.html),
 //!   [rt_sigqueueinfo(2)](https://man7.org/linux/man-pages/man2/rt_sigqueueinfo.2.html)
 
-use criu_proto::images::{CredsEntry, ItimerEntry, UserDescT};
+use criu_proto::images::{ItimerEntry, UserDescT};
 
 use super::images::TaskImages;
 use super::mm::{MmError, Remote};
@@ -22,8 +22,7 @@ use crate::seize::{SeizeError, SeizedTask};
 
 /// Bytes of one `struct kernel_sigaction` on x86-64.
 const KSIGACTION: usize = 32;
-/// `PR_SET_DUMPABLE`, `PR_SET_THP_DISABLE`, `PR_SET_CHILD_SUBREAPER`.
-const PR_SET_DUMPABLE: u64 = 4;
+/// `PR_SET_THP_DISABLE`, `PR_SET_CHILD_SUBREAPER`.
 const PR_SET_THP_DISABLE: u64 = 41;
 const PR_SET_CHILD_SUBREAPER: u64 = 36;
 
@@ -44,8 +43,8 @@ pub enum TaskError {
         #[source]
         source: SeizeError,
     },
-    /// The dumped credentials differ from the restoring process's.
-    #[error("task {pid}: restoring different credentials ({what}) is not supported yet")]
+    /// The dumped credentials could not be given to the task.
+    #[error("task {pid}: cannot restore its credentials ({what} differ after setting them)")]
     Creds {
         /// Task.
         pid: RealPid,
@@ -229,70 +228,6 @@ fn pending_signals(r: &Remote<'_, '_>, images: &TaskImages) -> Result<(), TaskEr
     Ok(())
 }
 
-/// Checks that the task already has the dumped credentials (it inherited
-/// the worker's).
-fn creds(pid: RealPid, creds: Option<&CredsEntry>) -> Result<(), TaskError> {
-    let Some(c) = creds else { return Ok(()) };
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .map_err(|source| TaskError::Status { pid, source })?;
-    let field = |name: &str| -> Vec<u64> {
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix(name))
-            .map(|v| {
-                v.split_whitespace()
-                    .filter_map(|w| {
-                        if name.starts_with("Cap") {
-                            u64::from_str_radix(w, 16).ok()
-                        } else {
-                            w.parse().ok()
-                        }
-                    })
-                    .collect()
-            })
-            .unwrap_or_default()
-    };
-    let cap = |words: &[u32]| -> Vec<u64> {
-        let lo = u64::from(words.first().copied().unwrap_or(0));
-        let hi = u64::from(words.get(1).copied().unwrap_or(0));
-        vec![lo | (hi << 32)]
-    };
-    let differs = |what, dumped: Vec<u64>, now: Vec<u64>| {
-        if dumped == now {
-            Ok(())
-        } else {
-            Err(TaskError::Creds { pid, what })
-        }
-    };
-    differs(
-        "uids",
-        [c.uid, c.euid, c.suid, c.fsuid].map(u64::from).to_vec(),
-        field("Uid:"),
-    )?;
-    differs(
-        "gids",
-        [c.gid, c.egid, c.sgid, c.fsgid].map(u64::from).to_vec(),
-        field("Gid:"),
-    )?;
-    let mut groups: Vec<u64> = c.groups.iter().copied().map(u64::from).collect();
-    let mut now_groups = field("Groups:");
-    groups.sort_unstable();
-    now_groups.sort_unstable();
-    differs("groups", groups, now_groups)?;
-    differs("permitted capabilities", cap(&c.cap_prm), field("CapPrm:"))?;
-    differs("effective capabilities", cap(&c.cap_eff), field("CapEff:"))?;
-    differs(
-        "inheritable capabilities",
-        cap(&c.cap_inh),
-        field("CapInh:"),
-    )?;
-    differs("bounding capabilities", cap(&c.cap_bnd), field("CapBnd:"))?;
-    if !c.cap_amb.is_empty() {
-        differs("ambient capabilities", cap(&c.cap_amb), field("CapAmb:"))?;
-    }
-    Ok(())
-}
-
 /// `tc.personality` holds the hexadecimal text of `/proc/<pid>/personality`
 /// read as a decimal number; undo that.
 pub(crate) fn personality_value(stored: u32) -> Option<u64> {
@@ -305,7 +240,6 @@ pub(crate) fn restore_state(
     task: &SeizedTask,
     images: &TaskImages,
 ) -> Result<(), TaskError> {
-    creds(r.pid, images.thread_core.creds.as_ref())?;
     sigactions(r, images)?;
     sigaltstack(r, images)?;
     tls(r, images)?;
@@ -350,10 +284,6 @@ pub(crate) fn restore_state(
         )?;
     }
     let mm = &images.mm;
-    if let Some(d) = mm.dumpable.filter(|&d| d != 1) {
-        let d = u64::try_from(d).unwrap_or(0);
-        r.call("set dumpable", d, nr::PRCTL, &[PR_SET_DUMPABLE, d, 0, 0, 0])?;
-    }
     if mm.thp_disabled == Some(true) {
         r.call(
             "disable THP",
@@ -375,7 +305,10 @@ pub(crate) fn restore_state(
         itimer(r, libc::ITIMER_VIRTUAL as u64, &t.virt)?;
         itimer(r, libc::ITIMER_PROF as u64, &t.prof)?;
     }
-    pending_signals(r, images)
+    pending_signals(r, images)?;
+    // Last, as CRIU's restorer does: everything above may need the
+    // privileges the task gives up here.
+    super::creds::apply(r, images.thread_core.creds.as_ref(), images.mm.dumpable)
 }
 
 #[cfg(test)]
