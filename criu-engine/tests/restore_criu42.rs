@@ -20,7 +20,12 @@ use nix::sys::signal::{kill, Signal};
 use nix::sys::wait::{waitpid, WaitStatus};
 use nix::unistd::Pid;
 
-const TESTDATA: &str = "/work/shared/testdata/criu-4.2";
+/// Root of the CRIU 4.2 reference images (`CRIU_TESTDATA` overrides it).
+fn testdata() -> PathBuf {
+    std::env::var_os("CRIU_TESTDATA")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/work/shared/testdata/criu-4.2"))
+}
 const RUN_DIR: &str = "/tmp/criu-testdata";
 const LOOP_PID: i32 = 24125;
 const LOOP_CHECKSUM: &str = "b10eaa975fac0000";
@@ -46,7 +51,11 @@ fn require() {
         caps.contains(&caps::Capability::CAP_CHECKPOINT_RESTORE),
         "needs CAP_CHECKPOINT_RESTORE"
     );
-    assert!(Path::new(TESTDATA).is_dir(), "needs {TESTDATA}");
+    assert!(
+        testdata().is_dir(),
+        "needs {} (set CRIU_TESTDATA)",
+        testdata().display()
+    );
 }
 
 fn copy_dir(from: &Path, to: &Path) {
@@ -64,7 +73,7 @@ fn copy_dir(from: &Path, to: &Path) {
 fn prepare_loop() -> tempfile::TempDir {
     let bin = Path::new(RUN_DIR).join("bin");
     fs::create_dir_all(&bin).unwrap();
-    for entry in fs::read_dir(Path::new(TESTDATA).join("bin")).unwrap() {
+    for entry in fs::read_dir(testdata().join("bin")).unwrap() {
         let entry = entry.unwrap();
         let dst = bin.join(entry.file_name());
         if dst.exists() && fs::read(&dst).unwrap() == fs::read(entry.path()).unwrap() {
@@ -75,7 +84,7 @@ fn prepare_loop() -> tempfile::TempDir {
         fs::set_permissions(&dst, fs::Permissions::from_mode(0o755)).unwrap();
     }
     copy_dir(
-        &Path::new(TESTDATA).join("loop/files"),
+        &testdata().join("loop/files"),
         &Path::new(RUN_DIR).join("loop"),
     );
     images_copy("loop")
@@ -83,10 +92,7 @@ fn prepare_loop() -> tempfile::TempDir {
 
 fn images_copy(scenario: &str) -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
-    copy_dir(
-        &Path::new(TESTDATA).join(scenario).join("images"),
-        dir.path(),
-    );
+    copy_dir(&testdata().join(scenario).join("images"), dir.path());
     dir
 }
 
@@ -151,7 +157,7 @@ fn log_path() -> PathBuf {
 
 /// Lines of the loop log after its dump-time contents.
 fn new_log_lines() -> Vec<String> {
-    let dumped = fs::read_to_string(Path::new(TESTDATA).join("loop/files/loop.log")).unwrap();
+    let dumped = fs::read_to_string(testdata().join("loop/files/loop.log")).unwrap();
     let now = fs::read_to_string(log_path()).unwrap();
     assert!(
         now.starts_with(&dumped),

@@ -89,8 +89,11 @@ impl Service {
             .arg(&socket)
             .spawn()
             .expect("start service");
+        // The socket file appears at bind(), before listen(): only a
+        // successful connection proves the service is ready. The probe
+        // connection closes at once; its worker sees EOF and exits.
         let deadline = Instant::now() + Duration::from_secs(10);
-        while !socket.exists() {
+        while criu_transport::client::Client::connect(&socket).is_err() {
             assert!(Instant::now() < deadline, "service never started listening");
             std::thread::sleep(Duration::from_millis(5));
         }
