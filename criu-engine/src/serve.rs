@@ -280,7 +280,9 @@ impl Handler for Engine {
         };
         if let Err(err) = result {
             resp.success = false;
-            resp.cr_errmsg = Some(format!("Error: {err}"));
+            // The whole chain: the kernel's reason (ENOSPC, EACCES...) is
+            // what tells the client what to fix.
+            resp.cr_errmsg = Some(format!("Error: {}", crate::worker::error_chain(&err)));
             // Only the types whose errors CRIU reports carry cr_errno.
             if ty != CriuReqType::FeatureCheck {
                 resp.cr_errno = err.cr_errno();

@@ -191,7 +191,7 @@ pub fn run(opts: &RequestOpts, notify: &mut dyn Notify) -> Result<RestoreOutcome
     // even when the request runs with a non-root caller's.
     crate::authz::with_worker_fs_ids(opts.caller.as_ref(), || task.open_mem())
         .map_err(|source| RestoreError::Seize { pid, source })?;
-    if let Err(e) = restore_task(&task, &images, &dir, notify) {
+    if let Err(e) = restore_task(&task, &images, &dir, opts.restore_sibling, notify) {
         task.kill();
         return Err(e);
     }
@@ -227,6 +227,7 @@ fn restore_task(
     task: &SeizedTask,
     images: &images::TaskImages,
     dir: &ImagesDir,
+    sibling: bool,
     notify: &mut dyn Notify,
 ) -> Result<(), RestoreError> {
     let pid = task.pid();
@@ -236,6 +237,11 @@ fn restore_task(
     let remote = mm::Remote { inj: &inj, pid };
     mm::restore_mm(&remote, task, images, dir)?;
     task::restore_state(&remote, task, images)?;
+    // New credentials clear the parent-death signal: the guard (the task
+    // dies with the worker until the restore commits) is set again.
+    if !sibling {
+        set_pdeath(&remote, Some(nix::sys::signal::Signal::SIGKILL))?;
+    }
     if !notify.notify("post-restore", Some(pid.0)) {
         return Err(RestoreError::Aborted {
             script: "post-restore",
@@ -246,6 +252,9 @@ fn restore_task(
             script: "pre-resume",
         });
     }
+    // The dumped parent-death signal replaces the guard as late as the stub
+    // allows; only the register restore and the detach come after it.
+    set_pdeath(&remote, tree::dumped_pdeath(images)?)?;
     let regs = finish::regs_from_image(&images.thread_info.gpregs);
     let current = task.xstate().map_err(|source| RestoreError::Ptrace {
         pid,
@@ -261,6 +270,23 @@ fn restore_task(
             step: "set the signal mask",
             source,
         })
+}
+
+/// `prctl(PR_SET_PDEATHSIG, sig)` in the task (0 for none).
+fn set_pdeath(
+    r: &mm::Remote<'_, '_>,
+    sig: Option<nix::sys::signal::Signal>,
+) -> Result<(), RestoreError> {
+    const PR_SET_PDEATHSIG: u64 = 1;
+    let sig = sig.map_or(0, |s| s as u64);
+    r.call(
+        "set the parent-death signal",
+        sig,
+        crate::arch::x86_64::nr::PRCTL,
+        &[PR_SET_PDEATHSIG, sig, 0, 0, 0],
+    )
+    .map_err(|e| RestoreError::Task(e.into()))?;
+    Ok(())
 }
 
 fn write_pidfile(opts: &RequestOpts, path: &std::path::Path, pid: i32) -> Result<(), RestoreError> {

@@ -199,7 +199,13 @@ struct ChildPlan {
     cwd: CString,
     umask: u32,
     rlimits: Vec<(Resource, u64, u64)>,
-    pdeath: Option<Signal>,
+    /// `SIGKILL` on the worker's death until the restore commits (the dumped
+    /// parent-death signal is set at the very end, by injection); `None`
+    /// for a sibling, whose parent is the client.
+    guard: Option<Signal>,
+    /// The worker's pid: the child checks that its parent is still alive
+    /// once the guard is set.
+    worker: Pid,
     comm: CString,
     oom_score_adj: Option<CString>,
     fds: FdPlan,
@@ -295,7 +301,12 @@ fn cstring(pid: i32, what: &'static str, s: &str) -> Result<CString, TreeError> 
     CString::new(s).map_err(|_| TreeError::BadString { pid, what })
 }
 
-fn plan(task: &TaskImages, fds: FdPlan, shell_job: bool) -> Result<ChildPlan, TreeError> {
+fn plan(
+    task: &TaskImages,
+    fds: FdPlan,
+    shell_job: bool,
+    sibling: bool,
+) -> Result<ChildPlan, TreeError> {
     let pid = i32::try_from(task.pid()).unwrap_or(i32::MAX);
     let p = &task.pstree;
     let session = if p.sid == p.pid {
@@ -326,18 +337,12 @@ fn plan(task: &TaskImages, fds: FdPlan, shell_job: bool) -> Result<ChildPlan, Tr
                 .collect()
         })
         .unwrap_or_default();
-    let pdeath = task
-        .thread_core
-        .pdeath_sig
-        .filter(|&s| s != 0)
-        .map(|s| Signal::try_from(i32::try_from(s).unwrap_or(-1)))
-        .transpose()
-        .map_err(|source| TreeError::ChildStep {
-            pid,
-            step: ChildStep::Pdeath.name(),
-            fd: -1,
-            source,
-        })?;
+    let pdeath = dumped_pdeath(task)?;
+    let guard = if sibling {
+        pdeath
+    } else {
+        Some(Signal::SIGKILL)
+    };
     let scratch = max_open_fd()?.max(fds.max_target()) + 1;
     Ok(ChildPlan {
         session,
@@ -347,7 +352,8 @@ fn plan(task: &TaskImages, fds: FdPlan, shell_job: bool) -> Result<ChildPlan, Tr
         cwd: cstring(pid, "cwd", name(task.fs.cwd_id))?,
         umask: task.fs.umask.unwrap_or(0o022),
         rlimits,
-        pdeath,
+        guard,
+        worker: nix::unistd::getpid(),
         comm: cstring(pid, "comm", &task.tc.comm)?,
         oom_score_adj: task
             .tc
@@ -358,6 +364,22 @@ fn plan(task: &TaskImages, fds: FdPlan, shell_job: bool) -> Result<ChildPlan, Tr
         fds,
         scratch,
     })
+}
+
+/// The parent-death signal of the images (0 or absent: none).
+pub(crate) fn dumped_pdeath(task: &TaskImages) -> Result<Option<Signal>, TreeError> {
+    let pid = i32::try_from(task.pid()).unwrap_or(i32::MAX);
+    task.thread_core
+        .pdeath_sig
+        .filter(|&s| s != 0)
+        .map(|s| Signal::try_from(i32::try_from(s).unwrap_or(-1)))
+        .transpose()
+        .map_err(|source| TreeError::ChildStep {
+            pid,
+            step: ChildStep::Pdeath.name(),
+            fd: -1,
+            source,
+        })
 }
 
 /// A failure inside the child: `(kind, step, fd, errno)`.
@@ -424,8 +446,12 @@ fn child_setup(plan: &mut ChildPlan, report: RawFd) -> Result<(), ChildFailure> 
     nix::sys::stat::umask(Mode::from_bits_truncate(plan.umask));
     nix::sys::prctl::set_name(plan.comm.as_c_str())
         .map_err(|e| step_failure(ChildStep::Name, e))?;
-    if let Some(sig) = plan.pdeath {
+    if let Some(sig) = plan.guard {
         nix::sys::prctl::set_pdeathsig(sig).map_err(|e| step_failure(ChildStep::Pdeath, e))?;
+        // A worker that died before the guard was set sends nothing.
+        if sig == Signal::SIGKILL && nix::unistd::getppid() != plan.worker {
+            return Err(step_failure(ChildStep::Pdeath, Errno::ESRCH));
+        }
     }
     if let Some(adj) = &plan.oom_score_adj {
         let fd = nix::fcntl::open(
@@ -476,7 +502,7 @@ pub(crate) fn create(
     sibling: bool,
 ) -> Result<RestoredTree, TreeError> {
     let pid = i32::try_from(task.pid()).unwrap_or(i32::MAX);
-    let mut plan = plan(task, fds, shell_job)?;
+    let mut plan = plan(task, fds, shell_job, sibling)?;
     let (rd, wr) =
         nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(|source| TreeError::Report { pid, source })?;
     let wr_raw = wr.as_raw_fd();
