@@ -141,12 +141,18 @@ fn start_service(dir: &TempDir, worker_exe: PathBuf) -> PathBuf {
 fn service_hands_each_connection_to_a_fresh_worker() {
     let dir = TempDir::new("svc-run");
     let script = dir.path().join("worker.sh");
-    std::fs::write(
-        &script,
-        "#!/bin/bash\nprintf '%s %s %s' \"$1\" \"${CRIU_SERVICE_WORKER:-unset}\" \"$#\" >&\"$2\" 2>/dev/null\n",
-    )
-    .expect("write script");
-    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    // Written by a shell of its own: a descriptor open for writing in this
+    // process could be inherited by a child another test thread forks, and
+    // exec of the script would then fail with ETXTBSY.
+    let written = std::process::Command::new("sh")
+        .arg("-c")
+        .arg("printf '%s' \"$1\" > \"$2\" && chmod 755 \"$2\"")
+        .arg("sh")
+        .arg("#!/bin/bash\nprintf '%s %s %s' \"$1\" \"${CRIU_SERVICE_WORKER:-unset}\" \"$#\" >&\"$2\" 2>/dev/null\n")
+        .arg(&script)
+        .status()
+        .expect("write script");
+    assert!(written.success(), "write script");
     let address = start_service(&dir, script);
 
     // A client that vanishes at once, and one that sends garbage, do not
