@@ -293,10 +293,13 @@ pub struct WorkloadLine {
     pub sigusr1: u64,
     /// Offset of the read fd on its executable.
     pub offset: i64,
+    /// Counters of the extra threads (`threads N`).
+    pub counters: Vec<u64>,
 }
 
 impl Workload {
-    /// Starts `criu-workload LOG MIB [extra]` and waits for its first report.
+    /// Starts `criu-workload LOG MIB [extra...]` (`extra` split at spaces)
+    /// and waits for its first report.
     pub fn start(mib: usize, extra: Option<&str>) -> Workload {
         Workload::start_with(mib, extra, None)
     }
@@ -315,7 +318,7 @@ impl Workload {
         let mut cmd = Command::new(bin("criu-workload"));
         cmd.arg(&log).arg(mib.to_string());
         if let Some(extra) = extra {
-            cmd.arg(extra);
+            cmd.args(extra.split_whitespace());
         }
         if let Some((uid, gid)) = ids {
             std::os::unix::fs::chown(dir.path(), Some(uid), Some(gid)).expect("chown workload dir");
@@ -349,6 +352,7 @@ impl Workload {
                     checksum: it.next()?.to_owned(),
                     sigusr1: it.next()?.parse().ok()?,
                     offset: it.next()?.parse().ok()?,
+                    counters: it.map(|c| c.parse().ok()).collect::<Option<_>>()?,
                 })
             })
             .next_back()

@@ -1,11 +1,12 @@
-//! DUMP: freeze one task, write its images, then kill, resume or leave it
-//! stopped (CRIU's `criu/cr-dump.c` `cr_dump_tasks` / `cr_dump_finish`).
+//! DUMP: freeze a process tree, write its images, then kill, resume or
+//! leave it stopped (CRIU's `criu/cr-dump.c` `cr_dump_tasks` /
+//! `cr_dump_finish`).
 //!
 //! Order of a dump:
 //!
 //! 1. `pre-dump` notification (a refusal aborts before the task is touched);
-//! 2. checks that need no freeze (single thread, no children, session
-//!    leader, network lock);
+//! 2. checks that need no freeze (no children, session leader, network
+//!    lock);
 //! 3. seize; ptrace state; VMAs and mapped files; injection stub;
 //!    descriptors; memory through page pipes; injected queries; cure;
 //! 4. the remaining images, `stats-dump`, and `inventory.img` last, so a
@@ -26,11 +27,13 @@ use std::time::{Duration, Instant};
 use criu_proto::img::{ImageError, ImageKind, ImagesDir};
 
 use crate::config::{FinalState, NetworkLock, PreDumpMode};
+use crate::files::FileTable;
 use crate::mem::PageMode;
 use crate::notify::Notify;
 use crate::opts::RequestOpts;
 use crate::pstree::RealPid;
-use crate::seize::{SeizeError, SeizeOptions, SeizedTask};
+use crate::seize::{MemberKind, SeizeError, SeizeOptions, SeizedTree};
+use criu_proto::images::{CoreEntry, PstreeEntry, SeccompEntry, TaskCoreEntry};
 
 pub use stats::DumpStats;
 pub use task::TaskDumpError;
@@ -87,6 +90,14 @@ pub enum DumpError {
     /// Dumping the task failed.
     #[error(transparent)]
     Task(#[from] TaskDumpError),
+    /// The tree's pid namespaces cannot be dumped.
+    #[error("task {pid} {what}; only a tree whose root is the init of its pid namespace is supported yet")]
+    PidNamespace {
+        /// The task.
+        pid: RealPid,
+        /// What is wrong.
+        what: &'static str,
+    },
     /// Writing the inventory or statistics failed.
     #[error("cannot finish the images")]
     Finish(#[source] ImageError),
@@ -147,7 +158,7 @@ pub fn run(opts: &RequestOpts, notify: &mut dyn Notify) -> Result<DumpOutcome, D
         timeout: Duration::from_secs(opts.timeout.into()),
     };
     let task =
-        SeizedTask::seize(pid, &seize_opts).map_err(|source| DumpError::Seize { pid, source })?;
+        SeizedTree::seize(pid, &seize_opts).map_err(|source| DumpError::Seize { pid, source })?;
     let frozen_at = Instant::now();
     // The request was authorized before the freeze; a task that changed
     // its credentials since (an exec of a set-uid program) is caught here,
@@ -171,7 +182,7 @@ pub fn run(opts: &RequestOpts, notify: &mut dyn Notify) -> Result<DumpOutcome, D
         PreDumpMode::Splice => PageMode::Splice,
         PreDumpMode::Read => PageMode::Read,
     };
-    stats.mem = task::dump(&task, &dir, mode, &mut stats)?;
+    dump_tree(&task, &dir, mode, opts.rpc_socket_ino, &mut stats)?;
     stats.frozen_time = frozen_at.elapsed();
     dir.write_single(ImageKind::StatsDump, 0, &stats.entry())
         .map_err(DumpError::Finish)?;
@@ -202,6 +213,114 @@ pub fn run(opts: &RequestOpts, notify: &mut dyn Notify) -> Result<DumpOutcome, D
         "dump finished"
     );
     Ok(DumpOutcome { stats })
+}
+
+/// `TASK_DEAD` of `tc.task_state`.
+const TASK_DEAD: u32 = 2;
+/// `CORE_ENTRY__MARCH__X86_64`.
+const MARCH_X86_64: i32 = 1;
+
+/// Writes the images of every task of the frozen tree, then the images
+/// they share (`files.img`, `pstree.img`, `seccomp.img`, `timens-0.img`).
+/// `rpc_socket_ino` is the worker's end of a CRIU-RPC connection, whose peer
+/// in the tree is saved as the service socket (self-dump).
+fn dump_tree(
+    tree: &SeizedTree,
+    dir: &ImagesDir,
+    mode: PageMode,
+    rpc_socket_ino: Option<u64>,
+    stats: &mut DumpStats,
+) -> Result<(), DumpError> {
+    dir.write_single(ImageKind::Seccomp, 0, &SeccompEntry::default())
+        .map_err(TaskDumpError::from)?;
+    let mut files = FileTable::new();
+    let mut shmem = crate::mem::shmem::ShmemDump::default();
+    files.set_rpc_socket(rpc_socket_ino);
+    let mut pstree: Vec<PstreeEntry> = Vec::with_capacity(tree.members.len());
+    let mut next_id = 2;
+    let root = tree.members[0].pid;
+    let ours = inventory::pid_ns(None).map_err(TaskDumpError::from)?;
+    let root_ns = inventory::pid_ns(Some(root)).map_err(TaskDumpError::from)?;
+    let own_pidns = root_ns != ours;
+    if own_pidns
+        && inventory::inner_ids(root, root)
+            .map_err(TaskDumpError::from)?
+            .0
+            != 1
+    {
+        return Err(DumpError::PidNamespace {
+            pid: root,
+            what: "is in a pid namespace it is not the init of",
+        });
+    }
+    for (i, m) in tree.members.iter().enumerate() {
+        if inventory::pid_ns(Some(m.pid)).map_err(TaskDumpError::from)? != root_ns {
+            return Err(DumpError::PidNamespace {
+                pid: m.pid,
+                what: "is in a nested pid namespace",
+            });
+        }
+        // Parents come first: the parent's entry is already there.
+        let ppid = if i == 0 {
+            0
+        } else {
+            let at = tree.members.iter().position(|p| p.pid == m.ppid);
+            at.map_or(0, |at| pstree[at].pid)
+        };
+        match &m.kind {
+            MemberKind::Alive(p) => {
+                let slot = task::TaskSlot {
+                    id: next_id,
+                    ppid,
+                    own_pidns,
+                };
+                let (mem, entry) = task::dump(p, dir, mode, stats, &mut files, &mut shmem, slot)?;
+                next_id += 1;
+                stats.mem.add(&mem);
+                pstree.push(entry);
+            }
+            MemberKind::Zombie { exit_code, comm } => {
+                let (vpid, vpgid, vsid) =
+                    inventory::inner_ids(m.pid, m.pid).map_err(TaskDumpError::from)?;
+                let core = CoreEntry {
+                    mtype: MARCH_X86_64,
+                    tc: Some(TaskCoreEntry {
+                        task_state: TASK_DEAD,
+                        exit_code: *exit_code,
+                        comm: comm.clone(),
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                };
+                dir.write_single(ImageKind::Core, vpid.into(), &core)
+                    .map_err(TaskDumpError::from)?;
+                pstree.push(PstreeEntry {
+                    pid: vpid,
+                    ppid,
+                    pgid: vpgid,
+                    sid: vsid,
+                    threads: vec![vpid],
+                });
+            }
+        }
+    }
+    dir.write_all(ImageKind::Files, 0, files.entries())
+        .map_err(TaskDumpError::from)?;
+    if !files.pipes().is_empty() {
+        let mut w = dir
+            .create_image(ImageKind::PipesData, 0)
+            .map_err(TaskDumpError::from)?;
+        for p in files.pipes() {
+            w.write_entry_with_extra(&p.entry, &p.data)
+                .map_err(TaskDumpError::from)?;
+        }
+        w.finish().map_err(TaskDumpError::from)?;
+    }
+    dir.write_all(ImageKind::Pstree, 0, &pstree)
+        .map_err(TaskDumpError::from)?;
+    dir.write_single(ImageKind::Timens, 0, &inventory::timens())
+        .map_err(TaskDumpError::from)?;
+    Ok(())
 }
 
 /// Removes the inventory of an earlier dump in the same directory, so that

@@ -1,29 +1,27 @@
-//! Dumping one frozen, single-threaded task: every per-task image (CRIU's
+//! Dumping one frozen process (all its threads): every per-task image (CRIU's
 //! `dump_one_task` in `criu/cr-dump.c`), in CRIU's order: mapped files,
 //! ids, descriptors, memory, core, mm, fs.
 
 use std::time::Instant;
 
-use criu_proto::images::{FsEntry, MmEntry, PstreeEntry, SeccompEntry};
+use criu_proto::images::{FsEntry, MmEntry, PstreeEntry};
 use criu_proto::img::{ImageError, ImageKind, ImagesDir};
 
 use crate::files::{FileTable, FilesError};
 use crate::inject::{InjectError, Injection};
+use crate::mem::shmem::{ShmemDump, ShmemError};
 use crate::mem::vma::{self, VmaError};
 use crate::mem::{MemDump, MemError, MemStats, PageMode};
 use crate::proc::ProcError;
 use crate::pstree::RealPid;
-use crate::seize::SeizedTask;
+use crate::seize::SeizedProcess;
+use crate::task_core::thread::{self, ThreadQueried};
 use crate::task_core::{self, CoreError, FromProc, Frozen, Queried};
 
 use super::inventory::{self, NamespaceError};
 
 /// Longest auxv CRIU keeps (`AT_VECTOR_SIZE` words on x86-64).
 const AUXV_WORDS: usize = 44;
-/// `files_id` of the only task (fdinfo-2.img).
-const FILES_ID: u64 = 2;
-/// The pages file id of the only task.
-const PAGES_ID: u32 = 1;
 
 /// One step of dumping a task failed.
 #[derive(Debug, thiserror::Error)]
@@ -36,22 +34,6 @@ pub enum TaskDumpError {
         /// Why.
         #[source]
         source: ProcError,
-    },
-    /// The task has more than one thread.
-    #[error("task {pid} has {threads} threads; only single-threaded tasks can be dumped yet")]
-    Threads {
-        /// The task.
-        pid: RealPid,
-        /// Thread count.
-        threads: u32,
-    },
-    /// The task has children.
-    #[error("task {pid} has children ({children}); process trees cannot be dumped yet")]
-    Children {
-        /// The task.
-        pid: RealPid,
-        /// Their pids.
-        children: String,
     },
     /// The task is not a session leader and `shell_job` was not given.
     #[error("the root process {pid} is not a session leader; consider using --shell-job")]
@@ -77,6 +59,9 @@ pub enum TaskDumpError {
     /// Memory could not be dumped.
     #[error(transparent)]
     Mem(#[from] MemError),
+    /// Shared memory could not be dumped.
+    #[error(transparent)]
+    Shmem(#[from] ShmemError),
     /// Registers or task state could not be read.
     #[error(transparent)]
     Core(#[from] CoreError),
@@ -94,6 +79,18 @@ pub enum TaskDumpError {
     Image(#[from] ImageError),
 }
 
+/// Where a process sits in the dump.
+#[derive(Debug, Clone, Copy)]
+pub struct TaskSlot {
+    /// Number of its kernel objects (fd table, mm...); `id - 1` numbers its
+    /// pages file.
+    pub id: u32,
+    /// Its parent's pid as the images say it (0 for the root).
+    pub ppid: u32,
+    /// Whether it lives in the tree's own pid namespace.
+    pub own_pidns: bool,
+}
+
 /// Checks that can be made without touching the task.
 pub fn precheck(
     pid: RealPid,
@@ -103,33 +100,31 @@ pub fn precheck(
     let stat = crate::proc::read(pid.0, "stat")
         .and_then(|t| crate::proc::stat::parse(&t))
         .map_err(perr)?;
-    if stat.num_threads > 1 {
-        return Err(TaskDumpError::Threads {
-            pid,
-            threads: stat.num_threads,
-        });
-    }
-    let children = crate::proc::read(pid.0, &format!("task/{pid}/children")).map_err(perr)?;
-    if !children.trim().is_empty() {
-        return Err(TaskDumpError::Children {
-            pid,
-            children: children.trim().to_owned(),
-        });
-    }
     if stat.sid != pid.0 && !shell_job {
         return Err(TaskDumpError::NotSessionLeader { pid });
     }
     Ok(stat)
 }
 
-/// Writes every image of the frozen `task` except the inventory and the
-/// statistics; returns the memory counters and the time spent in memory.
+/// Writes the images of one frozen process (`core-*`, `ids`, `mm`, `fs`,
+/// `fdinfo`, `pagemap`, `pages`), adding its files to `files`.
+/// Returns its memory counters (time spent in memory goes to `timing`)
+/// and its `pstree.img` entry.
 pub fn dump(
-    task: &SeizedTask,
+    process: &SeizedProcess,
     dir: &ImagesDir,
     mode: PageMode,
     timing: &mut super::stats::DumpStats,
-) -> Result<MemStats, TaskDumpError> {
+    files: &mut FileTable,
+    shmem: &mut ShmemDump,
+    slot: TaskSlot,
+) -> Result<(MemStats, PstreeEntry), TaskDumpError> {
+    let TaskSlot {
+        id,
+        ppid,
+        own_pidns,
+    } = slot;
+    let task = process.leader();
     let pid = task.pid();
     let perr = |source| TaskDumpError::Proc { pid, source };
     let stat = crate::proc::read(pid.0, "stat")
@@ -138,23 +133,23 @@ pub fn dump(
     let status = crate::proc::read(pid.0, "status")
         .and_then(|t| crate::proc::status::parse(&t))
         .map_err(perr)?;
-    if status.threads > 1 {
-        return Err(TaskDumpError::Threads {
-            pid,
-            threads: status.threads,
-        });
-    }
     if status.seccomp == 2 {
         return Err(TaskDumpError::SeccompFilter { pid });
     }
-    let ids = inventory::task_ids(pid)?;
+    let ids = inventory::task_ids(pid, id, own_pidns)?;
+    let (vpid, vpgid, vsid) = inventory::inner_ids(pid, pid)?;
+    let mut vtids = Vec::with_capacity(process.threads().len() + 1);
+    for t in process.tids() {
+        vtids.push(inventory::inner_ids(pid, t)?.0);
+    }
     let frozen = Frozen::capture(task)?;
     let sp = frozen.sp;
-
-    dir.write_single(ImageKind::Seccomp, 0, &SeccompEntry::default())?;
+    let mut thread_frozen = Vec::with_capacity(process.threads().len());
+    for t in process.threads() {
+        thread_frozen.push(Frozen::capture(t)?);
+    }
 
     let mut vmas = vma::collect(pid.0)?;
-    let mut files = FileTable::new();
     for v in &mut vmas {
         if let Some(f) = &v.file {
             let link = f.link.clone();
@@ -163,7 +158,10 @@ pub fn dump(
                 .into();
         }
     }
-    dir.write_single(ImageKind::Ids, pid.0 as u64, &ids)?;
+    dir.write_single(ImageKind::Ids, vpid.into(), &ids)?;
+    for v in vmas.iter().filter(|v| v.is(vma::status::ANON_SHARED)) {
+        shmem.dump(pid.0, &v.entry, dir)?;
+    }
 
     let inj = Injection::new(task).map_err(|source| TaskDumpError::Inject { pid, source })?;
     let fdinfo = files.dump_fds(pid, &inj)?;
@@ -172,16 +170,34 @@ pub fn dump(
     let mem = MemDump {
         inj: &inj,
         pid,
-        vpid: pid.0 as u32,
-        pages_id: PAGES_ID,
+        vpid,
+        pages_id: id - 1,
         sp,
         mode,
     }
     .run(&vmas, dir)?;
-    timing.memdump_time = started.elapsed();
-    timing.memwrite_time = mem.write_time;
+    timing.memdump_time += started.elapsed();
+    timing.memwrite_time += mem.write_time;
 
     let queried = Queried::ask(&inj, pid)?;
+    let mut thread_cores = Vec::with_capacity(thread_frozen.len());
+    for (t, f) in process.threads().iter().zip(thread_frozen) {
+        let tid = t.pid();
+        let q = ThreadQueried::ask(&inj.for_thread(t))?;
+        let tperr = |source| TaskDumpError::Proc { pid: tid, source };
+        let tstat = crate::proc::read(pid.0, &format!("task/{tid}/stat"))
+            .and_then(|t| crate::proc::stat::parse(&t))
+            .map_err(tperr)?;
+        let tstatus = crate::proc::read(pid.0, &format!("task/{tid}/status"))
+            .and_then(|t| crate::proc::status::parse(&t))
+            .map_err(tperr)?;
+        if tstatus.seccomp == 2 {
+            return Err(TaskDumpError::SeccompFilter { pid: tid });
+        }
+        let creds = crate::creds::entry(&tstatus, queried.secbits);
+        let core = thread::thread_entry(f, &q, &tstat, tstatus.seccomp, creds);
+        thread_cores.push((tid, core));
+    }
     inj.cure()
         .map_err(|source| TaskDumpError::Inject { pid, source })?;
 
@@ -231,22 +247,19 @@ pub fn dump(
         umask: Some(status.umask.unwrap_or(0o22)),
     };
 
-    dir.write_all(ImageKind::Fdinfo, FILES_ID, &fdinfo)?;
-    dir.write_all(ImageKind::Files, 0, files.entries())?;
-    dir.write_single(ImageKind::Core, pid.0 as u64, &core)?;
-    dir.write_single(ImageKind::Mm, pid.0 as u64, &mm)?;
-    dir.write_single(ImageKind::Fs, pid.0 as u64, &fs)?;
-    dir.write_all(
-        ImageKind::Pstree,
-        0,
-        &[PstreeEntry {
-            pid: pid.0 as u32,
-            ppid: 0,
-            pgid: stat.pgid as u32,
-            sid: stat.sid as u32,
-            threads: vec![pid.0 as u32],
-        }],
-    )?;
-    dir.write_single(ImageKind::Timens, 0, &inventory::timens())?;
-    Ok(mem)
+    dir.write_all(ImageKind::Fdinfo, id.into(), &fdinfo)?;
+    dir.write_single(ImageKind::Core, vpid.into(), &core)?;
+    for ((_, core), vtid) in thread_cores.iter().zip(&vtids[1..]) {
+        dir.write_single(ImageKind::Core, (*vtid).into(), core)?;
+    }
+    dir.write_single(ImageKind::Mm, vpid.into(), &mm)?;
+    dir.write_single(ImageKind::Fs, vpid.into(), &fs)?;
+    let entry = PstreeEntry {
+        pid: vpid,
+        ppid,
+        pgid: vpgid,
+        sid: vsid,
+        threads: vtids,
+    };
+    Ok((mem, entry))
 }

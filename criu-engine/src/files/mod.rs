@@ -7,17 +7,20 @@
 //! executable, cwd, root and mapped files are looked up by device and
 //! inode among everything recorded so far (newest first, as CRIU's cache
 //! answers) and get a fresh entry only on a miss; character devices always
-//! get a fresh one. Regular files, directories and character devices
-//! outside the terminal range are supported; any other kind of descriptor
-//! fails the dump with the task, fd and kind named.
+//! get a fresh one. Regular files, directories, character devices outside
+//! the terminal range and pipes ([`pipe`]) are supported, and the client's
+//! CRIU-RPC socket of a self-dump ([`unix_sk`]); any other kind of
+//! descriptor fails the dump with the task, fd and kind named.
 
+pub mod pipe;
 pub mod reg;
+pub mod unix_sk;
 
 use std::fs::{File, Metadata};
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 
-use criu_proto::images::{FdTypes, FdinfoEntry, FileEntry};
+use criu_proto::images::{FdTypes, FdinfoEntry, FileEntry, FownEntry, PipeEntry};
 
 use crate::arch::nr;
 use crate::inject::{InjectError, Injection};
@@ -80,6 +83,20 @@ pub enum FilesError {
         #[source]
         source: InjectError,
     },
+    /// The client's RPC socket could not be saved.
+    #[error(transparent)]
+    UnixSk(#[from] unix_sk::UnixSkError),
+    /// The client's RPC socket could not be taken from the task.
+    #[error("cannot take fd {fd} of task {pid}")]
+    Steal {
+        /// The task.
+        pid: RealPid,
+        /// The descriptor.
+        fd: i32,
+        /// Why.
+        #[source]
+        source: InjectError,
+    },
     /// A path link (exe, cwd, root) could not be read or is unusable.
     #[error("task {pid}: cannot use its {what} {path}")]
     Special {
@@ -95,18 +112,29 @@ pub enum FilesError {
     },
 }
 
+/// A descriptor's fdinfo entry and the (device, inode, position) key used
+/// to find descriptors sharing its open file description.
+type DumpedFd = (FdinfoEntry, (u64, u64, u64));
+
 struct Known {
     dev: u64,
     ino: u64,
     id: u32,
 }
 
-/// The `files.img` being built for a dump.
+/// A descriptor already described: `(pid, fd, dev, ino, pos, id)`.
+type SeenFd = (RealPid, i32, u64, u64, u64, u32);
+
+/// The `files.img` being built for a dump (of one task or a whole tree: a
+/// file description shared by several tasks gets one entry).
 #[derive(Default)]
 pub struct FileTable {
     next_id: u32,
     entries: Vec<FileEntry>,
     known: Vec<Known>,
+    seen: Vec<SeenFd>,
+    pipes: Vec<pipe::PipeData>,
+    rpc_socket: Option<u64>,
 }
 
 fn is_tty(meta: &Metadata) -> bool {
@@ -122,6 +150,17 @@ impl FileTable {
             next_id: 1,
             ..Default::default()
         }
+    }
+
+    /// The data of every pipe met so far, one entry per pipe.
+    pub fn pipes(&self) -> &[pipe::PipeData] {
+        &self.pipes
+    }
+
+    /// Names the worker's end of a CRIU-RPC connection: the task's socket
+    /// connected to it is saved as the service socket (self-dump).
+    pub fn set_rpc_socket(&mut self, ino: Option<u64>) {
+        self.rpc_socket = ino;
     }
 
     /// Every entry, in allocation order.
@@ -194,6 +233,52 @@ impl FileTable {
         Ok(self.special(&name, &meta, || File::open(&link).ok()))
     }
 
+    /// The client's RPC socket of a self-dump, if `fd` (linking to `name`)
+    /// is it: a new `files.img` entry and its fdinfo.
+    fn service_socket(
+        &mut self,
+        pid: RealPid,
+        fd: i32,
+        name: &str,
+    ) -> Result<Option<DumpedFd>, FilesError> {
+        let Some(rpc) = self.rpc_socket else {
+            return Ok(None);
+        };
+        let Some(ino) = name
+            .strip_prefix("socket:[")
+            .and_then(|rest| rest.strip_suffix(']'))
+            .and_then(|n| n.parse::<u64>().ok())
+        else {
+            return Ok(None);
+        };
+        let Some(sock_type) = unix_sk::service_socket_type(ino, rpc) else {
+            return Ok(None);
+        };
+        let sock = crate::inject::steal_fd(pid, fd).map_err(|source| FilesError::Steal {
+            pid,
+            fd,
+            source,
+        })?;
+        let id = self.alloc();
+        let entry = unix_sk::service_entry(id, ino, sock_type, &sock, pid, fd)?;
+        self.entries.push(entry);
+        tracing::info!(
+            pid = pid.0,
+            fd,
+            "saving the client's CRIU-RPC socket (self-dump)"
+        );
+        Ok(Some((
+            FdinfoEntry {
+                id,
+                flags: 0,
+                r#type: FdTypes::Unixsk as i32,
+                fd: fd as u32,
+                xattr_security_selinux: None,
+            },
+            (0, ino, 0),
+        )))
+    }
+
     /// Describes every descriptor of the task, adding `files.img` entries;
     /// returns its `fdinfo` entries in fd order.
     pub fn dump_fds(
@@ -207,11 +292,10 @@ impl FileTable {
             .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
             .collect();
         fds.sort_unstable();
-        let mut seen: Vec<(i32, u64, u64, u64, u32)> = Vec::new();
         let mut out = Vec::with_capacity(fds.len());
         for fd in fds {
-            let (fdinfo, key) = self.dump_fd(pid, inj, fd, &dir, &seen)?;
-            seen.push((fd, key.0, key.1, key.2, fdinfo.id));
+            let (fdinfo, key) = self.dump_fd(pid, inj, fd, &dir)?;
+            self.seen.push((pid, fd, key.0, key.1, key.2, fdinfo.id));
             out.push(fdinfo);
         }
         Ok(out)
@@ -223,13 +307,18 @@ impl FileTable {
         inj: &Injection<'_>,
         fd: i32,
         dir: &Path,
-        seen: &[(i32, u64, u64, u64, u32)],
-    ) -> Result<(FdinfoEntry, (u64, u64, u64)), FilesError> {
+    ) -> Result<DumpedFd, FilesError> {
         let link = dir.join(fd.to_string());
         let io_err = |source| FilesError::Fd { pid, fd, source };
         let target = std::fs::read_link(&link).map_err(io_err)?;
         let name = target.to_string_lossy().into_owned();
         let unsupported = |kind: String| FilesError::Unsupported { pid, fd, kind };
+        if let Some(pipe_id) = pipe::pipe_ino(&name) {
+            return self.dump_pipe(pid, inj, fd, &link, pipe_id);
+        }
+        if let Some(entry) = self.service_socket(pid, fd, &name)? {
+            return Ok(entry);
+        }
         if !name.starts_with('/') {
             let kind = match name.split_once(':') {
                 Some(("anon_inode", what)) => format!("an anonymous inode {what}"),
@@ -265,11 +354,11 @@ impl FileTable {
         let cloexec = info.flags & libc::O_CLOEXEC as u32 != 0;
         let flags = info.flags & !(libc::O_CLOEXEC as u32);
         let key = (meta.dev(), meta.ino(), info.pos);
-        let shared = seen.iter().find(|s| {
-            (s.1, s.2, s.3) == key && kcmp_file(pid.as_nix(), pid.as_nix(), fd, s.0) == Ok(0)
+        let shared = self.seen.iter().find(|s| {
+            (s.2, s.3, s.4) == key && kcmp_file(pid.as_nix(), s.0.as_nix(), fd, s.1) == Ok(0)
         });
         let id = match shared {
-            Some(s) => s.4,
+            Some(s) => s.5,
             None => {
                 let id = self.alloc();
                 let open = (meta.mode() & libc::S_IFMT == libc::S_IFREG
@@ -285,6 +374,69 @@ impl FileTable {
                 id,
                 flags: if cloexec { libc::FD_CLOEXEC as u32 } else { 0 },
                 r#type: FdTypes::Reg as i32,
+                fd: fd as u32,
+                xattr_security_selinux: None,
+            },
+            key,
+        ))
+    }
+
+    fn dump_pipe(
+        &mut self,
+        pid: RealPid,
+        inj: &Injection<'_>,
+        fd: i32,
+        link: &Path,
+        pipe_id: u32,
+    ) -> Result<DumpedFd, FilesError> {
+        let io_err = |source| FilesError::Fd { pid, fd, source };
+        let meta = std::fs::metadata(link).map_err(io_err)?;
+        let info = crate::proc::read(pid.0, &format!("fdinfo/{fd}"))
+            .and_then(|t| crate::proc::fdinfo::parse(&t))
+            .map_err(|source| FilesError::FdInfo { pid, fd, source })?;
+        let owner = inj
+            .syscall(nr::FCNTL, &[fd as u64, libc::F_GETOWN as u64])
+            .map_err(|source| FilesError::Owner { pid, fd, source })?;
+        if owner != 0 {
+            return Err(FilesError::Unsupported {
+                pid,
+                fd,
+                kind: "a pipe with an F_SETOWN owner".to_owned(),
+            });
+        }
+        let cloexec = info.flags & libc::O_CLOEXEC as u32 != 0;
+        let flags = info.flags & !(libc::O_CLOEXEC as u32);
+        let key = (meta.dev(), meta.ino(), 0);
+        let shared = self.seen.iter().find(|s| {
+            (s.2, s.3, s.4) == key && kcmp_file(pid.as_nix(), s.0.as_nix(), fd, s.1) == Ok(0)
+        });
+        let id = match shared {
+            Some(s) => s.5,
+            None => {
+                if !self.pipes.iter().any(|p| p.entry.pipe_id == pipe_id) {
+                    let data = pipe::peek(link, pipe_id).map_err(|e| io_err(e.into()))?;
+                    self.pipes.push(data);
+                }
+                let id = self.alloc();
+                self.entries.push(FileEntry {
+                    r#type: FdTypes::Pipe as i32,
+                    id,
+                    pipe: Some(PipeEntry {
+                        id,
+                        pipe_id,
+                        flags,
+                        fown: FownEntry::default(),
+                    }),
+                    ..Default::default()
+                });
+                id
+            }
+        };
+        Ok((
+            FdinfoEntry {
+                id,
+                flags: if cloexec { libc::FD_CLOEXEC as u32 } else { 0 },
+                r#type: FdTypes::Pipe as i32,
                 fd: fd as u32,
                 xattr_security_selinux: None,
             },

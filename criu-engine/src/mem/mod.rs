@@ -10,6 +10,7 @@
 pub mod page_pipe;
 pub mod page_xfer;
 pub mod pagemap;
+pub mod shmem;
 pub mod vma;
 
 use std::fs::File;
@@ -50,6 +51,18 @@ pub struct MemStats {
     pub pipe_fills: u64,
     /// Time spent writing pages into the image.
     pub write_time: std::time::Duration,
+}
+
+impl MemStats {
+    /// Adds another task's counters to these.
+    pub fn add(&mut self, other: &MemStats) {
+        self.pages_scanned += other.pages_scanned;
+        self.pages_written += other.pages_written;
+        self.pages_lazy += other.pages_lazy;
+        self.page_pipes += other.page_pipes;
+        self.pipe_fills += other.pipe_fills;
+        self.write_time += other.write_time;
+    }
 }
 
 /// The memory of a task could not be dumped.

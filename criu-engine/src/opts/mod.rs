@@ -244,6 +244,10 @@ pub struct RequestOpts {
     pub cpu_cap: Option<u32>,
     /// The non-root service client the request is held to (`None`: root, swrk, command line).
     pub caller: Option<crate::authz::Caller>,
+    /// Inode of the worker's own end of the RPC connection, set by the RPC
+    /// glue for DUMP: a unix socket of the dumped task connected to it is the
+    /// client's RPC socket (a self-dump), saved as CRIU's "service" socket.
+    pub rpc_socket_ino: Option<u64>,
 }
 
 /// Errors of options processing; all of them are reported to RPC clients with `cr_errno = EBADRQC`.
@@ -512,6 +516,7 @@ fn log_level(level: i32) -> u32 {
 /// The parts of a [`RequestOpts`] that come straight from the merged configuration.
 fn from_merged(cfg: Config, log_file: Option<LogTarget>) -> RequestOpts {
     RequestOpts {
+        rpc_socket_ino: None,
         target: cfg.tree.map(Target::Pid),
         images_dir: None,
         work_dir: None,

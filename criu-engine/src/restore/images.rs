@@ -11,9 +11,9 @@ use std::path::PathBuf;
 
 use criu_proto::images::core_entry::March;
 use criu_proto::images::{
-    CoreEntry, FdTypes, FdinfoEntry, FileEntry, FsEntry, InventoryEntry, MmEntry, PipeDataEntry,
-    PstreeEntry, RegFileEntry, SeccompEntry, TaskCoreEntry, TaskKobjIdsEntry, ThreadCoreEntry,
-    ThreadInfoX86, VmaEntry,
+    CoreEntry, FdTypes, FdinfoEntry, FileEntry, FsEntry, InventoryEntry, MmEntry, PstreeEntry,
+    RegFileEntry, SeccompEntry, TaskCoreEntry, TaskKobjIdsEntry, ThreadCoreEntry, ThreadInfoX86,
+    VmaEntry,
 };
 use criu_proto::img::pages::{PAGE_SIZE, PE_PARENT};
 use criu_proto::img::{ImageError, ImageKind, ImagesDir, PageRun};
@@ -32,20 +32,14 @@ pub(crate) const VMA_FILE_SHARED: u32 = 0x80;
 pub(crate) const VMA_ANON_PRIVATE: u32 = 0x200;
 /// `VMA_AREA_VVAR`.
 pub(crate) const VMA_AREA_VVAR: u32 = 0x1000;
-/// Status bits of kinds we cannot restore yet: `VMA_ANON_SHARED`,
-/// `VMA_AREA_SYSVIPC`, `VMA_AREA_SOCKET`, `VMA_AREA_AIORING`,
-/// `VMA_AREA_MEMFD`, `VMA_AREA_SHSTK`, `VMA_AREA_GUARD`, `VMA_AREA_UPROBES`,
+/// `VMA_ANON_SHARED`.
+pub(crate) const VMA_ANON_SHARED: u32 = 0x100;
+/// Status bits of kinds we cannot restore yet: `VMA_AREA_SYSVIPC`,
+/// `VMA_AREA_SOCKET`, `VMA_AREA_AIORING`, `VMA_AREA_MEMFD`,
+/// `VMA_AREA_SHSTK`, `VMA_AREA_GUARD`, `VMA_AREA_UPROBES`,
 /// `VMA_EXT_PLUGIN`, `VMA_UNSUPP`.
-const VMA_UNSUPPORTED: u32 = 0x100
-    | 0x400
-    | 0x800
-    | 0x2000
-    | 0x4000
-    | 0x8000
-    | 0x1_0000
-    | 0x2_0000
-    | 0x800_0000
-    | 0x8000_0000;
+const VMA_UNSUPPORTED: u32 =
+    0x400 | 0x800 | 0x2000 | 0x4000 | 0x8000 | 0x1_0000 | 0x2_0000 | 0x800_0000 | 0x8000_0000;
 /// `MAP_HUGETLB`.
 const MAP_HUGETLB: u32 = 0x4_0000;
 /// Signal handlers stored per task on x86-64 (64 signals but SIGKILL, SIGSTOP).
@@ -215,6 +209,10 @@ pub(crate) struct TaskImages {
     pub(crate) fds: Vec<FdinfoEntry>,
     /// `files.img` by id.
     pub(crate) files: HashMap<u32, FileEntry>,
+    /// The other threads, in `pstree_entry.threads` order.
+    pub(crate) threads: Vec<super::threads::ThreadImages>,
+    /// Its pid namespace id (`ids-<pid>.img`).
+    pub(crate) pid_ns_id: Option<u32>,
     /// Present page runs, ascending.
     pub(crate) runs: Vec<PageRun>,
     /// Name of the pages file.
@@ -235,33 +233,49 @@ impl TaskImages {
     }
 }
 
-/// Reads and checks the images of `dir`. Files for which `inherited` says
-/// yes are replaced by `inherit_fd` descriptors and not looked up on disk.
-pub(crate) fn load(
-    dir: &ImagesDir,
-    inherited: &dyn Fn(&FileEntry) -> bool,
-) -> Result<TaskImages, ImagesError> {
+/// Reads and checks `inventory.img`.
+pub(crate) fn load_inventory(dir: &ImagesDir) -> Result<InventoryEntry, ImagesError> {
     let inventory: InventoryEntry = required(dir, ImageKind::Inventory, 0)?;
     check_inventory(&inventory)?;
-    let pstree: Vec<PstreeEntry> = dir
-        .pstree()
-        .map_err(|source| read_error(ImageKind::Pstree, 0, source))?;
-    check_pstree_pids(&pstree)?;
-    let pstree = single_task(pstree)?;
-    let pid = pstree.pid;
-    let core: CoreEntry = required(dir, ImageKind::Core, pid.into())?;
-    let (thread_info, tc, thread_core) = check_core(pid, core)?;
-    let ids: TaskKobjIdsEntry = required(dir, ImageKind::Ids, pid.into())?;
-    check_ids(&inventory, &ids)?;
-    let mm: MmEntry = required(dir, ImageKind::Mm, pid.into())?;
-    check_vmas(pid, &mm)?;
-    let fs: FsEntry = required(dir, ImageKind::Fs, pid.into())?;
-    let files = dir
+    Ok(inventory)
+}
+
+/// Reads `files.img` by id.
+pub(crate) fn load_files(dir: &ImagesDir) -> Result<HashMap<u32, FileEntry>, ImagesError> {
+    Ok(dir
         .files()
         .map_err(|source| read_error(ImageKind::Files, 0, source))?
         .into_iter()
         .map(|f| (f.id, f))
-        .collect::<HashMap<_, _>>();
+        .collect())
+}
+
+/// Reads and checks the images of the live task `pstree` of `dir`. Files
+/// for which `inherited` says yes are replaced by `inherit_fd` descriptors
+/// and not looked up on disk.
+pub(crate) fn load_task(
+    dir: &ImagesDir,
+    inventory: &InventoryEntry,
+    pstree: PstreeEntry,
+    core: CoreEntry,
+    files: &HashMap<u32, FileEntry>,
+    inherited: &dyn Fn(&FileEntry) -> bool,
+) -> Result<TaskImages, ImagesError> {
+    let pid = pstree.pid;
+    if pstree.threads.first() != Some(&pid) {
+        return Err(ImagesError::Core {
+            pid,
+            reason: "the leader is not the first thread in pstree.img",
+        });
+    }
+    let (thread_info, tc, thread_core) = check_core(pid, core)?;
+    let threads = super::threads::load(dir, &pstree)?;
+    let ids: TaskKobjIdsEntry = required(dir, ImageKind::Ids, pid.into())?;
+    check_ids(inventory, &ids)?;
+    let mm: MmEntry = required(dir, ImageKind::Mm, pid.into())?;
+    check_vmas(pid, &mm)?;
+    let fs: FsEntry = required(dir, ImageKind::Fs, pid.into())?;
+    let files = files.clone();
     let fds = dir
         .fdinfo(ids.files_id)
         .map_err(|source| read_error(ImageKind::Fdinfo, ids.files_id.into(), source))?;
@@ -295,6 +309,7 @@ pub(crate) fn load(
         thread_info,
         tc,
         thread_core,
+        threads,
         mm,
         fs,
         fds,
@@ -302,20 +317,20 @@ pub(crate) fn load(
         runs: runs.into_iter().filter(PageRun::is_present).collect(),
         pages_image,
         pages_len,
+        pid_ns_id: ids.pid_ns_id,
     };
     check_references(&task, ids.files_id, inherited)?;
-    check_pipes_data(dir, &task)?;
     Ok(task)
 }
 
-fn read_error(kind: ImageKind, id: u64, source: ImageError) -> ImagesError {
+pub(super) fn read_error(kind: ImageKind, id: u64, source: ImageError) -> ImagesError {
     ImagesError::Read {
         image: kind.file_name(id),
         source,
     }
 }
 
-fn required<M: prost::Message + prost::Name + Default>(
+pub(super) fn required<M: prost::Message + prost::Name + Default>(
     dir: &ImagesDir,
     kind: ImageKind,
     id: u64,
@@ -353,77 +368,7 @@ fn check_inventory(inv: &InventoryEntry) -> Result<(), ImagesError> {
     Ok(())
 }
 
-/// Every pid and thread id of the tree appears once.
-fn check_pstree_pids(pstree: &[PstreeEntry]) -> Result<(), ImagesError> {
-    let mut seen = std::collections::HashSet::new();
-    for entry in pstree {
-        let threads = entry.threads.iter().filter(|&&t| t != entry.pid);
-        for &pid in std::iter::once(&entry.pid).chain(threads) {
-            if !seen.insert(pid) {
-                return Err(ImagesError::RepeatedPid { pid });
-            }
-        }
-    }
-    Ok(())
-}
-
-/// The largest descriptor number plus one a task may have: the dumped
-/// `RLIMIT_NOFILE` hard limit, and never above the kernel's `fs.nr_open`.
-fn fd_limit(task: &TaskImages) -> u64 {
-    let nr_open = std::fs::read_to_string("/proc/sys/fs/nr_open")
-        .ok()
-        .and_then(|s| s.trim().parse::<u64>().ok())
-        .unwrap_or(1 << 20);
-    let nofile = task
-        .tc
-        .rlimits
-        .as_ref()
-        .and_then(|r| r.rlimits.get(libc::RLIMIT_NOFILE as usize))
-        .map_or(u64::MAX, |l| l.max);
-    nofile.min(nr_open)
-}
-
-/// A path of the images stays inside `root`: absolute, no `..` component.
-fn check_inside_root(root: &str, name: &str) -> Result<(), ImagesError> {
-    // Unlinked files keep their name with a " (deleted)" suffix.
-    let inside = name.starts_with('/')
-        && !std::path::Path::new(name)
-            .components()
-            .any(|c| c == std::path::Component::ParentDir);
-    if inside {
-        Ok(())
-    } else {
-        Err(ImagesError::PathEscapesRoot {
-            path: name.to_owned(),
-            root: root.to_owned(),
-        })
-    }
-}
-
-fn single_task(mut pstree: Vec<PstreeEntry>) -> Result<PstreeEntry, ImagesError> {
-    match pstree.len() {
-        0 => Err(ImagesError::Missing {
-            image: ImageKind::Pstree.file_name(0),
-        }),
-        1 => {
-            let entry = pstree.remove(0);
-            if entry.ppid != 0 {
-                return Err(unsupported("a root task with a parent in the tree"));
-            }
-            if entry.threads != [entry.pid] {
-                return Err(unsupported(format!(
-                    "restoring a multi-threaded process (task {} has {} threads)",
-                    entry.pid,
-                    entry.threads.len()
-                )));
-            }
-            Ok(entry)
-        }
-        n => Err(unsupported(format!("restoring a tree of {n} processes"))),
-    }
-}
-
-fn check_core(
+pub(crate) fn check_core(
     pid: u32,
     core: CoreEntry,
 ) -> Result<(ThreadInfoX86, TaskCoreEntry, ThreadCoreEntry), ImagesError> {
@@ -474,8 +419,8 @@ fn check_core(
 
 fn check_ids(inv: &InventoryEntry, ids: &TaskKobjIdsEntry) -> Result<(), ImagesError> {
     let root = inv.root_ids.as_ref().expect("checked by check_inventory");
+    // The pid namespace is handled by the tree (see `pstree`).
     let namespaces = [
-        ("pid", ids.pid_ns_id, root.pid_ns_id),
         ("net", ids.net_ns_id, root.net_ns_id),
         ("ipc", ids.ipc_ns_id, root.ipc_ns_id),
         ("uts", ids.uts_ns_id, root.uts_ns_id),
@@ -621,6 +566,53 @@ fn need_file(
         })
 }
 
+/// Every pid and thread id of the tree appears once.
+pub(crate) fn check_pstree_pids(pstree: &[PstreeEntry]) -> Result<(), ImagesError> {
+    let mut seen = std::collections::HashSet::new();
+    for entry in pstree {
+        let threads = entry.threads.iter().filter(|&&t| t != entry.pid);
+        for &pid in std::iter::once(&entry.pid).chain(threads) {
+            if !seen.insert(pid) {
+                return Err(ImagesError::RepeatedPid { pid });
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The largest descriptor number plus one a task may have: the dumped
+/// `RLIMIT_NOFILE` hard limit, and never above the kernel's `fs.nr_open`.
+fn fd_limit(task: &TaskImages) -> u64 {
+    let nr_open = std::fs::read_to_string("/proc/sys/fs/nr_open")
+        .ok()
+        .and_then(|s| s.trim().parse::<u64>().ok())
+        .unwrap_or(1 << 20);
+    let nofile = task
+        .tc
+        .rlimits
+        .as_ref()
+        .and_then(|r| r.rlimits.get(libc::RLIMIT_NOFILE as usize))
+        .map_or(u64::MAX, |l| l.max);
+    nofile.min(nr_open)
+}
+
+/// A path of the images stays inside `root`: absolute, no `..` component.
+fn check_inside_root(root: &str, name: &str) -> Result<(), ImagesError> {
+    // Unlinked files keep their name with a " (deleted)" suffix.
+    let inside = name.starts_with('/')
+        && !std::path::Path::new(name)
+            .components()
+            .any(|c| c == std::path::Component::ParentDir);
+    if inside {
+        Ok(())
+    } else {
+        Err(ImagesError::PathEscapesRoot {
+            path: name.to_owned(),
+            root: root.to_owned(),
+        })
+    }
+}
+
 fn check_references(
     task: &TaskImages,
     files_id: u32,
@@ -672,6 +664,13 @@ fn check_references(
         }
         let kind = FdTypes::try_from(fd.r#type).unwrap_or(FdTypes::Und);
         match kind {
+            // The client's RPC socket of a self-dump is rebuilt; other unix
+            // sockets are not supported yet.
+            FdTypes::Unixsk
+                if task
+                    .files
+                    .get(&fd.id)
+                    .is_some_and(crate::files::unix_sk::is_service_socket) => {}
             FdTypes::Reg | FdTypes::Pipe => {
                 let file = need_file(task, fd.id, kind, || format!("fd {} of task {pid}", fd.fd))?;
                 if let (Some(reg), false) = (file.reg.as_ref(), inherited(file)) {
@@ -726,39 +725,6 @@ fn check_reg_on_disk(root: &str, reg: &RegFileEntry) -> Result<(), ImagesError> 
                 dumped: mode.into(),
                 now: st.st_mode.into(),
             });
-        }
-    }
-    Ok(())
-}
-
-fn check_pipes_data(dir: &ImagesDir, task: &TaskImages) -> Result<(), ImagesError> {
-    let pipe_ids: Vec<u32> = task
-        .files
-        .values()
-        .filter_map(|f| f.pipe.as_ref().map(|p| p.pipe_id))
-        .collect();
-    if pipe_ids.is_empty() {
-        return Ok(());
-    }
-    let Some(mut reader) = dir
-        .open_image(ImageKind::PipesData, 0)
-        .map_err(|source| read_error(ImageKind::PipesData, 0, source))?
-    else {
-        return Ok(());
-    };
-    while let Some(entry) = reader
-        .read_entry::<PipeDataEntry>()
-        .map_err(|source| read_error(ImageKind::PipesData, 0, source))?
-    {
-        reader
-            .read_extra(entry.bytes.into())
-            .map_err(|source| read_error(ImageKind::PipesData, 0, source))?;
-        if entry.bytes > 0 && pipe_ids.contains(&entry.pipe_id) {
-            return Err(unsupported(format!(
-                "data queued in pipe {} of task {}",
-                entry.pipe_id,
-                task.pid()
-            )));
         }
     }
     Ok(())

@@ -1,4 +1,4 @@
-//! Restore of a single-process, single-threaded dump, driven from outside
+//! Restore of a single-process dump (all its threads), driven from outside
 //! the new task (CRIU's `cr_restore_tasks` in `criu/cr-restore.c` and the
 //! restorer blob `criu/pie/restorer.c`, which we replace with injected
 //! syscalls).
@@ -9,7 +9,8 @@
 //!    descriptors ([`files`]), session, cwd, root, umask and limits, then
 //!    stops.
 //! 3. The engine seizes it and injects: the address space ([`mm`]), then
-//!    signal handlers, alternate stack, rseq, TLS, timers ([`task`]).
+//!    signal handlers, alternate stack, rseq, TLS, timers ([`task`]);
+//!    the other threads are cloned from it with their tids ([`threads`]).
 //! 4. [`finish`]: registers and XSAVE state at the exit of the stub's
 //!    `munmap`; detach.
 //!
@@ -18,12 +19,16 @@
 //! A failure at any step kills the new task ([`tree::RestoredTree`]); the
 //! images are only read.
 
+mod child;
 mod creds;
 mod files;
 mod finish;
 mod images;
 mod mm;
+mod pstree;
+mod shmem;
 mod task;
+mod threads;
 mod tree;
 
 use std::os::fd::AsFd;
@@ -41,6 +46,7 @@ use files::inherit_matches;
 pub use images::ImagesError;
 pub use mm::MmError;
 pub use task::TaskError;
+pub use threads::ThreadError;
 pub use tree::TreeError;
 
 /// What a successful restore produced.
@@ -114,6 +120,9 @@ pub enum RestoreError {
     /// The per-task state cannot be restored.
     #[error(transparent)]
     Task(#[from] TaskError),
+    /// A thread cannot be restored.
+    #[error(transparent)]
+    Thread(#[from] ThreadError),
     /// A ptrace request on the restored task failed.
     #[error("task {pid}: cannot {step}")]
     Ptrace {
@@ -148,6 +157,28 @@ impl RestoreError {
     }
 }
 
+/// A restored task held by the engine until the whole tree is complete.
+struct Held {
+    task: SeizedTask,
+    threads: Vec<SeizedTask>,
+    stopped: bool,
+}
+
+impl Held {
+    /// Kills the task's whole thread group and collects every thread.
+    fn kill(self) {
+        let pid = self.task.pid();
+        if let Err(errno) = nix::sys::signal::kill(pid.as_nix(), nix::sys::signal::Signal::SIGKILL)
+        {
+            tracing::warn!(%pid, %errno, "cannot kill a half-restored process");
+        }
+        for t in self.threads {
+            t.reap_killed();
+        }
+        self.task.kill();
+    }
+}
+
 /// Restores the dump in `opts.images_dir`.
 #[tracing::instrument(skip_all)]
 pub fn run(opts: &RequestOpts, notify: &mut dyn Notify) -> Result<RestoreOutcome, RestoreError> {
@@ -163,50 +194,67 @@ pub fn run(opts: &RequestOpts, notify: &mut dyn Notify) -> Result<RestoreOutcome
         .map_err(|source| RestoreError::ImagesDir { source })?;
     let dir = ImagesDir::from_fd(fd, dir.path.clone());
     let inherit = &opts.inherit_fds;
-    let images = images::load(&dir, &|f| {
+    let tree_images = pstree::load(&dir, &|f| {
         inherit.iter().any(|i| inherit_matches(&i.key, f))
     })?;
+    let alive: Vec<Option<&images::TaskImages>> =
+        tree_images.tasks.iter().map(|t| t.alive()).collect();
     if let Some(caller) = &opts.caller {
-        crate::authz::check_restore_creds(caller, images.pid(), images.thread_core.creds.as_ref())?;
-        crate::authz::check_restore_sched(
-            caller,
-            images.pid(),
-            images.thread_core.sched_nice,
-            images.thread_core.sched_policy,
-            images.tc.oom_score_adj,
-        )?;
+        for images in alive.iter().flatten() {
+            let th = &images.thread_core;
+            crate::authz::check_restore_creds(caller, images.pid(), th.creds.as_ref())?;
+            crate::authz::check_restore_sched(
+                caller,
+                images.pid(),
+                th.sched_nice,
+                th.sched_policy,
+                images.tc.oom_score_adj,
+            )?;
+        }
     }
-    let fds = files::FdPlan::new(&images, inherit).map_err(|source| RestoreError::FdPlan {
-        pid: images.pid(),
-        source,
-    })?;
+    let fds = files::FdPlan::new(&alive, inherit, &tree_images.pipe_data)
+        .map_err(|(pid, source)| RestoreError::FdPlan { pid, source })?;
+    let mut shared = shmem::load(&dir, &tree_images)?;
     tree::check_single_threaded()?;
-    let tree = tree::create(&images, fds, opts.shell_job, opts.restore_sibling)?;
-    let pid = RealPid(tree.pid().as_raw());
-    tracing::info!(%pid, "task created");
-    let task = SeizedTask::attach_child_stopped(pid)
-        .map_err(|source| RestoreError::Seize { pid, source })?;
-    // The new task still has root's credentials until its very last step,
-    // so its memory file is root's: opened with the worker's own identity
-    // even when the request runs with a non-root caller's.
-    crate::authz::with_worker_fs_ids(opts.caller.as_ref(), || task.open_mem())
-        .map_err(|source| RestoreError::Seize { pid, source })?;
-    if let Err(e) = restore_task(&task, &images, &dir, opts.restore_sibling, notify) {
-        task.kill();
+    let tree = tree::create(&tree_images, fds, opts.shell_job, opts.restore_sibling)?;
+    tracing::info!(pid = %tree.pid(), tasks = tree_images.tasks.len(), "tree created");
+    let mut held: Vec<Held> = Vec::new();
+    let result = restore_all(
+        &tree_images,
+        tree.host_pids(),
+        &dir,
+        opts,
+        notify,
+        &mut shared,
+        &mut held,
+    );
+    if let Err(e) = result {
+        for h in held.into_iter().rev() {
+            h.kill();
+        }
         return Err(e);
     }
-    let stopped =
-        opts.final_state == FinalState::Stopped || images.tc.task_state == images::TASK_STOPPED;
-    let detached = if stopped {
-        task.detach_stopped()
-    } else {
-        task.detach()
-    };
-    detached.map_err(|source| RestoreError::Ptrace {
-        pid,
-        step: "detach",
-        source,
-    })?;
+    // Children first: a parent never runs while its children are held.
+    for h in held.into_iter().rev() {
+        let pid = h.task.pid();
+        let detach_err = |pid| {
+            move |source| RestoreError::Ptrace {
+                pid,
+                step: "detach",
+                source,
+            }
+        };
+        if h.stopped {
+            h.task.detach_stopped()
+        } else {
+            h.task.detach()
+        }
+        .map_err(detach_err(pid))?;
+        for t in h.threads {
+            let tid = t.pid();
+            t.detach().map_err(detach_err(tid))?;
+        }
+    }
     let root = tree.commit();
     notify.notify("post-resume", None);
     if let Some(path) = &opts.pidfile {
@@ -222,27 +270,37 @@ pub fn run(opts: &RequestOpts, notify: &mut dyn Notify) -> Result<RestoreOutcome
     })
 }
 
-/// Everything between the seize and the detach.
-fn restore_task(
-    task: &SeizedTask,
-    images: &images::TaskImages,
+/// Seizes and restores every live task, then sends the notifications that
+/// precede the resume.
+fn restore_all(
+    tree: &pstree::TreeImages,
+    host: &[RealPid],
     dir: &ImagesDir,
-    sibling: bool,
+    opts: &RequestOpts,
     notify: &mut dyn Notify,
+    shared: &mut shmem::SharedMemory,
+    held: &mut Vec<Held>,
 ) -> Result<(), RestoreError> {
-    let pid = task.pid();
-    let inject_err = |step| move |source| RestoreError::Inject { pid, step, source };
-    let at = mm::stub_place(pid, images)?;
-    let inj = Injection::new_at(task, at).map_err(inject_err("map the injection stub"))?;
-    let remote = mm::Remote { inj: &inj, pid };
-    mm::restore_mm(&remote, task, images, dir)?;
-    task::restore_state(&remote, task, images)?;
-    // New credentials clear the parent-death signal: the guard (the task
-    // dies with the worker until the restore commits) is set again.
-    if !sibling {
-        set_pdeath(&remote, Some(nix::sys::signal::Signal::SIGKILL))?;
+    for (t, &pid) in tree.tasks.iter().zip(host) {
+        let Some(images) = t.alive() else { continue };
+        let task = SeizedTask::attach_child_stopped(pid)
+            .map_err(|source| RestoreError::Seize { pid, source })?;
+        // The new task has root's credentials until its restore sets its
+        // own, so its memory file is root's: opened with the worker's own
+        // identity even when the request runs with a non-root caller's.
+        crate::authz::with_worker_fs_ids(opts.caller.as_ref(), || task.open_mem())
+            .map_err(|source| RestoreError::Seize { pid, source })?;
+        let stopped =
+            opts.final_state == FinalState::Stopped || images.tc.task_state == images::TASK_STOPPED;
+        held.push(Held {
+            task,
+            threads: Vec::new(),
+            stopped,
+        });
+        let h = held.last_mut().expect("just pushed");
+        restore_task(&h.task, images, dir, shared, &mut h.threads)?;
     }
-    if !notify.notify("post-restore", Some(pid.0)) {
+    if !notify.notify("post-restore", Some(host[0].0)) {
         return Err(RestoreError::Aborted {
             script: "post-restore",
         });
@@ -252,9 +310,28 @@ fn restore_task(
             script: "pre-resume",
         });
     }
-    // The dumped parent-death signal replaces the guard as late as the stub
-    // allows; only the register restore and the detach come after it.
-    set_pdeath(&remote, tree::dumped_pdeath(images)?)?;
+    Ok(())
+}
+
+/// Everything between the seize and the detach of one task.
+fn restore_task(
+    task: &SeizedTask,
+    images: &images::TaskImages,
+    dir: &ImagesDir,
+    shared: &mut shmem::SharedMemory,
+    threads: &mut Vec<SeizedTask>,
+) -> Result<(), RestoreError> {
+    let pid = task.pid();
+    let inject_err = |step| move |source| RestoreError::Inject { pid, step, source };
+    let at = mm::stub_place(pid, images)?;
+    let inj = Injection::new_at(task, at).map_err(inject_err("map the injection stub"))?;
+    let remote = mm::Remote { inj: &inj, pid };
+    mm::restore_mm(&remote, task, images, dir, shared)?;
+    task::restore_state(&remote, task, images)?;
+    threads::restore_all(&inj, &images.threads, threads)?;
+    // The dumped parent-death signal replaces the SIGKILL guard as late as
+    // the stub allows: only the registers and the detach come after it.
+    task::set_pdeath(&remote, images.thread_core.pdeath_sig.unwrap_or(0).into())?;
     let regs = finish::regs_from_image(&images.thread_info.gpregs);
     let current = task.xstate().map_err(|source| RestoreError::Ptrace {
         pid,
@@ -270,23 +347,6 @@ fn restore_task(
             step: "set the signal mask",
             source,
         })
-}
-
-/// `prctl(PR_SET_PDEATHSIG, sig)` in the task (0 for none).
-fn set_pdeath(
-    r: &mm::Remote<'_, '_>,
-    sig: Option<nix::sys::signal::Signal>,
-) -> Result<(), RestoreError> {
-    const PR_SET_PDEATHSIG: u64 = 1;
-    let sig = sig.map_or(0, |s| s as u64);
-    r.call(
-        "set the parent-death signal",
-        sig,
-        crate::arch::x86_64::nr::PRCTL,
-        &[PR_SET_PDEATHSIG, sig, 0, 0, 0],
-    )
-    .map_err(|e| RestoreError::Task(e.into()))?;
-    Ok(())
 }
 
 fn write_pidfile(opts: &RequestOpts, path: &std::path::Path, pid: i32) -> Result<(), RestoreError> {

@@ -12,7 +12,7 @@
 //!   [setitimer(2)](https://man7.org/linux/man-pages/man2/setitimer.2.html),
 //!   [rt_sigqueueinfo(2)](https://man7.org/linux/man-pages/man2/rt_sigqueueinfo.2.html)
 
-use criu_proto::images::{ItimerEntry, UserDescT};
+use criu_proto::images::{ItimerEntry, ThreadCoreEntry, ThreadInfoX86, UserDescT};
 
 use super::images::TaskImages;
 use super::mm::{MmError, Remote};
@@ -22,7 +22,8 @@ use crate::seize::{SeizeError, SeizedTask};
 
 /// Bytes of one `struct kernel_sigaction` on x86-64.
 const KSIGACTION: usize = 32;
-/// `PR_SET_THP_DISABLE`, `PR_SET_CHILD_SUBREAPER`.
+/// `PR_SET_DUMPABLE`, `PR_SET_THP_DISABLE`, `PR_SET_CHILD_SUBREAPER`.
+const PR_SET_DUMPABLE: u64 = 4;
 const PR_SET_THP_DISABLE: u64 = 41;
 const PR_SET_CHILD_SUBREAPER: u64 = 36;
 
@@ -43,7 +44,7 @@ pub enum TaskError {
         #[source]
         source: SeizeError,
     },
-    /// The dumped credentials could not be given to the task.
+    /// The dumped credentials differ from the restoring process's.
     #[error("task {pid}: cannot restore its credentials ({what} differ after setting them)")]
     Creds {
         /// Task.
@@ -94,8 +95,8 @@ fn sigactions(r: &Remote<'_, '_>, images: &TaskImages) -> Result<(), TaskError> 
     Ok(())
 }
 
-fn sigaltstack(r: &Remote<'_, '_>, images: &TaskImages) -> Result<(), TaskError> {
-    let sas = images.thread_core.sas.unwrap_or_default();
+fn sigaltstack(r: &Remote<'_, '_>, th: &ThreadCoreEntry) -> Result<(), TaskError> {
+    let sas = th.sas.unwrap_or_default();
     let flags = if sas.ss_size == 0 && sas.ss_sp == 0 {
         libc::SS_DISABLE as u32
     } else {
@@ -116,8 +117,8 @@ fn sigaltstack(r: &Remote<'_, '_>, images: &TaskImages) -> Result<(), TaskError>
     Ok(())
 }
 
-fn rseq(r: &Remote<'_, '_>, task: &SeizedTask, images: &TaskImages) -> Result<(), TaskError> {
-    let Some(rs) = images.thread_core.rseq_entry.as_ref() else {
+fn rseq(r: &Remote<'_, '_>, task: &SeizedTask, th: &ThreadCoreEntry) -> Result<(), TaskError> {
+    let Some(rs) = th.rseq_entry.as_ref() else {
         return Ok(());
     };
     if rs.rseq_abi_pointer == 0 {
@@ -160,8 +161,8 @@ fn user_desc(d: &UserDescT) -> Vec<u8> {
         .collect()
 }
 
-fn tls(r: &Remote<'_, '_>, images: &TaskImages) -> Result<(), TaskError> {
-    for d in &images.thread_info.tls {
+fn tls(r: &Remote<'_, '_>, ti: &ThreadInfoX86) -> Result<(), TaskError> {
+    for d in &ti.tls {
         if d.seg_not_present && d.base_addr == 0 && d.limit == 0 {
             continue;
         }
@@ -194,15 +195,21 @@ fn itimer(r: &Remote<'_, '_>, which: u64, t: &ItimerEntry) -> Result<(), TaskErr
     Ok(())
 }
 
-fn pending_signals(r: &Remote<'_, '_>, images: &TaskImages) -> Result<(), TaskError> {
-    let pid = u64::try_from(r.pid.0).unwrap_or(0);
-    let shared = images.tc.signals_s.iter().flat_map(|q| q.signals.iter());
-    let private = images
-        .thread_core
-        .signals_p
-        .iter()
-        .flat_map(|q| q.signals.iter());
-    for (info, private) in shared.map(|s| (s, false)).chain(private.map(|s| (s, true))) {
+/// Queues `signals` again: to the thread `r` runs in when `private`, to
+/// its whole process otherwise. The ids are asked from the task itself:
+/// in a pid namespace they are not ours.
+fn queue_signals<'s>(
+    r: &Remote<'_, '_>,
+    signals: impl Iterator<Item = &'s criu_proto::images::SiginfoEntry>,
+    private: bool,
+) -> Result<(), TaskError> {
+    let mut signals = signals.peekable();
+    if signals.peek().is_none() {
+        return Ok(());
+    }
+    let tgid = r.call("ask its pid", 0, libc::SYS_getpid, &[])?;
+    let tid = r.call("ask its tid", 0, libc::SYS_gettid, &[])?;
+    for info in signals {
         let bytes = &info.siginfo;
         let Some(signo) = bytes.get(..4) else {
             continue;
@@ -214,14 +221,14 @@ fn pending_signals(r: &Remote<'_, '_>, images: &TaskImages) -> Result<(), TaskEr
                 "queue a pending signal",
                 signo,
                 libc::SYS_rt_tgsigqueueinfo,
-                &[pid, pid, signo, addr],
+                &[tgid, tid, signo, addr],
             )?;
         } else {
             r.call(
                 "queue a pending signal",
                 signo,
                 libc::SYS_rt_sigqueueinfo,
-                &[pid, signo, addr],
+                &[tgid, signo, addr],
             )?;
         }
     }
@@ -234,32 +241,34 @@ pub(crate) fn personality_value(stored: u32) -> Option<u64> {
     u64::from_str_radix(&stored.to_string(), 16).ok()
 }
 
-/// Restores the per-task state of a task whose memory is already back.
-pub(crate) fn restore_state(
+/// Restores what belongs to one thread (`r` runs in it): alternate stack, TLS, clear-tid address, robust list, rseq,
+/// nice value, scheduling policy, name and private pending signals.
+pub(crate) fn restore_thread_state(
     r: &Remote<'_, '_>,
     task: &SeizedTask,
-    images: &TaskImages,
+    ti: &ThreadInfoX86,
+    th: &ThreadCoreEntry,
+    pdeath_now: bool,
 ) -> Result<(), TaskError> {
-    sigactions(r, images)?;
-    sigaltstack(r, images)?;
-    tls(r, images)?;
-    let ti = &images.thread_info;
+    sigaltstack(r, th)?;
+    tls(r, ti)?;
     r.call(
         "set the clear-tid address",
         ti.clear_tid_addr,
         nr::SET_TID_ADDRESS,
         &[ti.clear_tid_addr],
     )?;
-    let th = &images.thread_core;
     r.call(
         "set the robust futex list",
         th.futex_rla,
         nr::SET_ROBUST_LIST,
         &[th.futex_rla, th.futex_rla_len.into()],
     )?;
-    rseq(r, task, images)?;
-    if let Some(p) = personality_value(images.tc.personality).filter(|&p| p != 0) {
-        r.call("set the personality", p, libc::SYS_personality, &[p])?;
+    rseq(r, task, th)?;
+    // A main thread keeps SIGKILL (see `child`) until [`set_pdeath`] at
+    // the very end of its restore; other threads get theirs now.
+    if pdeath_now {
+        set_pdeath(r, th.pdeath_sig.unwrap_or(0).into())?;
     }
     if let Some(nice) = th.sched_nice.filter(|&n| n != 0) {
         r.call(
@@ -283,7 +292,54 @@ pub(crate) fn restore_state(
             &[0, policy.into(), addr],
         )?;
     }
+    if let Some(comm) = th.comm.as_ref().filter(|c| !c.is_empty()) {
+        let mut name = comm.as_bytes()[..comm.len().min(15)].to_vec();
+        name.push(0);
+        let addr = r.scratch("copy the thread name", 0, &name)?;
+        r.call(
+            "set the thread name",
+            addr,
+            nr::PRCTL,
+            &[libc::PR_SET_NAME as u64, addr, 0, 0, 0],
+        )?;
+    }
+    let private = th.signals_p.iter().flat_map(|q| q.signals.iter());
+    queue_signals(r, private, true)
+}
+
+/// `prctl(PR_SET_PDEATHSIG, sig)` in the task (0: none).
+pub(crate) fn set_pdeath(r: &Remote<'_, '_>, sig: u64) -> Result<(), TaskError> {
+    r.call(
+        "set the parent-death signal",
+        sig,
+        nr::PRCTL,
+        &[libc::PR_SET_PDEATHSIG as u64, sig, 0, 0, 0],
+    )?;
+    Ok(())
+}
+
+/// Restores the per-task state of a task whose memory is already back.
+pub(crate) fn restore_state(
+    r: &Remote<'_, '_>,
+    task: &SeizedTask,
+    images: &TaskImages,
+) -> Result<(), TaskError> {
+    // First: everything after runs with the task's own credentials, so the
+    // kernel itself refuses what they do not allow.
+    super::creds::apply(r, images.thread_core.creds.as_ref(), images.mm.dumpable)?;
+    // New ids clear the parent-death signal: the task dies with the worker
+    // until its restore completes.
+    set_pdeath(r, libc::SIGKILL as u64)?;
+    sigactions(r, images)?;
+    restore_thread_state(r, task, &images.thread_info, &images.thread_core, false)?;
+    if let Some(p) = personality_value(images.tc.personality).filter(|&p| p != 0) {
+        r.call("set the personality", p, libc::SYS_personality, &[p])?;
+    }
     let mm = &images.mm;
+    if let Some(d) = mm.dumpable.filter(|&d| d != 1) {
+        let d = u64::try_from(d).unwrap_or(0);
+        r.call("set dumpable", d, nr::PRCTL, &[PR_SET_DUMPABLE, d, 0, 0, 0])?;
+    }
     if mm.thp_disabled == Some(true) {
         r.call(
             "disable THP",
@@ -305,10 +361,8 @@ pub(crate) fn restore_state(
         itimer(r, libc::ITIMER_VIRTUAL as u64, &t.virt)?;
         itimer(r, libc::ITIMER_PROF as u64, &t.prof)?;
     }
-    pending_signals(r, images)?;
-    // Last, as CRIU's restorer does: everything above may need the
-    // privileges the task gives up here.
-    super::creds::apply(r, images.thread_core.creds.as_ref(), images.mm.dumpable)
+    let shared = images.tc.signals_s.iter().flat_map(|q| q.signals.iter());
+    queue_signals(r, shared, false)
 }
 
 #[cfg(test)]

@@ -1,7 +1,7 @@
 //! The checkpoint/restore test target: a single-threaded process with state
 //! that a faithful dump and restore must preserve.
 //!
-//! `criu-workload LOGPATH MEM_MIB [eventfd]`
+//! `criu-workload LOGPATH MEM_MIB [eventfd] [threads N]`
 //!
 //! * `MEM_MIB` MiB of private anonymous memory filled with a known pattern;
 //! * its own executable mapped privately (two pages; the second one written,
@@ -10,11 +10,23 @@
 //!   offset 1234 (fd numbers are printed on the first log line);
 //! * a `SIGUSR1` handler counting deliveries, `SIGUSR2` blocked;
 //! * with `eventfd`, an extra eventfd (a kind of fd the dump refuses);
+//! * with `threads N`, N extra threads (at most 64), thread `i` adding one
+//!   to its own counter every `i + 1` ms;
+//! * with `tree`, children sharing the log fd: workers `w0`..`w2` in a
+//!   process group led by `w0`, each appending `wI N` lines; a zombie child
+//!   (exit status 7) never reaped; and a child of `w0` leading its own
+//!   session, appending `g N` lines. Their pids are logged first as
+//!   `tree W0 W1 W2 ZOMBIE` and `grand G`. Before forking, the root makes a
+//!   pipe holding `PIPE_MESSAGE`, never read; all of the tree inherits both
+//!   ends (logged as `pipe READ_FD WRITE_FD`). Worker `wI` also stores its
+//!   `N` in slot `I` of a shared anonymous page, which the root logs as
+//!   `shm A B C` after each of its own lines;
 //! * every descriptor inherited beyond stdio is closed first.
 //!
 //! It forks: the parent prints the child's pid on stdout and exits; the child
 //! calls `setsid`, points stdio at `/dev/null` and appends
-//! `n checksum sigusr1_count read_fd_offset` to the log every 100 ms.
+//! `n checksum sigusr1_count read_fd_offset [counter...]` to the log every
+//! 100 ms (one counter per extra thread).
 
 use std::io::Write;
 use std::os::fd::{AsRawFd, FromRawFd, IntoRawFd, OwnedFd};
@@ -32,6 +44,10 @@ const READ_FD_OFFSET: i64 = 1234;
 const PATTERN: u64 = 0x9e37_79b9_7f4a_7c15;
 
 static SIGUSR1_COUNT: AtomicU64 = AtomicU64::new(0);
+/// Most extra threads.
+const MAX_THREADS: usize = 64;
+/// One counter per extra thread.
+static COUNTERS: [AtomicU64; MAX_THREADS] = [const { AtomicU64::new(0) }; MAX_THREADS];
 
 extern "C" fn on_sigusr1(_: libc::c_int) {
     SIGUSR1_COUNT.fetch_add(1, Ordering::Relaxed);
@@ -82,15 +98,123 @@ fn checksum(mem: &[u64], file_page: &[u64]) -> u64 {
         .fold(sum, |s, w| s.rotate_left(1).wrapping_add(*w))
 }
 
+/// The shared page of the `tree` option (null without it).
+static SHARED: std::sync::atomic::AtomicPtr<AtomicU64> =
+    std::sync::atomic::AtomicPtr::new(std::ptr::null_mut());
+
+/// Slot `i` of the shared page, if there is one.
+fn shared_slot(i: usize) -> Option<&'static AtomicU64> {
+    let p = SHARED.load(Ordering::Relaxed);
+    // SAFETY: a non-null `SHARED` points at a page-sized shared mapping that
+    // is never unmapped; slots 0..3 lie within it and are only accessed
+    // atomically.
+    (!p.is_null() && i < 3).then(|| unsafe { &*p.add(i) })
+}
+
+/// Appends `TAG N` lines to `log` every 100 ms, forever; with `slot`, also
+/// stores `N` in that slot of the shared page.
+fn log_forever(log: &mut std::fs::File, tag: &str, slot: Option<usize>) -> ! {
+    for n in 0u64.. {
+        if let Some(s) = slot.and_then(shared_slot) {
+            s.store(n, Ordering::Relaxed);
+        }
+        if log.write_all(format!("{tag} {n}\n").as_bytes()).is_err() {
+            std::process::exit(3);
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    unreachable!("the counter never ends")
+}
+
+fn fork() -> Option<nix::unistd::Pid> {
+    // SAFETY: called while single-threaded; the child only runs plain code.
+    match unsafe { nix::unistd::fork() }.unwrap_or_else(|_| die("fork")) {
+        nix::unistd::ForkResult::Parent { child } => Some(child),
+        nix::unistd::ForkResult::Child => None,
+    }
+}
+
+/// What the `tree` option leaves unread in its pipe.
+const PIPE_MESSAGE: &[u8] = b"unread pipe data\n";
+
+/// The `tree` option (see the module docs). Returns in the root only.
+fn spawn_tree(log: &mut std::fs::File) {
+    use nix::unistd::{setpgid, Pid};
+    // SAFETY: a fresh shared anonymous page at an address the kernel picks.
+    let page = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            4096,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_SHARED | libc::MAP_ANONYMOUS,
+            -1,
+            0,
+        )
+    };
+    if page == libc::MAP_FAILED {
+        die("mmap shared");
+    }
+    SHARED.store(page.cast(), Ordering::Relaxed);
+    let (r, w) = nix::unistd::pipe().unwrap_or_else(|_| die("pipe"));
+    nix::unistd::write(&w, PIPE_MESSAGE).unwrap_or_else(|_| die("write pipe"));
+    let _ = writeln!(log, "pipe {} {}", r.into_raw_fd(), w.into_raw_fd());
+    let mut workers = Vec::new();
+    for i in 0..3 {
+        let leader = workers.first().copied().unwrap_or(Pid::from_raw(0));
+        match fork() {
+            Some(child) => {
+                let _ = setpgid(child, if i == 0 { child } else { leader });
+                workers.push(child);
+            }
+            None => {
+                let _ = setpgid(Pid::from_raw(0), leader);
+                if i == 0 {
+                    match fork() {
+                        Some(grand) => {
+                            let _ = writeln!(log, "grand {grand}");
+                        }
+                        None => {
+                            nix::unistd::setsid().unwrap_or_else(|_| die("setsid"));
+                            log_forever(log, "g", None);
+                        }
+                    }
+                }
+                log_forever(log, &format!("w{i}"), Some(i));
+            }
+        }
+    }
+    let zombie = match fork() {
+        Some(z) => z,
+        // SAFETY: _exit ends this child at once, without running anything.
+        None => unsafe { libc::_exit(7) },
+    };
+    let _ = writeln!(
+        log,
+        "tree {} {} {} {zombie}",
+        workers[0], workers[1], workers[2]
+    );
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     if args.len() < 3 {
-        eprintln!("usage: criu-workload LOGPATH MEM_MIB [eventfd]");
+        eprintln!("usage: criu-workload LOGPATH MEM_MIB [eventfd] [threads N]");
         std::process::exit(2);
     }
     let log_path = &args[1];
     let mib: usize = args[2].parse().unwrap_or_else(|_| die("MEM_MIB"));
-    let with_eventfd = args.get(3).is_some_and(|a| a == "eventfd");
+    let with_eventfd = args[3..].iter().any(|a| a == "eventfd");
+    let with_tree = args[3..].iter().any(|a| a == "tree");
+    let threads: usize = args[3..]
+        .iter()
+        .position(|a| a == "threads")
+        .map(|i| {
+            args.get(i + 4)
+                .and_then(|n| n.parse().ok())
+                .filter(|&n| n <= MAX_THREADS)
+                .unwrap_or_else(|| die("threads N"))
+        })
+        .unwrap_or(0);
 
     // Whatever the launcher leaked (pipes of a test harness...) would make
     // the fd table depend on who started us: start from stdio only.
@@ -162,16 +286,33 @@ fn main() {
         log.as_raw_fd(),
         exe.as_raw_fd()
     );
+    if with_tree {
+        spawn_tree(&mut log);
+    }
+    for (i, counter) in COUNTERS[..threads].iter().enumerate() {
+        std::thread::spawn(move || loop {
+            counter.fetch_add(1, Ordering::Relaxed);
+            std::thread::sleep(Duration::from_millis(i as u64 + 1));
+        });
+    }
     let exe: OwnedFd = exe;
     let _eventfd = efd;
     let file_page = &fmap[512..];
     for n in 0u64.. {
         let sum = checksum(mem, file_page);
         let off = lseek(&exe, 0, Whence::SeekCur).unwrap_or(-1);
-        let line = format!(
-            "{n} {sum:x} {} {off}\n",
+        let mut line = format!(
+            "{n} {sum:x} {} {off}",
             SIGUSR1_COUNT.load(Ordering::Relaxed)
         );
+        for c in &COUNTERS[..threads] {
+            line.push_str(&format!(" {}", c.load(Ordering::Relaxed)));
+        }
+        line.push('\n');
+        if let (Some(a), Some(b), Some(c)) = (shared_slot(0), shared_slot(1), shared_slot(2)) {
+            let load = |s: &AtomicU64| s.load(Ordering::Relaxed);
+            line.push_str(&format!("shm {} {} {}\n", load(a), load(b), load(c)));
+        }
         if log.write_all(line.as_bytes()).is_err() {
             std::process::exit(3);
         }
