@@ -28,6 +28,7 @@ fn main() -> ExitCode {
     };
     let config = ServiceConfig {
         address: PathBuf::from(address),
+        access: criu_transport::SocketAccess::Everyone,
         daemon: true,
         pidfile: Some(PathBuf::from(pidfile)),
         status_fd: Some(status_fd),

@@ -75,6 +75,9 @@ pub enum DumpError {
         /// The task.
         pid: RealPid,
     },
+    /// The (non-root) caller may not dump the task as it is once frozen.
+    #[error(transparent)]
+    Authz(#[from] crate::authz::AuthzError),
     /// Freezing the task failed.
     #[error("cannot freeze task {pid}")]
     Seize {
@@ -130,6 +133,7 @@ impl DumpError {
                 source: SeizeError::Vanished { .. },
                 ..
             } => Some(libc::ESRCH),
+            DumpError::Authz(e) => Some(e.cr_errno()),
             _ => None,
         }
     }
@@ -167,6 +171,12 @@ pub fn run(opts: &RequestOpts, notify: &mut dyn Notify) -> Result<DumpOutcome, D
     let task =
         SeizedTree::seize(pid, &seize_opts).map_err(|source| DumpError::Seize { pid, source })?;
     let frozen_at = Instant::now();
+    // The request was authorized before the freeze; a task that changed
+    // its credentials since (an exec of a set-uid program) is caught here,
+    // while it cannot change them any more. Dropping `task` resumes it.
+    if let Some(caller) = &opts.caller {
+        crate::authz::check_dump_target(caller, pid.0)?;
+    }
     stats.freezing_time = frozen_at - t0;
     // Once the tree is frozen (and its network locked, which a task in the
     // host network namespace does not need), CRIU asks the client for

@@ -20,6 +20,7 @@
 //! images are only read.
 
 mod child;
+mod creds;
 mod files;
 mod finish;
 mod images;
@@ -75,6 +76,9 @@ pub enum RestoreError {
         /// Notification name.
         script: &'static str,
     },
+    /// The images hold a task the (non-root) caller may not restore.
+    #[error(transparent)]
+    Authz(#[from] crate::authz::AuthzError),
     /// The images are unreadable, inconsistent or unsupported.
     #[error(transparent)]
     Images(#[from] ImagesError),
@@ -147,6 +151,7 @@ impl RestoreError {
     pub fn cr_errno(&self) -> Option<i32> {
         match self {
             RestoreError::Tree(TreeError::PidTaken { .. }) => Some(libc::EEXIST),
+            RestoreError::Authz(e) => Some(e.cr_errno()),
             _ => None,
         }
     }
@@ -194,6 +199,19 @@ pub fn run(opts: &RequestOpts, notify: &mut dyn Notify) -> Result<RestoreOutcome
     })?;
     let alive: Vec<Option<&images::TaskImages>> =
         tree_images.tasks.iter().map(|t| t.alive()).collect();
+    if let Some(caller) = &opts.caller {
+        for images in alive.iter().flatten() {
+            let th = &images.thread_core;
+            crate::authz::check_restore_creds(caller, images.pid(), th.creds.as_ref())?;
+            crate::authz::check_restore_sched(
+                caller,
+                images.pid(),
+                th.sched_nice,
+                th.sched_policy,
+                images.tc.oom_score_adj,
+            )?;
+        }
+    }
     let fds = files::FdPlan::new(&alive, inherit, &tree_images.pipe_data)
         .map_err(|(pid, source)| RestoreError::FdPlan { pid, source })?;
     let mut shared = shmem::load(&dir, &tree_images)?;
@@ -267,6 +285,11 @@ fn restore_all(
         let Some(images) = t.alive() else { continue };
         let task = SeizedTask::attach_child_stopped(pid)
             .map_err(|source| RestoreError::Seize { pid, source })?;
+        // The new task has root's credentials until its restore sets its
+        // own, so its memory file is root's: opened with the worker's own
+        // identity even when the request runs with a non-root caller's.
+        crate::authz::with_worker_fs_ids(opts.caller.as_ref(), || task.open_mem())
+            .map_err(|source| RestoreError::Seize { pid, source })?;
         let stopped =
             opts.final_state == FinalState::Stopped || images.tc.task_state == images::TASK_STOPPED;
         held.push(Held {
@@ -306,6 +329,9 @@ fn restore_task(
     mm::restore_mm(&remote, task, images, dir, shared)?;
     task::restore_state(&remote, task, images)?;
     threads::restore_all(&inj, &images.threads, threads)?;
+    // The dumped parent-death signal replaces the SIGKILL guard as late as
+    // the stub allows: only the registers and the detach come after it.
+    task::set_pdeath(&remote, images.thread_core.pdeath_sig.unwrap_or(0).into())?;
     let regs = finish::regs_from_image(&images.thread_info.gpregs);
     let current = task.xstate().map_err(|source| RestoreError::Ptrace {
         pid,

@@ -605,6 +605,19 @@ impl SeizedTask {
         }
     }
 
+    /// Opens `/proc/<pid>/mem` now rather than at the first access, e.g.
+    /// while the worker still has the file-system identity that may open it.
+    pub fn open_mem(&self) -> Result<(), SeizeError> {
+        self.mem_file()
+            .map(drop)
+            .map_err(|source| SeizeError::WriteMem {
+                pid: self.pid,
+                addr: RemoteAddr(0),
+                len: 0,
+                source,
+            })
+    }
+
     fn mem_file(&self) -> std::io::Result<&File> {
         if let Some(f) = self.mem.get() {
             return Ok(f);
