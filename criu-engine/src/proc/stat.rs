@@ -61,6 +61,7 @@ pub fn parse(text: &str) -> Result<ProcStat, ProcError> {
         .ok_or_else(|| ProcError::parse("stat", "no command"))?;
     let close = text
         .rfind(')')
+        .filter(|&close| close > open)
         .ok_or_else(|| ProcError::parse("stat", "no command end"))?;
     let pid = text[..open].trim();
     let comm = &text[open + 1..close];
@@ -109,6 +110,14 @@ mod tests {
     use super::*;
 
     const SAMPLE: &str = "10346 (cat) R 10342 10342 21916 0 -1 4194304 98 0 0 0 0 0 0 0 20 0 1 0 148756 3133440 355 18446744073709551615 94509003636736 94509003656617 140725216204912 0 0 0 0 0 0 0 0 0 17 1 0 0 0 0 0 94509003672624 94509003674240 94509469437952 140725216213702 140725216213722 140725216213722 140725216215019 0\n";
+
+    /// Found by the `proc_parsers` fuzz target: a ')' before the '(' made
+    /// the command slice run backwards.
+    #[test]
+    fn a_close_parenthesis_before_the_open_one_is_an_error() {
+        assert!(parse("1 ) x ( 2").is_err());
+        assert!(parse("41) cp( R 13121").is_err());
+    }
 
     #[test]
     fn parses_sample() {
