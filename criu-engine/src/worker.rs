@@ -131,6 +131,9 @@ pub fn run_service(cfg: &Config, default_address: &Path) -> Result<(), WorkerErr
         pidfile: cfg.pidfile.clone(),
         status_fd,
         worker_exe: PathBuf::from("/proc/self/exe"),
+        // Our workers take connections from a control socket, so two wait
+        // ready: a request is then served without a fork and an exec.
+        spare_workers: 2,
     };
     match service::run(config) {
         Ok(never) => match never {},

@@ -33,6 +33,7 @@ fn main() -> ExitCode {
         pidfile: Some(PathBuf::from(pidfile)),
         status_fd: Some(status_fd),
         worker_exe: PathBuf::from(worker_exe),
+        spare_workers: 0,
     };
     match run(config) {
         Ok(never) => match never {},

@@ -183,6 +183,10 @@ pub struct ServiceConfig {
     pub status_fd: Option<OwnedFd>,
     /// Program run for each connection as `<worker_exe> swrk <fd>`.
     pub worker_exe: PathBuf,
+    /// How many workers to start ahead of time (0: none). Only for a worker
+    /// program that takes its connection with [`crate::swrk::connection_from_arg`],
+    /// which understands [`SERVICE_SPARE_ENV`].
+    pub spare_workers: usize,
 }
 
 /// Runs the service: [`Listener::bind`], daemonize if asked, write the
@@ -216,7 +220,7 @@ pub fn run(config: ServiceConfig) -> Result<Infallible, ServiceError> {
         signal_ready(fd)?;
     }
     tracing::info!(address = %config.address.display(), "service ready");
-    listener.accept_loop(&config.worker_exe)
+    listener.accept_loop(&config.worker_exe, config.spare_workers)
 }
 
 /// A listening service socket.
@@ -295,9 +299,15 @@ impl Listener {
 
     /// Accepts connections forever, starting one worker per connection.
     /// Returns only on an `accept`/`poll` error that retrying cannot fix.
-    pub fn accept_loop(&self, worker_exe: &Path) -> Result<Infallible, ServiceError> {
+    /// `spares` workers are kept started ahead of time (see
+    /// [`ServiceConfig::spare_workers`]).
+    pub fn accept_loop(
+        &self,
+        worker_exe: &Path,
+        spares: usize,
+    ) -> Result<Infallible, ServiceError> {
         let mut workers: Vec<Child> = Vec::new();
-        let spares = Spare::pool(worker_exe);
+        let spares = (spares > 0).then(|| Spare::pool(worker_exe, spares));
         loop {
             reap(&mut workers);
             if !self.wait_readable(!workers.is_empty())? {
@@ -308,7 +318,7 @@ impl Listener {
                     // The spare worker is already running and waits for a
                     // connection: handing it over costs one sendmsg instead of
                     // a fork and an exec. Without one, start a worker for it.
-                    let conn = match spares.try_recv().ok() {
+                    let conn = match spares.as_ref().and_then(|rx| rx.try_recv().ok()) {
                         Some(worker) => match worker.hand_over(conn) {
                             Ok(child) => {
                                 workers.push(child);
@@ -385,16 +395,13 @@ struct Spare {
     ctl: SeqPacket,
 }
 
-/// How many spare workers wait for connections at once.
-const SPARES: usize = 2;
-
 impl Spare {
-    /// Keeps up to [`SPARES`] started spare workers ready, from a thread of
+    /// Keeps up to `count` started spare workers ready, from a thread of
     /// its own so that starting them never delays an accept. Safe with other
     /// threads spawning: the control socket is inherited only by the child
     /// it is meant for ([`fds::pass_across_exec`]).
-    fn pool(worker_exe: &Path) -> std::sync::mpsc::Receiver<Spare> {
-        let (tx, rx) = std::sync::mpsc::sync_channel(SPARES - 1);
+    fn pool(worker_exe: &Path, count: usize) -> std::sync::mpsc::Receiver<Spare> {
+        let (tx, rx) = std::sync::mpsc::sync_channel(count.saturating_sub(1));
         let exe = worker_exe.to_owned();
         let spawned = std::thread::Builder::new()
             .name("spare-workers".into())
