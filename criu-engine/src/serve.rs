@@ -157,7 +157,33 @@ impl Engine {
         Ok(())
     }
 
-    /// PRE_DUMP, SINGLE_PRE_DUMP, PAGE_SERVER(_CHLD): options are processed
+    /// PRE_DUMP and SINGLE_PRE_DUMP: one pre-dump; the task resumes
+    /// whatever the final-state options say. The transport keeps a PRE_DUMP
+    /// connection open for the next iteration.
+    fn pre_dump(
+        &mut self,
+        ty: CriuReqType,
+        req: &CriuReq,
+        ctx: &mut dyn RequestCtx,
+    ) -> Result<(), Error> {
+        let ro = self.request_opts(ty, req, ctx)?;
+        let _log = log::start(&ro)?;
+        if let Some(target) = ro.target {
+            if is_own_ancestor(target.pid()) {
+                let err = Error::SelfDumpInTree;
+                tracing::error!("{err}");
+                return Err(err);
+            }
+        }
+        let outcome = crate::dump::pre_dump::run(&ro)
+            .inspect_err(|e| tracing::error!("{}", crate::worker::error_chain(e)))?;
+        if ro.display_stats {
+            println!("{outcome:?}");
+        }
+        Ok(())
+    }
+
+    /// PAGE_SERVER(_CHLD): options are processed
     /// (bad ones get EBADRQC as from CRIU), then the action reports that the
     /// engine cannot perform it yet. Never a fake success.
     fn pending_action(
@@ -243,10 +269,10 @@ impl Handler for Engine {
                 Err(e) => Err(e),
             },
             CriuReqType::Restore => self.restore(req, ctx, &mut resp),
-            CriuReqType::PreDump
-            | CriuReqType::SinglePreDump
-            | CriuReqType::PageServer
-            | CriuReqType::PageServerChld => self.pending_action(ty, req, ctx),
+            CriuReqType::PreDump | CriuReqType::SinglePreDump => self.pre_dump(ty, req, ctx),
+            CriuReqType::PageServer | CriuReqType::PageServerChld => {
+                self.pending_action(ty, req, ctx)
+            }
             CriuReqType::Empty | CriuReqType::Notify => Err(Error::InvalidRequest),
         };
         if let Err(err) = result {
@@ -314,8 +340,6 @@ fn base_response(ty: CriuReqType) -> CriuResp {
 
 fn action_name(ty: CriuReqType) -> &'static str {
     match ty {
-        CriuReqType::PreDump => "pre-dump",
-        CriuReqType::SinglePreDump => "single pre-dump",
         CriuReqType::PageServer => "page server",
         CriuReqType::PageServerChld => "page server (child)",
         _ => "request",

@@ -224,10 +224,14 @@ pub struct WorkloadLine {
     pub sigusr1: u64,
     /// Offset of the read fd on its executable.
     pub offset: i64,
+    /// With `dirty=` or `remap`: whether memory matched what the workload
+    /// wrote.
+    pub consistent: Option<bool>,
 }
 
 impl Workload {
-    /// Starts `criu-workload LOG MIB [extra]` and waits for its first report.
+    /// Starts `criu-workload LOG MIB [extra...]` (`extra` split at spaces)
+    /// and waits for its first report.
     pub fn start(mib: usize, extra: Option<&str>) -> Workload {
         become_subreaper();
         let dir = TempDir::new("workload");
@@ -235,7 +239,7 @@ impl Workload {
         let mut cmd = Command::new(bin("criu-workload"));
         cmd.arg(&log).arg(mib.to_string());
         if let Some(extra) = extra {
-            cmd.arg(extra);
+            cmd.args(extra.split_whitespace());
         }
         let out = cmd.output().expect("start criu-workload");
         assert!(out.status.success(), "criu-workload failed to start");
@@ -264,6 +268,7 @@ impl Workload {
                     checksum: it.next()?.to_owned(),
                     sigusr1: it.next()?.parse().ok()?,
                     offset: it.next()?.parse().ok()?,
+                    consistent: it.next().map(|v| v == "ok"),
                 })
             })
             .next_back()

@@ -4,6 +4,7 @@ pub mod check;
 pub mod cpuinfo;
 pub mod dump;
 pub mod pending;
+pub mod pre_dump;
 pub mod restore;
 
 /// `criu --help`.
@@ -27,6 +28,12 @@ Common options:
   --no-default-config   skip /etc/criu/default.conf and ~/.criu/default.conf
   -V|--version          print the version and exit
 
-pre-dump, page-server and lazy-pages accept every CRIU option but are not
+Incremental dumps:
+  --prev-images-dir DIR parent images (relative to -D), linked as 'parent'
+  --track-mem           keep tracking written pages after a dump that leaves
+                        the task running
+  --pre-dump-mode splice|read
+
+page-server and lazy-pages accept every CRIU option but are not
 implemented yet by this engine: they fail with exit status 1.
 ";

@@ -17,7 +17,9 @@
 //! Any failure before the final state drops the guards: the injection is
 //! cured and the task detached, so it carries on untouched.
 
+pub mod incremental;
 pub mod inventory;
+pub mod pre_dump;
 pub mod stats;
 pub mod task;
 
@@ -161,7 +163,12 @@ pub fn run(opts: &RequestOpts, notify: &mut dyn Notify) -> Result<DumpOutcome, D
         PreDumpMode::Splice => PageMode::Splice,
         PreDumpMode::Read => PageMode::Read,
     };
-    stats.mem = task::dump(&task, &dir, mode, &mut stats)?;
+    let track = incremental::TrackPlan {
+        parent: incremental::link_parent(&dir, opts.parent_img.as_deref())
+            .map_err(TaskDumpError::from)?,
+        keep: opts.track_mem && opts.final_state == FinalState::Alive,
+    };
+    stats.mem = task::dump(&task, &dir, mode, &track, &mut stats)?;
     stats.frozen_time = frozen_at.elapsed();
     dir.write_single(ImageKind::StatsDump, 0, &stats.entry())
         .map_err(DumpError::Finish)?;

@@ -16,6 +16,7 @@ use crate::pstree::RealPid;
 use crate::seize::SeizedTask;
 use crate::task_core::{self, CoreError, FromProc, Frozen, Queried};
 
+use super::incremental::{IncrementalError, TrackPlan, Tracking};
 use super::inventory::{self, NamespaceError};
 
 /// Longest auxv CRIU keeps (`AT_VECTOR_SIZE` words on x86-64).
@@ -92,6 +93,9 @@ pub enum TaskDumpError {
     /// An image could not be written.
     #[error("cannot write an image")]
     Image(#[from] ImageError),
+    /// Memory tracking or the parent images failed.
+    #[error(transparent)]
+    Incremental(#[from] IncrementalError),
 }
 
 /// Checks that can be made without touching the task.
@@ -128,6 +132,7 @@ pub fn dump(
     task: &SeizedTask,
     dir: &ImagesDir,
     mode: PageMode,
+    track: &TrackPlan,
     timing: &mut super::stats::DumpStats,
 ) -> Result<MemStats, TaskDumpError> {
     let pid = task.pid();
@@ -166,6 +171,10 @@ pub fn dump(
     dir.write_single(ImageKind::Ids, pid.0 as u64, &ids)?;
 
     let inj = Injection::new(task).map_err(|source| TaskDumpError::Inject { pid, source })?;
+    let tracking = Tracking::start(&inj, pid, pid.0 as u32, &vmas, track)?;
+    if let Some(fd) = tracking.kept_fd() {
+        files.ignore_fd(fd);
+    }
     let fdinfo = files.dump_fds(pid, &inj)?;
 
     let started = Instant::now();
@@ -176,6 +185,7 @@ pub fn dump(
         pages_id: PAGES_ID,
         sp,
         mode,
+        incremental: tracking.incremental(),
     }
     .run(&vmas, dir)?;
     timing.memdump_time = started.elapsed();

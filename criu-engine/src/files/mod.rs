@@ -107,6 +107,7 @@ pub struct FileTable {
     next_id: u32,
     entries: Vec<FileEntry>,
     known: Vec<Known>,
+    ignored: Vec<i32>,
 }
 
 fn is_tty(meta: &Metadata) -> bool {
@@ -122,6 +123,12 @@ impl FileTable {
             next_id: 1,
             ..Default::default()
         }
+    }
+
+    /// Leaves descriptor `fd` of the task out of the dump (one of the
+    /// engine's own, such as the memory tracker).
+    pub fn ignore_fd(&mut self, fd: i32) {
+        self.ignored.push(fd);
     }
 
     /// Every entry, in allocation order.
@@ -205,6 +212,7 @@ impl FileTable {
         let mut fds: Vec<i32> = std::fs::read_dir(&dir)
             .map_err(|source| FilesError::List { pid, source })?
             .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+            .filter(|fd| !self.ignored.contains(fd))
             .collect();
         fds.sort_unstable();
         let mut seen: Vec<(i32, u64, u64, u64, u32)> = Vec::new();

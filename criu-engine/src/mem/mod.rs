@@ -7,6 +7,7 @@
 //! * [`page_xfer`]: pipes drained into `pages-<id>.img` with `splice`, and
 //!   the matching `pagemap-<pid>.img` entries.
 
+pub mod dirty;
 pub mod page_pipe;
 pub mod page_xfer;
 pub mod pagemap;
@@ -23,8 +24,9 @@ use crate::pstree::RealPid;
 
 use page_pipe::{PagePipe, PagePipeError};
 use page_xfer::{PageSource, PageXfer, PageXferError};
-use pagemap::{ScanError, PE_LAZY};
-use vma::{status, Vma};
+use dirty::Ranges;
+use pagemap::{PageRun, ScanError, PE_LAZY, PE_PARENT};
+use vma::Vma;
 
 /// How page contents leave the task.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -44,6 +46,8 @@ pub struct MemStats {
     pub pages_written: u64,
     /// Of those, pages flagged `PE_LAZY`.
     pub pages_lazy: u64,
+    /// Pages left to the parent images (`PE_PARENT`).
+    pub pages_parent: u64,
     /// Page pipes used.
     pub page_pipes: u64,
     /// Pipe fills (one injected `vmsplice` each).
@@ -97,6 +101,117 @@ pub struct MemDump<'a, 't> {
     pub sp: u64,
     /// How pages are moved.
     pub mode: PageMode,
+    /// Against which parent images, for an incremental dump.
+    pub incremental: Option<Incremental<'a>>,
+}
+
+/// What an incremental dump knows: pages written since the parent dump and
+/// pages the parent images hold. Saved pages neither written nor missing
+/// from the parent become `PE_PARENT` entries.
+#[derive(Debug, Clone, Copy)]
+pub struct Incremental<'a> {
+    /// Pages written since the last scan (whole VMAs where not tracked).
+    pub written: &'a Ranges,
+    /// Pages the parent pagemap covers (present or itself in a parent).
+    pub parent: &'a Ranges,
+}
+
+impl Incremental<'_> {
+    /// Cuts a run of pages to save into runs to write and `PE_PARENT` runs.
+    pub fn split(&self, run: PageRun, mut emit: impl FnMut(PageRun)) {
+        for (s, e, written) in self.written.split(run.vaddr, run.end()) {
+            if written {
+                emit(piece(run.flags, s, e));
+                continue;
+            }
+            for (ps, pe, in_parent) in self.parent.split(s, e) {
+                emit(piece(if in_parent { PE_PARENT } else { run.flags }, ps, pe));
+            }
+        }
+    }
+}
+
+fn piece(flags: u32, start: u64, end: u64) -> PageRun {
+    PageRun {
+        vaddr: start,
+        nr_pages: (end - start) / crate::proc::pagemap::PAGE_SIZE,
+        flags,
+    }
+}
+
+/// The pages of `vmas` to save, planned while the task is frozen, for a
+/// pre-dump that reads them once the task runs again
+/// ([`PageMode::Read`]). VMAs without read permission are skipped (their
+/// pages then count as missing from this image for the next dump).
+pub fn plan(
+    pid: RealPid,
+    vmas: &[Vma],
+    sp: u64,
+    incremental: Option<Incremental<'_>>,
+) -> Result<(Vec<PageRun>, MemStats), MemError> {
+    let pm_err = |source| MemError::Pagemap { pid, source };
+    let path = crate::proc::path(pid.0, "pagemap");
+    let pagemap = File::open(&path).map_err(|source| pm_err(ProcError::Read { path, source }))?;
+    let zero_pfn = crate::proc::pagemap::zero_page_pfn();
+    let mut runs: Vec<PageRun> = Vec::new();
+    let mut stats = MemStats::default();
+    for vma in vmas.iter().filter(|v| dirty::is_saved_kind(v)) {
+        if vma.entry.prot & libc::PROT_READ as u32 == 0 {
+            continue;
+        }
+        let flags = pagemap::run_flags(vma, sp);
+        let scanned = pagemap::scan_vma(&pagemap, vma, zero_pfn, flags, |run| {
+            let mut push = |r: PageRun| match runs.last_mut() {
+                Some(p) if p.end() == r.vaddr && p.flags == r.flags => p.nr_pages += r.nr_pages,
+                _ => runs.push(r),
+            };
+            match incremental {
+                Some(inc) => inc.split(run, push),
+                None => push(run),
+            }
+            Ok::<(), std::convert::Infallible>(())
+        });
+        stats.pages_scanned += match scanned {
+            Ok(n) => n,
+            Err(ScanError::Pagemap(source)) => return Err(pm_err(source)),
+            Err(ScanError::Emit(e)) => match e {},
+        };
+    }
+    for r in &runs {
+        if r.flags & PE_PARENT != 0 {
+            stats.pages_parent += r.nr_pages;
+        } else if r.flags & PE_LAZY != 0 {
+            stats.pages_lazy += r.nr_pages;
+        }
+    }
+    Ok((runs, stats))
+}
+
+/// Writes planned runs into `pagemap-<vpid>.img` and `pages-<pages_id>.img`
+/// with `process_vm_readv` while the task runs. Pages that vanish in the
+/// meantime (an unmapped range) are written as zeros: the next dump does
+/// not take them from this image, since their VMA is gone or new.
+pub fn write_planned(
+    pid: RealPid,
+    vpid: u32,
+    pages_id: u32,
+    runs: Vec<PageRun>,
+    dir: &ImagesDir,
+    stats: &mut MemStats,
+) -> Result<(), MemError> {
+    let mut xfer = PageXfer::create(
+        dir,
+        vpid,
+        pages_id,
+        PageSource::ReadTolerant(pid, page_pipe::max_pipe_size()),
+    )?;
+    for run in runs {
+        xfer.add(run)?;
+    }
+    let x = xfer.finish()?;
+    stats.pages_written = x.pages_written;
+    stats.write_time = x.write_time;
+    Ok(())
 }
 
 impl MemDump<'_, '_> {
@@ -124,7 +239,7 @@ impl MemDump<'_, '_> {
             ..MemStats::default()
         };
         for vma in vmas {
-            if !vma.is_private() || vma.is(status::VVAR) || vma.entry.flags & 0x08 != 0 {
+            if !dirty::is_saved_kind(vma) {
                 continue;
             }
             let flags = pagemap::run_flags(vma, self.sp);
@@ -134,11 +249,25 @@ impl MemDump<'_, '_> {
                 self.protect(vma, vma.entry.prot | libc::PROT_READ as u32)?;
             }
             let mut lazy = 0;
+            let mut parent = 0;
+            let incremental = self.incremental;
             let scanned = pagemap::scan_vma(&pagemap, vma, zero_pfn, flags, |run| {
-                if run.flags & PE_LAZY != 0 {
-                    lazy += run.nr_pages;
+                let mut result = Ok(());
+                let mut add = |r: PageRun| {
+                    if r.flags & PE_PARENT != 0 {
+                        parent += r.nr_pages;
+                    } else if r.flags & PE_LAZY != 0 {
+                        lazy += r.nr_pages;
+                    }
+                    if result.is_ok() {
+                        result = xfer.add(r);
+                    }
+                };
+                match incremental {
+                    Some(inc) => inc.split(run, &mut add),
+                    None => add(run),
                 }
-                xfer.add(run)
+                result
             });
             let flushed = if unreadable { xfer.flush() } else { Ok(()) };
             if unreadable {
@@ -151,6 +280,7 @@ impl MemDump<'_, '_> {
             };
             flushed?;
             stats.pages_lazy += lazy;
+            stats.pages_parent += parent;
         }
         let x = xfer.finish()?;
         if let Some(p) = pipe {

@@ -31,7 +31,7 @@ use crate::proc::pagemap::PAGE_SIZE;
 use crate::pstree::RealPid;
 
 use super::page_pipe::{PagePipe, PagePipeError};
-use super::pagemap::PageRun;
+use super::pagemap::{PageRun, PE_PRESENT};
 
 /// Writing pages or their pagemap failed.
 #[derive(Debug, thiserror::Error)]
@@ -91,6 +91,9 @@ pub enum PageSource<'p, 'i, 't> {
     Pipe(&'p PagePipe<'i, 't>),
     /// `process_vm_readv` into a buffer of this many bytes.
     Read(RealPid, usize),
+    /// Like [`PageSource::Read`] for a task that runs meanwhile: pages that
+    /// can no longer be read are written as zeros.
+    ReadTolerant(RealPid, usize),
 }
 
 /// Counters of one task's memory dump.
@@ -160,7 +163,9 @@ impl<'p, 'i, 't> PageXfer<'p, 'i, 't> {
     fn limits(&self) -> (usize, usize) {
         match &self.source {
             PageSource::Pipe(p) => (p.capacity(), p.max_iovs()),
-            PageSource::Read(_, buf) => (*buf, super::page_pipe::IOV_MAX),
+            PageSource::Read(_, buf) | PageSource::ReadTolerant(_, buf) => {
+                (*buf, super::page_pipe::IOV_MAX)
+            }
         }
     }
 
@@ -173,6 +178,10 @@ impl<'p, 'i, 't> PageXfer<'p, 'i, 't> {
                     self.write_entry(done)?;
                 }
             }
+        }
+        if run.flags & PE_PRESENT == 0 {
+            // In the parent images, or served lazily: no data here.
+            return Ok(());
         }
         let (cap, max_iovs) = self.limits();
         let (mut addr, mut left) = (run.vaddr, (run.nr_pages * PAGE_SIZE) as usize);
@@ -224,30 +233,9 @@ impl<'p, 'i, 't> PageXfer<'p, 'i, 't> {
                     consume(&mut todo, n as u64);
                 }
             }
-            PageSource::Read(pid, _) => {
-                let mut buf = vec![0u8; self.batch_bytes];
-                let remote: Vec<RemoteIoVec> = batch
-                    .iter()
-                    .map(|(a, l)| RemoteIoVec {
-                        base: *a as usize,
-                        len: *l as usize,
-                    })
-                    .collect();
-                let got = process_vm_readv(pid.as_nix(), &mut [IoSliceMut::new(&mut buf)], &remote)
-                    .map_err(|source| PageXferError::Read {
-                        pid,
-                        addr: batch[0].0,
-                        len: buf.len(),
-                        source,
-                    })?;
-                if got != buf.len() {
-                    return Err(PageXferError::Read {
-                        pid,
-                        addr: batch[0].0,
-                        len: buf.len(),
-                        source: Errno::EFAULT,
-                    });
-                }
+            PageSource::Read(pid, _) | PageSource::ReadTolerant(pid, _) => {
+                let tolerant = matches!(self.source, PageSource::ReadTolerant(..));
+                let buf = read_batch(pid, &batch, self.batch_bytes, tolerant)?;
                 self.pages
                     .write_all(&buf)
                     .map_err(|source| PageXferError::Write {
@@ -304,6 +292,65 @@ impl<'p, 'i, 't> PageXfer<'p, 'i, 't> {
 }
 
 /// Drops the first `n` bytes of an iovec list.
+/// Reads the `(address, bytes)` batch of task `pid` (`total` bytes in all)
+/// with `process_vm_readv`. When `tolerant`, a range that cannot be read
+/// (the task unmapped it meanwhile) reads as zeros, page by page.
+fn read_batch(
+    pid: RealPid,
+    batch: &[(u64, u64)],
+    total: usize,
+    tolerant: bool,
+) -> Result<Vec<u8>, PageXferError> {
+    let mut buf = vec![0u8; total];
+    let remote: Vec<RemoteIoVec> = batch
+        .iter()
+        .map(|(a, l)| RemoteIoVec {
+            base: *a as usize,
+            len: *l as usize,
+        })
+        .collect();
+    let fail = |source| PageXferError::Read {
+        pid,
+        addr: batch[0].0,
+        len: total,
+        source,
+    };
+    let got = match process_vm_readv(pid.as_nix(), &mut [IoSliceMut::new(&mut buf)], &remote) {
+        Ok(n) => n,
+        Err(Errno::EFAULT | Errno::ENOMEM) if tolerant => 0,
+        Err(e) => return Err(fail(e)),
+    };
+    if got == total {
+        return Ok(buf);
+    }
+    if !tolerant {
+        return Err(fail(Errno::EFAULT));
+    }
+    // Page by page after the bytes already read; failures stay zero.
+    let page = PAGE_SIZE as usize;
+    let mut off = 0usize;
+    for (addr, len) in batch {
+        let len = *len as usize;
+        let mut at = 0;
+        while at < len {
+            if off + at >= got {
+                let dst = &mut buf[off + at..off + at + page];
+                let src = [RemoteIoVec {
+                    base: *addr as usize + at,
+                    len: page,
+                }];
+                match process_vm_readv(pid.as_nix(), &mut [IoSliceMut::new(dst)], &src) {
+                    Ok(_) | Err(Errno::EFAULT | Errno::ENOMEM) => {}
+                    Err(e) => return Err(fail(e)),
+                }
+            }
+            at += page;
+        }
+        off += len;
+    }
+    Ok(buf)
+}
+
 fn consume(iovs: &mut Vec<(u64, u64)>, mut n: u64) {
     let mut whole = 0;
     for iov in iovs.iter_mut() {

@@ -22,6 +22,7 @@ mod files;
 mod finish;
 mod images;
 mod mm;
+mod pages;
 mod task;
 mod tree;
 
@@ -171,7 +172,7 @@ pub fn run(opts: &RequestOpts, notify: &mut dyn Notify) -> Result<RestoreOutcome
     tracing::info!(%pid, "task created");
     let task = SeizedTask::attach_child_stopped(pid)
         .map_err(|source| RestoreError::Seize { pid, source })?;
-    if let Err(e) = restore_task(&task, &images, &dir, notify) {
+    if let Err(e) = restore_task(&task, &images, notify) {
         task.kill();
         return Err(e);
     }
@@ -206,7 +207,6 @@ pub fn run(opts: &RequestOpts, notify: &mut dyn Notify) -> Result<RestoreOutcome
 fn restore_task(
     task: &SeizedTask,
     images: &images::TaskImages,
-    dir: &ImagesDir,
     notify: &mut dyn Notify,
 ) -> Result<(), RestoreError> {
     let pid = task.pid();
@@ -214,7 +214,7 @@ fn restore_task(
     let at = mm::stub_place(pid, images)?;
     let inj = Injection::new_at(task, at).map_err(inject_err("map the injection stub"))?;
     let remote = mm::Remote { inj: &inj, pid };
-    mm::restore_mm(&remote, task, images, dir)?;
+    mm::restore_mm(&remote, task, images)?;
     task::restore_state(&remote, task, images)?;
     if !notify.notify("post-restore", Some(pid.0)) {
         return Err(RestoreError::Aborted {

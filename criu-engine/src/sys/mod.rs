@@ -23,3 +23,4 @@ pub(crate) mod probe_child;
 pub(crate) mod ptrace;
 pub(crate) mod sock_diag;
 pub(crate) mod task_query;
+pub(crate) mod uffd;

@@ -1,7 +1,7 @@
 //! The checkpoint/restore test target: a single-threaded process with state
 //! that a faithful dump and restore must preserve.
 //!
-//! `criu-workload LOGPATH MEM_MIB [eventfd]`
+//! `criu-workload LOGPATH MEM_MIB [eventfd] [dirty=PERCENT] [remap]`
 //!
 //! * `MEM_MIB` MiB of private anonymous memory filled with a known pattern;
 //! * its own executable mapped privately (two pages; the second one written,
@@ -10,11 +10,18 @@
 //!   offset 1234 (fd numbers are printed on the first log line);
 //! * a `SIGUSR1` handler counting deliveries, `SIGUSR2` blocked;
 //! * with `eventfd`, an extra eventfd (a kind of fd the dump refuses);
+//! * with `dirty=PERCENT`, every 100 ms it rewrites the first word of
+//!   PERCENT % of the pages of its memory (a window moving through it);
+//! * with `remap`, every 5th report it unmaps a 1 MiB region and maps a
+//!   fresh one (often at the same address) filled with new values;
 //! * every descriptor inherited beyond stdio is closed first.
 //!
 //! It forks: the parent prints the child's pid on stdout and exits; the child
 //! calls `setsid`, points stdio at `/dev/null` and appends
-//! `n checksum sigusr1_count read_fd_offset` to the log every 100 ms.
+//! `n checksum sigusr1_count read_fd_offset` to the log every 100 ms. With
+//! `dirty=` or `remap` the line ends with `ok` or `bad`: the checksum
+//! recomputed from memory against the one kept up to date with every write
+//! (so memory restored from stale pages shows as `bad`).
 
 use std::io::Write;
 use std::os::fd::{AsRawFd, FromRawFd, IntoRawFd, OwnedFd};
@@ -72,14 +79,34 @@ fn install_handler() {
     }
 }
 
-fn checksum(mem: &[u64], file_page: &[u64]) -> u64 {
-    let mut sum = 0u64;
-    for w in mem.iter().step_by(512) {
-        sum = sum.wrapping_add(*w);
-    }
+/// Sum of the first word of every page.
+fn page_sum(mem: &[u64]) -> u64 {
+    mem.iter()
+        .step_by(WORDS_PER_PAGE)
+        .fold(0u64, |s, w| s.wrapping_add(*w))
+}
+
+fn fold_file(sum: u64, file_page: &[u64]) -> u64 {
     file_page
         .iter()
         .fold(sum, |s, w| s.rotate_left(1).wrapping_add(*w))
+}
+
+fn checksum(mem: &[u64], file_page: &[u64]) -> u64 {
+    fold_file(page_sum(mem), file_page)
+}
+
+/// 64-bit words in a page.
+const WORDS_PER_PAGE: usize = 512;
+/// Size of the region `remap` replaces.
+const REMAP_LEN: usize = 1 << 20;
+
+/// Fills a fresh remap region for report `n`; returns its page sum.
+fn fill_region(region: &mut [u64], n: u64) -> u64 {
+    for (i, w) in region.iter_mut().enumerate() {
+        *w = (i as u64 ^ n).wrapping_mul(PATTERN);
+    }
+    page_sum(region)
 }
 
 fn main() {
@@ -90,7 +117,14 @@ fn main() {
     }
     let log_path = &args[1];
     let mib: usize = args[2].parse().unwrap_or_else(|_| die("MEM_MIB"));
-    let with_eventfd = args.get(3).is_some_and(|a| a == "eventfd");
+    let extra = &args[3..];
+    let with_eventfd = extra.iter().any(|a| a == "eventfd");
+    let dirty_percent: u64 = extra
+        .iter()
+        .find_map(|a| a.strip_prefix("dirty="))
+        .map_or(0, |p| p.parse().unwrap_or_else(|_| die("dirty=PERCENT")));
+    let remap = extra.iter().any(|a| a == "remap");
+    let self_check = dirty_percent > 0 || remap;
 
     // Whatever the launcher leaked (pipes of a test harness...) would make
     // the fd table depend on who started us: start from stdio only.
@@ -165,11 +199,47 @@ fn main() {
     let exe: OwnedFd = exe;
     let _eventfd = efd;
     let file_page = &fmap[512..];
+    let pages = mem.len() / WORDS_PER_PAGE;
+    let per_tick = (pages as u64 * dirty_percent / 100) as usize;
+    let mut cursor = 0usize;
+    // The page sums as they should be, kept up to date with every write.
+    let mut expect = page_sum(mem);
+    let mut region = remap.then(|| map(REMAP_LEN, libc::PROT_READ | libc::PROT_WRITE, None));
+    let mut region_sum = region.as_deref_mut().map_or(0, |r| fill_region(r, 0));
     for n in 0u64.. {
+        for _ in 0..per_tick {
+            let w = &mut mem[cursor * WORDS_PER_PAGE];
+            let new = w.wrapping_add(n | 1).rotate_left(7);
+            expect = expect.wrapping_sub(*w).wrapping_add(new);
+            *w = new;
+            cursor = (cursor + 1) % pages;
+        }
+        if n > 0 && n % 5 == 0 {
+            if let Some(old) = region.take() {
+                // SAFETY: `old` is the region mapped above; nothing refers to it after this.
+                if unsafe { libc::munmap(old.as_mut_ptr().cast(), REMAP_LEN) } != 0 {
+                    die("munmap");
+                }
+                let fresh = map(REMAP_LEN, libc::PROT_READ | libc::PROT_WRITE, None);
+                region_sum = fill_region(fresh, n);
+                region = Some(fresh);
+            }
+        }
         let sum = checksum(mem, file_page);
         let off = lseek(&exe, 0, Whence::SeekCur).unwrap_or(-1);
+        let verdict = if !self_check {
+            ""
+        } else {
+            let region_now = region.as_deref().map_or(0, page_sum);
+            let good = sum == fold_file(expect, file_page) && region_now == region_sum;
+            if good {
+                " ok"
+            } else {
+                " bad"
+            }
+        };
         let line = format!(
-            "{n} {sum:x} {} {off}\n",
+            "{n} {sum:x} {} {off}{verdict}\n",
             SIGUSR1_COUNT.load(Ordering::Relaxed)
         );
         if log.write_all(line.as_bytes()).is_err() {

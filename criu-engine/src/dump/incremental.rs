@@ -1,0 +1,206 @@
+//! Incremental dumps: the `parent` link, the parent's pagemap, and the
+//! memory tracker's view of what changed (CRIU's `--prev-images-dir`
+//! handling in `criu/image.c` and the `PE_PARENT` decisions of
+//! `criu/mem.c`, with [`crate::mem::dirty`] in place of soft-dirty bits).
+
+use std::os::fd::OwnedFd;
+
+use criu_proto::img::{ImageError, ImagesDir};
+use nix::errno::Errno;
+use nix::fcntl::{openat, OFlag};
+use nix::sys::stat::Mode;
+
+use crate::inject::Injection;
+use crate::mem::dirty::{self, DirtyError, Ranges, Tracker};
+use crate::mem::vma::Vma;
+use crate::mem::Incremental;
+use crate::proc::ProcError;
+use crate::pstree::RealPid;
+
+/// Name of the link to the previous images directory (CRIU's
+/// `CR_PARENT_LINK`).
+pub const PARENT_LINK: &str = "parent";
+
+/// The parent images could not be linked or read, or tracking failed.
+#[derive(Debug, thiserror::Error)]
+pub enum IncrementalError {
+    /// The `parent` link could not be made.
+    #[error("cannot link {} to the parent images {target}", dir.display())]
+    Link {
+        /// The images directory.
+        dir: std::path::PathBuf,
+        /// The link's target.
+        target: String,
+        /// Why.
+        #[source]
+        source: Errno,
+    },
+    /// The parent directory could not be opened.
+    #[error("cannot open the parent images {target}")]
+    OpenParent {
+        /// The link's target.
+        target: String,
+        /// Why.
+        #[source]
+        source: Errno,
+    },
+    /// The parent pagemap could not be read.
+    #[error("cannot read the parent pagemap")]
+    ParentPagemap(#[source] ImageError),
+    /// `/proc/<pid>/pagemap` could not be opened.
+    #[error("cannot open the pagemap of task {pid}")]
+    Pagemap {
+        /// The task.
+        pid: RealPid,
+        /// Why.
+        #[source]
+        source: ProcError,
+    },
+    /// The memory tracker failed.
+    #[error(transparent)]
+    Dirty(#[from] DirtyError),
+}
+
+/// Makes `dir/parent` point at `parent_img` (replacing an old link) and
+/// opens it.
+pub fn link_parent(
+    dir: &ImagesDir,
+    parent_img: Option<&str>,
+) -> Result<Option<ImagesDir>, IncrementalError> {
+    let Some(target) = parent_img.filter(|p| !p.is_empty()) else {
+        return Ok(None);
+    };
+    let link_err = |source| IncrementalError::Link {
+        dir: dir.path().to_owned(),
+        target: target.to_owned(),
+        source,
+    };
+    match nix::unistd::unlinkat(dir.fd(), PARENT_LINK, nix::unistd::UnlinkatFlags::NoRemoveDir) {
+        Ok(()) | Err(Errno::ENOENT) => {}
+        Err(e) => return Err(link_err(e)),
+    }
+    nix::unistd::symlinkat(target, dir.fd(), PARENT_LINK).map_err(link_err)?;
+    open_parent(dir)
+        .map_err(|source| IncrementalError::OpenParent {
+            target: target.to_owned(),
+            source,
+        })
+        .map(Some)
+}
+
+/// Opens `dir/parent`.
+pub fn open_parent(dir: &ImagesDir) -> Result<ImagesDir, Errno> {
+    let fd: OwnedFd = openat(
+        dir.fd(),
+        PARENT_LINK,
+        OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    )?;
+    Ok(ImagesDir::from_fd(fd, dir.path().join(PARENT_LINK)))
+}
+
+/// The pages the parent's `pagemap-<vpid>.img` covers (present or itself
+/// in a parent); `None` without such a pagemap.
+pub fn parent_coverage(parent: &ImagesDir, vpid: u32) -> Result<Option<Ranges>, IncrementalError> {
+    let Some(map) = parent
+        .pagemap(vpid)
+        .map_err(IncrementalError::ParentPagemap)?
+    else {
+        return Ok(None);
+    };
+    Ok(Some(Ranges::from_unsorted(
+        map.runs()
+            .map(|r| (r.vaddr, r.vaddr + r.len_bytes()))
+            .collect(),
+    )))
+}
+
+/// What a dump is asked to do about memory tracking.
+#[derive(Default)]
+pub struct TrackPlan {
+    /// The parent images (`parent` link), if any.
+    pub parent: Option<ImagesDir>,
+    /// Keep tracking after this dump (pre-dumps; `track_mem` with the task
+    /// left running).
+    pub keep: bool,
+}
+
+/// The tracker of one dump, with what it found.
+pub struct Tracking {
+    tracker: Option<Tracker>,
+    written: Ranges,
+    parent: Option<Ranges>,
+}
+
+impl Tracking {
+    /// Attaches the tracker (when tracking is wanted, a parent is given, or
+    /// an earlier pre-dump left one in the task) and reads what was written.
+    /// Unless `plan.keep`, the tracker is closed in the task right away, so
+    /// the task's descriptors no longer show it. The task must be frozen.
+    pub fn start(
+        inj: &Injection<'_>,
+        pid: RealPid,
+        vpid: u32,
+        vmas: &[Vma],
+        plan: &TrackPlan,
+    ) -> Result<Tracking, IncrementalError> {
+        let inert = Tracking {
+            tracker: None,
+            written: Ranges::default(),
+            parent: None,
+        };
+        let wanted =
+            plan.keep || plan.parent.is_some() || dirty::find_in_task(pid).is_some();
+        if !wanted || !dirty::kernel_supports() {
+            return Ok(inert);
+        }
+        let mut tracker = Tracker::attach(inj, pid)?;
+        let result = (|| -> Result<(Ranges, Option<Ranges>), IncrementalError> {
+            let path = crate::proc::path(pid.0, "pagemap");
+            let pagemap = std::fs::File::open(&path).map_err(|source| IncrementalError::Pagemap {
+                pid,
+                source: ProcError::Read { path, source },
+            })?;
+            let written = tracker.scan(&pagemap, vmas)?;
+            let parent = match (&plan.parent, tracker.continued()) {
+                (Some(p), true) => parent_coverage(p, vpid)?,
+                _ => None,
+            };
+            Ok((written, parent))
+        })();
+        // Without a complete scan the tracker's bits are spent: drop it so
+        // the next dump starts over with everything.
+        if result.is_err() || !plan.keep {
+            tracker.release(inj)?;
+        }
+        let (written, parent) = result?;
+        Ok(Tracking {
+            tracker: Some(tracker),
+            written,
+            parent,
+        })
+    }
+
+    /// What the memory dump needs to leave unchanged pages to the parent.
+    pub fn incremental(&self) -> Option<Incremental<'_>> {
+        self.parent.as_ref().map(|parent| Incremental {
+            written: &self.written,
+            parent,
+        })
+    }
+
+    /// The tracker's descriptor in the task when it stays there (the dump
+    /// of descriptors must not see it).
+    pub fn kept_fd(&self) -> Option<i32> {
+        self.tracker.as_ref().and_then(Tracker::remote_fd)
+    }
+
+    /// Closes the tracker in the task (after a failure that spent its bits).
+    pub fn abandon(&mut self, inj: &Injection<'_>) {
+        if let Some(t) = &mut self.tracker {
+            if let Err(err) = t.release(inj) {
+                tracing::warn!(?err, "cannot close the memory tracker in the task");
+            }
+        }
+    }
+}
