@@ -75,7 +75,11 @@ pub fn link_parent(
         target: target.to_owned(),
         source,
     };
-    match nix::unistd::unlinkat(dir.fd(), PARENT_LINK, nix::unistd::UnlinkatFlags::NoRemoveDir) {
+    match nix::unistd::unlinkat(
+        dir.fd(),
+        PARENT_LINK,
+        nix::unistd::UnlinkatFlags::NoRemoveDir,
+    ) {
         Ok(()) | Err(Errno::ENOENT) => {}
         Err(e) => return Err(link_err(e)),
     }
@@ -149,18 +153,18 @@ impl Tracking {
             written: Ranges::default(),
             parent: None,
         };
-        let wanted =
-            plan.keep || plan.parent.is_some() || dirty::find_in_task(pid).is_some();
+        let wanted = plan.keep || plan.parent.is_some() || dirty::find_in_task(pid).is_some();
         if !wanted || !dirty::kernel_supports() {
             return Ok(inert);
         }
         let mut tracker = Tracker::attach(inj, pid)?;
         let result = (|| -> Result<(Ranges, Option<Ranges>), IncrementalError> {
             let path = crate::proc::path(pid.0, "pagemap");
-            let pagemap = std::fs::File::open(&path).map_err(|source| IncrementalError::Pagemap {
-                pid,
-                source: ProcError::Read { path, source },
-            })?;
+            let pagemap =
+                std::fs::File::open(&path).map_err(|source| IncrementalError::Pagemap {
+                    pid,
+                    source: ProcError::Read { path, source },
+                })?;
             let written = tracker.scan(&pagemap, vmas)?;
             let parent = match (&plan.parent, tracker.continued()) {
                 (Some(p), true) => parent_coverage(p, vpid)?,

@@ -225,11 +225,7 @@ impl Tracker {
         // Move it out of the range the program uses for its own descriptors.
         let high = inj.syscall(
             nr::FCNTL,
-            &[
-                fd as u64,
-                libc::F_DUPFD_CLOEXEC as u64,
-                TRACK_FD_MIN as u64,
-            ],
+            &[fd as u64, libc::F_DUPFD_CLOEXEC as u64, TRACK_FD_MIN as u64],
         );
         let fd = match high {
             Ok(h) if h >= 0 => {

@@ -22,9 +22,9 @@ use crate::inject::{InjectError, Injection};
 use crate::proc::ProcError;
 use crate::pstree::RealPid;
 
+use dirty::Ranges;
 use page_pipe::{PagePipe, PagePipeError};
 use page_xfer::{PageSource, PageXfer, PageXferError};
-use dirty::Ranges;
 use pagemap::{PageRun, ScanError, PE_LAZY, PE_PARENT};
 use vma::Vma;
 

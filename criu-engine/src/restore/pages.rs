@@ -85,7 +85,11 @@ pub(crate) fn resolve(
             prefix: String::new(),
             pages_id: top_pages_id,
             runs: top.to_vec(),
-            need: top.iter().filter(|r| r.is_present()).map(PageRun::len_bytes).sum(),
+            need: top
+                .iter()
+                .filter(|r| r.is_present())
+                .map(PageRun::len_bytes)
+                .sum(),
             file: None,
         }],
         out: TaskPages::default(),
@@ -143,7 +147,10 @@ impl Resolver {
             })?
             .ok_or(ImagesError::Missing { image: name })?;
         let runs: Vec<PageRun> = map.runs().collect();
-        if runs.windows(2).any(|w| w[0].vaddr + w[0].len_bytes() > w[1].vaddr) {
+        if runs
+            .windows(2)
+            .any(|w| w[0].vaddr + w[0].len_bytes() > w[1].vaddr)
+        {
             return Err(ImagesError::Pagemap {
                 pid: self.pid,
                 vaddr,
