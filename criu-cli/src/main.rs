@@ -38,7 +38,8 @@ fn main() -> ExitCode {
         "dump" => commands::dump::run(&cfg),
         "restore" => commands::restore::run(&cfg),
         "pre-dump" => commands::pre_dump::run(&cfg),
-        "page-server" | "lazy-pages" => commands::pending::run(&cfg, &action),
+        "page-server" => commands::page_server::run(&cfg),
+        "lazy-pages" => commands::pending::run(&cfg, &action),
         "swrk" | "service" => {
             // `criu service` keeps CRIU's default: a socket in the work directory.
             let default_address = Path::new("criu_service.socket");

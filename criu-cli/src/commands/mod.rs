@@ -3,6 +3,7 @@
 pub mod check;
 pub mod cpuinfo;
 pub mod dump;
+pub mod page_server;
 pub mod pending;
 pub mod pre_dump;
 pub mod restore;
@@ -13,7 +14,7 @@ Usage:
   criu dump|pre-dump -t PID [<options>]
   criu restore [<options>]
   criu check [--feature FEAT] [--all]
-  criu page-server
+  criu page-server -D DIR [--address A] [--port N] [-d] [--prev-images-dir D]
   criu service [<options>]
   criu swrk <fd>
   criu lazy-pages -D DIR [<options>]
@@ -34,6 +35,11 @@ Incremental dumps:
                         the task running
   --pre-dump-mode splice|read
 
-page-server and lazy-pages accept every CRIU option but are not
-implemented yet by this engine: they fail with exit status 1.
+Page server:
+  --page-server --address A --port N  (dump, pre-dump) send pages to it
+  page-server prints its port (--port 0: any free one), then with -d the
+  daemon's pid
+
+lazy-pages accepts every CRIU option but is not implemented yet by this
+engine: it fails with exit status 1.
 ";

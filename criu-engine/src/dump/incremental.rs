@@ -3,6 +3,7 @@
 //! handling in `criu/image.c` and the `PE_PARENT` decisions of
 //! `criu/mem.c`, with [`crate::mem::dirty`] in place of soft-dirty bits).
 
+use std::net::TcpStream;
 use std::os::fd::OwnedFd;
 
 use criu_proto::img::{ImageError, ImagesDir};
@@ -10,10 +11,13 @@ use nix::errno::Errno;
 use nix::fcntl::{openat, OFlag};
 use nix::sys::stat::Mode;
 
+use crate::config::PreDumpMode;
 use crate::inject::Injection;
 use crate::mem::dirty::{self, DirtyError, Ranges, Tracker};
+use crate::mem::page_server::{PageServerError, Sender};
 use crate::mem::vma::Vma;
 use crate::mem::Incremental;
+use crate::opts::RequestOpts;
 use crate::proc::ProcError;
 use crate::pstree::RealPid;
 
@@ -59,6 +63,18 @@ pub enum IncrementalError {
     /// The memory tracker failed.
     #[error(transparent)]
     Dirty(#[from] DirtyError),
+    /// The page server could not be reached.
+    #[error(transparent)]
+    PageServer(#[from] PageServerError),
+    /// The `ps.fd` / `--ps-socket` descriptor cannot be used.
+    #[error("cannot use page server socket fd {fd}")]
+    PsSocket {
+        /// The descriptor.
+        fd: i32,
+        /// Why.
+        #[source]
+        source: crate::inject::InjectError,
+    },
 }
 
 /// Makes `dir/parent` point at `parent_img` (replacing an old link) and
@@ -119,7 +135,8 @@ pub fn parent_coverage(parent: &ImagesDir, vpid: u32) -> Result<Option<Ranges>, 
     )))
 }
 
-/// What a dump is asked to do about memory tracking.
+/// What a dump is asked to do about memory tracking, and where its pages
+/// go.
 #[derive(Default)]
 pub struct TrackPlan {
     /// The parent images (`parent` link), if any.
@@ -127,13 +144,57 @@ pub struct TrackPlan {
     /// Keep tracking after this dump (pre-dumps; `track_mem` with the task
     /// left running).
     pub keep: bool,
+    /// VMAs without read permission are not saved (pre-dump read mode).
+    pub skip_unreadable: bool,
+    /// The page server the pages go to, its pagemap already open.
+    pub remote: Option<Sender>,
+    /// The page server has parent images for this task.
+    pub remote_parent: bool,
+}
+
+impl TrackPlan {
+    /// The plan of a dump (`keep`: tracking goes on after it) of task
+    /// `vpid` into `dir` under `opts`: the `parent` link, and the page
+    /// server connection when pages go to one.
+    pub fn new(
+        opts: &RequestOpts,
+        dir: &ImagesDir,
+        vpid: u32,
+        keep: bool,
+    ) -> Result<TrackPlan, IncrementalError> {
+        let parent = link_parent(dir, opts.parent_img.as_deref())?;
+        let mut remote = if let Some(fd) = opts.ps_socket {
+            let me = RealPid(std::process::id() as i32);
+            let sk = crate::inject::steal_fd(me, fd)
+                .map_err(|source| IncrementalError::PsSocket { fd, source })?;
+            Some(Sender::from_stream(TcpStream::from(sk)))
+        } else if opts.page_server {
+            let address = opts.address.as_deref().unwrap_or("127.0.0.1");
+            Some(Sender::connect(address, opts.port)?)
+        } else {
+            None
+        };
+        let remote_parent = match &mut remote {
+            Some(sender) => sender.open(vpid)?,
+            None => false,
+        };
+        Ok(TrackPlan {
+            parent,
+            keep,
+            skip_unreadable: opts.pre_dump_mode == PreDumpMode::Read && keep,
+            remote,
+            remote_parent,
+        })
+    }
 }
 
 /// The tracker of one dump, with what it found.
 pub struct Tracking {
     tracker: Option<Tracker>,
     written: Ranges,
-    parent: Option<Ranges>,
+    /// `Some(Some(coverage))`: a local parent pagemap; `Some(None)`: a
+    /// page server's parent; `None`: no usable parent.
+    parent: Option<Option<Ranges>>,
 }
 
 impl Tracking {
@@ -158,17 +219,25 @@ impl Tracking {
             return Ok(inert);
         }
         let mut tracker = Tracker::attach(inj, pid)?;
-        let result = (|| -> Result<(Ranges, Option<Ranges>), IncrementalError> {
+        let result = (|| -> Result<(Ranges, Option<Option<Ranges>>), IncrementalError> {
             let path = crate::proc::path(pid.0, "pagemap");
             let pagemap =
                 std::fs::File::open(&path).map_err(|source| IncrementalError::Pagemap {
                     pid,
                     source: ProcError::Read { path, source },
                 })?;
-            let written = tracker.scan(&pagemap, vmas)?;
+            let written = tracker.scan(&pagemap, vmas, plan.skip_unreadable)?;
             let parent = match (&plan.parent, tracker.continued()) {
-                (Some(p), true) => parent_coverage(p, vpid)?,
+                (Some(p), true) => parent_coverage(p, vpid)?.map(Some),
                 _ => None,
+            };
+            // Pages sent to a page server with parent images: that parent
+            // holds every tracked page (`scan` keeps that true).
+            let parent = match parent {
+                None if plan.remote.is_some() && plan.remote_parent && tracker.continued() => {
+                    Some(None)
+                }
+                p => p,
             };
             Ok((written, parent))
         })();
@@ -189,7 +258,7 @@ impl Tracking {
     pub fn incremental(&self) -> Option<Incremental<'_>> {
         self.parent.as_ref().map(|parent| Incremental {
             written: &self.written,
-            parent,
+            parent: parent.as_ref(),
         })
     }
 

@@ -139,6 +139,10 @@ pub fn run(opts: &RequestOpts, notify: &mut dyn Notify) -> Result<DumpOutcome, D
         return Err(DumpError::NetworkLock { pid });
     }
 
+    let keep = opts.track_mem && opts.final_state == FinalState::Alive;
+    let track =
+        incremental::TrackPlan::new(opts, &dir, pid.0 as u32, keep).map_err(TaskDumpError::from)?;
+
     let mut stats = DumpStats::default();
     let t0 = Instant::now();
     let seize_opts = SeizeOptions {
@@ -163,12 +167,7 @@ pub fn run(opts: &RequestOpts, notify: &mut dyn Notify) -> Result<DumpOutcome, D
         PreDumpMode::Splice => PageMode::Splice,
         PreDumpMode::Read => PageMode::Read,
     };
-    let track = incremental::TrackPlan {
-        parent: incremental::link_parent(&dir, opts.parent_img.as_deref())
-            .map_err(TaskDumpError::from)?,
-        keep: opts.track_mem && opts.final_state == FinalState::Alive,
-    };
-    stats.mem = task::dump(&task, &dir, mode, &track, &mut stats)?;
+    stats.mem = task::dump(&task, &dir, mode, track, &mut stats)?;
     stats.frozen_time = frozen_at.elapsed();
     dir.write_single(ImageKind::StatsDump, 0, &stats.entry())
         .map_err(DumpError::Finish)?;

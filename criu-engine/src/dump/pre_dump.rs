@@ -23,7 +23,7 @@ use crate::opts::RequestOpts;
 use crate::pstree::RealPid;
 use crate::seize::{SeizeOptions, SeizedTask};
 
-use super::incremental::{link_parent, TrackPlan, Tracking};
+use super::incremental::{TrackPlan, Tracking};
 use super::task::{precheck, TaskDumpError};
 use super::{forget_old_dump, inventory, DumpError, DumpOutcome, DumpStats};
 
@@ -45,10 +45,7 @@ pub fn run(opts: &RequestOpts) -> Result<DumpOutcome, DumpError> {
     }
     forget_old_dump(&dir);
     precheck(pid, opts.shell_job)?;
-    let plan = TrackPlan {
-        parent: link_parent(&dir, opts.parent_img.as_deref()).map_err(TaskDumpError::from)?,
-        keep: true,
-    };
+    let plan = TrackPlan::new(opts, &dir, pid.0 as u32, true).map_err(TaskDumpError::from)?;
 
     let mut stats = DumpStats::default();
     let t0 = Instant::now();
@@ -60,7 +57,7 @@ pub fn run(opts: &RequestOpts) -> Result<DumpOutcome, DumpError> {
     let frozen_at = Instant::now();
     stats.freezing_time = frozen_at - t0;
     let started = Instant::now();
-    let mem = frozen_part(&task, &dir, opts.pre_dump_mode, &plan)?;
+    let mem = frozen_part(&task, &dir, opts.pre_dump_mode, plan)?;
     let release = |source| DumpError::Release { pid, source };
     match mem {
         Frozen::Done(m) => {
@@ -68,10 +65,10 @@ pub fn run(opts: &RequestOpts) -> Result<DumpOutcome, DumpError> {
             task.detach().map_err(release)?;
             stats.mem = m;
         }
-        Frozen::Planned(runs, mut m) => {
+        Frozen::Planned(runs, remote, mut m) => {
             stats.frozen_time = frozen_at.elapsed();
             task.detach().map_err(release)?;
-            mem::write_planned(pid, pid.0 as u32, PAGES_ID, runs, &dir, &mut m)
+            mem::write_planned(pid, pid.0 as u32, PAGES_ID, runs, &dir, remote, &mut m)
                 .map_err(TaskDumpError::from)?;
             stats.mem = m;
         }
@@ -100,15 +97,20 @@ pub fn run(opts: &RequestOpts) -> Result<DumpOutcome, DumpError> {
 enum Frozen {
     /// Pages written (`splice` mode).
     Done(mem::MemStats),
-    /// Pages listed, to be read once the task runs (`read` mode).
-    Planned(Vec<mem::pagemap::PageRun>, mem::MemStats),
+    /// Pages listed, to be read once the task runs (`read` mode), and the
+    /// page server they go to, if any.
+    Planned(
+        Vec<mem::pagemap::PageRun>,
+        Option<mem::page_server::Sender>,
+        mem::MemStats,
+    ),
 }
 
 fn frozen_part(
     task: &SeizedTask,
     dir: &ImagesDir,
     mode: PreDumpMode,
-    plan: &TrackPlan,
+    mut plan: TrackPlan,
 ) -> Result<Frozen, TaskDumpError> {
     let pid = task.pid();
     let inj_err = |source| TaskDumpError::Inject { pid, source };
@@ -118,7 +120,8 @@ fn frozen_part(
         .rsp;
     let vmas = vma::collect(pid.0)?;
     let inj = Injection::new(task).map_err(inj_err)?;
-    let mut tracking = Tracking::start(&inj, pid, pid.0 as u32, &vmas, plan)?;
+    let mut tracking = Tracking::start(&inj, pid, pid.0 as u32, &vmas, &plan)?;
+    let remote = plan.remote.take();
     let result = match mode {
         PreDumpMode::Splice => MemDump {
             inj: &inj,
@@ -128,11 +131,12 @@ fn frozen_part(
             sp,
             mode: PageMode::Splice,
             incremental: tracking.incremental(),
+            remote,
         }
         .run(&vmas, dir)
         .map(Frozen::Done),
         PreDumpMode::Read => mem::plan(pid, &vmas, sp, tracking.incremental())
-            .map(|(runs, stats)| Frozen::Planned(runs, stats)),
+            .map(|(runs, stats)| Frozen::Planned(runs, remote, stats)),
     };
     if result.is_err() {
         tracking.abandon(&inj);

@@ -132,7 +132,7 @@ pub fn dump(
     task: &SeizedTask,
     dir: &ImagesDir,
     mode: PageMode,
-    track: &TrackPlan,
+    mut track: TrackPlan,
     timing: &mut super::stats::DumpStats,
 ) -> Result<MemStats, TaskDumpError> {
     let pid = task.pid();
@@ -171,7 +171,7 @@ pub fn dump(
     dir.write_single(ImageKind::Ids, pid.0 as u64, &ids)?;
 
     let inj = Injection::new(task).map_err(|source| TaskDumpError::Inject { pid, source })?;
-    let tracking = Tracking::start(&inj, pid, pid.0 as u32, &vmas, track)?;
+    let tracking = Tracking::start(&inj, pid, pid.0 as u32, &vmas, &track)?;
     if let Some(fd) = tracking.kept_fd() {
         files.ignore_fd(fd);
     }
@@ -186,6 +186,7 @@ pub fn dump(
         sp,
         mode,
         incremental: tracking.incremental(),
+        remote: track.remote.take(),
     }
     .run(&vmas, dir)?;
     timing.memdump_time = started.elapsed();

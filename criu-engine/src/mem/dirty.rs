@@ -267,13 +267,31 @@ impl Tracker {
 
     /// Reports the pages of the tracked VMAs of `vmas` written since the
     /// last scan and write-protects them again; VMAs not tracked yet count
-    /// as written whole and are registered. The task must be frozen.
-    pub fn scan(&self, pagemap: &File, vmas: &[Vma]) -> Result<Ranges, DirtyError> {
+    /// as written whole and are registered. With `skip_unreadable` (a dump
+    /// that will not save VMAs without read permission), such VMAs are
+    /// unregistered so that the next dump saves them whole: a tracked VMA
+    /// is always one whose pages the last dump saved. The task must be
+    /// frozen.
+    pub fn scan(
+        &self,
+        pagemap: &File,
+        vmas: &[Vma],
+        skip_unreadable: bool,
+    ) -> Result<Ranges, DirtyError> {
         let mut written = Ranges::default();
         for vma in vmas.iter().filter(|v| is_saved_kind(v)) {
             let (start, end) = (vma.entry.start, vma.entry.end);
             if !is_tracked_kind(vma) {
                 written.push(start, end);
+                continue;
+            }
+            if skip_unreadable && vma.entry.prot & libc::PROT_READ as u32 == 0 {
+                written.push(start, end);
+                if self.continued && vma.uffd_wp {
+                    if let Err(err) = uffd::unregister(self.uffd.as_fd(), start, end - start) {
+                        tracing::debug!(pid = %self.pid, start, end, %err, "cannot unregister an unreadable vma");
+                    }
+                }
                 continue;
             }
             if self.continued && vma.uffd_wp {

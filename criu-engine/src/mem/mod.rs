@@ -9,6 +9,7 @@
 
 pub mod dirty;
 pub mod page_pipe;
+pub mod page_server;
 pub mod page_xfer;
 pub mod pagemap;
 pub mod vma;
@@ -24,6 +25,7 @@ use crate::pstree::RealPid;
 
 use dirty::Ranges;
 use page_pipe::{PagePipe, PagePipeError};
+use page_server::Sender;
 use page_xfer::{PageSource, PageXfer, PageXferError};
 use pagemap::{PageRun, ScanError, PE_LAZY, PE_PARENT};
 use vma::Vma;
@@ -103,6 +105,8 @@ pub struct MemDump<'a, 't> {
     pub mode: PageMode,
     /// Against which parent images, for an incremental dump.
     pub incremental: Option<Incremental<'a>>,
+    /// Send the pages to this page server instead of writing them.
+    pub remote: Option<Sender>,
 }
 
 /// What an incremental dump knows: pages written since the parent dump and
@@ -112,8 +116,10 @@ pub struct MemDump<'a, 't> {
 pub struct Incremental<'a> {
     /// Pages written since the last scan (whole VMAs where not tracked).
     pub written: &'a Ranges,
-    /// Pages the parent pagemap covers (present or itself in a parent).
-    pub parent: &'a Ranges,
+    /// Pages the parent pagemap covers (present or itself in a parent);
+    /// `None` when the parent is on a page server, which holds every page
+    /// the tracker did not see written.
+    pub parent: Option<&'a Ranges>,
 }
 
 impl Incremental<'_> {
@@ -124,7 +130,11 @@ impl Incremental<'_> {
                 emit(piece(run.flags, s, e));
                 continue;
             }
-            for (ps, pe, in_parent) in self.parent.split(s, e) {
+            let Some(parent) = self.parent else {
+                emit(piece(PE_PARENT, s, e));
+                continue;
+            };
+            for (ps, pe, in_parent) in parent.split(s, e) {
                 emit(piece(if in_parent { PE_PARENT } else { run.flags }, ps, pe));
             }
         }
@@ -197,14 +207,14 @@ pub fn write_planned(
     pages_id: u32,
     runs: Vec<PageRun>,
     dir: &ImagesDir,
+    remote: Option<Sender>,
     stats: &mut MemStats,
 ) -> Result<(), MemError> {
-    let mut xfer = PageXfer::create(
-        dir,
-        vpid,
-        pages_id,
-        PageSource::ReadTolerant(pid, page_pipe::max_pipe_size()),
-    )?;
+    let source = PageSource::ReadTolerant(pid, page_pipe::max_pipe_size());
+    let mut xfer = match remote {
+        Some(sender) => PageXfer::remote(sender, source),
+        None => PageXfer::create(dir, vpid, pages_id, source)?,
+    };
     for run in runs {
         xfer.add(run)?;
     }
@@ -218,7 +228,7 @@ impl MemDump<'_, '_> {
     /// Writes `pagemap-<vpid>.img` and `pages-<id>.img` for the private VMAs
     /// of `vmas` (CRIU's `parasite_dump_pages_seized`).
     #[doc(alias = "parasite_dump_pages_seized")]
-    pub fn run(&self, vmas: &[Vma], dir: &ImagesDir) -> Result<MemStats, MemError> {
+    pub fn run(mut self, vmas: &[Vma], dir: &ImagesDir) -> Result<MemStats, MemError> {
         let pid = self.pid;
         let pm_err = |source| MemError::Pagemap { pid, source };
         let path = crate::proc::path(pid.0, "pagemap");
@@ -233,7 +243,10 @@ impl MemDump<'_, '_> {
             Some(p) => PageSource::Pipe(p),
             None => PageSource::Read(pid, page_pipe::max_pipe_size()),
         };
-        let mut xfer = PageXfer::create(dir, self.vpid, self.pages_id, source)?;
+        let mut xfer = match self.remote.take() {
+            Some(sender) => PageXfer::remote(sender, source),
+            None => PageXfer::create(dir, self.vpid, self.pages_id, source)?,
+        };
         let mut stats = MemStats {
             page_pipes: u64::from(pipe.is_some()),
             ..MemStats::default()

@@ -63,6 +63,8 @@ pub(crate) const SOCK_DIAG_BY_FAMILY: u16 = 20;
 
 /// `UFFDIO_REGISTER` = `_IOWR(0xaa, 0x00, struct uffdio_register)`.
 pub(crate) const UFFDIO_REGISTER: libc::c_ulong = 0xc020_aa00;
+/// `UFFDIO_UNREGISTER` = `_IOR(0xaa, 0x01, struct uffdio_range)`.
+pub(crate) const UFFDIO_UNREGISTER: libc::c_ulong = 0x8010_aa01;
 /// `UFFDIO_REGISTER_MODE_WP`.
 pub(crate) const UFFDIO_REGISTER_MODE_WP: u64 = 1 << 1;
 /// `UFFD_FEATURE_WP_UNPOPULATED` (Linux 6.4).

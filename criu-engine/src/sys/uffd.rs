@@ -49,3 +49,17 @@ pub(crate) fn register_wp(uffd: BorrowedFd<'_>, start: u64, len: u64) -> nix::Re
     })
     .map(drop)
 }
+
+/// `UFFDIO_UNREGISTER` of `[start, start + len)`.
+pub(crate) fn unregister(uffd: BorrowedFd<'_>, start: u64, len: u64) -> nix::Result<()> {
+    let mut range = UffdioRange { start, len };
+    // SAFETY: UFFDIO_UNREGISTER reads one live `uffdio_range`.
+    Errno::result(unsafe {
+        libc::ioctl(
+            uffd.as_raw_fd(),
+            abi::UFFDIO_UNREGISTER as _,
+            std::ptr::from_mut(&mut range),
+        )
+    })
+    .map(drop)
+}
