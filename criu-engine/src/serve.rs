@@ -111,7 +111,8 @@ impl Engine {
         ctx: &mut dyn RequestCtx,
         resp: &mut CriuResp,
     ) -> Result<Option<Reply>, Error> {
-        let ro = self.request_opts(CriuReqType::Dump, req, ctx)?;
+        let mut ro = self.request_opts(CriuReqType::Dump, req, ctx)?;
+        ro.rpc_socket_ino = Some(ctx.socket_inode());
         let _log = log::start(&ro)?;
         let self_dump = matches!(ro.target, Some(Target::Peer(_)));
         if let Some(target) = ro.target {

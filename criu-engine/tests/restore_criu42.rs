@@ -342,17 +342,6 @@ fn refused_pre_restore_aborts() {
     );
 }
 
-/// Multi-threaded images are refused with "not supported yet".
-fn threads_not_supported() {
-    let images = images_copy("threads");
-    let err = restore(images.path(), &mut Recorder::default()).unwrap_err();
-    assert!(
-        matches!(err, RestoreError::Images(ImagesError::Unsupported { .. })),
-        "{err:?}"
-    );
-    assert!(err.to_string().contains("not supported yet"), "{err}");
-}
-
 /// A worker with a second thread must not fork without exec.
 fn multi_threaded_worker_refused() {
     let images = prepare_loop();
@@ -472,7 +461,6 @@ fn main() {
         .collect();
     let cases: &[(&str, fn())] = &[
         ("refused_pre_restore_aborts", refused_pre_restore_aborts),
-        ("threads_not_supported", threads_not_supported),
         ("truncated_pages_refused", truncated_pages_refused),
         ("damaged_core_refused", damaged_core_refused),
         (

@@ -89,8 +89,11 @@ impl Service {
             .arg(&socket)
             .spawn()
             .expect("start service");
+        // The socket file appears at bind(), before listen(): only a
+        // successful connection proves the service is ready. The probe
+        // connection closes at once; its worker sees EOF and exits.
         let deadline = Instant::now() + Duration::from_secs(10);
-        while !socket.exists() {
+        while criu_transport::client::Client::connect(&socket).is_err() {
             assert!(Instant::now() < deadline, "service never started listening");
             std::thread::sleep(Duration::from_millis(5));
         }
@@ -224,6 +227,8 @@ pub struct WorkloadLine {
     pub sigusr1: u64,
     /// Offset of the read fd on its executable.
     pub offset: i64,
+    /// Counters of the extra threads (`threads N`).
+    pub counters: Vec<u64>,
     /// With `dirty=` or `remap`: whether memory matched what the workload
     /// wrote.
     pub consistent: Option<bool>,
@@ -262,13 +267,23 @@ impl Workload {
         text.lines()
             .filter(|l| !l.starts_with("fds "))
             .filter_map(|l| {
-                let mut it = l.split_whitespace();
+                let mut words: Vec<&str> = l.split_whitespace().collect();
+                let consistent = match words.last() {
+                    Some(&"ok") => Some(true),
+                    Some(&"bad") => Some(false),
+                    _ => None,
+                };
+                if consistent.is_some() {
+                    words.pop();
+                }
+                let mut it = words.into_iter();
                 Some(WorkloadLine {
                     n: it.next()?.parse().ok()?,
                     checksum: it.next()?.to_owned(),
                     sigusr1: it.next()?.parse().ok()?,
                     offset: it.next()?.parse().ok()?,
-                    consistent: it.next().map(|v| v == "ok"),
+                    counters: it.map(|c| c.parse().ok()).collect::<Option<_>>()?,
+                    consistent,
                 })
             })
             .next_back()

@@ -1,8 +1,7 @@
 //! `criu cpuinfo dump|check -D DIR`.
 
 use criu_engine::config::Config;
-use criu_engine::worker::error_chain;
-use criu_engine::{cpuinfo, log, opts};
+use criu_engine::cpuinfo;
 
 /// Writes or checks `<images dir>/cpuinfo.img`.
 pub fn run(cfg: &Config) -> u8 {
@@ -11,19 +10,9 @@ pub fn run(cfg: &Config) -> u8 {
         eprintln!("Error: cpuinfo needs a sub-command: dump or check");
         return 1;
     }
-    let ro = match opts::from_config(cfg) {
-        Ok(ro) => ro,
-        Err(e) => {
-            eprintln!("Error: {}", error_chain(&e));
-            return 1;
-        }
-    };
-    let _log = match log::start(&ro) {
-        Ok(guard) => guard,
-        Err(e) => {
-            eprintln!("Error: {}", error_chain(&e));
-            return 1;
-        }
+    let (ro, _log) = match super::prepare(cfg) {
+        Ok(prepared) => prepared,
+        Err(status) => return status,
     };
     let Some(dir) = ro.images_dir.as_ref().map(|d| d.path.clone()) else {
         eprintln!("Error: no images directory");
@@ -36,11 +25,6 @@ pub fn run(cfg: &Config) -> u8 {
     };
     match result {
         Ok(()) => 0,
-        Err(e) => {
-            let msg = error_chain(&e);
-            tracing::error!("{msg}");
-            eprintln!("Error: {msg}");
-            1
-        }
+        Err(e) => super::fail(&e),
     }
 }

@@ -1,25 +1,14 @@
 //! `criu dump -t PID -D DIR [options]`.
 
 use criu_engine::config::Config;
+use criu_engine::dump;
 use criu_engine::notify::NoNotify;
-use criu_engine::worker::error_chain;
-use criu_engine::{dump, log, opts};
 
 /// Exit status 0 when the tree was dumped.
 pub fn run(cfg: &Config) -> u8 {
-    let ro = match opts::from_config(cfg) {
-        Ok(ro) => ro,
-        Err(e) => {
-            eprintln!("Error: {}", error_chain(&e));
-            return 1;
-        }
-    };
-    let _log = match log::start(&ro) {
-        Ok(guard) => guard,
-        Err(e) => {
-            eprintln!("Error: {}", error_chain(&e));
-            return 1;
-        }
+    let (ro, _log) = match super::prepare(cfg) {
+        Ok(prepared) => prepared,
+        Err(status) => return status,
     };
     match dump::run(&ro, &mut NoNotify) {
         Ok(outcome) => {
@@ -29,11 +18,6 @@ pub fn run(cfg: &Config) -> u8 {
             tracing::info!("Dumping finished successfully");
             0
         }
-        Err(e) => {
-            let msg = error_chain(&e);
-            tracing::error!("{msg}");
-            eprintln!("Error: {msg}");
-            1
-        }
+        Err(e) => super::fail(&e),
     }
 }

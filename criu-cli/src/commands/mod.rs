@@ -1,5 +1,10 @@
 //! One adapter per `criu` action.
 
+use criu_engine::config::Config;
+use criu_engine::log::LogGuard;
+use criu_engine::opts::RequestOpts;
+use criu_engine::worker::error_chain;
+
 pub mod check;
 pub mod cpuinfo;
 pub mod dump;
@@ -43,3 +48,19 @@ Page server:
 lazy-pages accepts every CRIU option but is not implemented yet by this
 engine: it fails with exit status 1.
 ";
+
+/// The validated options of an action and its log, opened where CRIU puts
+/// it; on failure the reason is printed and the exit status returned.
+pub fn prepare(cfg: &Config) -> Result<(RequestOpts, LogGuard), u8> {
+    let ro = criu_engine::opts::from_config(cfg).map_err(|e| fail(&e))?;
+    let log = criu_engine::log::start(&ro).map_err(|e| fail(&e))?;
+    Ok((ro, log))
+}
+
+/// Reports an action's failure on stderr and in its log; exit status 1.
+pub fn fail(err: &dyn std::error::Error) -> u8 {
+    let msg = error_chain(err);
+    tracing::error!("{msg}");
+    eprintln!("Error: {msg}");
+    1
+}

@@ -4,33 +4,17 @@
 //! a daemon and its pid is printed after the port.
 
 use criu_engine::config::Config;
-use criu_engine::worker::error_chain;
-use criu_engine::{log, opts, page_server};
+use criu_engine::page_server;
 
 /// Exit status 0 when the session ended well (or the daemon started).
 pub fn run(cfg: &Config) -> u8 {
-    let ro = match opts::from_config(cfg) {
-        Ok(ro) => ro,
-        Err(e) => {
-            eprintln!("Error: {}", error_chain(&e));
-            return 1;
-        }
-    };
-    let _log = match log::start(&ro) {
-        Ok(guard) => guard,
-        Err(e) => {
-            eprintln!("Error: {}", error_chain(&e));
-            return 1;
-        }
-    };
-    let fail = |msg: String| {
-        tracing::error!("{msg}");
-        eprintln!("Error: {msg}");
-        1
+    let (ro, _log) = match super::prepare(cfg) {
+        Ok(prepared) => prepared,
+        Err(status) => return status,
     };
     let ready = match page_server::prepare(&ro) {
         Ok(r) => r,
-        Err(e) => return fail(error_chain(&e)),
+        Err(e) => return super::fail(&e),
     };
     println!("{}", ready.port());
     if ro.restore_detached {
@@ -39,11 +23,11 @@ pub fn run(cfg: &Config) -> u8 {
                 println!("{pid}");
                 0
             }
-            Err(e) => fail(error_chain(&e)),
+            Err(e) => super::fail(&e),
         };
     }
     match ready.serve() {
         Ok(_) => 0,
-        Err(e) => fail(error_chain(&e)),
+        Err(e) => super::fail(&e),
     }
 }

@@ -4,8 +4,7 @@ use std::io::Write;
 
 use criu_engine::config::Config;
 use criu_engine::notify::NoNotify;
-use criu_engine::worker::error_chain;
-use criu_engine::{log, opts, restore};
+use criu_engine::restore;
 use nix::sys::wait::{waitpid, WaitStatus};
 use nix::unistd::Pid;
 
@@ -13,28 +12,13 @@ use nix::unistd::Pid;
 /// status is 0 once it runs. Without it `criu` stays the tree's parent, as
 /// CRIU does, and exits with the root task's status when it ends.
 pub fn run(cfg: &Config) -> u8 {
-    let ro = match opts::from_config(cfg) {
-        Ok(ro) => ro,
-        Err(e) => {
-            eprintln!("Error: {}", error_chain(&e));
-            return 1;
-        }
-    };
-    let log_guard = match log::start(&ro) {
-        Ok(guard) => guard,
-        Err(e) => {
-            eprintln!("Error: {}", error_chain(&e));
-            return 1;
-        }
+    let (ro, log_guard) = match super::prepare(cfg) {
+        Ok(prepared) => prepared,
+        Err(status) => return status,
     };
     let outcome = match restore::run(&ro, &mut NoNotify) {
         Ok(outcome) => outcome,
-        Err(e) => {
-            let msg = error_chain(&e);
-            tracing::error!("{msg}");
-            eprintln!("Error: {msg}");
-            return 1;
-        }
+        Err(e) => return super::fail(&e),
     };
     tracing::info!(pid = outcome.root_pid, "Restore finished successfully");
     if let Some(path) = &ro.pidfile {

@@ -16,7 +16,7 @@ use crate::inject::Injection;
 use crate::mem::dirty::{self, DirtyError, Ranges, Tracker};
 use crate::mem::page_server::{PageServerError, Sender};
 use crate::mem::vma::Vma;
-use crate::mem::Incremental;
+use crate::mem::{Incremental, PageMode};
 use crate::opts::RequestOpts;
 use crate::proc::ProcError;
 use crate::pstree::RealPid;
@@ -139,6 +139,8 @@ pub fn parent_coverage(parent: &ImagesDir, vpid: u32) -> Result<Option<Ranges>, 
 /// go.
 #[derive(Default)]
 pub struct TrackPlan {
+    /// How pages leave the task.
+    pub mode: PageMode,
     /// The parent images (`parent` link), if any.
     pub parent: Option<ImagesDir>,
     /// Keep tracking after this dump (pre-dumps; `track_mem` with the task
@@ -179,6 +181,10 @@ impl TrackPlan {
             None => false,
         };
         Ok(TrackPlan {
+            mode: match opts.pre_dump_mode {
+                PreDumpMode::Splice => PageMode::Splice,
+                PreDumpMode::Read => PageMode::Read,
+            },
             parent,
             keep,
             skip_unreadable: opts.pre_dump_mode == PreDumpMode::Read && keep,

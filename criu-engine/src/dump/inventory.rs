@@ -76,9 +76,10 @@ pub fn root_ids() -> TaskKobjIdsEntry {
     }
 }
 
-/// Checks that `pid` shares every namespace with us and returns its ids
-/// (kernel objects numbered 2: the first task after the dumper).
-pub fn task_ids(pid: RealPid) -> Result<TaskKobjIdsEntry, NamespaceError> {
+/// Checks that `pid` shares every namespace with us and returns its ids:
+/// its own mm, fd table, fs and signal handlers, all numbered `id` (2 for
+/// the first task: 1 is the dumper's).
+pub fn task_ids(pid: RealPid, id: u32) -> Result<TaskKobjIdsEntry, NamespaceError> {
     for ns in NAMESPACES {
         let theirs =
             ns_ino(Some(pid), ns).map_err(|source| NamespaceError::Read { pid, ns, source })?;
@@ -88,10 +89,10 @@ pub fn task_ids(pid: RealPid) -> Result<TaskKobjIdsEntry, NamespaceError> {
         }
     }
     Ok(TaskKobjIdsEntry {
-        vm_id: 2,
-        files_id: 2,
-        fs_id: 2,
-        sighand_id: 2,
+        vm_id: id,
+        files_id: id,
+        fs_id: id,
+        sighand_id: id,
         ..root_ids()
     })
 }
@@ -158,7 +159,7 @@ mod tests {
     #[test]
     fn own_process_matches_root_ids() {
         let me = RealPid(std::process::id() as i32);
-        let ids = task_ids(me).unwrap();
+        let ids = task_ids(me, 2).unwrap();
         let root = root_ids();
         assert_eq!(ids.pid_ns_id, root.pid_ns_id);
         assert_eq!(ids.time_ns_id, Some(5));

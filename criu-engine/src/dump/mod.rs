@@ -1,11 +1,12 @@
-//! DUMP: freeze one task, write its images, then kill, resume or leave it
-//! stopped (CRIU's `criu/cr-dump.c` `cr_dump_tasks` / `cr_dump_finish`).
+//! DUMP: freeze a process tree, write its images, then kill, resume or
+//! leave it stopped (CRIU's `criu/cr-dump.c` `cr_dump_tasks` /
+//! `cr_dump_finish`).
 //!
 //! Order of a dump:
 //!
 //! 1. `pre-dump` notification (a refusal aborts before the task is touched);
-//! 2. checks that need no freeze (single thread, no children, session
-//!    leader, network lock);
+//! 2. checks that need no freeze (no children, session leader, network
+//!    lock);
 //! 3. seize; ptrace state; VMAs and mapped files; injection stub;
 //!    descriptors; memory through page pipes; injected queries; cure;
 //! 4. the remaining images, `stats-dump`, and `inventory.img` last, so a
@@ -27,12 +28,13 @@ use std::time::{Duration, Instant};
 
 use criu_proto::img::{ImageError, ImageKind, ImagesDir};
 
-use crate::config::{FinalState, NetworkLock, PreDumpMode};
-use crate::mem::PageMode;
+use crate::config::{FinalState, NetworkLock};
+use crate::files::FileTable;
 use crate::notify::Notify;
 use crate::opts::RequestOpts;
 use crate::pstree::RealPid;
-use crate::seize::{SeizeError, SeizeOptions, SeizedTask};
+use crate::seize::{MemberKind, SeizeError, SeizeOptions, SeizedTree};
+use criu_proto::images::{CoreEntry, PstreeEntry, SeccompEntry, TaskCoreEntry};
 
 pub use stats::DumpStats;
 pub use task::TaskDumpError;
@@ -89,6 +91,22 @@ pub enum DumpError {
     /// Writing the inventory or statistics failed.
     #[error("cannot finish the images")]
     Finish(#[source] ImageError),
+    /// A pre-dump of more than one task.
+    #[error("task {pid} has {what}; pre-dumps of several tasks are not supported yet")]
+    PreDumpSingleTask {
+        /// The task.
+        pid: RealPid,
+        /// Its threads or children.
+        what: String,
+    },
+    /// Pages of a process tree were to go to a page server.
+    #[error(
+        "sending the pages of a tree of {members} processes to a page server is not supported yet"
+    )]
+    PageServerTree {
+        /// Processes in the tree.
+        members: usize,
+    },
     /// Releasing the task after the dump failed.
     #[error("cannot release task {pid} after the dump")]
     Release {
@@ -149,7 +167,7 @@ pub fn run(opts: &RequestOpts, notify: &mut dyn Notify) -> Result<DumpOutcome, D
         timeout: Duration::from_secs(opts.timeout.into()),
     };
     let task =
-        SeizedTask::seize(pid, &seize_opts).map_err(|source| DumpError::Seize { pid, source })?;
+        SeizedTree::seize(pid, &seize_opts).map_err(|source| DumpError::Seize { pid, source })?;
     let frozen_at = Instant::now();
     stats.freezing_time = frozen_at - t0;
     // Once the tree is frozen (and its network locked, which a task in the
@@ -163,11 +181,7 @@ pub fn run(opts: &RequestOpts, notify: &mut dyn Notify) -> Result<DumpOutcome, D
         });
     }
 
-    let mode = match opts.pre_dump_mode {
-        PreDumpMode::Splice => PageMode::Splice,
-        PreDumpMode::Read => PageMode::Read,
-    };
-    stats.mem = task::dump(&task, &dir, mode, track, &mut stats)?;
+    dump_tree(&task, &dir, track, opts.rpc_socket_ino, &mut stats)?;
     stats.frozen_time = frozen_at.elapsed();
     dir.write_single(ImageKind::StatsDump, 0, &stats.entry())
         .map_err(DumpError::Finish)?;
@@ -198,6 +212,82 @@ pub fn run(opts: &RequestOpts, notify: &mut dyn Notify) -> Result<DumpOutcome, D
         "dump finished"
     );
     Ok(DumpOutcome { stats })
+}
+
+/// `TASK_DEAD` of `tc.task_state`.
+const TASK_DEAD: u32 = 2;
+/// `CORE_ENTRY__MARCH__X86_64`.
+const MARCH_X86_64: i32 = 1;
+
+/// Writes the images of every task of the frozen tree, then the images
+/// they share (`files.img`, `pstree.img`, `seccomp.img`, `timens-0.img`).
+/// `rpc_socket_ino` is the worker's end of a CRIU-RPC connection, whose peer
+/// in the tree is saved as the service socket (self-dump).
+fn dump_tree(
+    tree: &SeizedTree,
+    dir: &ImagesDir,
+    track: incremental::TrackPlan,
+    rpc_socket_ino: Option<u64>,
+    stats: &mut DumpStats,
+) -> Result<(), DumpError> {
+    if track.remote.is_some() && tree.members.len() > 1 {
+        return Err(DumpError::PageServerTree {
+            members: tree.members.len(),
+        });
+    }
+    // Memory tracking and the page server follow the root process only
+    // (the other members of a tree are dumped whole).
+    let mode = track.mode;
+    let mut track = Some(track);
+    dir.write_single(ImageKind::Seccomp, 0, &SeccompEntry::default())
+        .map_err(TaskDumpError::from)?;
+    let mut files = FileTable::new();
+    files.set_rpc_socket(rpc_socket_ino);
+    let mut pstree = Vec::with_capacity(tree.members.len());
+    let mut next_id = 2;
+    for (i, m) in tree.members.iter().enumerate() {
+        let ppid = if i == 0 { 0 } else { m.ppid.0 as u32 };
+        match &m.kind {
+            MemberKind::Alive(p) => {
+                let plan = track.take().unwrap_or(incremental::TrackPlan {
+                    mode,
+                    ..Default::default()
+                });
+                let (mem, entry) = task::dump(p, dir, plan, stats, &mut files, next_id, ppid)?;
+                next_id += 1;
+                stats.mem.add(&mem);
+                pstree.push(entry);
+            }
+            MemberKind::Zombie { exit_code, comm } => {
+                let core = CoreEntry {
+                    mtype: MARCH_X86_64,
+                    tc: Some(TaskCoreEntry {
+                        task_state: TASK_DEAD,
+                        exit_code: *exit_code,
+                        comm: comm.clone(),
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                };
+                dir.write_single(ImageKind::Core, m.pid.0 as u64, &core)
+                    .map_err(TaskDumpError::from)?;
+                pstree.push(PstreeEntry {
+                    pid: m.pid.0 as u32,
+                    ppid,
+                    pgid: m.pgid as u32,
+                    sid: m.sid as u32,
+                    threads: vec![m.pid.0 as u32],
+                });
+            }
+        }
+    }
+    dir.write_all(ImageKind::Files, 0, files.entries())
+        .map_err(TaskDumpError::from)?;
+    dir.write_all(ImageKind::Pstree, 0, &pstree)
+        .map_err(TaskDumpError::from)?;
+    dir.write_single(ImageKind::Timens, 0, &inventory::timens())
+        .map_err(TaskDumpError::from)?;
+    Ok(())
 }
 
 /// Removes the inventory of an earlier dump in the same directory, so that

@@ -44,7 +44,20 @@ pub fn run(opts: &RequestOpts) -> Result<DumpOutcome, DumpError> {
         return Err(DumpError::NoSuchTask { pid });
     }
     forget_old_dump(&dir);
-    precheck(pid, opts.shell_job)?;
+    let stat = precheck(pid, opts.shell_job)?;
+    if stat.num_threads > 1 {
+        return Err(DumpError::PreDumpSingleTask {
+            pid,
+            what: format!("{} threads", stat.num_threads),
+        });
+    }
+    let children = crate::proc::read(pid.0, &format!("task/{pid}/children")).unwrap_or_default();
+    if !children.trim().is_empty() {
+        return Err(DumpError::PreDumpSingleTask {
+            pid,
+            what: format!("children ({})", children.trim()),
+        });
+    }
     let plan = TrackPlan::new(opts, &dir, pid.0 as u32, true).map_err(TaskDumpError::from)?;
 
     let mut stats = DumpStats::default();

@@ -1,19 +1,20 @@
-//! Dumping one frozen, single-threaded task: every per-task image (CRIU's
+//! Dumping one frozen process (all its threads): every per-task image (CRIU's
 //! `dump_one_task` in `criu/cr-dump.c`), in CRIU's order: mapped files,
 //! ids, descriptors, memory, core, mm, fs.
 
 use std::time::Instant;
 
-use criu_proto::images::{FsEntry, MmEntry, PstreeEntry, SeccompEntry};
+use criu_proto::images::{FsEntry, MmEntry, PstreeEntry};
 use criu_proto::img::{ImageError, ImageKind, ImagesDir};
 
 use crate::files::{FileTable, FilesError};
 use crate::inject::{InjectError, Injection};
 use crate::mem::vma::{self, VmaError};
-use crate::mem::{MemDump, MemError, MemStats, PageMode};
+use crate::mem::{MemDump, MemError, MemStats};
 use crate::proc::ProcError;
 use crate::pstree::RealPid;
-use crate::seize::SeizedTask;
+use crate::seize::SeizedProcess;
+use crate::task_core::thread::{self, ThreadQueried};
 use crate::task_core::{self, CoreError, FromProc, Frozen, Queried};
 
 use super::incremental::{IncrementalError, TrackPlan, Tracking};
@@ -21,10 +22,6 @@ use super::inventory::{self, NamespaceError};
 
 /// Longest auxv CRIU keeps (`AT_VECTOR_SIZE` words on x86-64).
 const AUXV_WORDS: usize = 44;
-/// `files_id` of the only task (fdinfo-2.img).
-const FILES_ID: u64 = 2;
-/// The pages file id of the only task.
-const PAGES_ID: u32 = 1;
 
 /// One step of dumping a task failed.
 #[derive(Debug, thiserror::Error)]
@@ -37,22 +34,6 @@ pub enum TaskDumpError {
         /// Why.
         #[source]
         source: ProcError,
-    },
-    /// The task has more than one thread.
-    #[error("task {pid} has {threads} threads; only single-threaded tasks can be dumped yet")]
-    Threads {
-        /// The task.
-        pid: RealPid,
-        /// Thread count.
-        threads: u32,
-    },
-    /// The task has children.
-    #[error("task {pid} has children ({children}); process trees cannot be dumped yet")]
-    Children {
-        /// The task.
-        pid: RealPid,
-        /// Their pids.
-        children: String,
     },
     /// The task is not a session leader and `shell_job` was not given.
     #[error("the root process {pid} is not a session leader; consider using --shell-job")]
@@ -107,34 +88,27 @@ pub fn precheck(
     let stat = crate::proc::read(pid.0, "stat")
         .and_then(|t| crate::proc::stat::parse(&t))
         .map_err(perr)?;
-    if stat.num_threads > 1 {
-        return Err(TaskDumpError::Threads {
-            pid,
-            threads: stat.num_threads,
-        });
-    }
-    let children = crate::proc::read(pid.0, &format!("task/{pid}/children")).map_err(perr)?;
-    if !children.trim().is_empty() {
-        return Err(TaskDumpError::Children {
-            pid,
-            children: children.trim().to_owned(),
-        });
-    }
     if stat.sid != pid.0 && !shell_job {
         return Err(TaskDumpError::NotSessionLeader { pid });
     }
     Ok(stat)
 }
 
-/// Writes every image of the frozen `task` except the inventory and the
-/// statistics; returns the memory counters and the time spent in memory.
+/// Writes the images of one frozen process (`core-*`, `ids`, `mm`, `fs`,
+/// `fdinfo`, `pagemap`, `pages`), adding its files to `files`; `id` numbers
+/// its kernel objects (fd table, mm...) and `id - 1` its pages file.
+/// Returns its memory counters (time spent in memory goes to `timing`)
+/// and its `pstree.img` entry with `ppid`.
 pub fn dump(
-    task: &SeizedTask,
+    process: &SeizedProcess,
     dir: &ImagesDir,
-    mode: PageMode,
     mut track: TrackPlan,
     timing: &mut super::stats::DumpStats,
-) -> Result<MemStats, TaskDumpError> {
+    files: &mut FileTable,
+    id: u32,
+    ppid: u32,
+) -> Result<(MemStats, PstreeEntry), TaskDumpError> {
+    let task = process.leader();
     let pid = task.pid();
     let perr = |source| TaskDumpError::Proc { pid, source };
     let stat = crate::proc::read(pid.0, "stat")
@@ -143,23 +117,18 @@ pub fn dump(
     let status = crate::proc::read(pid.0, "status")
         .and_then(|t| crate::proc::status::parse(&t))
         .map_err(perr)?;
-    if status.threads > 1 {
-        return Err(TaskDumpError::Threads {
-            pid,
-            threads: status.threads,
-        });
-    }
     if status.seccomp == 2 {
         return Err(TaskDumpError::SeccompFilter { pid });
     }
-    let ids = inventory::task_ids(pid)?;
+    let ids = inventory::task_ids(pid, id)?;
     let frozen = Frozen::capture(task)?;
     let sp = frozen.sp;
-
-    dir.write_single(ImageKind::Seccomp, 0, &SeccompEntry::default())?;
+    let mut thread_frozen = Vec::with_capacity(process.threads().len());
+    for t in process.threads() {
+        thread_frozen.push(Frozen::capture(t)?);
+    }
 
     let mut vmas = vma::collect(pid.0)?;
-    let mut files = FileTable::new();
     for v in &mut vmas {
         if let Some(f) = &v.file {
             let link = f.link.clone();
@@ -173,7 +142,7 @@ pub fn dump(
     let inj = Injection::new(task).map_err(|source| TaskDumpError::Inject { pid, source })?;
     let tracking = Tracking::start(&inj, pid, pid.0 as u32, &vmas, &track)?;
     if let Some(fd) = tracking.kept_fd() {
-        files.ignore_fd(fd);
+        files.ignore_fd(pid, fd);
     }
     let fdinfo = files.dump_fds(pid, &inj)?;
 
@@ -182,17 +151,35 @@ pub fn dump(
         inj: &inj,
         pid,
         vpid: pid.0 as u32,
-        pages_id: PAGES_ID,
+        pages_id: id - 1,
         sp,
-        mode,
+        mode: track.mode,
         incremental: tracking.incremental(),
         remote: track.remote.take(),
     }
     .run(&vmas, dir)?;
-    timing.memdump_time = started.elapsed();
-    timing.memwrite_time = mem.write_time;
+    timing.memdump_time += started.elapsed();
+    timing.memwrite_time += mem.write_time;
 
     let queried = Queried::ask(&inj, pid)?;
+    let mut thread_cores = Vec::with_capacity(thread_frozen.len());
+    for (t, f) in process.threads().iter().zip(thread_frozen) {
+        let tid = t.pid();
+        let q = ThreadQueried::ask(&inj.for_thread(t))?;
+        let tperr = |source| TaskDumpError::Proc { pid: tid, source };
+        let tstat = crate::proc::read(pid.0, &format!("task/{tid}/stat"))
+            .and_then(|t| crate::proc::stat::parse(&t))
+            .map_err(tperr)?;
+        let tstatus = crate::proc::read(pid.0, &format!("task/{tid}/status"))
+            .and_then(|t| crate::proc::status::parse(&t))
+            .map_err(tperr)?;
+        if tstatus.seccomp == 2 {
+            return Err(TaskDumpError::SeccompFilter { pid: tid });
+        }
+        let creds = crate::creds::entry(&tstatus, queried.secbits);
+        let core = thread::thread_entry(f, &q, &tstat, tstatus.seccomp, creds);
+        thread_cores.push((tid, core));
+    }
     inj.cure()
         .map_err(|source| TaskDumpError::Inject { pid, source })?;
 
@@ -242,22 +229,19 @@ pub fn dump(
         umask: Some(status.umask.unwrap_or(0o22)),
     };
 
-    dir.write_all(ImageKind::Fdinfo, FILES_ID, &fdinfo)?;
-    dir.write_all(ImageKind::Files, 0, files.entries())?;
+    dir.write_all(ImageKind::Fdinfo, id.into(), &fdinfo)?;
     dir.write_single(ImageKind::Core, pid.0 as u64, &core)?;
+    for (tid, core) in &thread_cores {
+        dir.write_single(ImageKind::Core, tid.0 as u64, core)?;
+    }
     dir.write_single(ImageKind::Mm, pid.0 as u64, &mm)?;
     dir.write_single(ImageKind::Fs, pid.0 as u64, &fs)?;
-    dir.write_all(
-        ImageKind::Pstree,
-        0,
-        &[PstreeEntry {
-            pid: pid.0 as u32,
-            ppid: 0,
-            pgid: stat.pgid as u32,
-            sid: stat.sid as u32,
-            threads: vec![pid.0 as u32],
-        }],
-    )?;
-    dir.write_single(ImageKind::Timens, 0, &inventory::timens())?;
-    Ok(mem)
+    let entry = PstreeEntry {
+        pid: pid.0 as u32,
+        ppid,
+        pgid: stat.pgid as u32,
+        sid: stat.sid as u32,
+        threads: process.tids().iter().map(|t| t.0 as u32).collect(),
+    };
+    Ok((mem, entry))
 }

@@ -8,10 +8,12 @@
 //! inode among everything recorded so far (newest first, as CRIU's cache
 //! answers) and get a fresh entry only on a miss; character devices always
 //! get a fresh one. Regular files, directories and character devices
-//! outside the terminal range are supported; any other kind of descriptor
-//! fails the dump with the task, fd and kind named.
+//! outside the terminal range are supported, and the client's CRIU-RPC
+//! socket of a self-dump ([`unix_sk`]); any other kind of descriptor fails
+//! the dump with the task, fd and kind named.
 
 pub mod reg;
+pub mod unix_sk;
 
 use std::fs::{File, Metadata};
 use std::os::unix::fs::MetadataExt;
@@ -80,6 +82,20 @@ pub enum FilesError {
         #[source]
         source: InjectError,
     },
+    /// The client's RPC socket could not be saved.
+    #[error(transparent)]
+    UnixSk(#[from] unix_sk::UnixSkError),
+    /// The client's RPC socket could not be taken from the task.
+    #[error("cannot take fd {fd} of task {pid}")]
+    Steal {
+        /// The task.
+        pid: RealPid,
+        /// The descriptor.
+        fd: i32,
+        /// Why.
+        #[source]
+        source: InjectError,
+    },
     /// A path link (exe, cwd, root) could not be read or is unusable.
     #[error("task {pid}: cannot use its {what} {path}")]
     Special {
@@ -95,19 +111,29 @@ pub enum FilesError {
     },
 }
 
+/// A descriptor's fdinfo entry and the (device, inode, position) key used
+/// to find descriptors sharing its open file description.
+type DumpedFd = (FdinfoEntry, (u64, u64, u64));
+
 struct Known {
     dev: u64,
     ino: u64,
     id: u32,
 }
 
-/// The `files.img` being built for a dump.
+/// A descriptor already described: `(pid, fd, dev, ino, pos, id)`.
+type SeenFd = (RealPid, i32, u64, u64, u64, u32);
+
+/// The `files.img` being built for a dump (of one task or a whole tree: a
+/// file description shared by several tasks gets one entry).
 #[derive(Default)]
 pub struct FileTable {
     next_id: u32,
     entries: Vec<FileEntry>,
     known: Vec<Known>,
-    ignored: Vec<i32>,
+    seen: Vec<SeenFd>,
+    rpc_socket: Option<u64>,
+    ignored: Vec<(RealPid, i32)>,
 }
 
 fn is_tty(meta: &Metadata) -> bool {
@@ -125,10 +151,16 @@ impl FileTable {
         }
     }
 
-    /// Leaves descriptor `fd` of the task out of the dump (one of the
+    /// Names the worker's end of a CRIU-RPC connection: the task's socket
+    /// connected to it is saved as the service socket (self-dump).
+    pub fn set_rpc_socket(&mut self, ino: Option<u64>) {
+        self.rpc_socket = ino;
+    }
+
+    /// Leaves descriptor `fd` of task `pid` out of the dump (one of the
     /// engine's own, such as the memory tracker).
-    pub fn ignore_fd(&mut self, fd: i32) {
-        self.ignored.push(fd);
+    pub fn ignore_fd(&mut self, pid: RealPid, fd: i32) {
+        self.ignored.push((pid, fd));
     }
 
     /// Every entry, in allocation order.
@@ -201,6 +233,52 @@ impl FileTable {
         Ok(self.special(&name, &meta, || File::open(&link).ok()))
     }
 
+    /// The client's RPC socket of a self-dump, if `fd` (linking to `name`)
+    /// is it: a new `files.img` entry and its fdinfo.
+    fn service_socket(
+        &mut self,
+        pid: RealPid,
+        fd: i32,
+        name: &str,
+    ) -> Result<Option<DumpedFd>, FilesError> {
+        let Some(rpc) = self.rpc_socket else {
+            return Ok(None);
+        };
+        let Some(ino) = name
+            .strip_prefix("socket:[")
+            .and_then(|rest| rest.strip_suffix(']'))
+            .and_then(|n| n.parse::<u64>().ok())
+        else {
+            return Ok(None);
+        };
+        let Some(sock_type) = unix_sk::service_socket_type(ino, rpc) else {
+            return Ok(None);
+        };
+        let sock = crate::inject::steal_fd(pid, fd).map_err(|source| FilesError::Steal {
+            pid,
+            fd,
+            source,
+        })?;
+        let id = self.alloc();
+        let entry = unix_sk::service_entry(id, ino, sock_type, &sock, pid, fd)?;
+        self.entries.push(entry);
+        tracing::info!(
+            pid = pid.0,
+            fd,
+            "saving the client's CRIU-RPC socket (self-dump)"
+        );
+        Ok(Some((
+            FdinfoEntry {
+                id,
+                flags: 0,
+                r#type: FdTypes::Unixsk as i32,
+                fd: fd as u32,
+                xattr_security_selinux: None,
+            },
+            (0, ino, 0),
+        )))
+    }
+
     /// Describes every descriptor of the task, adding `files.img` entries;
     /// returns its `fdinfo` entries in fd order.
     pub fn dump_fds(
@@ -212,14 +290,13 @@ impl FileTable {
         let mut fds: Vec<i32> = std::fs::read_dir(&dir)
             .map_err(|source| FilesError::List { pid, source })?
             .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
-            .filter(|fd| !self.ignored.contains(fd))
+            .filter(|fd| !self.ignored.contains(&(pid, *fd)))
             .collect();
         fds.sort_unstable();
-        let mut seen: Vec<(i32, u64, u64, u64, u32)> = Vec::new();
         let mut out = Vec::with_capacity(fds.len());
         for fd in fds {
-            let (fdinfo, key) = self.dump_fd(pid, inj, fd, &dir, &seen)?;
-            seen.push((fd, key.0, key.1, key.2, fdinfo.id));
+            let (fdinfo, key) = self.dump_fd(pid, inj, fd, &dir)?;
+            self.seen.push((pid, fd, key.0, key.1, key.2, fdinfo.id));
             out.push(fdinfo);
         }
         Ok(out)
@@ -231,13 +308,15 @@ impl FileTable {
         inj: &Injection<'_>,
         fd: i32,
         dir: &Path,
-        seen: &[(i32, u64, u64, u64, u32)],
-    ) -> Result<(FdinfoEntry, (u64, u64, u64)), FilesError> {
+    ) -> Result<DumpedFd, FilesError> {
         let link = dir.join(fd.to_string());
         let io_err = |source| FilesError::Fd { pid, fd, source };
         let target = std::fs::read_link(&link).map_err(io_err)?;
         let name = target.to_string_lossy().into_owned();
         let unsupported = |kind: String| FilesError::Unsupported { pid, fd, kind };
+        if let Some(entry) = self.service_socket(pid, fd, &name)? {
+            return Ok(entry);
+        }
         if !name.starts_with('/') {
             let kind = match name.split_once(':') {
                 Some(("anon_inode", what)) => format!("an anonymous inode {what}"),
@@ -273,11 +352,11 @@ impl FileTable {
         let cloexec = info.flags & libc::O_CLOEXEC as u32 != 0;
         let flags = info.flags & !(libc::O_CLOEXEC as u32);
         let key = (meta.dev(), meta.ino(), info.pos);
-        let shared = seen.iter().find(|s| {
-            (s.1, s.2, s.3) == key && kcmp_file(pid.as_nix(), pid.as_nix(), fd, s.0) == Ok(0)
+        let shared = self.seen.iter().find(|s| {
+            (s.2, s.3, s.4) == key && kcmp_file(pid.as_nix(), s.0.as_nix(), fd, s.1) == Ok(0)
         });
         let id = match shared {
-            Some(s) => s.4,
+            Some(s) => s.5,
             None => {
                 let id = self.alloc();
                 let open = (meta.mode() & libc::S_IFMT == libc::S_IFREG

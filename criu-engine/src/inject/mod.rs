@@ -208,6 +208,7 @@ pub struct Injection<'t> {
     task: &'t SeizedTask,
     stub: RemoteAddr,
     active: bool,
+    owns_stub: bool,
 }
 
 impl<'t> Injection<'t> {
@@ -307,7 +308,22 @@ impl<'t> Injection<'t> {
             task,
             stub,
             active: true,
+            owns_stub: true,
         })
+    }
+
+    /// Runs syscalls in `thread`, another seized thread of the same process,
+    /// from this injection's stub (threads share the address space).
+    ///
+    /// The returned injection does not own the stub: curing or dropping it
+    /// leaves the stub mapped; only `self` removes it.
+    pub fn for_thread<'u>(&'u self, thread: &'u SeizedTask) -> Injection<'u> {
+        Injection {
+            task: thread,
+            stub: self.stub,
+            active: false,
+            owns_stub: false,
+        }
     }
 
     /// Length of the whole injected mapping.
@@ -390,6 +406,9 @@ impl<'t> Injection<'t> {
 
     fn remove(&mut self) -> Result<(), InjectError> {
         self.active = false;
+        if !self.owns_stub {
+            return Ok(());
+        }
         let pid = self.task.pid();
         let len = Self::map_len() as u64;
         let area = area::find_exec_area(pid, Some((self.stub.0, len)))?;

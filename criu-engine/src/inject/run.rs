@@ -110,8 +110,8 @@ fn wait_syscall_stop(task: &SeizedTask) -> Result<UserRegs, InjectError> {
     }
 }
 
-/// Handles a stop that is not the one awaited: group-stop and interrupt
-/// traps and stop signals are passed over (stop signals noted for detach);
+/// Handles a stop that is not the one awaited: group-stop, interrupt and
+/// clone-event traps and stop signals are passed over (stop signals noted for detach);
 /// anything else is an error, leaving the task in that stop.
 fn step_over(task: &SeizedTask, status: WaitStatus, to_syscall: bool) -> Result<(), InjectError> {
     let pid = task.pid();
@@ -126,6 +126,9 @@ fn step_over(task: &SeizedTask, status: WaitStatus, to_syscall: bool) -> Result<
             task.note_stop_signal(sig);
             true
         }
+        // An injected clone under PTRACE_O_TRACECLONE reports the new
+        // thread before the syscall returns.
+        WaitStatus::PtraceEvent(_, _, libc::PTRACE_EVENT_CLONE) => true,
         WaitStatus::Stopped(_, signal) => {
             let ip = task.regs().map(|r| RemoteAddr(r.rip)).unwrap_or_default();
             return Err(InjectError::UnexpectedSignal { pid, signal, ip });

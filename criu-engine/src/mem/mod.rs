@@ -31,9 +31,10 @@ use pagemap::{PageRun, ScanError, PE_LAZY, PE_PARENT};
 use vma::Vma;
 
 /// How page contents leave the task.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub enum PageMode {
     /// Injected `vmsplice` into page pipes, `splice` to the image.
+    #[default]
     Splice,
     /// `process_vm_readv` (for a task that keeps running).
     Read,
@@ -56,6 +57,18 @@ pub struct MemStats {
     pub pipe_fills: u64,
     /// Time spent writing pages into the image.
     pub write_time: std::time::Duration,
+}
+
+impl MemStats {
+    /// Adds another task's counters to these.
+    pub fn add(&mut self, other: &MemStats) {
+        self.pages_scanned += other.pages_scanned;
+        self.pages_written += other.pages_written;
+        self.pages_lazy += other.pages_lazy;
+        self.page_pipes += other.page_pipes;
+        self.pipe_fills += other.pipe_fills;
+        self.write_time += other.write_time;
+    }
 }
 
 /// The memory of a task could not be dumped.

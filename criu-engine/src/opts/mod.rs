@@ -241,6 +241,10 @@ pub struct RequestOpts {
     /// `cpu_cap`: `None` when absent (check FPU|INS, write no `cpuinfo.img`); when given over RPC the
     /// IMAGE bit is added, as upstream.
     pub cpu_cap: Option<u32>,
+    /// Inode of the worker's own end of the RPC connection, set by the RPC
+    /// glue for DUMP: a unix socket of the dumped task connected to it is the
+    /// client's RPC socket (a self-dump), saved as CRIU's "service" socket.
+    pub rpc_socket_ino: Option<u64>,
 }
 
 /// Errors of options processing; all of them are reported to RPC clients with `cr_errno = EBADRQC`.
@@ -509,6 +513,7 @@ fn log_level(level: i32) -> u32 {
 /// The parts of a [`RequestOpts`] that come straight from the merged configuration.
 fn from_merged(cfg: Config, log_file: Option<LogTarget>) -> RequestOpts {
     RequestOpts {
+        rpc_socket_ino: None,
         target: cfg.tree.map(Target::Pid),
         images_dir: None,
         work_dir: None,

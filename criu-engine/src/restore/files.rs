@@ -26,7 +26,7 @@ use nix::unistd::Whence;
 
 use super::images::TaskImages;
 use crate::config::InheritFd;
-use crate::sys::clone3::{dup_above, dup_to, set_status_flags};
+use crate::sys::clone3::{dup_above, dup_to, set_status_flags, write_raw};
 
 /// Flags of a dumped file that make no sense when reopening it.
 const REOPEN_MASK: i32 =
@@ -51,16 +51,19 @@ enum Source {
     },
     /// A descriptor of the worker handed over with `inherit_fd`.
     Inherit { worker_fd: RawFd },
+    /// The client's CRIU-RPC socket of a self-dump: a new socketpair whose
+    /// far end has queued `response` (the encoded answer) and is closed.
+    Service { sock_type: u32, response: Vec<u8> },
 }
 
-/// One file object and the descriptor numbers that refer to it.
+/// One file object (one open file description of the dump).
 #[derive(Debug)]
 struct Object {
     source: Source,
-    /// `(fd, close-on-exec)`.
-    targets: Vec<(RawFd, bool)>,
-    /// Inherited descriptor moved out of the way (child scratch).
-    moved: RawFd,
+    /// First descriptor number naming it (for error reports).
+    first: RawFd,
+    /// Where the root task holds it (scratch numbers; -1 until opened).
+    opened: RawFd,
 }
 
 /// The step of the child's set-up that failed, with the descriptor involved.
@@ -89,6 +92,10 @@ pub(crate) enum FdStep {
     Dup,
     /// Setting file status flags.
     SetFl,
+    /// Queueing the data of a pipe.
+    PipeData,
+    /// Rebuilding the client's RPC socket.
+    Service,
 }
 
 impl FdStep {
@@ -101,6 +108,8 @@ impl FdStep {
             FdStep::Pipe => 4,
             FdStep::Dup => 5,
             FdStep::SetFl => 6,
+            FdStep::PipeData => 7,
+            FdStep::Service => 8,
         }
     }
 
@@ -113,6 +122,8 @@ impl FdStep {
             4 => FdStep::Pipe,
             5 => FdStep::Dup,
             6 => FdStep::SetFl,
+            7 => FdStep::PipeData,
+            8 => FdStep::Service,
             _ => return None,
         })
     }
@@ -126,18 +137,30 @@ impl FdStep {
             FdStep::Pipe => "create a pipe",
             FdStep::Dup => "place a descriptor",
             FdStep::SetFl => "set file status flags",
+            FdStep::PipeData => "queue the data of a pipe",
+            FdStep::Service => "rebuild the CRIU-RPC socket",
         }
     }
 }
 
-/// Every descriptor of the task, grouped by file object.
+/// Every descriptor of every task of the tree, by file object.
+///
+/// The root task opens every object once, above all target numbers
+/// ([`FdPlan::open_all`]), before it creates its children, which inherit
+/// them: an object several tasks share is one open file description again,
+/// with one offset. Each task then puts its objects at its own numbers
+/// ([`FdPlan::apply`]) and closes the rest.
 #[derive(Debug)]
 pub(crate) struct FdPlan {
     objects: Vec<Object>,
     /// `[read, write]` ends of each pipe (child scratch, -1 until created).
     pipes: Vec<[RawFd; 2]>,
-    /// Every target number, ascending.
-    targets: Vec<RawFd>,
+    /// Data to queue in each pipe: (pipe size, bytes).
+    pipe_data: Vec<Option<(u32, Vec<u8>)>>,
+    /// Per task (tree index): `(object, fd, close-on-exec)`.
+    per_task: Vec<Vec<(usize, RawFd, bool)>>,
+    /// Per task: every target number, ascending.
+    targets: Vec<Vec<RawFd>>,
 }
 
 /// Whether `inherit_fd` key `key` names `file` (`pipe:[ID]` for pipes, the
@@ -153,65 +176,101 @@ pub(crate) fn inherit_matches(key: &str, file: &FileEntry) -> bool {
 }
 
 impl FdPlan {
-    /// Plans the descriptors of `task`, replacing files named by `inherit`.
-    pub(crate) fn new(task: &TaskImages, inherit: &[InheritFd]) -> Result<FdPlan, Errno> {
+    /// Plans the descriptors of every task (`None` for zombies), replacing
+    /// files named by `inherit`. A failure names the task's pid.
+    pub(crate) fn new(
+        tasks: &[Option<&TaskImages>],
+        inherit: &[InheritFd],
+        pipe_data: &HashMap<u32, (u32, Vec<u8>)>,
+    ) -> Result<FdPlan, (u32, Errno)> {
         let mut objects: Vec<Object> = Vec::new();
         let mut by_id: HashMap<u32, usize> = HashMap::new();
         let mut pipes: HashMap<u32, usize> = HashMap::new();
-        let mut targets = Vec::new();
-        for fd in &task.fds {
-            let target = RawFd::try_from(fd.fd).map_err(|_| Errno::EBADF)?;
-            let cloexec = fd.flags & 1 != 0;
-            targets.push(target);
-            if let Some(&idx) = by_id.get(&fd.id) {
-                objects[idx].targets.push((target, cloexec));
-                continue;
+        let mut plan_data = Vec::new();
+        let mut per_task = Vec::with_capacity(tasks.len());
+        let mut all_targets = Vec::with_capacity(tasks.len());
+        for task in tasks {
+            let mut mine = Vec::new();
+            let mut targets = Vec::new();
+            if let Some(task) = task {
+                let err = |e| (task.pid(), e);
+                for fd in &task.fds {
+                    let target = RawFd::try_from(fd.fd).map_err(|_| err(Errno::EBADF))?;
+                    let cloexec = fd.flags & 1 != 0;
+                    targets.push(target);
+                    if let Some(&idx) = by_id.get(&fd.id) {
+                        mine.push((idx, target, cloexec));
+                        continue;
+                    }
+                    let file = task.files.get(&fd.id).ok_or(err(Errno::ENOENT))?;
+                    let source = if let Some(inh) =
+                        inherit.iter().find(|i| inherit_matches(&i.key, file))
+                    {
+                        Source::Inherit { worker_fd: inh.fd }
+                    } else if crate::files::unix_sk::is_service_socket(file) {
+                        let usk = file.usk.as_ref().ok_or(err(Errno::ENOENT))?;
+                        Source::Service {
+                            sock_type: usk.r#type,
+                            response: crate::files::unix_sk::restored_response(),
+                        }
+                    } else if fd.r#type == FdTypes::Pipe as i32 {
+                        let pipe = file.pipe.as_ref().ok_or(err(Errno::ENOENT))?;
+                        let next = pipes.len();
+                        let idx = *pipes.entry(pipe.pipe_id).or_insert_with(|| {
+                            plan_data.push(pipe_data.get(&pipe.pipe_id).cloned());
+                            next
+                        });
+                        let flags = i32::try_from(pipe.flags).map_err(|_| err(Errno::EINVAL))?;
+                        Source::Pipe {
+                            pipe: idx,
+                            write: flags & libc::O_ACCMODE == libc::O_WRONLY,
+                            flags,
+                        }
+                    } else {
+                        let reg = file.reg.as_ref().ok_or(err(Errno::ENOENT))?;
+                        let flags = i32::try_from(reg.flags).map_err(|_| err(Errno::EINVAL))?
+                            & !REOPEN_MASK;
+                        Source::Open {
+                            path: CString::new(reg.name.as_str())
+                                .map_err(|_| err(Errno::EINVAL))?,
+                            flags: OFlag::from_bits_retain(flags),
+                            pos: reg.pos,
+                        }
+                    };
+                    by_id.insert(fd.id, objects.len());
+                    mine.push((objects.len(), target, cloexec));
+                    objects.push(Object {
+                        source,
+                        first: target,
+                        opened: -1,
+                    });
+                }
             }
-            let file = task.files.get(&fd.id).ok_or(Errno::ENOENT)?;
-            let source = if let Some(inh) = inherit.iter().find(|i| inherit_matches(&i.key, file)) {
-                Source::Inherit { worker_fd: inh.fd }
-            } else if fd.r#type == FdTypes::Pipe as i32 {
-                let pipe = file.pipe.as_ref().ok_or(Errno::ENOENT)?;
-                let next = pipes.len();
-                let idx = *pipes.entry(pipe.pipe_id).or_insert(next);
-                let flags = i32::try_from(pipe.flags).map_err(|_| Errno::EINVAL)?;
-                Source::Pipe {
-                    pipe: idx,
-                    write: flags & libc::O_ACCMODE == libc::O_WRONLY,
-                    flags,
-                }
-            } else {
-                let reg = file.reg.as_ref().ok_or(Errno::ENOENT)?;
-                let flags = i32::try_from(reg.flags).map_err(|_| Errno::EINVAL)? & !REOPEN_MASK;
-                Source::Open {
-                    path: CString::new(reg.name.as_str()).map_err(|_| Errno::EINVAL)?,
-                    flags: OFlag::from_bits_retain(flags),
-                    pos: reg.pos,
-                }
-            };
-            by_id.insert(fd.id, objects.len());
-            objects.push(Object {
-                source,
-                targets: vec![(target, cloexec)],
-                moved: -1,
-            });
+            targets.sort_unstable();
+            per_task.push(mine);
+            all_targets.push(targets);
         }
-        targets.sort_unstable();
         Ok(FdPlan {
             objects,
             pipes: vec![[-1, -1]; pipes.len()],
-            targets,
+            pipe_data: plan_data,
+            per_task,
+            targets: all_targets,
         })
     }
 
-    /// Target numbers, ascending.
-    pub(crate) fn targets(&self) -> &[RawFd] {
-        &self.targets
+    /// Target numbers of task `task` (tree index), ascending.
+    pub(crate) fn targets(&self, task: usize) -> &[RawFd] {
+        &self.targets[task]
     }
 
-    /// Highest target number, or -1 without descriptors.
+    /// Highest target number of any task, or -1 without descriptors.
     pub(crate) fn max_target(&self) -> RawFd {
-        self.targets.last().copied().unwrap_or(-1)
+        self.targets
+            .iter()
+            .filter_map(|t| t.last().copied())
+            .max()
+            .unwrap_or(-1)
     }
 
     /// In the new task: moves inherited descriptors to `scratch` or above.
@@ -220,7 +279,7 @@ impl FdPlan {
     pub(crate) fn relocate(&mut self, scratch: RawFd) -> Result<(), FdFailure> {
         for obj in &mut self.objects {
             if let Source::Inherit { worker_fd } = obj.source {
-                obj.moved = dup_above(worker_fd, scratch).map_err(|errno| FdFailure {
+                obj.opened = dup_above(worker_fd, scratch).map_err(|errno| FdFailure {
                     step: FdStep::Relocate,
                     fd: worker_fd,
                     errno,
@@ -230,19 +289,18 @@ impl FdPlan {
         Ok(())
     }
 
-    /// In the new task: opens every file object and puts it at its numbers.
-    /// Temporary descriptors stay above `scratch` and are closed with every
-    /// other non-target descriptor afterwards.
-    pub(crate) fn apply(&mut self, scratch: RawFd) -> Result<(), FdFailure> {
+    /// In the root task: opens every file object above `scratch` (after
+    /// [`FdPlan::relocate`]), creating each pipe once and queueing its data.
+    pub(crate) fn open_all(&mut self, scratch: RawFd) -> Result<(), FdFailure> {
         for i in 0..self.objects.len() {
-            let first = self.objects[i].targets[0].0;
+            let first = self.objects[i].first;
             let fail = |step, errno| FdFailure {
                 step,
                 fd: first,
                 errno,
             };
             let src = match &self.objects[i].source {
-                Source::Inherit { .. } => self.objects[i].moved,
+                Source::Inherit { .. } => self.objects[i].opened,
                 Source::Open { path, flags, pos } => {
                     let fd = nix::fcntl::open(path.as_c_str(), *flags, Mode::empty())
                         .map_err(|e| fail(FdStep::Open, e))?;
@@ -259,16 +317,23 @@ impl FdPlan {
                     drop(fd);
                     raw
                 }
+                Source::Service {
+                    sock_type,
+                    response,
+                } => {
+                    let sock = crate::files::unix_sk::rebuild_service_socket(*sock_type, response)
+                        .map_err(|_| fail(FdStep::Service, Errno::EIO))?;
+                    let raw =
+                        dup_above(sock.as_raw_fd(), scratch).map_err(|e| fail(FdStep::Dup, e))?;
+                    drop(sock);
+                    raw
+                }
                 Source::Pipe { pipe, write, flags } => {
                     let (pipe, write, flags) = (*pipe, *write, *flags);
                     if self.pipes[pipe][0] < 0 {
-                        let (r, w) = nix::unistd::pipe2(OFlag::O_CLOEXEC)
-                            .map_err(|e| fail(FdStep::Pipe, e))?;
-                        let r2 =
-                            dup_above(r.as_raw_fd(), scratch).map_err(|e| fail(FdStep::Dup, e))?;
-                        let w2 =
-                            dup_above(w.as_raw_fd(), scratch).map_err(|e| fail(FdStep::Dup, e))?;
-                        self.pipes[pipe] = [r2, w2];
+                        self.pipes[pipe] = self
+                            .make_pipe(pipe, scratch)
+                            .map_err(|(step, e)| fail(step, e))?;
                     }
                     let end = self.pipes[pipe][usize::from(write)];
                     set_status_flags(end, flags & PIPE_SETFL_MASK)
@@ -276,13 +341,36 @@ impl FdPlan {
                     end
                 }
             };
-            for &(target, cloexec) in &self.objects[i].targets {
-                dup_to(src, target, cloexec).map_err(|errno| FdFailure {
-                    step: FdStep::Dup,
-                    fd: target,
-                    errno,
-                })?;
+            self.objects[i].opened = src;
+        }
+        Ok(())
+    }
+
+    /// Creates pipe `pipe` above `scratch` with its queued data.
+    fn make_pipe(&self, pipe: usize, scratch: RawFd) -> Result<[RawFd; 2], (FdStep, Errno)> {
+        let (r, w) = nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(|e| (FdStep::Pipe, e))?;
+        let r2 = dup_above(r.as_raw_fd(), scratch).map_err(|e| (FdStep::Dup, e))?;
+        let w2 = dup_above(w.as_raw_fd(), scratch).map_err(|e| (FdStep::Dup, e))?;
+        if let Some((size, data)) = &self.pipe_data[pipe] {
+            let want = (*size as usize).max(data.len());
+            if want > 65536 {
+                nix::fcntl::fcntl(&w, nix::fcntl::FcntlArg::F_SETPIPE_SZ(want as i32))
+                    .map_err(|e| (FdStep::PipeData, e))?;
             }
+            write_raw(w2, data).map_err(|e| (FdStep::PipeData, e))?;
+        }
+        Ok([r2, w2])
+    }
+
+    /// In task `task` (tree index): puts its objects, inherited from the
+    /// root, at its numbers.
+    pub(crate) fn apply(&self, task: usize) -> Result<(), FdFailure> {
+        for &(obj, target, cloexec) in &self.per_task[task] {
+            dup_to(self.objects[obj].opened, target, cloexec).map_err(|errno| FdFailure {
+                step: FdStep::Dup,
+                fd: target,
+                errno,
+            })?;
         }
         Ok(())
     }

@@ -11,9 +11,9 @@ use std::path::PathBuf;
 
 use criu_proto::images::core_entry::March;
 use criu_proto::images::{
-    CoreEntry, FdTypes, FdinfoEntry, FileEntry, FsEntry, InventoryEntry, MmEntry, PipeDataEntry,
-    PstreeEntry, RegFileEntry, SeccompEntry, TaskCoreEntry, TaskKobjIdsEntry, ThreadCoreEntry,
-    ThreadInfoX86, VmaEntry,
+    CoreEntry, FdTypes, FdinfoEntry, FileEntry, FsEntry, InventoryEntry, MmEntry, PstreeEntry,
+    RegFileEntry, SeccompEntry, TaskCoreEntry, TaskKobjIdsEntry, ThreadCoreEntry, ThreadInfoX86,
+    VmaEntry,
 };
 use criu_proto::img::pages::{PAGE_SIZE, PE_PARENT};
 use criu_proto::img::{ImageError, ImageKind, ImagesDir, PageRun};
@@ -191,6 +191,10 @@ pub(crate) struct TaskImages {
     pub(crate) fds: Vec<FdinfoEntry>,
     /// `files.img` by id.
     pub(crate) files: HashMap<u32, FileEntry>,
+    /// The other threads, in `pstree_entry.threads` order.
+    pub(crate) threads: Vec<super::threads::ThreadImages>,
+    /// Its pid namespace id (`ids-<pid>.img`).
+    pub(crate) pid_ns_id: Option<u32>,
     /// Where every saved page is, through the parent chain.
     pub(crate) pages: super::pages::TaskPages,
 }
@@ -207,32 +211,49 @@ impl TaskImages {
     }
 }
 
-/// Reads and checks the images of `dir`. Files for which `inherited` says
-/// yes are replaced by `inherit_fd` descriptors and not looked up on disk.
-pub(crate) fn load(
-    dir: &ImagesDir,
-    inherited: &dyn Fn(&FileEntry) -> bool,
-) -> Result<TaskImages, ImagesError> {
+/// Reads and checks `inventory.img`.
+pub(crate) fn load_inventory(dir: &ImagesDir) -> Result<InventoryEntry, ImagesError> {
     let inventory: InventoryEntry = required(dir, ImageKind::Inventory, 0)?;
     check_inventory(&inventory)?;
-    let pstree: Vec<PstreeEntry> = dir
-        .pstree()
-        .map_err(|source| read_error(ImageKind::Pstree, 0, source))?;
-    let pstree = single_task(pstree)?;
-    let pid = pstree.pid;
-    let core: CoreEntry = required(dir, ImageKind::Core, pid.into())?;
-    let (thread_info, tc, thread_core) = check_core(pid, core)?;
-    let ids: TaskKobjIdsEntry = required(dir, ImageKind::Ids, pid.into())?;
-    check_ids(&inventory, &ids)?;
-    let mm: MmEntry = required(dir, ImageKind::Mm, pid.into())?;
-    check_vmas(pid, &mm)?;
-    let fs: FsEntry = required(dir, ImageKind::Fs, pid.into())?;
-    let files = dir
+    Ok(inventory)
+}
+
+/// Reads `files.img` by id.
+pub(crate) fn load_files(dir: &ImagesDir) -> Result<HashMap<u32, FileEntry>, ImagesError> {
+    Ok(dir
         .files()
         .map_err(|source| read_error(ImageKind::Files, 0, source))?
         .into_iter()
         .map(|f| (f.id, f))
-        .collect::<HashMap<_, _>>();
+        .collect())
+}
+
+/// Reads and checks the images of the live task `pstree` of `dir`. Files
+/// for which `inherited` says yes are replaced by `inherit_fd` descriptors
+/// and not looked up on disk.
+pub(crate) fn load_task(
+    dir: &ImagesDir,
+    inventory: &InventoryEntry,
+    pstree: PstreeEntry,
+    core: CoreEntry,
+    files: &HashMap<u32, FileEntry>,
+    inherited: &dyn Fn(&FileEntry) -> bool,
+) -> Result<TaskImages, ImagesError> {
+    let pid = pstree.pid;
+    if pstree.threads.first() != Some(&pid) {
+        return Err(ImagesError::Core {
+            pid,
+            reason: "the leader is not the first thread in pstree.img",
+        });
+    }
+    let (thread_info, tc, thread_core) = check_core(pid, core)?;
+    let threads = super::threads::load(dir, &pstree)?;
+    let ids: TaskKobjIdsEntry = required(dir, ImageKind::Ids, pid.into())?;
+    check_ids(inventory, &ids)?;
+    let mm: MmEntry = required(dir, ImageKind::Mm, pid.into())?;
+    check_vmas(pid, &mm)?;
+    let fs: FsEntry = required(dir, ImageKind::Fs, pid.into())?;
+    let files = files.clone();
     let fds = dir
         .fdinfo(ids.files_id)
         .map_err(|source| read_error(ImageKind::Fdinfo, ids.files_id.into(), source))?;
@@ -251,25 +272,26 @@ pub(crate) fn load(
         thread_info,
         tc,
         thread_core,
+        threads,
         mm,
         fs,
         fds,
         files,
         pages,
+        pid_ns_id: ids.pid_ns_id,
     };
     check_references(&task, ids.files_id, inherited)?;
-    check_pipes_data(dir, &task)?;
     Ok(task)
 }
 
-fn read_error(kind: ImageKind, id: u64, source: ImageError) -> ImagesError {
+pub(super) fn read_error(kind: ImageKind, id: u64, source: ImageError) -> ImagesError {
     ImagesError::Read {
         image: kind.file_name(id),
         source,
     }
 }
 
-fn required<M: prost::Message + prost::Name + Default>(
+pub(super) fn required<M: prost::Message + prost::Name + Default>(
     dir: &ImagesDir,
     kind: ImageKind,
     id: u64,
@@ -307,30 +329,7 @@ fn check_inventory(inv: &InventoryEntry) -> Result<(), ImagesError> {
     Ok(())
 }
 
-fn single_task(mut pstree: Vec<PstreeEntry>) -> Result<PstreeEntry, ImagesError> {
-    match pstree.len() {
-        0 => Err(ImagesError::Missing {
-            image: ImageKind::Pstree.file_name(0),
-        }),
-        1 => {
-            let entry = pstree.remove(0);
-            if entry.ppid != 0 {
-                return Err(unsupported("a root task with a parent in the tree"));
-            }
-            if entry.threads != [entry.pid] {
-                return Err(unsupported(format!(
-                    "restoring a multi-threaded process (task {} has {} threads)",
-                    entry.pid,
-                    entry.threads.len()
-                )));
-            }
-            Ok(entry)
-        }
-        n => Err(unsupported(format!("restoring a tree of {n} processes"))),
-    }
-}
-
-fn check_core(
+pub(crate) fn check_core(
     pid: u32,
     core: CoreEntry,
 ) -> Result<(ThreadInfoX86, TaskCoreEntry, ThreadCoreEntry), ImagesError> {
@@ -381,8 +380,8 @@ fn check_core(
 
 fn check_ids(inv: &InventoryEntry, ids: &TaskKobjIdsEntry) -> Result<(), ImagesError> {
     let root = inv.root_ids.as_ref().expect("checked by check_inventory");
+    // The pid namespace is handled by the tree (see `pstree`).
     let namespaces = [
-        ("pid", ids.pid_ns_id, root.pid_ns_id),
         ("net", ids.net_ns_id, root.net_ns_id),
         ("ipc", ids.ipc_ns_id, root.ipc_ns_id),
         ("uts", ids.uts_ns_id, root.uts_ns_id),
@@ -565,6 +564,13 @@ fn check_references(
         }
         let kind = FdTypes::try_from(fd.r#type).unwrap_or(FdTypes::Und);
         match kind {
+            // The client's RPC socket of a self-dump is rebuilt; other unix
+            // sockets are not supported yet.
+            FdTypes::Unixsk
+                if task
+                    .files
+                    .get(&fd.id)
+                    .is_some_and(crate::files::unix_sk::is_service_socket) => {}
             FdTypes::Reg | FdTypes::Pipe => {
                 let file = need_file(task, fd.id, kind, || format!("fd {} of task {pid}", fd.fd))?;
                 if let (Some(reg), false) = (file.reg.as_ref(), inherited(file)) {
@@ -618,39 +624,6 @@ fn check_reg_on_disk(root: &str, reg: &RegFileEntry) -> Result<(), ImagesError> 
                 dumped: mode.into(),
                 now: st.st_mode.into(),
             });
-        }
-    }
-    Ok(())
-}
-
-fn check_pipes_data(dir: &ImagesDir, task: &TaskImages) -> Result<(), ImagesError> {
-    let pipe_ids: Vec<u32> = task
-        .files
-        .values()
-        .filter_map(|f| f.pipe.as_ref().map(|p| p.pipe_id))
-        .collect();
-    if pipe_ids.is_empty() {
-        return Ok(());
-    }
-    let Some(mut reader) = dir
-        .open_image(ImageKind::PipesData, 0)
-        .map_err(|source| read_error(ImageKind::PipesData, 0, source))?
-    else {
-        return Ok(());
-    };
-    while let Some(entry) = reader
-        .read_entry::<PipeDataEntry>()
-        .map_err(|source| read_error(ImageKind::PipesData, 0, source))?
-    {
-        reader
-            .read_extra(entry.bytes.into())
-            .map_err(|source| read_error(ImageKind::PipesData, 0, source))?;
-        if entry.bytes > 0 && pipe_ids.contains(&entry.pipe_id) {
-            return Err(unsupported(format!(
-                "data queued in pipe {} of task {}",
-                entry.pipe_id,
-                task.pid()
-            )));
         }
     }
     Ok(())

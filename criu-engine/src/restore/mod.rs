@@ -1,4 +1,4 @@
-//! Restore of a single-process, single-threaded dump, driven from outside
+//! Restore of a single-process dump (all its threads), driven from outside
 //! the new task (CRIU's `cr_restore_tasks` in `criu/cr-restore.c` and the
 //! restorer blob `criu/pie/restorer.c`, which we replace with injected
 //! syscalls).
@@ -9,7 +9,8 @@
 //!    descriptors ([`files`]), session, cwd, root, umask and limits, then
 //!    stops.
 //! 3. The engine seizes it and injects: the address space ([`mm`]), then
-//!    signal handlers, alternate stack, rseq, TLS, timers ([`task`]).
+//!    signal handlers, alternate stack, rseq, TLS, timers ([`task`]);
+//!    the other threads are cloned from it with their tids ([`threads`]).
 //! 4. [`finish`]: registers and XSAVE state at the exit of the stub's
 //!    `munmap`; detach.
 //!
@@ -18,12 +19,15 @@
 //! A failure at any step kills the new task ([`tree::RestoredTree`]); the
 //! images are only read.
 
+mod child;
 mod files;
 mod finish;
 mod images;
 mod mm;
 mod pages;
+mod pstree;
 mod task;
+mod threads;
 mod tree;
 
 use std::os::fd::AsFd;
@@ -41,6 +45,7 @@ use files::inherit_matches;
 pub use images::ImagesError;
 pub use mm::MmError;
 pub use task::TaskError;
+pub use threads::ThreadError;
 pub use tree::TreeError;
 
 /// What a successful restore produced.
@@ -111,6 +116,9 @@ pub enum RestoreError {
     /// The per-task state cannot be restored.
     #[error(transparent)]
     Task(#[from] TaskError),
+    /// A thread cannot be restored.
+    #[error(transparent)]
+    Thread(#[from] ThreadError),
     /// A ptrace request on the restored task failed.
     #[error("task {pid}: cannot {step}")]
     Ptrace {
@@ -144,6 +152,28 @@ impl RestoreError {
     }
 }
 
+/// A restored task held by the engine until the whole tree is complete.
+struct Held {
+    task: SeizedTask,
+    threads: Vec<SeizedTask>,
+    stopped: bool,
+}
+
+impl Held {
+    /// Kills the task's whole thread group and collects every thread.
+    fn kill(self) {
+        let pid = self.task.pid();
+        if let Err(errno) = nix::sys::signal::kill(pid.as_nix(), nix::sys::signal::Signal::SIGKILL)
+        {
+            tracing::warn!(%pid, %errno, "cannot kill a half-restored process");
+        }
+        for t in self.threads {
+            t.reap_killed();
+        }
+        self.task.kill();
+    }
+}
+
 /// Restores the dump in `opts.images_dir`.
 #[tracing::instrument(skip_all)]
 pub fn run(opts: &RequestOpts, notify: &mut dyn Notify) -> Result<RestoreOutcome, RestoreError> {
@@ -159,35 +189,45 @@ pub fn run(opts: &RequestOpts, notify: &mut dyn Notify) -> Result<RestoreOutcome
         .map_err(|source| RestoreError::ImagesDir { source })?;
     let dir = ImagesDir::from_fd(fd, dir.path.clone());
     let inherit = &opts.inherit_fds;
-    let images = images::load(&dir, &|f| {
+    let tree_images = pstree::load(&dir, &|f| {
         inherit.iter().any(|i| inherit_matches(&i.key, f))
     })?;
-    let fds = files::FdPlan::new(&images, inherit).map_err(|source| RestoreError::FdPlan {
-        pid: images.pid(),
-        source,
-    })?;
+    let alive: Vec<Option<&images::TaskImages>> =
+        tree_images.tasks.iter().map(|t| t.alive()).collect();
+    let fds = files::FdPlan::new(&alive, inherit, &tree_images.pipe_data)
+        .map_err(|(pid, source)| RestoreError::FdPlan { pid, source })?;
     tree::check_single_threaded()?;
-    let tree = tree::create(&images, fds, opts.shell_job, opts.restore_sibling)?;
-    let pid = RealPid(tree.pid().as_raw());
-    tracing::info!(%pid, "task created");
-    let task = SeizedTask::attach_child_stopped(pid)
-        .map_err(|source| RestoreError::Seize { pid, source })?;
-    if let Err(e) = restore_task(&task, &images, notify) {
-        task.kill();
+    let tree = tree::create(&tree_images, fds, opts.shell_job, opts.restore_sibling)?;
+    tracing::info!(pid = %tree.pid(), tasks = tree_images.tasks.len(), "tree created");
+    let mut held: Vec<Held> = Vec::new();
+    let result = restore_all(&tree_images, tree.host_pids(), opts, notify, &mut held);
+    if let Err(e) = result {
+        for h in held.into_iter().rev() {
+            h.kill();
+        }
         return Err(e);
     }
-    let stopped =
-        opts.final_state == FinalState::Stopped || images.tc.task_state == images::TASK_STOPPED;
-    let detached = if stopped {
-        task.detach_stopped()
-    } else {
-        task.detach()
-    };
-    detached.map_err(|source| RestoreError::Ptrace {
-        pid,
-        step: "detach",
-        source,
-    })?;
+    // Children first: a parent never runs while its children are held.
+    for h in held.into_iter().rev() {
+        let pid = h.task.pid();
+        let detach_err = |pid| {
+            move |source| RestoreError::Ptrace {
+                pid,
+                step: "detach",
+                source,
+            }
+        };
+        if h.stopped {
+            h.task.detach_stopped()
+        } else {
+            h.task.detach()
+        }
+        .map_err(detach_err(pid))?;
+        for t in h.threads {
+            let tid = t.pid();
+            t.detach().map_err(detach_err(tid))?;
+        }
+    }
     let root = tree.commit();
     notify.notify("post-resume", None);
     if let Some(path) = &opts.pidfile {
@@ -203,20 +243,30 @@ pub fn run(opts: &RequestOpts, notify: &mut dyn Notify) -> Result<RestoreOutcome
     })
 }
 
-/// Everything between the seize and the detach.
-fn restore_task(
-    task: &SeizedTask,
-    images: &images::TaskImages,
+/// Seizes and restores every live task, then sends the notifications that
+/// precede the resume.
+fn restore_all(
+    tree: &pstree::TreeImages,
+    host: &[RealPid],
+    opts: &RequestOpts,
     notify: &mut dyn Notify,
+    held: &mut Vec<Held>,
 ) -> Result<(), RestoreError> {
-    let pid = task.pid();
-    let inject_err = |step| move |source| RestoreError::Inject { pid, step, source };
-    let at = mm::stub_place(pid, images)?;
-    let inj = Injection::new_at(task, at).map_err(inject_err("map the injection stub"))?;
-    let remote = mm::Remote { inj: &inj, pid };
-    mm::restore_mm(&remote, task, images)?;
-    task::restore_state(&remote, task, images)?;
-    if !notify.notify("post-restore", Some(pid.0)) {
+    for (t, &pid) in tree.tasks.iter().zip(host) {
+        let Some(images) = t.alive() else { continue };
+        let task = SeizedTask::attach_child_stopped(pid)
+            .map_err(|source| RestoreError::Seize { pid, source })?;
+        let stopped =
+            opts.final_state == FinalState::Stopped || images.tc.task_state == images::TASK_STOPPED;
+        held.push(Held {
+            task,
+            threads: Vec::new(),
+            stopped,
+        });
+        let h = held.last_mut().expect("just pushed");
+        restore_task(&h.task, images, &mut h.threads)?;
+    }
+    if !notify.notify("post-restore", Some(host[0].0)) {
         return Err(RestoreError::Aborted {
             script: "post-restore",
         });
@@ -226,6 +276,23 @@ fn restore_task(
             script: "pre-resume",
         });
     }
+    Ok(())
+}
+
+/// Everything between the seize and the detach of one task.
+fn restore_task(
+    task: &SeizedTask,
+    images: &images::TaskImages,
+    threads: &mut Vec<SeizedTask>,
+) -> Result<(), RestoreError> {
+    let pid = task.pid();
+    let inject_err = |step| move |source| RestoreError::Inject { pid, step, source };
+    let at = mm::stub_place(pid, images)?;
+    let inj = Injection::new_at(task, at).map_err(inject_err("map the injection stub"))?;
+    let remote = mm::Remote { inj: &inj, pid };
+    mm::restore_mm(&remote, task, images)?;
+    task::restore_state(&remote, task, images)?;
+    threads::restore_all(&inj, &images.threads, threads)?;
     let regs = finish::regs_from_image(&images.thread_info.gpregs);
     let current = task.xstate().map_err(|source| RestoreError::Ptrace {
         pid,

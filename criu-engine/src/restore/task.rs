@@ -12,7 +12,7 @@
 //!   [setitimer(2)](https://man7.org/linux/man-pages/man2/setitimer.2.html),
 //!   [rt_sigqueueinfo(2)](https://man7.org/linux/man-pages/man2/rt_sigqueueinfo.2.html)
 
-use criu_proto::images::{CredsEntry, ItimerEntry, UserDescT};
+use criu_proto::images::{CredsEntry, ItimerEntry, ThreadCoreEntry, ThreadInfoX86, UserDescT};
 
 use super::images::TaskImages;
 use super::mm::{MmError, Remote};
@@ -95,8 +95,8 @@ fn sigactions(r: &Remote<'_, '_>, images: &TaskImages) -> Result<(), TaskError> 
     Ok(())
 }
 
-fn sigaltstack(r: &Remote<'_, '_>, images: &TaskImages) -> Result<(), TaskError> {
-    let sas = images.thread_core.sas.unwrap_or_default();
+fn sigaltstack(r: &Remote<'_, '_>, th: &ThreadCoreEntry) -> Result<(), TaskError> {
+    let sas = th.sas.unwrap_or_default();
     let flags = if sas.ss_size == 0 && sas.ss_sp == 0 {
         libc::SS_DISABLE as u32
     } else {
@@ -117,8 +117,8 @@ fn sigaltstack(r: &Remote<'_, '_>, images: &TaskImages) -> Result<(), TaskError>
     Ok(())
 }
 
-fn rseq(r: &Remote<'_, '_>, task: &SeizedTask, images: &TaskImages) -> Result<(), TaskError> {
-    let Some(rs) = images.thread_core.rseq_entry.as_ref() else {
+fn rseq(r: &Remote<'_, '_>, task: &SeizedTask, th: &ThreadCoreEntry) -> Result<(), TaskError> {
+    let Some(rs) = th.rseq_entry.as_ref() else {
         return Ok(());
     };
     if rs.rseq_abi_pointer == 0 {
@@ -161,8 +161,8 @@ fn user_desc(d: &UserDescT) -> Vec<u8> {
         .collect()
 }
 
-fn tls(r: &Remote<'_, '_>, images: &TaskImages) -> Result<(), TaskError> {
-    for d in &images.thread_info.tls {
+fn tls(r: &Remote<'_, '_>, ti: &ThreadInfoX86) -> Result<(), TaskError> {
+    for d in &ti.tls {
         if d.seg_not_present && d.base_addr == 0 && d.limit == 0 {
             continue;
         }
@@ -195,15 +195,21 @@ fn itimer(r: &Remote<'_, '_>, which: u64, t: &ItimerEntry) -> Result<(), TaskErr
     Ok(())
 }
 
-fn pending_signals(r: &Remote<'_, '_>, images: &TaskImages) -> Result<(), TaskError> {
-    let pid = u64::try_from(r.pid.0).unwrap_or(0);
-    let shared = images.tc.signals_s.iter().flat_map(|q| q.signals.iter());
-    let private = images
-        .thread_core
-        .signals_p
-        .iter()
-        .flat_map(|q| q.signals.iter());
-    for (info, private) in shared.map(|s| (s, false)).chain(private.map(|s| (s, true))) {
+/// Queues `signals` again: to the thread `r` runs in when `private`, to
+/// its whole process otherwise. The ids are asked from the task itself:
+/// in a pid namespace they are not ours.
+fn queue_signals<'s>(
+    r: &Remote<'_, '_>,
+    signals: impl Iterator<Item = &'s criu_proto::images::SiginfoEntry>,
+    private: bool,
+) -> Result<(), TaskError> {
+    let mut signals = signals.peekable();
+    if signals.peek().is_none() {
+        return Ok(());
+    }
+    let tgid = r.call("ask its pid", 0, libc::SYS_getpid, &[])?;
+    let tid = r.call("ask its tid", 0, libc::SYS_gettid, &[])?;
+    for info in signals {
         let bytes = &info.siginfo;
         let Some(signo) = bytes.get(..4) else {
             continue;
@@ -215,14 +221,14 @@ fn pending_signals(r: &Remote<'_, '_>, images: &TaskImages) -> Result<(), TaskEr
                 "queue a pending signal",
                 signo,
                 libc::SYS_rt_tgsigqueueinfo,
-                &[pid, pid, signo, addr],
+                &[tgid, tid, signo, addr],
             )?;
         } else {
             r.call(
                 "queue a pending signal",
                 signo,
                 libc::SYS_rt_sigqueueinfo,
-                &[pid, signo, addr],
+                &[tgid, signo, addr],
             )?;
         }
     }
@@ -299,34 +305,37 @@ pub(crate) fn personality_value(stored: u32) -> Option<u64> {
     u64::from_str_radix(&stored.to_string(), 16).ok()
 }
 
-/// Restores the per-task state of a task whose memory is already back.
-pub(crate) fn restore_state(
+/// Restores what belongs to one thread (`r` runs in it): alternate stack, TLS, clear-tid address, robust list, rseq,
+/// nice value, scheduling policy, name and private pending signals.
+pub(crate) fn restore_thread_state(
     r: &Remote<'_, '_>,
     task: &SeizedTask,
-    images: &TaskImages,
+    ti: &ThreadInfoX86,
+    th: &ThreadCoreEntry,
 ) -> Result<(), TaskError> {
-    creds(r.pid, images.thread_core.creds.as_ref())?;
-    sigactions(r, images)?;
-    sigaltstack(r, images)?;
-    tls(r, images)?;
-    let ti = &images.thread_info;
+    sigaltstack(r, th)?;
+    tls(r, ti)?;
     r.call(
         "set the clear-tid address",
         ti.clear_tid_addr,
         nr::SET_TID_ADDRESS,
         &[ti.clear_tid_addr],
     )?;
-    let th = &images.thread_core;
     r.call(
         "set the robust futex list",
         th.futex_rla,
         nr::SET_ROBUST_LIST,
         &[th.futex_rla, th.futex_rla_len.into()],
     )?;
-    rseq(r, task, images)?;
-    if let Some(p) = personality_value(images.tc.personality).filter(|&p| p != 0) {
-        r.call("set the personality", p, libc::SYS_personality, &[p])?;
-    }
+    rseq(r, task, th)?;
+    // The new task had SIGKILL here until now (see `child`).
+    let pdeath = th.pdeath_sig.unwrap_or(0).into();
+    r.call(
+        "set the parent-death signal",
+        pdeath,
+        nr::PRCTL,
+        &[libc::PR_SET_PDEATHSIG as u64, pdeath, 0, 0, 0],
+    )?;
     if let Some(nice) = th.sched_nice.filter(|&n| n != 0) {
         r.call(
             "set the nice value",
@@ -348,6 +357,33 @@ pub(crate) fn restore_state(
             libc::SYS_sched_setscheduler,
             &[0, policy.into(), addr],
         )?;
+    }
+    if let Some(comm) = th.comm.as_ref().filter(|c| !c.is_empty()) {
+        let mut name = comm.as_bytes()[..comm.len().min(15)].to_vec();
+        name.push(0);
+        let addr = r.scratch("copy the thread name", 0, &name)?;
+        r.call(
+            "set the thread name",
+            addr,
+            nr::PRCTL,
+            &[libc::PR_SET_NAME as u64, addr, 0, 0, 0],
+        )?;
+    }
+    let private = th.signals_p.iter().flat_map(|q| q.signals.iter());
+    queue_signals(r, private, true)
+}
+
+/// Restores the per-task state of a task whose memory is already back.
+pub(crate) fn restore_state(
+    r: &Remote<'_, '_>,
+    task: &SeizedTask,
+    images: &TaskImages,
+) -> Result<(), TaskError> {
+    creds(r.pid, images.thread_core.creds.as_ref())?;
+    sigactions(r, images)?;
+    restore_thread_state(r, task, &images.thread_info, &images.thread_core)?;
+    if let Some(p) = personality_value(images.tc.personality).filter(|&p| p != 0) {
+        r.call("set the personality", p, libc::SYS_personality, &[p])?;
     }
     let mm = &images.mm;
     if let Some(d) = mm.dumpable.filter(|&d| d != 1) {
@@ -375,7 +411,8 @@ pub(crate) fn restore_state(
         itimer(r, libc::ITIMER_VIRTUAL as u64, &t.virt)?;
         itimer(r, libc::ITIMER_PROF as u64, &t.prof)?;
     }
-    pending_signals(r, images)
+    let shared = images.tc.signals_s.iter().flat_map(|q| q.signals.iter());
+    queue_signals(r, shared, false)
 }
 
 #[cfg(test)]

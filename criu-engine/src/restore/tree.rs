@@ -1,12 +1,12 @@
-//! Creating the restored process with its dumped pid and letting it set up
-//! what needs no special memory layout (CRIU's `fork_with_pid`,
-//! `restore_task_with_children`, `prepare_fds`, `prepare_fs` and
-//! `restore_sid`/`restore_pgid` in `criu/cr-restore.c`).
+//! Creating the restored tree with its dumped pids and letting every task
+//! set up what needs no special memory layout (CRIU's `fork_with_pid` and
+//! `restore_task_with_children` in `criu/cr-restore.c`): the engine plans
+//! (here), the tasks carry the plan out ([`super::child`]).
 //!
-//! The engine forks without exec, so it must be single-threaded. The child
-//! runs plain Rust code that only makes syscalls on data the engine prepared
-//! ([`ChildPlan`]), reports failures through a pipe, then stops itself with
-//! `SIGSTOP` for the engine to seize.
+//! The engine forks without exec, so it must be single-threaded. It creates
+//! the root, which creates its children, and so on; every task reports
+//! through one pipe (a fixed-size message, atomic), then stops itself with
+//! `SIGSTOP` for the engine to seize, or exits if it is a zombie.
 //!
 //! # References
 //!
@@ -22,13 +22,17 @@ use nix::errno::Errno;
 use nix::fcntl::OFlag;
 use nix::sys::resource::Resource;
 use nix::sys::signal::{kill, Signal};
-use nix::sys::stat::Mode;
 use nix::sys::wait::{waitpid, WaitPidFlag};
 use nix::unistd::Pid;
 
-use super::files::{FdFailure, FdPlan, FdStep};
-use super::images::TaskImages;
-use crate::sys::clone3::{clone3_with_pid, close_range, dup_above, write_raw};
+use super::child::{
+    child_main, ChildPlan, ChildStep, Session, TreePlan, REPORT_FD, REPORT_LEN, REPORT_OK,
+    REPORT_STEP,
+};
+use super::files::{FdPlan, FdStep};
+use super::pstree::{TaskKind, TreeImages};
+use crate::pstree::RealPid;
+use crate::sys::clone3::clone3_in;
 
 /// Resource numbers in `tc.rlimits` order (`RLIMIT_CPU` = 0 ... `RLIMIT_RTTIME` = 15).
 const RESOURCES: [Resource; 16] = [
@@ -120,6 +124,14 @@ pub enum TreeError {
         #[source]
         source: Errno,
     },
+    /// A task of the images cannot be restored yet.
+    #[error("task {pid}: restoring {what} is not supported yet")]
+    Unsupported {
+        /// Task.
+        pid: i32,
+        /// What.
+        what: String,
+    },
     /// The new task died before reporting.
     #[error("task {pid} died while setting itself up")]
     ChildDied {
@@ -128,91 +140,16 @@ pub enum TreeError {
     },
 }
 
-/// Steps of the child outside the descriptor table.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum ChildStep {
-    Session,
-    Chroot,
-    Chdir,
-    Rlimit,
-    Pdeath,
-    Name,
-    OomScore,
-    Close,
-}
-
-impl ChildStep {
-    const ALL: [ChildStep; 8] = [
-        ChildStep::Session,
-        ChildStep::Chroot,
-        ChildStep::Chdir,
-        ChildStep::Rlimit,
-        ChildStep::Pdeath,
-        ChildStep::Name,
-        ChildStep::OomScore,
-        ChildStep::Close,
-    ];
-
-    fn code(self) -> u8 {
-        match self {
-            ChildStep::Session => 1,
-            ChildStep::Chroot => 2,
-            ChildStep::Chdir => 3,
-            ChildStep::Rlimit => 4,
-            ChildStep::Pdeath => 5,
-            ChildStep::Name => 6,
-            ChildStep::OomScore => 7,
-            ChildStep::Close => 8,
-        }
-    }
-
-    fn name(self) -> &'static str {
-        match self {
-            ChildStep::Session => "restore its session and process group",
-            ChildStep::Chroot => "change its root",
-            ChildStep::Chdir => "change its working directory",
-            ChildStep::Rlimit => "set a resource limit",
-            ChildStep::Pdeath => "set its parent-death signal",
-            ChildStep::Name => "set its name",
-            ChildStep::OomScore => "set its OOM score adjustment",
-            ChildStep::Close => "close foreign descriptors",
-        }
-    }
-}
-
-/// How the task joins its session and process group.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Session {
-    /// `setsid()`: it leads its session (and its group).
-    Leader,
-    /// `setpgid(0, 0)`: it leads a group in the worker's session (shell job).
-    GroupLeader,
-    /// Stays in the worker's session and group (shell job).
-    Inherit,
-}
-
-/// What the child does, prepared by the engine.
-#[derive(Debug)]
-struct ChildPlan {
-    session: Session,
-    root: Option<CString>,
-    cwd: CString,
-    umask: u32,
-    rlimits: Vec<(Resource, u64, u64)>,
-    pdeath: Option<Signal>,
-    comm: CString,
-    oom_score_adj: Option<CString>,
-    fds: FdPlan,
-    /// Lowest number free for temporary descriptors (above every target and
-    /// every descriptor of the worker).
-    scratch: RawFd,
-}
-
-/// The restored task until the restore is complete: dropping it kills the
-/// task (and reaps it when it is our child).
+/// The restored tree until the restore is complete: dropping it kills every
+/// task (and reaps the root when it is our child).
 #[derive(Debug)]
 pub(crate) struct RestoredTree {
     pid: Pid,
+    /// Every task that reported (the root included), outside a new pid
+    /// namespace.
+    pids: Vec<Pid>,
+    /// Our pid of every task, in tree order, once all reported.
+    host: Vec<RealPid>,
     our_child: bool,
     committed: bool,
 }
@@ -221,6 +158,11 @@ impl RestoredTree {
     /// Host pid of the restored root.
     pub(crate) fn pid(&self) -> Pid {
         self.pid
+    }
+
+    /// Our pid of every task of the tree, in tree order.
+    pub(crate) fn host_pids(&self) -> &[RealPid] {
+        &self.host
     }
 
     /// Keeps the task alive: the restore succeeded.
@@ -235,10 +177,13 @@ impl Drop for RestoredTree {
         if self.committed {
             return;
         }
-        match kill(self.pid, Signal::SIGKILL) {
-            Ok(()) | Err(Errno::ESRCH) => {}
-            Err(errno) => {
-                tracing::error!(pid = %self.pid, %errno, "cannot kill a half-restored task")
+        // Tasks that did not report die with their parent (pdeath signal).
+        for &pid in self.pids.iter().chain(std::iter::once(&self.pid)) {
+            match kill(pid, Signal::SIGKILL) {
+                Ok(()) | Err(Errno::ESRCH) => {}
+                Err(errno) => {
+                    tracing::error!(%pid, %errno, "cannot kill a half-restored task")
+                }
             }
         }
         if self.our_child {
@@ -295,234 +240,285 @@ fn cstring(pid: i32, what: &'static str, s: &str) -> Result<CString, TreeError> 
     CString::new(s).map_err(|_| TreeError::BadString { pid, what })
 }
 
-fn plan(task: &TaskImages, fds: FdPlan, shell_job: bool) -> Result<ChildPlan, TreeError> {
-    let pid = i32::try_from(task.pid()).unwrap_or(i32::MAX);
-    let p = &task.pstree;
-    let session = if p.sid == p.pid {
-        Session::Leader
-    } else if !shell_job {
-        return Err(TreeError::ChildStep {
-            pid,
-            step: ChildStep::Session.name(),
-            fd: -1,
-            source: Errno::EINVAL,
-        });
-    } else if p.pgid == p.pid {
-        Session::GroupLeader
-    } else {
-        Session::Inherit
-    };
-    let name = |id: u32| task.reg(id).map(|r| r.name.as_str()).unwrap_or("/");
-    let root = name(task.fs.root_id);
-    let rlimits = task
-        .tc
-        .rlimits
-        .as_ref()
-        .map(|r| {
-            r.rlimits
-                .iter()
-                .zip(RESOURCES)
-                .map(|(l, res)| (res, l.cur, l.max))
-                .collect()
-        })
-        .unwrap_or_default();
-    let pdeath = task
-        .thread_core
-        .pdeath_sig
-        .filter(|&s| s != 0)
-        .map(|s| Signal::try_from(i32::try_from(s).unwrap_or(-1)))
-        .transpose()
-        .map_err(|source| TreeError::ChildStep {
-            pid,
-            step: ChildStep::Pdeath.name(),
-            fd: -1,
-            source,
-        })?;
+fn unsupported(pid: i32, what: String) -> TreeError {
+    TreeError::Unsupported { pid, what }
+}
+
+/// Plans every task of `tree`.
+fn plan(tree: &TreeImages, fds: FdPlan, shell_job: bool) -> Result<TreePlan, TreeError> {
+    let mut tasks = Vec::with_capacity(tree.tasks.len());
+    let root_name = tree
+        .root()
+        .reg(tree.root().fs.root_id)
+        .map(|r| r.name.clone())
+        .unwrap_or_else(|| "/".to_owned());
+    for (i, t) in tree.tasks.iter().enumerate() {
+        let p = &t.pstree;
+        let pid = i32::try_from(p.pid).unwrap_or(i32::MAX);
+        let parent = t.parent.map(|i| &tree.tasks[i].pstree);
+        let session = if p.sid == p.pid {
+            Session::Leader
+        } else if let Some(parent) = parent {
+            if parent.sid != p.sid {
+                return Err(unsupported(
+                    pid,
+                    format!("a session ({}) other than its parent's", p.sid),
+                ));
+            }
+            if p.pgid == p.pid {
+                Session::GroupLeader
+            } else {
+                Session::Inherit
+            }
+        } else if !shell_job {
+            return Err(TreeError::ChildStep {
+                pid,
+                step: ChildStep::Session.name(),
+                fd: -1,
+                source: Errno::EINVAL,
+            });
+        } else if p.pgid == p.pid {
+            Session::GroupLeader
+        } else {
+            Session::Inherit
+        };
+        let pgid = match (session, parent) {
+            // The parent makes the group at once, so that a sibling created
+            // next can join it.
+            (Session::GroupLeader, Some(_)) => Some(p.pgid as i32),
+            (Session::Inherit, Some(parent)) if p.pgid != parent.pgid => {
+                // The group must exist, led by a task created before.
+                if !tree.tasks[..i].iter().any(|o| o.pstree.pid == p.pgid) {
+                    return Err(unsupported(
+                        pid,
+                        format!(
+                            "process group {} whose leader is not restored before it",
+                            p.pgid
+                        ),
+                    ));
+                }
+                Some(p.pgid as i32)
+            }
+            _ => None,
+        };
+        let children = t.children.clone();
+        let plan = match &t.kind {
+            TaskKind::Zombie { exit_code, comm } => ChildPlan {
+                pid,
+                session,
+                pgid,
+                children,
+                zombie: Some(*exit_code),
+                root: None,
+                cwd: c"/".to_owned(),
+                umask: 0o022,
+                rlimits: Vec::new(),
+                comm: cstring(pid, "comm", comm)?,
+                oom_score_adj: None,
+            },
+            TaskKind::Alive(task) => {
+                let name = |id: u32| task.reg(id).map(|r| r.name.as_str()).unwrap_or("/");
+                let root = name(task.fs.root_id);
+                if root != root_name {
+                    return Err(unsupported(
+                        pid,
+                        format!("a root ({root}) other than the tree root's"),
+                    ));
+                }
+                let rlimits = task
+                    .tc
+                    .rlimits
+                    .as_ref()
+                    .map(|r| {
+                        r.rlimits
+                            .iter()
+                            .zip(RESOURCES)
+                            .map(|(l, res)| (res, l.cur, l.max))
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                ChildPlan {
+                    pid,
+                    session,
+                    pgid,
+                    children,
+                    zombie: None,
+                    root: (i == 0 && root != "/")
+                        .then(|| cstring(pid, "root", root))
+                        .transpose()?,
+                    cwd: cstring(pid, "cwd", name(task.fs.cwd_id))?,
+                    umask: task.fs.umask.unwrap_or(0o022),
+                    rlimits,
+                    comm: cstring(pid, "comm", &task.tc.comm)?,
+                    oom_score_adj: task
+                        .tc
+                        .oom_score_adj
+                        .filter(|&v| v != 0)
+                        .map(|v| cstring(pid, "oom_score_adj", &v.to_string()))
+                        .transpose()?,
+                }
+            }
+        };
+        tasks.push(plan);
+    }
     let scratch = max_open_fd()?.max(fds.max_target()) + 1;
-    Ok(ChildPlan {
-        session,
-        root: (root != "/")
-            .then(|| cstring(pid, "root", root))
-            .transpose()?,
-        cwd: cstring(pid, "cwd", name(task.fs.cwd_id))?,
-        umask: task.fs.umask.unwrap_or(0o022),
-        rlimits,
-        pdeath,
-        comm: cstring(pid, "comm", &task.tc.comm)?,
-        oom_score_adj: task
-            .tc
-            .oom_score_adj
-            .filter(|&v| v != 0)
-            .map(|v| cstring(pid, "oom_score_adj", &v.to_string()))
-            .transpose()?,
+    Ok(TreePlan {
+        tasks,
         fds,
         scratch,
+        new_pidns: tree.new_pidns,
     })
 }
 
-/// A failure inside the child: `(kind, step, fd, errno)`.
-type ChildFailure = (u8, u8, RawFd, Errno);
-
-const REPORT_OK: u8 = 0;
-const REPORT_FD: u8 = 1;
-const REPORT_STEP: u8 = 2;
-
-fn step_failure(step: ChildStep, errno: Errno) -> ChildFailure {
-    (REPORT_STEP, step.code(), -1, errno)
-}
-
-fn fd_failure(f: FdFailure) -> ChildFailure {
-    (REPORT_FD, f.step.code(), f.fd, f.errno)
-}
-
-/// The child's whole life until it stops: runs right after `clone3`.
-fn child_main(plan: &mut ChildPlan, report: RawFd) -> u8 {
-    let report = match dup_above(report, plan.scratch) {
-        Ok(fd) => fd,
-        Err(_) => return 1,
-    };
-    let result = child_setup(plan, report);
-    let msg = match result {
-        Ok(()) => [REPORT_OK; 10],
-        Err((kind, step, fd, errno)) => {
-            let mut m = [0u8; 10];
-            m[0] = kind;
-            m[1] = step;
-            m[2..6].copy_from_slice(&fd.to_le_bytes());
-            m[6..10].copy_from_slice(&(errno as i32).to_le_bytes());
-            m
-        }
-    };
-    let ok = msg[0] == REPORT_OK;
-    if write_raw(report, &msg).is_err() || !ok {
-        return 1;
-    }
-    if crate::sys::clone3::close_raw(report).is_err() {
-        return 1;
-    }
-    // The engine seizes us in this stop and never lets this code run on:
-    // it replaces the whole address space.
-    let _ = kill(nix::unistd::getpid(), Signal::SIGSTOP);
-    1
-}
-
-fn child_setup(plan: &mut ChildPlan, report: RawFd) -> Result<(), ChildFailure> {
-    match plan.session {
-        Session::Leader => nix::unistd::setsid()
-            .map(drop)
-            .map_err(|e| step_failure(ChildStep::Session, e))?,
-        Session::GroupLeader => nix::unistd::setpgid(Pid::from_raw(0), Pid::from_raw(0))
-            .map_err(|e| step_failure(ChildStep::Session, e))?,
-        Session::Inherit => {}
-    }
-    plan.fds.relocate(plan.scratch).map_err(fd_failure)?;
-    if let Some(root) = &plan.root {
-        nix::unistd::chroot(root.as_c_str()).map_err(|e| step_failure(ChildStep::Chroot, e))?;
-    }
-    plan.fds.apply(plan.scratch).map_err(fd_failure)?;
-    nix::unistd::chdir(plan.cwd.as_c_str()).map_err(|e| step_failure(ChildStep::Chdir, e))?;
-    nix::sys::stat::umask(Mode::from_bits_truncate(plan.umask));
-    nix::sys::prctl::set_name(plan.comm.as_c_str())
-        .map_err(|e| step_failure(ChildStep::Name, e))?;
-    if let Some(sig) = plan.pdeath {
-        nix::sys::prctl::set_pdeathsig(sig).map_err(|e| step_failure(ChildStep::Pdeath, e))?;
-    }
-    if let Some(adj) = &plan.oom_score_adj {
-        let fd = nix::fcntl::open(
-            c"/proc/self/oom_score_adj",
-            OFlag::O_WRONLY | OFlag::O_CLOEXEC,
-            Mode::empty(),
-        )
-        .map_err(|e| step_failure(ChildStep::OomScore, e))?;
-        write_raw(fd.as_raw_fd(), adj.as_bytes())
-            .map_err(|e| step_failure(ChildStep::OomScore, e))?;
-    }
-    for &(res, cur, max) in &plan.rlimits {
-        match nix::sys::resource::setrlimit(res, cur, max) {
-            Ok(()) => {}
-            // Raising a hard limit needs CAP_SYS_RESOURCE: keep the current
-            // hard limit and as much of the soft one as it allows.
-            Err(Errno::EPERM) => {
-                let (_, hard) = nix::sys::resource::getrlimit(res)
-                    .map_err(|e| step_failure(ChildStep::Rlimit, e))?;
-                nix::sys::resource::setrlimit(res, cur.min(hard), hard)
-                    .map_err(|e| step_failure(ChildStep::Rlimit, e))?;
-            }
-            Err(e) => return Err(step_failure(ChildStep::Rlimit, e)),
-        }
-    }
-    close_others(plan.fds.targets(), report).map_err(|e| step_failure(ChildStep::Close, e))
-}
-
-/// Closes every descriptor but the targets and `keep` (which is above them).
-fn close_others(targets: &[RawFd], keep: RawFd) -> nix::Result<()> {
-    let mut next: u32 = 0;
-    for &fd in targets.iter().chain(std::iter::once(&keep)) {
-        let fd = u32::try_from(fd).map_err(|_| Errno::EBADF)?;
-        if fd > next {
-            close_range(next, fd - 1)?;
-        }
-        next = fd + 1;
-    }
-    close_range(next, u32::MAX)
-}
-
-/// Creates the task of `task` with its pid and waits until it has set up its
-/// descriptors, directories and limits and stopped itself.
+/// Creates every task of `tree` with its pid and waits until each has set
+/// itself up and stopped (or, for zombies, exited).
 pub(crate) fn create(
-    task: &TaskImages,
+    tree: &TreeImages,
     fds: FdPlan,
     shell_job: bool,
     sibling: bool,
 ) -> Result<RestoredTree, TreeError> {
-    let pid = i32::try_from(task.pid()).unwrap_or(i32::MAX);
-    let mut plan = plan(task, fds, shell_job)?;
-    let (rd, wr) =
-        nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(|source| TreeError::Report { pid, source })?;
+    let root_pid = i32::try_from(tree.root().pid()).unwrap_or(i32::MAX);
+    let mut tp = plan(tree, fds, shell_job)?;
+    let (rd, wr) = nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(|source| TreeError::Report {
+        pid: root_pid,
+        source,
+    })?;
     let wr_raw = wr.as_raw_fd();
-    let child =
-        clone3_with_pid(pid, sibling, &mut || child_main(&mut plan, wr_raw)).map_err(|source| {
-            match source {
-                Errno::EEXIST => TreeError::PidTaken { pid },
-                source => TreeError::Clone { pid, source },
-            }
-        })?;
-    let tree = RestoredTree {
+    let new_pidns = tree.new_pidns;
+    let child = clone3_in(root_pid, sibling, new_pidns, &mut || {
+        child_main(&mut tp, 0, wr_raw)
+    })
+    .map_err(|source| match source {
+        Errno::EEXIST => TreeError::PidTaken { pid: root_pid },
+        source => TreeError::Clone {
+            pid: root_pid,
+            source,
+        },
+    })?;
+    let mut tree_guard = RestoredTree {
         pid: child,
+        pids: Vec::new(),
+        host: Vec::new(),
         our_child: !sibling,
         committed: false,
     };
     drop(wr);
-    let mut msg = [0u8; 10];
-    let mut got = 0;
-    while got < msg.len() {
-        match nix::unistd::read(&rd, &mut msg[got..]) {
-            Ok(0) => break,
-            Ok(n) => got += n,
-            Err(Errno::EINTR) => {}
-            Err(source) => return Err(TreeError::Report { pid, source }),
+    let total = tp.tasks.len();
+    let mut reported = 0;
+    while reported < total {
+        let mut msg = [0u8; REPORT_LEN];
+        let mut got = 0;
+        while got < msg.len() {
+            match nix::unistd::read(&rd, &mut msg[got..]) {
+                Ok(0) => break,
+                Ok(n) => got += n,
+                Err(Errno::EINTR) => {}
+                Err(source) => {
+                    return Err(TreeError::Report {
+                        pid: root_pid,
+                        source,
+                    })
+                }
+            }
+        }
+        if got < msg.len() {
+            let missing = tp
+                .tasks
+                .iter()
+                .find(|t| !tree_guard.pids.contains(&Pid::from_raw(t.pid)))
+                .map_or(root_pid, |t| t.pid);
+            return Err(TreeError::ChildDied { pid: missing });
+        }
+        let pid = i32::from_le_bytes([msg[0], msg[1], msg[2], msg[3]]);
+        if msg[4] != REPORT_OK {
+            return Err(failure(pid, &msg));
+        }
+        reported += 1;
+        // Inside a new pid namespace the reported pids are not ours; the
+        // root's death ends the whole namespace anyway.
+        if !new_pidns {
+            tree_guard.pids.push(Pid::from_raw(pid));
         }
     }
-    if got < msg.len() {
-        return Err(TreeError::ChildDied { pid });
+    tree_guard.host = host_pids(tree, child)?;
+    if new_pidns {
+        kill(child, Signal::SIGSTOP).map_err(|source| TreeError::Report {
+            pid: root_pid,
+            source,
+        })?;
     }
-    if msg[0] == REPORT_OK {
-        return Ok(tree);
+    Ok(tree_guard)
+}
+
+/// The pid in `/proc/<host>/status` `NSpid:` as the task itself sees it.
+fn inner_pid(host: i32) -> Option<u32> {
+    let status = std::fs::read_to_string(format!("/proc/{host}/status")).ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("NSpid:"))?
+        .split_whitespace()
+        .next_back()?
+        .parse()
+        .ok()
+}
+
+/// Finds, among the threads of process `host`, the one whose own tid is
+/// `inner`.
+pub(crate) fn host_tid(host: RealPid, inner: u32) -> Option<RealPid> {
+    std::fs::read_dir(format!("/proc/{host}/task"))
+        .ok()?
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok())
+        .find(|&t| inner_pid(t) == Some(inner))
+        .map(RealPid)
+}
+
+/// Our pid of every task of `tree` (tree order), the root being `root`.
+fn host_pids(tree: &TreeImages, root: Pid) -> Result<Vec<RealPid>, TreeError> {
+    if !tree.new_pidns {
+        return Ok(tree
+            .tasks
+            .iter()
+            .map(|t| RealPid(t.pstree.pid as i32))
+            .collect());
     }
-    let fd = RawFd::from_le_bytes([msg[2], msg[3], msg[4], msg[5]]);
-    let errno = Errno::from_raw(i32::from_le_bytes([msg[6], msg[7], msg[8], msg[9]]));
-    let step = if msg[0] == REPORT_FD {
-        FdStep::from_code(msg[1]).map_or("set up a descriptor", FdStep::name)
+    let mut host = vec![RealPid(root.as_raw())];
+    for t in &tree.tasks[1..] {
+        let parent = host[t.parent.expect("only the root has none")];
+        let children = crate::seize::list_children(parent).unwrap_or_default();
+        let found = children
+            .into_iter()
+            .find(|&c| inner_pid(c.0) == Some(t.pstree.pid))
+            .ok_or(TreeError::ChildDied {
+                pid: t.pstree.pid as i32,
+            })?;
+        host.push(found);
+    }
+    Ok(host)
+}
+
+/// Turns a failure report into an error.
+fn failure(pid: i32, msg: &[u8; REPORT_LEN]) -> TreeError {
+    let fd = RawFd::from_le_bytes([msg[6], msg[7], msg[8], msg[9]]);
+    let errno = Errno::from_raw(i32::from_le_bytes([msg[10], msg[11], msg[12], msg[13]]));
+    if msg[4] == REPORT_STEP && msg[5] == ChildStep::Fork.code() {
+        return match errno {
+            Errno::EEXIST => TreeError::PidTaken { pid: fd },
+            source => TreeError::Clone { pid: fd, source },
+        };
+    }
+    let step = if msg[4] == REPORT_FD {
+        FdStep::from_code(msg[5]).map_or("set up a descriptor", FdStep::name)
     } else {
         ChildStep::ALL
             .iter()
-            .find(|s| s.code() == msg[1])
+            .find(|s| s.code() == msg[5])
             .map_or("set itself up", |s| s.name())
     };
-    Err(TreeError::ChildStep {
+    TreeError::ChildStep {
         pid,
         step,
         fd,
         source: errno,
-    })
+    }
 }

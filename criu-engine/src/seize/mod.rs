@@ -29,7 +29,9 @@
 //! - [process_vm_readv(2)](https://man7.org/linux/man-pages/man2/process_vm_readv.2.html)
 //! - [proc_pid_mem(5)](https://man7.org/linux/man-pages/man5/proc_pid_mem.5.html)
 
+mod process;
 mod status;
+mod tree;
 mod wait;
 
 use std::cell::{Cell, OnceCell};
@@ -45,7 +47,10 @@ use nix::sys::signal::{kill, Signal};
 use nix::sys::uio::{process_vm_readv, RemoteIoVec};
 use nix::sys::wait::WaitStatus;
 
+pub use self::process::SeizedProcess;
 pub(crate) use self::status::TaskStatus;
+pub(crate) use self::tree::list_children;
+pub use self::tree::{MemberKind, SeizedTree, TreeMember};
 use crate::arch::{RemoteAddr, UserRegs};
 use crate::pstree::RealPid;
 use crate::sys::{abi, ptrace as rawptrace};
@@ -322,6 +327,69 @@ impl SeizedTask {
                 Err(e)
             }
         }
+    }
+
+    /// Takes over thread `tid`, just created by a `clone` that a task traced
+    /// with [`SeizedTask::set_trace_clone`] made: the kernel attached it to
+    /// us and it stops before running any code. Waits for that stop.
+    #[tracing::instrument(level = "debug", skip_all, fields(pid = %tid))]
+    pub fn adopt_clone(tid: RealPid) -> Result<SeizedTask, SeizeError> {
+        let deadline = Instant::now() + CHILD_STOP_TIMEOUT;
+        let status = match wait::wait_until(tid.as_nix(), deadline) {
+            Ok(Some(status)) => status,
+            Ok(None) => {
+                return Err(SeizeError::Timeout {
+                    pid: tid,
+                    timeout: CHILD_STOP_TIMEOUT,
+                })
+            }
+            Err(source) => return Err(SeizeError::Wait { pid: tid, source }),
+        };
+        match status {
+            WaitStatus::PtraceEvent(_, _, libc::PTRACE_EVENT_STOP)
+            | WaitStatus::Stopped(_, Signal::SIGSTOP) => {}
+            WaitStatus::Exited(..) | WaitStatus::Signaled(..) => {
+                return Err(SeizeError::Died {
+                    pid: tid,
+                    status: format!("{status:?}"),
+                });
+            }
+            other => {
+                return Err(SeizeError::UnexpectedStop {
+                    pid: tid,
+                    status: format!("{other:?}"),
+                });
+            }
+        }
+        Ok(Self {
+            pid: tid,
+            status: TaskStatus {
+                state: 't',
+                ..TaskStatus::default()
+            },
+            stop_signal: Cell::new(None),
+            mem: OnceCell::new(),
+            attached: true,
+            _thread_bound: PhantomData,
+        })
+    }
+
+    /// Makes the kernel attach every thread or process this task creates
+    /// (`PTRACE_O_TRACECLONE`), or stops doing so.
+    pub fn set_trace_clone(&self, on: bool) -> Result<(), SeizeError> {
+        let mut options = SEIZE_OPTIONS;
+        if on {
+            options |= libc::PTRACE_O_TRACECLONE as libc::c_ulong;
+        }
+        rawptrace::set_options_raw(self.pid.as_nix(), options)
+            .map_err(|source| self.regs_err("set ptrace options", source))
+    }
+
+    /// Forgets a task that was killed (by a signal to its whole process)
+    /// and collects its exit.
+    pub(crate) fn reap_killed(mut self) {
+        self.attached = false;
+        process::reap(self.pid);
     }
 
     /// `PTRACE_SEIZE` + `PTRACE_INTERRUPT`; not yet waited for.

@@ -48,18 +48,33 @@ pub(crate) fn clone3_with_pid(
     sibling: bool,
     child: &mut dyn FnMut() -> u8,
 ) -> nix::Result<Pid> {
+    clone3_in(pid, sibling, false, child)
+}
+
+/// [`clone3_with_pid`], optionally in a new pid namespace (`new_pidns`),
+/// where the child is pid 1 whatever `pid` says.
+pub(crate) fn clone3_in(
+    pid: libc::pid_t,
+    sibling: bool,
+    new_pidns: bool,
+    child: &mut dyn FnMut() -> u8,
+) -> nix::Result<Pid> {
     let tid = [pid];
+    let mut flags = if sibling {
+        libc::CLONE_PARENT as u64
+    } else {
+        0
+    };
+    if new_pidns {
+        flags |= libc::CLONE_NEWPID as u64;
+    }
     let args = CloneArgs {
-        flags: if sibling {
-            libc::CLONE_PARENT as u64
-        } else {
-            0
-        },
+        flags,
         // The kernel refuses an exit signal together with CLONE_PARENT: the
         // child then inherits ours.
         exit_signal: if sibling { 0 } else { libc::SIGCHLD as u64 },
-        set_tid: tid.as_ptr() as u64,
-        set_tid_size: 1,
+        set_tid: if new_pidns { 0 } else { tid.as_ptr() as u64 },
+        set_tid_size: u64::from(!new_pidns),
         ..CloneArgs::default()
     };
     // SAFETY: `args` and `tid` are live for the call and of the sizes
@@ -156,4 +171,12 @@ pub(crate) fn write_raw(fd: RawFd, buf: &[u8]) -> nix::Result<()> {
         }
     }
     Ok(())
+}
+
+/// Gives `sig` its default action (for a new task before it stops or dies
+/// as a zombie).
+pub(crate) fn set_default_action(sig: nix::sys::signal::Signal) -> nix::Result<()> {
+    // SAFETY: installing SIG_DFL registers no handler code, so no Rust code
+    // can run in signal context because of it.
+    unsafe { nix::sys::signal::signal(sig, nix::sys::signal::SigHandler::SigDfl) }.map(drop)
 }

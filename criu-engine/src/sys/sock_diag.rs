@@ -142,3 +142,79 @@ pub(crate) fn dump_count(sock: &OwnedFd, family: DiagFamily) -> nix::Result<usiz
         }
     }
 }
+
+/// `UDIAG_SHOW_PEER`: ask for the peer's inode.
+const UDIAG_SHOW_PEER: u32 = 0x4;
+/// `UNIX_DIAG_PEER` attribute type.
+const UNIX_DIAG_PEER: u16 = 2;
+
+/// What `unix_diag` says about one unix socket.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct UnixSocket {
+    /// `SOCK_STREAM`, `SOCK_DGRAM` or `SOCK_SEQPACKET`.
+    pub(crate) sock_type: u8,
+    /// TCP-like state (`TCP_ESTABLISHED` = 1, `TCP_CLOSE` = 7, `TCP_LISTEN` = 10).
+    pub(crate) state: u8,
+    /// Inode of the connected peer, 0 when none.
+    pub(crate) peer: u32,
+}
+
+/// Looks up the unix socket with inode `ino` (an exact `unix_diag` request,
+/// no dump) and returns its type, state and peer; `ENOENT` when there is no
+/// such socket.
+pub(crate) fn unix_socket(ino: u32) -> nix::Result<UnixSocket> {
+    let sock = open()?;
+    // unix_diag_req: family, protocol, pad, states, ino, show, cookie[2]
+    // (an all-ones cookie means "do not check").
+    let mut body = vec![family_byte(libc::AF_UNIX), 0, 0, 0];
+    body.extend_from_slice(&u32::MAX.to_ne_bytes());
+    body.extend_from_slice(&ino.to_ne_bytes());
+    body.extend_from_slice(&UDIAG_SHOW_PEER.to_ne_bytes());
+    body.extend_from_slice(&[0xff; 8]);
+    let len = u32::try_from(NLMSG_HDRLEN + body.len()).map_err(|_| Errno::EINVAL)?;
+    let mut msg = Vec::with_capacity(NLMSG_HDRLEN + body.len());
+    msg.extend_from_slice(&len.to_ne_bytes());
+    msg.extend_from_slice(&abi::SOCK_DIAG_BY_FAMILY.to_ne_bytes());
+    msg.extend_from_slice(&NLM_F_REQUEST.to_ne_bytes());
+    msg.extend_from_slice(&1u32.to_ne_bytes());
+    msg.extend_from_slice(&0u32.to_ne_bytes());
+    msg.extend_from_slice(&body);
+    send(sock.as_raw_fd(), &msg, MsgFlags::empty())?;
+
+    let mut buf = vec![0u8; 8192];
+    let n = recv(sock.as_raw_fd(), &mut buf, MsgFlags::empty())?;
+    let buf = &buf[..n];
+    let header = buf.get(..NLMSG_HDRLEN).ok_or(Errno::EPROTO)?;
+    let mlen = (u32::from_ne_bytes([header[0], header[1], header[2], header[3]]) as usize).min(n);
+    let mtype = u16::from_ne_bytes([header[4], header[5]]);
+    let payload = buf.get(NLMSG_HDRLEN..mlen).ok_or(Errno::EPROTO)?;
+    if mtype == NLMSG_ERROR {
+        let code = payload
+            .get(..4)
+            .map(|e| i32::from_ne_bytes([e[0], e[1], e[2], e[3]]))
+            .ok_or(Errno::EPROTO)?;
+        return Err(Errno::from_raw(-code));
+    }
+    // unix_diag_msg: family, type, state, pad, ino, cookie[2]; then rtattrs.
+    const MSG_LEN: usize = 16;
+    let head = payload.get(..MSG_LEN).ok_or(Errno::EPROTO)?;
+    let mut found = UnixSocket {
+        sock_type: head[1],
+        state: head[2],
+        peer: 0,
+    };
+    let mut off = MSG_LEN;
+    while off + 4 <= payload.len() {
+        let alen = usize::from(u16::from_ne_bytes([payload[off], payload[off + 1]]));
+        let atype = u16::from_ne_bytes([payload[off + 2], payload[off + 3]]);
+        if alen < 4 || off + alen > payload.len() {
+            break;
+        }
+        if atype == UNIX_DIAG_PEER && alen >= 8 {
+            let v = &payload[off + 4..off + 8];
+            found.peer = u32::from_ne_bytes([v[0], v[1], v[2], v[3]]);
+        }
+        off += (alen + 3) & !3;
+    }
+    Ok(found)
+}

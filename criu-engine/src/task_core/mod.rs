@@ -12,6 +12,7 @@
 //! the rest comes from `/proc`.
 
 pub mod regs;
+pub mod thread;
 
 use std::mem::MaybeUninit;
 

@@ -1,7 +1,7 @@
 //! The checkpoint/restore test target: a single-threaded process with state
 //! that a faithful dump and restore must preserve.
 //!
-//! `criu-workload LOGPATH MEM_MIB [eventfd] [dirty=PERCENT] [remap]`
+//! `criu-workload LOGPATH MEM_MIB [eventfd] [threads N] [tree] [dirty=PERCENT] [remap]`
 //!
 //! * `MEM_MIB` MiB of private anonymous memory filled with a known pattern;
 //! * its own executable mapped privately (two pages; the second one written,
@@ -10,6 +10,13 @@
 //!   offset 1234 (fd numbers are printed on the first log line);
 //! * a `SIGUSR1` handler counting deliveries, `SIGUSR2` blocked;
 //! * with `eventfd`, an extra eventfd (a kind of fd the dump refuses);
+//! * with `threads N`, N extra threads (at most 64), thread `i` adding one
+//!   to its own counter every `i + 1` ms;
+//! * with `tree`, children sharing the log fd: workers `w0`..`w2` in a
+//!   process group led by `w0`, each appending `wI N` lines; a zombie child
+//!   (exit status 7) never reaped; and a child of `w0` leading its own
+//!   session, appending `g N` lines. Their pids are logged first as
+//!   `tree W0 W1 W2 ZOMBIE` and `grand G`;
 //! * with `dirty=PERCENT`, every 100 ms it rewrites the first word of
 //!   PERCENT % of the pages of its memory (a window moving through it);
 //! * with `remap`, every 5th report it unmaps a 1 MiB region and maps a
@@ -18,10 +25,11 @@
 //!
 //! It forks: the parent prints the child's pid on stdout and exits; the child
 //! calls `setsid`, points stdio at `/dev/null` and appends
-//! `n checksum sigusr1_count read_fd_offset` to the log every 100 ms. With
-//! `dirty=` or `remap` the line ends with `ok` or `bad`: the checksum
-//! recomputed from memory against the one kept up to date with every write
-//! (so memory restored from stale pages shows as `bad`).
+//! `n checksum sigusr1_count read_fd_offset [counter...]` to the log every
+//! 100 ms (one counter per extra thread). With `dirty=` or `remap` the line
+//! ends with `ok` or `bad`: the checksum recomputed from memory against the
+//! one kept up to date with every write (so memory restored from stale
+//! pages shows as `bad`).
 
 use std::io::Write;
 use std::os::fd::{AsRawFd, FromRawFd, IntoRawFd, OwnedFd};
@@ -39,6 +47,10 @@ const READ_FD_OFFSET: i64 = 1234;
 const PATTERN: u64 = 0x9e37_79b9_7f4a_7c15;
 
 static SIGUSR1_COUNT: AtomicU64 = AtomicU64::new(0);
+/// Most extra threads.
+const MAX_THREADS: usize = 64;
+/// One counter per extra thread.
+static COUNTERS: [AtomicU64; MAX_THREADS] = [const { AtomicU64::new(0) }; MAX_THREADS];
 
 extern "C" fn on_sigusr1(_: libc::c_int) {
     SIGUSR1_COUNT.fetch_add(1, Ordering::Relaxed);
@@ -109,21 +121,92 @@ fn fill_region(region: &mut [u64], n: u64) -> u64 {
     page_sum(region)
 }
 
+/// Appends `TAG N` lines to `log` every 100 ms, forever.
+fn log_forever(log: &mut std::fs::File, tag: &str) -> ! {
+    for n in 0u64.. {
+        if log.write_all(format!("{tag} {n}\n").as_bytes()).is_err() {
+            std::process::exit(3);
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    unreachable!("the counter never ends")
+}
+
+fn fork() -> Option<nix::unistd::Pid> {
+    // SAFETY: called while single-threaded; the child only runs plain code.
+    match unsafe { nix::unistd::fork() }.unwrap_or_else(|_| die("fork")) {
+        nix::unistd::ForkResult::Parent { child } => Some(child),
+        nix::unistd::ForkResult::Child => None,
+    }
+}
+
+/// The `tree` option (see the module docs). Returns in the root only.
+fn spawn_tree(log: &mut std::fs::File) {
+    use nix::unistd::{setpgid, Pid};
+    let mut workers = Vec::new();
+    for i in 0..3 {
+        let leader = workers.first().copied().unwrap_or(Pid::from_raw(0));
+        match fork() {
+            Some(child) => {
+                let _ = setpgid(child, if i == 0 { child } else { leader });
+                workers.push(child);
+            }
+            None => {
+                let _ = setpgid(Pid::from_raw(0), leader);
+                if i == 0 {
+                    match fork() {
+                        Some(grand) => {
+                            let _ = writeln!(log, "grand {grand}");
+                        }
+                        None => {
+                            nix::unistd::setsid().unwrap_or_else(|_| die("setsid"));
+                            log_forever(log, "g");
+                        }
+                    }
+                }
+                log_forever(log, &format!("w{i}"));
+            }
+        }
+    }
+    let zombie = match fork() {
+        Some(z) => z,
+        // SAFETY: _exit ends this child at once, without running anything.
+        None => unsafe { libc::_exit(7) },
+    };
+    let _ = writeln!(
+        log,
+        "tree {} {} {} {zombie}",
+        workers[0], workers[1], workers[2]
+    );
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     if args.len() < 3 {
-        eprintln!("usage: criu-workload LOGPATH MEM_MIB [eventfd]");
+        eprintln!(
+            "usage: criu-workload LOGPATH MEM_MIB [eventfd] [threads N] [tree] [dirty=PERCENT] [remap]"
+        );
         std::process::exit(2);
     }
     let log_path = &args[1];
     let mib: usize = args[2].parse().unwrap_or_else(|_| die("MEM_MIB"));
-    let extra = &args[3..];
-    let with_eventfd = extra.iter().any(|a| a == "eventfd");
-    let dirty_percent: u64 = extra
+    let with_eventfd = args[3..].iter().any(|a| a == "eventfd");
+    let with_tree = args[3..].iter().any(|a| a == "tree");
+    let threads: usize = args[3..]
+        .iter()
+        .position(|a| a == "threads")
+        .map(|i| {
+            args.get(i + 4)
+                .and_then(|n| n.parse().ok())
+                .filter(|&n| n <= MAX_THREADS)
+                .unwrap_or_else(|| die("threads N"))
+        })
+        .unwrap_or(0);
+    let dirty_percent: u64 = args[3..]
         .iter()
         .find_map(|a| a.strip_prefix("dirty="))
         .map_or(0, |p| p.parse().unwrap_or_else(|_| die("dirty=PERCENT")));
-    let remap = extra.iter().any(|a| a == "remap");
+    let remap = args[3..].iter().any(|a| a == "remap");
     let self_check = dirty_percent > 0 || remap;
 
     // Whatever the launcher leaked (pipes of a test harness...) would make
@@ -196,6 +279,15 @@ fn main() {
         log.as_raw_fd(),
         exe.as_raw_fd()
     );
+    if with_tree {
+        spawn_tree(&mut log);
+    }
+    for (i, counter) in COUNTERS[..threads].iter().enumerate() {
+        std::thread::spawn(move || loop {
+            counter.fetch_add(1, Ordering::Relaxed);
+            std::thread::sleep(Duration::from_millis(i as u64 + 1));
+        });
+    }
     let exe: OwnedFd = exe;
     let _eventfd = efd;
     let file_page = &fmap[512..];
@@ -227,21 +319,19 @@ fn main() {
         }
         let sum = checksum(mem, file_page);
         let off = lseek(&exe, 0, Whence::SeekCur).unwrap_or(-1);
-        let verdict = if !self_check {
-            ""
-        } else {
-            let region_now = region.as_deref().map_or(0, page_sum);
-            let good = sum == fold_file(expect, file_page) && region_now == region_sum;
-            if good {
-                " ok"
-            } else {
-                " bad"
-            }
-        };
-        let line = format!(
-            "{n} {sum:x} {} {off}{verdict}\n",
+        let mut line = format!(
+            "{n} {sum:x} {} {off}",
             SIGUSR1_COUNT.load(Ordering::Relaxed)
         );
+        for c in &COUNTERS[..threads] {
+            line.push_str(&format!(" {}", c.load(Ordering::Relaxed)));
+        }
+        if self_check {
+            let region_now = region.as_deref().map_or(0, page_sum);
+            let good = sum == fold_file(expect, file_page) && region_now == region_sum;
+            line.push_str(if good { " ok" } else { " bad" });
+        }
+        line.push('\n');
         if log.write_all(line.as_bytes()).is_err() {
             std::process::exit(3);
         }

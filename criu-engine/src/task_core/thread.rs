@@ -1,0 +1,106 @@
+//! `core-<tid>.img` of a thread other than the leader (CRIU's
+//! `dump_task_thread` in `criu/cr-dump.c` and the parasite's `dump_thread`):
+//! `mtype`, `thread_info` and `thread_core`, no `tc`. The blocked signals of
+//! such a thread live in `thread_core.blk_sigset`.
+//!
+//! What only the thread itself can say (its clear-tid address and alternate
+//! stack) is asked with syscalls injected into that thread, running from the
+//! stub the leader's injection mapped in the shared address space.
+
+use criu_proto::images::{
+    CoreEntry, CredsEntry, SignalQueueEntry, ThreadCoreEntry, ThreadInfoX86, ThreadSasEntry,
+};
+
+use super::{CoreError, Frozen, MARCH_X86_64, PR_GET_TID_ADDRESS};
+use crate::arch::nr;
+use crate::inject::Injection;
+use crate::proc::stat::ProcStat;
+
+/// What a thread reports about itself through injected syscalls.
+#[derive(Debug, Clone, Copy)]
+pub struct ThreadQueried {
+    /// `set_tid_address` value.
+    pub clear_tid_addr: u64,
+    /// Robust futex list head and length.
+    pub futex_rla: (u64, u32),
+    /// Alternate signal stack.
+    pub sas: ThreadSasEntry,
+}
+
+impl ThreadQueried {
+    /// Runs the per-thread queries in the thread `inj` runs in.
+    pub fn ask(inj: &Injection<'_>) -> Result<ThreadQueried, CoreError> {
+        let pid = inj.task().pid();
+        let err = |what| move |source| CoreError::Inject { pid, what, source };
+        let out = inj.scratch().0;
+        let read = |what, n: usize| -> Result<Vec<u64>, CoreError> {
+            let mut b = vec![0u8; n * 8];
+            inj.read_scratch(0, &mut b).map_err(err(what))?;
+            Ok(b.chunks_exact(8)
+                .map(|c| u64::from_le_bytes(c.try_into().expect("8 bytes")))
+                .collect())
+        };
+        inj.syscall_ok(nr::PRCTL, &[PR_GET_TID_ADDRESS, out])
+            .map_err(err("prctl(PR_GET_TID_ADDRESS)"))?;
+        let clear_tid_addr = read("clear tid address", 1)?[0];
+        inj.syscall_ok(libc::SYS_get_robust_list, &[0, out, out + 8])
+            .map_err(err("get_robust_list"))?;
+        let rla = read("robust list", 2)?;
+        inj.syscall_ok(nr::SIGALTSTACK, &[0, out])
+            .map_err(err("sigaltstack"))?;
+        let sas = read("sigaltstack", 3)?;
+        Ok(ThreadQueried {
+            clear_tid_addr,
+            futex_rla: (rla[0], rla[1] as u32),
+            sas: ThreadSasEntry {
+                ss_sp: sas[0],
+                ss_flags: sas[1] as u32,
+                ss_size: sas[2],
+            },
+        })
+    }
+}
+
+/// Assembles the core of a non-leader thread from its frozen state, its
+/// answers, its `/proc/<pid>/task/<tid>/stat`, its seccomp mode and the
+/// process credentials.
+pub fn thread_entry(
+    f: Frozen,
+    q: &ThreadQueried,
+    stat: &ProcStat,
+    seccomp: u32,
+    creds: CredsEntry,
+) -> CoreEntry {
+    let policy = stat.policy;
+    let rt = policy == libc::SCHED_FIFO as u32 || policy == libc::SCHED_RR as u32;
+    CoreEntry {
+        mtype: MARCH_X86_64,
+        thread_info: Some(ThreadInfoX86 {
+            clear_tid_addr: q.clear_tid_addr,
+            gpregs: f.gpregs,
+            fpregs: f.fpregs,
+            tls: f.tls,
+        }),
+        thread_core: Some(ThreadCoreEntry {
+            futex_rla: q.futex_rla.0,
+            futex_rla_len: q.futex_rla.1,
+            sched_nice: Some(stat.nice),
+            sched_policy: Some(policy),
+            sched_prio: rt.then_some(stat.rt_priority),
+            blk_sigset: Some(f.blk_sigset),
+            sas: Some(q.sas),
+            pdeath_sig: None,
+            signals_p: Some(SignalQueueEntry {
+                signals: f.signals.1,
+            }),
+            creds: Some(creds),
+            seccomp_mode: (seccomp != 0).then_some(seccomp as i32),
+            seccomp_filter: None,
+            comm: Some(stat.comm.clone()),
+            blk_sigset_extended: None,
+            rseq_entry: f.rseq,
+            cg_set: None,
+        }),
+        ..Default::default()
+    }
+}

@@ -1,0 +1,476 @@
+//! Threads and process trees: CRIU 4.2's `threads` and `tree` images
+//! restored by us, and our own dump and restore of `criu-workload threads N`
+//! and of process trees.
+//!
+//! Restore forks without exec and must run on a single-threaded process, so
+//! this file has its own `main` (`harness = false`) running the cases one
+//! after another, as a child subreaper.
+//!
+//! Needs: root with `CAP_CHECKPOINT_RESTORE`, `clone3` with `set_tid`, pids
+//! 24148-24152 and 24175-24178 free, `/work/shared/testdata/criu-4.2` and the workload
+//! binary (`cargo build -p criu-tests --bin criu-workload`).
+
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use criu_engine::notify::NoNotify;
+use nix::sys::signal::{kill, Signal};
+use nix::sys::wait::{waitpid, WaitStatus};
+use nix::unistd::Pid;
+
+const TESTDATA: &str = "/work/shared/testdata/criu-4.2";
+const RUN_DIR: &str = "/tmp/criu-testdata";
+const THREADS_PID: i32 = 24148;
+const THREADS_TIDS: [i32; 5] = [24148, 24149, 24150, 24151, 24152];
+
+fn copy_dir(from: &Path, to: &Path, mode: u32) {
+    fs::create_dir_all(to).unwrap();
+    for entry in fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let dst = to.join(entry.file_name());
+        if dst.exists() && fs::read(&dst).unwrap() == fs::read(entry.path()).unwrap() {
+            continue;
+        }
+        let _ = fs::remove_file(&dst);
+        fs::copy(entry.path(), &dst).unwrap();
+        fs::set_permissions(&dst, fs::Permissions::from_mode(mode)).unwrap();
+    }
+}
+
+fn alive(pid: i32) -> bool {
+    match fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => !stat.contains(") Z "),
+        Err(_) => false,
+    }
+}
+
+fn kill_and_reap(pid: i32) {
+    let pid = Pid::from_raw(pid);
+    let _ = kill(pid, Signal::SIGKILL);
+    loop {
+        match waitpid(pid, None) {
+            Ok(WaitStatus::Exited(..) | WaitStatus::Signaled(..)) | Err(_) => break,
+            Ok(_) => {}
+        }
+    }
+}
+
+fn tids(pid: i32) -> Vec<i32> {
+    let mut t: Vec<i32> = fs::read_dir(format!("/proc/{pid}/task"))
+        .map(|d| {
+            d.filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+                .collect()
+        })
+        .unwrap_or_default();
+    t.sort_unstable();
+    t
+}
+
+/// Runs a dump or restore; a restore returns the root's pid.
+fn run(args: &[&str]) -> Result<i32, String> {
+    let cfg = criu_engine::config::parse_args(args.iter().map(|s| s.to_string())).unwrap();
+    let opts = criu_engine::opts::from_config(&cfg).unwrap();
+    match args[0] {
+        "dump" => criu_engine::dump::run(&opts, &mut NoNotify)
+            .map(|_| 0)
+            .map_err(|e| format!("{e:?}")),
+        _ => criu_engine::restore::run(&opts, &mut NoNotify)
+            .map(|o| o.root_pid)
+            .map_err(|e| format!("{e:?}")),
+    }
+}
+
+fn lines(log: &Path) -> Vec<Vec<u64>> {
+    fs::read_to_string(log)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| {
+            l.split(' ')
+                .map(|w| w.parse().ok().or_else(|| u64::from_str_radix(w, 16).ok()))
+                .collect()
+        })
+        .collect()
+}
+
+/// Waits until the log has `n` numeric lines (up to 10 s).
+fn wait_lines(log: &Path, n: usize) -> Vec<Vec<u64>> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let l = lines(log);
+        if l.len() >= n || Instant::now() > deadline {
+            return l;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// CRIU 4.2's `threads` images: all five threads come back with their
+/// tids and every counter keeps growing.
+fn criu_threads_scenario() {
+    copy_dir(
+        &Path::new(TESTDATA).join("bin"),
+        &Path::new(RUN_DIR).join("bin"),
+        0o755,
+    );
+    copy_dir(
+        &Path::new(TESTDATA).join("threads/files"),
+        &Path::new(RUN_DIR).join("threads"),
+        0o644,
+    );
+    let images = tempfile::tempdir().unwrap();
+    copy_dir(
+        &Path::new(TESTDATA).join("threads/images"),
+        images.path(),
+        0o644,
+    );
+    let log = Path::new(RUN_DIR).join("threads/threads.log");
+    let dumped = lines(&log);
+    run(&["restore", "-D", images.path().to_str().unwrap()]).expect("restore");
+    let after = wait_lines(&log, dumped.len() + 3);
+    let restored_tids = tids(THREADS_PID);
+    let still_alive = alive(THREADS_PID);
+    kill_and_reap(THREADS_PID);
+    assert!(still_alive, "restored process died: {after:?}");
+    assert_eq!(restored_tids, THREADS_TIDS);
+    assert!(after.len() >= dumped.len() + 3, "{after:?}");
+    let last_dumped = dumped.last().unwrap();
+    let last = after.last().unwrap();
+    for i in 0..4 {
+        assert!(last[i] > last_dumped[i], "counter {i} stuck: {after:?}");
+    }
+}
+
+/// `(ppid, pgid, sid, state)` of `pid` from `/proc/<pid>/stat`.
+fn ids(pid: i32) -> Option<(i32, i32, i32, char)> {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let f: Vec<&str> = rest.split(' ').collect();
+    Some((
+        f[1].parse().ok()?,
+        f[2].parse().ok()?,
+        f[3].parse().ok()?,
+        f[0].chars().next()?,
+    ))
+}
+
+/// CRIU 4.2's `tree` images: a session leader and three children, pipes
+/// from the parent to each; all four come back with their pids, parent,
+/// group and session, and the children keep logging what the parent sends.
+fn criu_tree_scenario() {
+    copy_dir(
+        &Path::new(TESTDATA).join("bin"),
+        &Path::new(RUN_DIR).join("bin"),
+        0o755,
+    );
+    copy_dir(
+        &Path::new(TESTDATA).join("tree/files"),
+        &Path::new(RUN_DIR).join("tree"),
+        0o644,
+    );
+    let images = tempfile::tempdir().unwrap();
+    copy_dir(
+        &Path::new(TESTDATA).join("tree/images"),
+        images.path(),
+        0o644,
+    );
+    let root = 24175;
+    let logs: Vec<PathBuf> = (0..3)
+        .map(|c| Path::new(RUN_DIR).join(format!("tree/tree-child{c}.log")))
+        .collect();
+    let dumped: Vec<usize> = logs.iter().map(|l| lines(l).len()).collect();
+    run(&["restore", "-D", images.path().to_str().unwrap()]).expect("restore");
+    let after: Vec<Vec<Vec<u64>>> = logs
+        .iter()
+        .zip(&dumped)
+        .map(|(l, n)| wait_lines(l, n + 3))
+        .collect();
+    let states: Vec<_> = (root..root + 4).map(ids).collect();
+    // The root first: its children come to us (subreaper) and are reaped.
+    for pid in root..root + 4 {
+        kill_and_reap(pid);
+    }
+    let me = std::process::id() as i32;
+    assert_eq!(states[0], Some((me, root, root, 'S')), "{states:?}");
+    for s in &states[1..] {
+        assert_eq!(*s, Some((root, root, root, 'S')), "{states:?}");
+    }
+    for (c, (a, n)) in after.iter().zip(&dumped).enumerate() {
+        assert!(a.len() >= n + 3, "child {c} logged nothing new: {a:?}");
+        let tail: Vec<u64> = a[*n..].iter().map(|l| l[0]).collect();
+        assert!(
+            tail.windows(2).all(|w| w[1] == w[0] + 1),
+            "child {c}: {tail:?}"
+        );
+        assert_eq!(
+            tail[0],
+            a[n - 1][0] + 1,
+            "child {c} lost or repeated a number"
+        );
+    }
+}
+
+/// CRIU 4.2's `pidns` images: the init of a pid namespace comes back as
+/// pid 1 of a new pid namespace and keeps logging `N pid=1`.
+fn criu_pidns_scenario() {
+    copy_dir(
+        &Path::new(TESTDATA).join("bin"),
+        &Path::new(RUN_DIR).join("bin"),
+        0o755,
+    );
+    copy_dir(
+        &Path::new(TESTDATA).join("pidns/files"),
+        &Path::new(RUN_DIR).join("pidns"),
+        0o644,
+    );
+    let images = tempfile::tempdir().unwrap();
+    copy_dir(
+        &Path::new(TESTDATA).join("pidns/images"),
+        images.path(),
+        0o644,
+    );
+    let log = Path::new(RUN_DIR).join("pidns/pidns.log");
+    let dumped = fs::read_to_string(&log).unwrap();
+    let host = run(&["restore", "-D", images.path().to_str().unwrap()]).expect("restore");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut now = String::new();
+    while Instant::now() < deadline {
+        now = fs::read_to_string(&log).unwrap_or_default();
+        if now.lines().count() >= dumped.lines().count() + 2 {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let status = fs::read_to_string(format!("/proc/{host}/status")).unwrap_or_default();
+    let nspid = status
+        .lines()
+        .find_map(|l| l.strip_prefix("NSpid:"))
+        .map(|v| v.split_whitespace().map(str::to_owned).collect::<Vec<_>>());
+    kill_and_reap(host);
+    assert_eq!(nspid, Some(vec![host.to_string(), "1".to_owned()]));
+    let new: Vec<&str> = now.lines().skip(dumped.lines().count()).collect();
+    assert!(new.len() >= 2, "nothing new in the log: {now}");
+    let last_dumped: u64 = dumped
+        .lines()
+        .last()
+        .unwrap()
+        .split(' ')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    for (i, l) in new.iter().enumerate() {
+        assert_eq!(*l, format!("{} pid=1", last_dumped + 1 + i as u64));
+    }
+}
+
+fn workload_bin() -> PathBuf {
+    let exe = std::env::current_exe().expect("test path");
+    let bin = exe.ancestors().nth(3).unwrap().join("debug/criu-workload");
+    assert!(bin.exists(), "{} is missing", bin.display());
+    bin
+}
+
+/// Our dump of a workload with 16 extra threads (leave-running first, then
+/// the final dump), restored: same tids, every thread counter continues from
+/// where it was dumped.
+fn own_threads_round_trip() {
+    let scratch = tempfile::tempdir().unwrap();
+    let log = scratch.path().join("workload.log");
+    let out = std::process::Command::new(workload_bin())
+        .args([log.to_str().unwrap(), "4", "threads", "16"])
+        .output()
+        .expect("run criu-workload");
+    assert!(out.status.success(), "{out:?}");
+    let pid: i32 = String::from_utf8_lossy(&out.stdout).trim().parse().unwrap();
+    wait_lines(&log, 2);
+    let before_tids = tids(pid);
+    let pid_s = pid.to_string();
+    for (name, extra) in [("running", Some("-R")), ("images", None)] {
+        let images = scratch.path().join(name);
+        fs::create_dir(&images).unwrap();
+        let mut args = vec!["dump", "-t", &pid_s, "-D", images.to_str().unwrap()];
+        args.extend(extra);
+        if let Err(e) = run(&args) {
+            kill_and_reap(pid);
+            panic!("dump failed: {e}");
+        }
+    }
+    // The final dump killed it; we are its reaper.
+    kill_and_reap(pid);
+    let dumped = lines(&log);
+    let images = scratch.path().join("images");
+    run(&["restore", "-D", images.to_str().unwrap()]).expect("restore");
+    let after = wait_lines(&log, dumped.len() + 3);
+    let restored_tids = tids(pid);
+    let still_alive = alive(pid);
+    kill_and_reap(pid);
+    assert!(still_alive, "restored workload died: {after:?}");
+    assert_eq!(before_tids.len(), 17);
+    assert_eq!(restored_tids, before_tids);
+    let last_dumped = dumped.last().unwrap();
+    let last = after.last().unwrap();
+    assert_eq!(last.len(), 4 + 16, "{last:?}");
+    for i in 4..last.len() {
+        assert!(
+            last[i] > last_dumped[i],
+            "thread counter {i} stuck: {after:?}"
+        );
+    }
+    assert_eq!(
+        last[0],
+        last_dumped[0] + (after.len() - dumped.len()) as u64
+    );
+}
+
+/// The pids a `criu-workload ... tree` logged: (w0, w1, w2, zombie, grand).
+fn tree_pids(log: &Path) -> (i32, i32, i32, i32, i32) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let text = fs::read_to_string(log).unwrap_or_default();
+        let find = |tag: &str| -> Option<Vec<i32>> {
+            let l = text.lines().find(|l| l.starts_with(tag))?;
+            l.split(' ').skip(1).map(|w| w.parse().ok()).collect()
+        };
+        if let (Some(t), Some(g)) = (find("tree "), find("grand ")) {
+            return (t[0], t[1], t[2], t[3], g[0]);
+        }
+        assert!(Instant::now() < deadline, "no tree pids logged");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Last `N` of the `TAG N` lines of `log`.
+fn last_tagged(log: &Path, tag: &str) -> Option<u64> {
+    fs::read_to_string(log)
+        .ok()?
+        .lines()
+        .filter_map(|l| l.strip_prefix(tag)?.strip_prefix(' ')?.parse().ok())
+        .next_back()
+}
+
+/// Our dump (leave-running first, then the final one) and restore of a
+/// tree: a session leader with 16 threads, a process group of three
+/// workers, a zombie, and a grandchild leading its own session, all
+/// sharing the log descriptor. Pids, tids, parents, groups, sessions, the
+/// zombie's status and every counter come back, and the log descriptor is
+/// one file description (one `files.img` entry).
+fn own_tree_round_trip() {
+    let scratch = tempfile::tempdir().unwrap();
+    let log = scratch.path().join("workload.log");
+    let out = std::process::Command::new(workload_bin())
+        .args([log.to_str().unwrap(), "4", "tree", "threads", "16"])
+        .output()
+        .expect("run criu-workload");
+    assert!(out.status.success(), "{out:?}");
+    let root: i32 = String::from_utf8_lossy(&out.stdout).trim().parse().unwrap();
+    let (w0, w1, w2, zombie, grand) = tree_pids(&log);
+    let all = [root, w0, w1, w2, zombie, grand];
+    wait_lines(&log, 2);
+    let before: Vec<_> = all.iter().map(|&p| ids(p)).collect();
+    let before_tids = tids(root);
+    let root_s = root.to_string();
+    for (name, extra) in [("running", Some("-R")), ("images", None)] {
+        let images = scratch.path().join(name);
+        fs::create_dir(&images).unwrap();
+        let mut args = vec!["dump", "-t", &root_s, "-D", images.to_str().unwrap()];
+        args.extend(extra);
+        if let Err(e) = run(&args) {
+            for p in all {
+                kill_and_reap(p);
+            }
+            panic!("dump failed: {e}");
+        }
+    }
+    for p in all {
+        kill_and_reap(p);
+    }
+    let tags = ["w0", "w1", "w2", "g"];
+    let dumped: Vec<u64> = tags.iter().map(|t| last_tagged(&log, t).unwrap()).collect();
+    let dumped_lines = lines(&log).len();
+    let images = scratch.path().join("images");
+    let fdinfo_ids: Vec<Vec<(u32, u32)>> = (2..=6)
+        .map(|id| {
+            let dir = criu_proto::img::ImagesDir::open(&images).unwrap();
+            dir.fdinfo(id)
+                .unwrap()
+                .iter()
+                .map(|f| (f.fd, f.id))
+                .collect()
+        })
+        .collect();
+    run(&["restore", "-D", images.to_str().unwrap()]).expect("restore");
+    let after_lines = wait_lines(&log, dumped_lines + 3);
+    std::thread::sleep(Duration::from_millis(300));
+    let after: Vec<_> = all.iter().map(|&p| ids(p)).collect();
+    let after_tids = tids(root);
+    let zombie_status = fs::read_to_string(format!("/proc/{zombie}/stat")).unwrap_or_default();
+    let counters: Vec<Option<u64>> = tags.iter().map(|t| last_tagged(&log, t)).collect();
+    for p in all {
+        kill_and_reap(p);
+    }
+    let me = std::process::id() as i32;
+    assert_eq!(after[0].map(|a| (a.0, a.1, a.2)), Some((me, root, root)));
+    for i in 1..all.len() {
+        let (b, a) = (before[i].unwrap(), after[i].unwrap());
+        assert_eq!(
+            (a.0, a.1, a.2),
+            (b.0, b.1, b.2),
+            "task {}: {before:?} {after:?}",
+            all[i]
+        );
+    }
+    assert_eq!(after[4].unwrap().3, 'Z');
+    assert_eq!(zombie_status.trim().rsplit(' ').next(), Some("1792"));
+    assert_eq!(after_tids, before_tids);
+    assert_eq!(after_tids.len(), 17);
+    for (i, (d, a)) in dumped.iter().zip(&counters).enumerate() {
+        assert!(a.unwrap() > *d, "{} stuck at {d}", tags[i]);
+    }
+    assert!(after_lines.len() >= dumped_lines + 3);
+    // fd 3 (the log) is one files.img entry in every live task.
+    let log_ids: Vec<u32> = fdinfo_ids
+        .iter()
+        .map(|f| f.iter().find(|(fd, _)| *fd == 3).unwrap().1)
+        .collect();
+    assert!(log_ids.windows(2).all(|w| w[0] == w[1]), "{fdinfo_ids:?}");
+}
+
+fn main() {
+    let filter: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with('-'))
+        .collect();
+    let cases: &[(&str, fn())] = &[
+        ("criu_threads_scenario", criu_threads_scenario),
+        ("own_threads_round_trip", own_threads_round_trip),
+        ("criu_tree_scenario", criu_tree_scenario),
+        ("own_tree_round_trip", own_tree_round_trip),
+        ("criu_pidns_scenario", criu_pidns_scenario),
+    ];
+    assert!(nix::unistd::geteuid().is_root(), "needs root");
+    nix::sys::prctl::set_child_subreaper(true).expect("become a child subreaper");
+    let mut failed = Vec::new();
+    let mut ran = 0;
+    for (name, case) in cases {
+        if !filter.is_empty() && !filter.iter().any(|f| name.contains(f.as_str())) {
+            continue;
+        }
+        ran += 1;
+        let ok = std::panic::catch_unwind(case).is_ok();
+        println!("test {name} ... {}", if ok { "ok" } else { "FAILED" });
+        if !ok {
+            failed.push(*name);
+        }
+    }
+    println!(
+        "\ntest result: {}. {} passed; {} failed",
+        if failed.is_empty() { "ok" } else { "FAILED" },
+        ran - failed.len(),
+        failed.len()
+    );
+    if !failed.is_empty() {
+        std::process::exit(1);
+    }
+}
