@@ -17,8 +17,9 @@
 //!   (exit status 7) never reaped; and a child of `w0` leading its own
 //!   session, appending `g N` lines. Their pids are logged first as
 //!   `tree W0 W1 W2 ZOMBIE` and `grand G`;
-//! * with `dirty=PERCENT`, every 100 ms it rewrites the first word of
-//!   PERCENT % of the pages of its memory (a window moving through it);
+//! * with `dirty=PERCENT` (a decimal), every 100 ms it rewrites the first
+//!   word of PERCENT % of the pages of its memory (a window moving through
+//!   it);
 //! * with `remap`, every 5th report it unmaps a 1 MiB region and maps a
 //!   fresh one (often at the same address) filled with new values;
 //! * every descriptor inherited beyond stdio is closed first.
@@ -202,12 +203,12 @@ fn main() {
                 .unwrap_or_else(|| die("threads N"))
         })
         .unwrap_or(0);
-    let dirty_percent: u64 = args[3..]
+    let dirty_percent: f64 = args[3..]
         .iter()
         .find_map(|a| a.strip_prefix("dirty="))
-        .map_or(0, |p| p.parse().unwrap_or_else(|_| die("dirty=PERCENT")));
+        .map_or(0.0, |p| p.parse().unwrap_or_else(|_| die("dirty=PERCENT")));
     let remap = args[3..].iter().any(|a| a == "remap");
-    let self_check = dirty_percent > 0 || remap;
+    let self_check = dirty_percent > 0.0 || remap;
 
     // Whatever the launcher leaked (pipes of a test harness...) would make
     // the fd table depend on who started us: start from stdio only.
@@ -292,7 +293,7 @@ fn main() {
     let _eventfd = efd;
     let file_page = &fmap[512..];
     let pages = mem.len() / WORDS_PER_PAGE;
-    let per_tick = (pages as u64 * dirty_percent / 100) as usize;
+    let per_tick = (pages as f64 * dirty_percent / 100.0) as usize;
     let mut cursor = 0usize;
     // The page sums as they should be, kept up to date with every write.
     let mut expect = page_sum(mem);
