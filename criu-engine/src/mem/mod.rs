@@ -65,6 +65,7 @@ impl MemStats {
         self.pages_scanned += other.pages_scanned;
         self.pages_written += other.pages_written;
         self.pages_lazy += other.pages_lazy;
+        self.pages_parent += other.pages_parent;
         self.page_pipes += other.page_pipes;
         self.pipe_fills += other.pipe_fills;
         self.write_time += other.write_time;
