@@ -94,16 +94,16 @@ fn pending_actions_parse_options_log_in_the_work_dir_and_fail() {
     let d = dir.path().to_str().unwrap();
     // Log in the images dir by default.
     let out = criu(&[
-        "page-server",
+        "lazy-pages",
         "-D",
         d,
         "-o",
-        "page-server.log",
+        "lazy-pages.log",
         "-v4",
         "--tcp-established",
     ]);
     assert_eq!(out.status.code(), Some(1));
-    let log = std::fs::read_to_string(dir.path().join("page-server.log")).expect("page-server.log");
+    let log = std::fs::read_to_string(dir.path().join("lazy-pages.log")).expect("lazy-pages.log");
     assert!(
         log.contains("Error") && log.contains("not implemented"),
         "{log}"
