@@ -450,18 +450,22 @@ fn bad_options_get_ebadrqc_with_the_type_specific_fields() {
 }
 
 #[test]
-fn unimplemented_actions_fail_clearly() {
+fn page_server_with_tls_fails_clearly() {
     each_connection(|c| {
         let dir = TempDir::new("pending");
         for ty in [T::PageServer, T::PageServerChld] {
             let mut r = req(ty);
-            r.opts = Some(opts_with_dir(dir.path()));
+            r.opts = Some(CriuOpts {
+                tls: Some(true),
+                ..opts_with_dir(dir.path())
+            });
             let client = c.open();
             let resp = client.call(&r).unwrap();
             assert_eq!(resp.r#type, ty as i32);
             assert!(!resp.success, "{ty:?} must not fake success");
+            assert!(resp.ps.is_none());
             let msg = resp.cr_errmsg.unwrap_or_default();
-            assert!(msg.contains("not implemented"), "{ty:?}: {msg}");
+            assert!(msg.contains("tls"), "{ty:?}: {msg}");
             finish(client, c, 0);
         }
     });
