@@ -7,6 +7,9 @@ pub enum Error {
     /// Options of the request were refused (EBADRQC).
     #[error(transparent)]
     Opts(#[from] crate::opts::OptsError),
+    /// A non-root service client asked for more than it may (EPERM).
+    #[error(transparent)]
+    Authz(#[from] crate::authz::AuthzError),
     /// The request's log could not be set up.
     #[error(transparent)]
     Log(#[from] crate::log::LogError),
@@ -67,6 +70,7 @@ impl Error {
     pub fn cr_errno(&self) -> Option<i32> {
         match self {
             Error::Opts(e) => Some(e.cr_errno()),
+            Error::Authz(e) => Some(e.cr_errno()),
             Error::Cpuinfo(e) => Some(e.cr_errno()).filter(|&errno| errno != 0),
             Error::NotImplemented { .. } => Some(libc::ENOSYS),
             Error::Dump(e) => e.cr_errno(),

@@ -3,6 +3,7 @@
 #![warn(missing_docs)]
 
 pub mod arch;
+pub mod authz;
 pub mod check;
 pub mod config;
 pub mod cpuinfo;

@@ -15,6 +15,7 @@ use criu_transport::requests::{Handler, Mode, Reply, RequestCtx};
 use nix::sys::wait::{waitpid, WaitStatus};
 use nix::unistd::Pid;
 
+use crate::authz::{self, Caller};
 use crate::config::Config;
 use crate::config::FinalState;
 use crate::error::Error;
@@ -28,6 +29,8 @@ pub struct Engine {
     mode: Mode,
     defaults: Config,
     kerndat: Option<KernelFeatures>,
+    /// The non-root service client of the current request, if any.
+    caller: Option<Caller>,
 }
 
 impl Engine {
@@ -38,6 +41,7 @@ impl Engine {
             mode,
             defaults,
             kerndat: None,
+            caller: None,
         }
     }
 
@@ -56,12 +60,35 @@ impl Engine {
             service: self.mode == Mode::Service,
             peer_pid: ctx.peer().pid,
         };
-        Ok(opts::from_rpc(
+        let mut ro = opts::from_rpc(ty, req.opts.as_ref(), &self.defaults, &octx)?;
+        ro.caller.clone_from(&self.caller);
+        Ok(ro)
+    }
+
+    /// Holds a non-root service client to its lane (see [`crate::authz`]):
+    /// refuses what it may not ask for, then serves the request with its
+    /// file-system identity. Requests that touch no file need neither.
+    fn authorize(
+        &mut self,
+        ty: CriuReqType,
+        req: &CriuReq,
+        ctx: &dyn RequestCtx,
+    ) -> Result<(), Error> {
+        let peer = ctx.peer();
+        self.caller = Caller::restricted(self.mode == Mode::Service, peer.pid, peer.uid, peer.gid);
+        let Some(caller) = &self.caller else {
+            return Ok(());
+        };
+        if matches!(
             ty,
-            req.opts.as_ref(),
-            &self.defaults,
-            &octx,
-        )?)
+            CriuReqType::Version | CriuReqType::FeatureCheck | CriuReqType::WaitPid
+        ) {
+            return Ok(());
+        }
+        authz::check_request(caller, ty, req.opts.as_ref())
+            .and_then(|()| authz::assume_identity(caller))
+            .inspect_err(|e| tracing::error!("{e}"))?;
+        Ok(())
     }
 
     fn check(&mut self, req: &CriuReq, ctx: &mut dyn RequestCtx) -> Result<(), Error> {
@@ -247,7 +274,9 @@ impl Handler for Engine {
         let ty = req.r#type();
         tracing::debug!(request = ?ty, "serving request");
         let mut resp = base_response(ty);
+        let authorized = self.authorize(ty, req, ctx);
         let result = match ty {
+            _ if authorized.is_err() => authorized,
             CriuReqType::Version => {
                 resp.version = Some(version::version());
                 Ok(())
@@ -290,7 +319,9 @@ impl Handler for Engine {
         };
         if let Err(err) = result {
             resp.success = false;
-            resp.cr_errmsg = Some(format!("Error: {err}"));
+            // The whole chain: the kernel's reason (ENOSPC, EACCES...) is
+            // what tells the client what to fix.
+            resp.cr_errmsg = Some(format!("Error: {}", crate::worker::error_chain(&err)));
             // Only the types whose errors CRIU reports carry cr_errno.
             if ty != CriuReqType::FeatureCheck {
                 resp.cr_errno = err.cr_errno();

@@ -45,6 +45,12 @@ pub enum WorkerError {
         #[source]
         source: std::io::Error,
     },
+    /// `--group` names no group.
+    #[error("unknown group {name:?} for the service socket")]
+    Group {
+        /// The name given.
+        name: String,
+    },
     /// The service could not listen or accept.
     #[error("service failed")]
     Service(#[source] service::ServiceError),
@@ -86,7 +92,8 @@ pub fn run_swrk(fd_arg: &str, defaults: Config) -> Result<u8, WorkerError> {
 }
 
 /// Runs `criu service`: enters the work directory, listens on `--address`
-/// (relative to it; `default_address` when absent), daemonizes with
+/// (relative to it; `default_address` when absent) with mode 0666, or 0660
+/// and the group of `--group` (our extension), daemonizes with
 /// `--daemon`, writes `--pidfile`, signals `--status-fd`, and then serves
 /// every connection with a fresh worker (this executable re-run as
 /// `swrk <fd>`) until killed.
@@ -113,16 +120,37 @@ pub fn run_service(cfg: &Config, default_address: &Path) -> Result<(), WorkerErr
         .address
         .as_ref()
         .map_or_else(|| default_address.to_owned(), PathBuf::from);
+    let access = match &cfg.service_group {
+        None => service::SocketAccess::Everyone,
+        Some(name) => service::SocketAccess::Group(group_id(name)?),
+    };
     let config = service::ServiceConfig {
         address,
+        access,
         daemon: cfg.restore_detached,
         pidfile: cfg.pidfile.clone(),
         status_fd,
         worker_exe: PathBuf::from("/proc/self/exe"),
+        // Our workers take connections from a control socket, so two wait
+        // ready: a request is then served without a fork and an exec.
+        spare_workers: 2,
     };
     match service::run(config) {
         Ok(never) => match never {},
         Err(e) => Err(WorkerError::Service(e)),
+    }
+}
+
+/// A group given by number or by name (`/etc/group`).
+fn group_id(name: &str) -> Result<u32, WorkerError> {
+    if let Ok(gid) = name.parse::<u32>() {
+        return Ok(gid);
+    }
+    match nix::unistd::Group::from_name(name) {
+        Ok(Some(group)) => Ok(group.gid.as_raw()),
+        _ => Err(WorkerError::Group {
+            name: name.to_owned(),
+        }),
     }
 }
 

@@ -11,7 +11,7 @@
 //! binary (`cargo build -p criu-tests --bin criu-workload`).
 
 use std::fs;
-use std::os::unix::fs::PermissionsExt;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -54,6 +54,23 @@ fn kill_and_reap(pid: i32) {
             Ok(WaitStatus::Exited(..) | WaitStatus::Signaled(..)) | Err(_) => break,
             Ok(_) => {}
         }
+    }
+}
+
+/// Waits (up to 20 s) until none of `pids` exists: a task killed by an
+/// earlier run may linger as a zombie until init reaps it.
+fn wait_free(pids: impl IntoIterator<Item = i32> + Clone) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while pids
+        .clone()
+        .into_iter()
+        .any(|p| Path::new(&format!("/proc/{p}")).exists())
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the pids of the images stay taken"
+        );
+        std::thread::sleep(Duration::from_millis(50));
     }
 }
 
@@ -127,6 +144,7 @@ fn criu_threads_scenario() {
     );
     let log = Path::new(RUN_DIR).join("threads/threads.log");
     let dumped = lines(&log);
+    wait_free(THREADS_TIDS);
     run(&["restore", "-D", images.path().to_str().unwrap()]).expect("restore");
     let after = wait_lines(&log, dumped.len() + 3);
     let restored_tids = tids(THREADS_PID);
@@ -180,6 +198,7 @@ fn criu_tree_scenario() {
         .map(|c| Path::new(RUN_DIR).join(format!("tree/tree-child{c}.log")))
         .collect();
     let dumped: Vec<usize> = logs.iter().map(|l| lines(l).len()).collect();
+    wait_free(root..root + 4);
     run(&["restore", "-D", images.path().to_str().unwrap()]).expect("restore");
     let after: Vec<Vec<Vec<u64>>> = logs
         .iter()
@@ -265,6 +284,159 @@ fn criu_pidns_scenario() {
     }
 }
 
+/// Our dump of the init of a pid namespace (CRIU's `pidns` program started
+/// afresh) restored into a new pid namespace: pid 1 again, log goes on.
+fn own_pidns_round_trip() {
+    copy_dir(
+        &Path::new(TESTDATA).join("bin"),
+        &Path::new(RUN_DIR).join("bin"),
+        0o755,
+    );
+    let scratch = tempfile::tempdir().unwrap();
+    let log = scratch.path().join("pidns.log");
+    // Only stdio: whatever else the harness leaked (pipes...) would be
+    // dumped too.
+    let close_and_run = r#"for fd in $(ls /proc/$$/fd); do [ "$fd" -gt 2 ] && eval "exec $fd>&-"; done; exec "$0" "$1""#;
+    let out = std::process::Command::new("bash")
+        .args(["-c", close_and_run])
+        .arg(Path::new(RUN_DIR).join("bin/pidns"))
+        .arg(&log)
+        .output()
+        .expect("run pidns");
+    assert!(out.status.success(), "{out:?}");
+    let host: i32 = String::from_utf8_lossy(&out.stdout).trim().parse().unwrap();
+    let images = scratch.path().join("images");
+    fs::create_dir(&images).unwrap();
+    while fs::read_to_string(&log).unwrap_or_default().lines().count() < 2 {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let dumped = run(&[
+        "dump",
+        "-t",
+        &host.to_string(),
+        "-D",
+        images.to_str().unwrap(),
+    ]);
+    kill_and_reap(host);
+    dumped.expect("dump");
+    let pstree = criu_proto::img::ImagesDir::open(&images)
+        .unwrap()
+        .pstree()
+        .unwrap();
+    assert_eq!(pstree.len(), 1);
+    assert_eq!(
+        (pstree[0].pid, pstree[0].sid, &pstree[0].threads),
+        (1, 1, &vec![1])
+    );
+    let n = fs::read_to_string(&log).unwrap().lines().count();
+    let restored = run(&["restore", "-D", images.to_str().unwrap()]).expect("restore");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut now = String::new();
+    while Instant::now() < deadline {
+        now = fs::read_to_string(&log).unwrap_or_default();
+        if now.lines().count() >= n + 2 {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let alive_after = alive(restored);
+    kill_and_reap(restored);
+    assert!(alive_after);
+    let new: Vec<&str> = now.lines().skip(n).collect();
+    assert!(new.len() >= 2, "{now}");
+    for (i, l) in new.iter().enumerate() {
+        assert_eq!(*l, format!("{} pid=1", n + i), "{now}");
+    }
+}
+
+/// A shell forking short-lived children all the time is dumped (leaving it
+/// running) again and again: every dump succeeds and its tree is
+/// consistent (every parent is in it, before its children).
+fn forking_tree_is_frozen_consistently() {
+    let scratch = tempfile::tempdir().unwrap();
+    let script = r#"for fd in $(ls /proc/$$/fd); do [ "$fd" -gt 2 ] && eval "exec $fd>&-"; done
+setsid bash -c 'while :; do (sleep 0.01 &) ; sleep 0.002 & wait; done' </dev/null >/dev/null 2>&1 &
+echo $!"#;
+    let out = std::process::Command::new("bash")
+        .args(["-c", script])
+        .stdout(std::process::Stdio::piped())
+        .output()
+        .expect("run bash");
+    let pid: i32 = String::from_utf8_lossy(&out.stdout).trim().parse().unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    let mut sizes = Vec::new();
+    let mut failure = None;
+    for round in 0..5 {
+        let images = scratch.path().join(format!("r{round}"));
+        fs::create_dir(&images).unwrap();
+        let args = [
+            "dump",
+            "-t",
+            &pid.to_string(),
+            "-D",
+            images.to_str().unwrap(),
+            "-R",
+        ];
+        if let Err(e) = run(&args) {
+            failure = Some(e);
+            break;
+        }
+        let tree = criu_proto::img::ImagesDir::open(&images)
+            .unwrap()
+            .pstree()
+            .unwrap();
+        for (i, t) in tree.iter().enumerate().skip(1) {
+            assert!(
+                tree[..i].iter().any(|p| p.pid == t.ppid),
+                "round {round}: parent of {} missing: {tree:?}",
+                t.pid
+            );
+        }
+        sizes.push(tree.len());
+    }
+    let _ = kill(Pid::from_raw(-pid), Signal::SIGKILL);
+    kill_and_reap(pid);
+    assert!(failure.is_none(), "{failure:?}");
+    assert!(sizes.iter().all(|&n| n >= 1), "{sizes:?}");
+}
+
+/// A child sharing its parent's descriptor table (`CLONE_FILES`) is
+/// refused with a clear error, and the tree carries on untouched.
+fn shared_fd_table_refused() {
+    let scratch = tempfile::tempdir().unwrap();
+    let log = scratch.path().join("workload.log");
+    let out = std::process::Command::new(workload_bin())
+        .args([log.to_str().unwrap(), "1", "clone-files"])
+        .output()
+        .expect("run criu-workload");
+    assert!(out.status.success(), "{out:?}");
+    let pid: i32 = String::from_utf8_lossy(&out.stdout).trim().parse().unwrap();
+    wait_lines(&log, 2);
+    let images = scratch.path().join("images");
+    fs::create_dir(&images).unwrap();
+    let err = run(&[
+        "dump",
+        "-t",
+        &pid.to_string(),
+        "-D",
+        images.to_str().unwrap(),
+    ]);
+    let n = lines(&log).len();
+    let after = wait_lines(&log, n + 2);
+    let child = fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")).unwrap_or_default();
+    kill_and_reap(pid);
+    for c in child.split_whitespace() {
+        kill_and_reap(c.parse().unwrap());
+    }
+    let err = err.unwrap_err();
+    assert!(err.contains("SharedObject"), "{err}");
+    assert!(err.contains("descriptor table"), "{err}");
+    assert!(
+        after.len() >= n + 2,
+        "the workload stopped after the refused dump"
+    );
+}
+
 fn workload_bin() -> PathBuf {
     let exe = std::env::current_exe().expect("test path");
     let bin = exe.ancestors().nth(3).unwrap().join("debug/criu-workload");
@@ -341,6 +513,28 @@ fn tree_pids(log: &Path) -> (i32, i32, i32, i32, i32) {
     }
 }
 
+/// The last `shm A B C` line of `log`.
+fn last_shm(log: &Path) -> Option<Vec<u64>> {
+    fs::read_to_string(log)
+        .ok()?
+        .lines()
+        .filter_map(|l| {
+            l.strip_prefix("shm ")?
+                .split(' ')
+                .map(|w| w.parse().ok())
+                .collect::<Option<Vec<u64>>>()
+        })
+        .next_back()
+}
+
+/// The `pipe R W` descriptors a `criu-workload ... tree` logged.
+fn tree_pipe(log: &Path) -> (i32, i32) {
+    let text = fs::read_to_string(log).unwrap();
+    let l = text.lines().find(|l| l.starts_with("pipe ")).unwrap();
+    let v: Vec<i32> = l.split(' ').skip(1).map(|w| w.parse().unwrap()).collect();
+    (v[0], v[1])
+}
+
 /// Last `N` of the `TAG N` lines of `log`.
 fn last_tagged(log: &Path, tag: &str) -> Option<u64> {
     fs::read_to_string(log)
@@ -353,9 +547,11 @@ fn last_tagged(log: &Path, tag: &str) -> Option<u64> {
 /// Our dump (leave-running first, then the final one) and restore of a
 /// tree: a session leader with 16 threads, a process group of three
 /// workers, a zombie, and a grandchild leading its own session, all
-/// sharing the log descriptor. Pids, tids, parents, groups, sessions, the
-/// zombie's status and every counter come back, and the log descriptor is
-/// one file description (one `files.img` entry).
+/// sharing the log descriptor, a pipe holding unread data and a shared
+/// anonymous page the workers write and the root reads. Pids, tids,
+/// parents, groups, sessions, the zombie's status and every counter come
+/// back, the log descriptor is one file description (one `files.img`
+/// entry), and the pipe, the same in every task, still holds its data.
 fn own_tree_round_trip() {
     let scratch = tempfile::tempdir().unwrap();
     let log = scratch.path().join("workload.log");
@@ -388,6 +584,7 @@ fn own_tree_round_trip() {
     }
     let tags = ["w0", "w1", "w2", "g"];
     let dumped: Vec<u64> = tags.iter().map(|t| last_tagged(&log, t).unwrap()).collect();
+    let shm_dumped = last_shm(&log).unwrap();
     let dumped_lines = lines(&log).len();
     let images = scratch.path().join("images");
     let fdinfo_ids: Vec<Vec<(u32, u32)>> = (2..=6)
@@ -406,7 +603,25 @@ fn own_tree_round_trip() {
     let after: Vec<_> = all.iter().map(|&p| ids(p)).collect();
     let after_tids = tids(root);
     let zombie_status = fs::read_to_string(format!("/proc/{zombie}/stat")).unwrap_or_default();
+    let (pipe_r, _) = tree_pipe(&log);
+    let pipe_links: Vec<String> = [root, w0, w1, w2, grand]
+        .iter()
+        .map(|p| {
+            fs::read_link(format!("/proc/{p}/fd/{pipe_r}"))
+                .map(|l| l.display().to_string())
+                .unwrap_or_default()
+        })
+        .collect();
+    let mut unread = Vec::new();
+    if let Ok(mut f) = fs::File::options()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(format!("/proc/{root}/fd/{pipe_r}"))
+    {
+        let _ = std::io::Read::read_to_end(&mut f, &mut unread);
+    }
     let counters: Vec<Option<u64>> = tags.iter().map(|t| last_tagged(&log, t)).collect();
+    let shm_after = last_shm(&log).unwrap();
     for p in all {
         kill_and_reap(p);
     }
@@ -429,6 +644,19 @@ fn own_tree_round_trip() {
         assert!(a.unwrap() > *d, "{} stuck at {d}", tags[i]);
     }
     assert!(after_lines.len() >= dumped_lines + 3);
+    assert_eq!(unread, b"unread pipe data\n");
+    // The root sees what the workers write: the page is still shared.
+    for i in 0..3 {
+        assert!(
+            shm_after[i] > shm_dumped[i],
+            "slot {i}: {shm_dumped:?} -> {shm_after:?}"
+        );
+    }
+    assert!(pipe_links[0].starts_with("pipe:["), "{pipe_links:?}");
+    assert!(
+        pipe_links.iter().all(|l| *l == pipe_links[0]),
+        "{pipe_links:?}"
+    );
     // fd 3 (the log) is one files.img entry in every live task.
     let log_ids: Vec<u32> = fdinfo_ids
         .iter()
@@ -448,6 +676,12 @@ fn main() {
         ("criu_tree_scenario", criu_tree_scenario),
         ("own_tree_round_trip", own_tree_round_trip),
         ("criu_pidns_scenario", criu_pidns_scenario),
+        ("own_pidns_round_trip", own_pidns_round_trip),
+        ("shared_fd_table_refused", shared_fd_table_refused),
+        (
+            "forking_tree_is_frozen_consistently",
+            forking_tree_is_frozen_consistently,
+        ),
     ];
     assert!(nix::unistd::geteuid().is_root(), "needs root");
     nix::sys::prctl::set_child_subreaper(true).expect("become a child subreaper");

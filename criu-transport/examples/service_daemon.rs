@@ -28,10 +28,12 @@ fn main() -> ExitCode {
     };
     let config = ServiceConfig {
         address: PathBuf::from(address),
+        access: criu_transport::SocketAccess::Everyone,
         daemon: true,
         pidfile: Some(PathBuf::from(pidfile)),
         status_fd: Some(status_fd),
         worker_exe: PathBuf::from(worker_exe),
+        spare_workers: 0,
     };
     match run(config) {
         Ok(never) => match never {},

@@ -24,7 +24,7 @@ pub use requests::{
     EXIT_OK,
 };
 pub use seqpacket::{SeqPacket, SeqPacketError, MAX_PACKET};
-pub use service::{ServiceConfig, ServiceError};
+pub use service::{ServiceConfig, ServiceError, SocketAccess};
 pub use swrk::{connection_from_arg, ensure_std_fds, inherited_fd_from_arg, SwrkError};
 
 /// Every error of this crate.

@@ -3,9 +3,12 @@
 //! with [`SERVICE_WORKER_ENV`] set), and the worker's side of that hand-off.
 //!
 //! Start-up follows rpc-protocol.md 3.2: bind (replacing a stale file), listen,
-//! daemonize, write the pidfile, signal readiness, accept. Unlike upstream the
-//! socket is created mode 0600 (owner only) and `accept` errors caused by the
-//! client or by resource shortage are retried instead of ending the service.
+//! daemonize, write the pidfile, signal readiness, accept. As upstream, the
+//! socket is mode 0666 (every local user may connect; the engine authorizes
+//! each request from the peer's credentials), or, with a group given
+//! ([`SocketAccess::Group`]), mode 0660 owned by that group. Unlike upstream,
+//! `accept` errors caused by the client or by resource shortage are retried
+//! instead of ending the service.
 //!
 //! The accept loop is single-threaded. Workers are reaped with
 //! [`Child::try_wait`] after every accept and, while some are alive, at least
@@ -92,9 +95,11 @@ pub enum ServiceError {
         #[source]
         source: Errno,
     },
-    /// Setting the socket file's mode failed.
-    #[error("cannot set mode 0600 on {}", path.display())]
+    /// Setting the socket file's mode or group failed.
+    #[error("cannot set mode {mode:#o} on {}", path.display())]
     Chmod {
+        /// The mode wanted.
+        mode: u32,
         /// The path.
         path: PathBuf,
         /// Cause.
@@ -142,11 +147,33 @@ pub enum ServiceError {
     },
 }
 
+/// Who may connect to the service socket.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum SocketAccess {
+    /// Mode 0666: every local user (CRIU's choice).
+    #[default]
+    Everyone,
+    /// Mode 0660, owned by this group: root and the group's members.
+    Group(u32),
+}
+
+impl SocketAccess {
+    /// The socket file's mode.
+    pub fn mode(self) -> u32 {
+        match self {
+            SocketAccess::Everyone => 0o666,
+            SocketAccess::Group(_) => 0o660,
+        }
+    }
+}
+
 /// How to run the service.
 #[derive(Debug)]
 pub struct ServiceConfig {
     /// Pathname of the listening socket (an existing file there is replaced).
     pub address: PathBuf,
+    /// Who may connect.
+    pub access: SocketAccess,
     /// Detach with `daemon(nochdir = 1, noclose = 0)` once listening.
     pub daemon: bool,
     /// File to receive the (daemonized) pid; must not exist.
@@ -156,6 +183,10 @@ pub struct ServiceConfig {
     pub status_fd: Option<OwnedFd>,
     /// Program run for each connection as `<worker_exe> swrk <fd>`.
     pub worker_exe: PathBuf,
+    /// How many workers to start ahead of time (0: none). Only for a worker
+    /// program that takes its connection with [`crate::swrk::connection_from_arg`],
+    /// which understands [`SERVICE_SPARE_ENV`].
+    pub spare_workers: usize,
 }
 
 /// Runs the service: [`Listener::bind`], daemonize if asked, write the
@@ -174,7 +205,7 @@ pub fn run(config: ServiceConfig) -> Result<Infallible, ServiceError> {
         .as_deref()
         .map(|path| create_pidfile(path).map(|file| (path, file)))
         .transpose()?;
-    let listener = Listener::bind(&config.address)?;
+    let listener = Listener::bind(&config.address, config.access)?;
     if config.daemon {
         nix::unistd::daemon(true, false).map_err(ServiceError::Daemon)?;
     }
@@ -189,7 +220,7 @@ pub fn run(config: ServiceConfig) -> Result<Infallible, ServiceError> {
         signal_ready(fd)?;
     }
     tracing::info!(address = %config.address.display(), "service ready");
-    listener.accept_loop(&config.worker_exe)
+    listener.accept_loop(&config.worker_exe, config.spare_workers)
 }
 
 /// A listening service socket.
@@ -201,9 +232,10 @@ pub struct Listener {
 
 impl Listener {
     /// Creates the listening socket at `path`: rejects paths of 108 bytes or
-    /// more, removes whatever file is there, binds with mode 0600 and
-    /// listens with a backlog of 16. The socket file is never removed by us.
-    pub fn bind(path: &Path) -> Result<Listener, ServiceError> {
+    /// more, removes whatever file is there, binds, gives the file the mode
+    /// (and group) of `access` and listens with a backlog of 16. The socket
+    /// file is never removed by us.
+    pub fn bind(path: &Path, access: SocketAccess) -> Result<Listener, ServiceError> {
         let len = path.as_os_str().as_bytes().len();
         if len >= SUN_PATH_LEN {
             return Err(ServiceError::PathTooLong {
@@ -234,16 +266,21 @@ impl Listener {
         };
         // bind(2) creates the file with the socket inode's mode minus the
         // umask, so restricting the inode first leaves no window in which
-        // others could connect; the chmod below then fixes the exact mode.
+        // others could connect before the group is set; the chown and chmod
+        // below then give the exact group and mode.
         nix::sys::stat::fchmod(&fd, Mode::from_bits_truncate(0o600)).map_err(bind_err)?;
         let addr = UnixAddr::new(path).map_err(bind_err)?;
         socket::bind(fd.as_raw_fd(), &addr).map_err(bind_err)?;
-        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(
-            |source| ServiceError::Chmod {
-                path: path.to_owned(),
-                source,
-            },
-        )?;
+        let mode = access.mode();
+        let chmod_err = |source| ServiceError::Chmod {
+            path: path.to_owned(),
+            mode,
+            source,
+        };
+        if let SocketAccess::Group(gid) = access {
+            std::os::unix::fs::chown(path, None, Some(gid)).map_err(chmod_err)?;
+        }
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).map_err(chmod_err)?;
         let backlog = Backlog::new(BACKLOG).expect("16 is a valid backlog");
         socket::listen(&fd, backlog).map_err(|source| ServiceError::Listen {
             path: path.to_owned(),
@@ -262,9 +299,15 @@ impl Listener {
 
     /// Accepts connections forever, starting one worker per connection.
     /// Returns only on an `accept`/`poll` error that retrying cannot fix.
-    pub fn accept_loop(&self, worker_exe: &Path) -> Result<Infallible, ServiceError> {
+    /// `spares` workers are kept started ahead of time (see
+    /// [`ServiceConfig::spare_workers`]).
+    pub fn accept_loop(
+        &self,
+        worker_exe: &Path,
+        spares: usize,
+    ) -> Result<Infallible, ServiceError> {
         let mut workers: Vec<Child> = Vec::new();
-        let spares = Spare::pool(worker_exe);
+        let spares = (spares > 0).then(|| Spare::pool(worker_exe, spares));
         loop {
             reap(&mut workers);
             if !self.wait_readable(!workers.is_empty())? {
@@ -275,7 +318,7 @@ impl Listener {
                     // The spare worker is already running and waits for a
                     // connection: handing it over costs one sendmsg instead of
                     // a fork and an exec. Without one, start a worker for it.
-                    let conn = match spares.try_recv().ok() {
+                    let conn = match spares.as_ref().and_then(|rx| rx.try_recv().ok()) {
                         Some(worker) => match worker.hand_over(conn) {
                             Ok(child) => {
                                 workers.push(child);
@@ -352,16 +395,13 @@ struct Spare {
     ctl: SeqPacket,
 }
 
-/// How many spare workers wait for connections at once.
-const SPARES: usize = 2;
-
 impl Spare {
-    /// Keeps up to [`SPARES`] started spare workers ready, from a thread of
+    /// Keeps up to `count` started spare workers ready, from a thread of
     /// its own so that starting them never delays an accept. Safe with other
     /// threads spawning: the control socket is inherited only by the child
     /// it is meant for ([`fds::pass_across_exec`]).
-    fn pool(worker_exe: &Path) -> std::sync::mpsc::Receiver<Spare> {
-        let (tx, rx) = std::sync::mpsc::sync_channel(SPARES - 1);
+    fn pool(worker_exe: &Path, count: usize) -> std::sync::mpsc::Receiver<Spare> {
+        let (tx, rx) = std::sync::mpsc::sync_channel(count.saturating_sub(1));
         let exe = worker_exe.to_owned();
         let spawned = std::thread::Builder::new()
             .name("spare-workers".into())

@@ -204,6 +204,72 @@ pub fn kill_and_reap(pid: i32) {
     }
 }
 
+/// A uid (and gid) with no passwd entry that the tests use as an unprivileged
+/// client of the service.
+pub const USER: u32 = 4242;
+
+/// A second unprivileged uid (and gid), someone else to the first.
+pub const OTHER_USER: u32 = 4243;
+
+/// A directory owned by `uid`:`uid`, mode 0700.
+pub fn user_dir(tag: &str, uid: u32) -> TempDir {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = TempDir::new(tag);
+    std::os::unix::fs::chown(dir.path(), Some(uid), Some(uid)).expect("chown");
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o700)).expect("chmod");
+    dir
+}
+
+/// Sends `req` to the service at `socket` from a `criu-rpc-client` running
+/// as `uid`:`gid` without supplementary groups; with `dir`, the client opens
+/// it itself and names it by `images_dir_fd`. `Err` carries the client's
+/// stderr when no response arrived.
+pub fn call_as(
+    uid: u32,
+    gid: u32,
+    socket: &Path,
+    req: &criu_proto::rpc::CriuReq,
+    dir: Option<&Path>,
+) -> Result<criu_proto::rpc::CriuResp, String> {
+    use criu_proto::Message;
+    use std::io::Write;
+    use std::os::unix::process::CommandExt;
+    use std::process::Stdio;
+    let mut cmd = Command::new(bin("criu-rpc-client"));
+    cmd.arg(socket);
+    if let Some(dir) = dir {
+        cmd.arg(dir);
+    }
+    let mut child = cmd
+        .uid(uid)
+        .gid(gid)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start criu-rpc-client");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(&req.encode_to_vec())
+        .expect("send the request to criu-rpc-client");
+    let out = child.wait_with_output().expect("criu-rpc-client output");
+    if !out.status.success() {
+        return Err(String::from_utf8_lossy(&out.stderr).into_owned());
+    }
+    criu_proto::rpc::CriuResp::decode(out.stdout.as_slice()).map_err(|e| e.to_string())
+}
+
+/// `State:` letter of a task (`None` when it is gone).
+pub fn task_state(pid: i32) -> Option<char> {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()?
+        .lines()
+        .find_map(|l| l.strip_prefix("State:"))
+        .and_then(|v| v.trim().chars().next())
+}
+
 /// A running `criu-workload` (see its source): memory with a known pattern,
 /// a private file mapping, an O_APPEND log, a read fd at offset 1234, a
 /// SIGUSR1 handler and SIGUSR2 blocked; it appends `n checksum sigusr1 offset`
@@ -238,6 +304,17 @@ impl Workload {
     /// Starts `criu-workload LOG MIB [extra...]` (`extra` split at spaces)
     /// and waits for its first report.
     pub fn start(mib: usize, extra: Option<&str>) -> Workload {
+        Workload::start_with(mib, extra, None)
+    }
+
+    /// Starts `criu-workload LOG MIB` as `uid`:`gid` (no supplementary
+    /// groups), with its log in a directory that user owns.
+    pub fn start_as(uid: u32, gid: u32, mib: usize) -> Workload {
+        Workload::start_with(mib, None, Some((uid, gid)))
+    }
+
+    fn start_with(mib: usize, extra: Option<&str>, ids: Option<(u32, u32)>) -> Workload {
+        use std::os::unix::process::CommandExt;
         become_subreaper();
         let dir = TempDir::new("workload");
         let log = dir.path().join("workload.log");
@@ -245,6 +322,11 @@ impl Workload {
         cmd.arg(&log).arg(mib.to_string());
         if let Some(extra) = extra {
             cmd.args(extra.split_whitespace());
+        }
+        if let Some((uid, gid)) = ids {
+            std::os::unix::fs::chown(dir.path(), Some(uid), Some(gid)).expect("chown workload dir");
+            // std drops the supplementary groups when it changes the uid.
+            cmd.uid(uid).gid(gid);
         }
         let out = cmd.output().expect("start criu-workload");
         assert!(out.status.success(), "criu-workload failed to start");

@@ -215,6 +215,9 @@ pub struct Config {
     pub ps_socket: Option<i32>,
     /// `--status-fd FD` (in the own descriptor table).
     pub status_fd: Option<i32>,
+    /// `--group NAME|GID` (our extension): the service socket is mode 0660 and owned by this group
+    /// instead of mode 0666.
+    pub service_group: Option<String>,
     /// `--cpu-cap[=CAPS]`; `None` means never given (CRIU then checks FPU|INS and writes no `cpuinfo.img`).
     pub cpu_cap: Option<u32>,
 
@@ -360,6 +363,7 @@ impl Default for Config {
             port: 0,
             ps_socket: None,
             status_fd: None,
+            service_group: None,
             cpu_cap: None,
             tls_cacert: None,
             tls_cacrl: None,

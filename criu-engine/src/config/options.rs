@@ -143,6 +143,7 @@ pub(super) enum Id {
     FileValidation,
     LsmMountContext,
     NetworkLock,
+    Group,
 }
 
 const fn short(ch: char, kind: ArgKind, id: Id) -> ShortOpt<Id> {
@@ -275,6 +276,8 @@ const ROWS: &[Row] = {
         B("unprivileged", Flag::Unprivileged),
         B("ghost-fiemap", Flag::GhostFiemap),
         B("allow-uprobes", Flag::AllowUprobes),
+        // Our extension: the service socket's group (mode 0660 instead of 0666).
+        P("group", R, Id::Group),
     ]
 };
 
@@ -534,6 +537,7 @@ fn apply(c: &mut Config, id: Id, arg: Option<String>, spelled: &str) -> Result<(
                 other => return Err(bad(spelled, other, "iptables, nftables or skip")),
             }
         }
+        Id::Group => c.service_group = Some(a()),
         Id::Help => c.help = true,
         Id::Version => c.version = true,
     }

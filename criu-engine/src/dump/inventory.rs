@@ -6,8 +6,9 @@
 //! object kind (vm, files, fs, sighand) and namespace ids 1..8 in the order
 //! pid, net, ipc, uts, time, mnt, user, cgroup. A task living in the
 //! dumper's namespaces therefore carries exactly the namespace ids of
-//! `root_ids`; a task in a namespace of its own is refused for now
-//! (namespaces are a later step).
+//! `root_ids`. The one namespace of its own a dumped tree may have is a pid
+//! namespace whose init is the root of the tree (id [`TREE_PID_NS_ID`]);
+//! any other is refused for now.
 
 use std::os::unix::fs::MetadataExt;
 
@@ -21,6 +22,8 @@ use crate::pstree::RealPid;
 
 /// Image version CRIU 4.2 writes (v1.1).
 const IMG_VERSION: u32 = 2;
+/// `pid_ns_id` of the pid namespace a dumped tree's root is the init of.
+pub const TREE_PID_NS_ID: u32 = 9;
 /// Namespace kinds in CRIU's registration order, with their `/proc` names.
 const NAMESPACES: [&str; 8] = ["pid", "net", "ipc", "uts", "time", "mnt", "user", "cgroup"];
 
@@ -79,8 +82,18 @@ pub fn root_ids() -> TaskKobjIdsEntry {
 /// Checks that `pid` shares every namespace with us and returns its ids:
 /// its own mm, fd table, fs and signal handlers, all numbered `id` (2 for
 /// the first task: 1 is the dumper's).
-pub fn task_ids(pid: RealPid, id: u32) -> Result<TaskKobjIdsEntry, NamespaceError> {
+///
+/// With `own_pidns`, the task is in the tree's own pid namespace (checked by
+/// the caller) and gets [`TREE_PID_NS_ID`].
+pub fn task_ids(
+    pid: RealPid,
+    id: u32,
+    own_pidns: bool,
+) -> Result<TaskKobjIdsEntry, NamespaceError> {
     for ns in NAMESPACES {
+        if ns == "pid" && own_pidns {
+            continue;
+        }
         let theirs =
             ns_ino(Some(pid), ns).map_err(|source| NamespaceError::Read { pid, ns, source })?;
         // A kind the kernel lacks is absent for both sides alike.
@@ -93,8 +106,41 @@ pub fn task_ids(pid: RealPid, id: u32) -> Result<TaskKobjIdsEntry, NamespaceErro
         files_id: id,
         fs_id: id,
         sighand_id: id,
+        pid_ns_id: if own_pidns {
+            Some(TREE_PID_NS_ID)
+        } else {
+            root_ids().pid_ns_id
+        },
         ..root_ids()
     })
+}
+
+/// The inode of the pid namespace of `pid` (`None`: ours).
+pub fn pid_ns(pid: Option<RealPid>) -> Result<u64, NamespaceError> {
+    ns_ino(pid, "pid").map_err(|source| NamespaceError::Read {
+        pid: pid.unwrap_or(RealPid(0)),
+        ns: "pid",
+        source,
+    })
+}
+
+/// What `pid` (or thread `tid` of it) is called inside its own pid
+/// namespace: the last `NSpid:`, `NSpgid:` and `NSsid:` values of its
+/// status.
+pub fn inner_ids(pid: RealPid, tid: RealPid) -> Result<(u32, u32, u32), NamespaceError> {
+    let err = |source| NamespaceError::Read {
+        pid: tid,
+        ns: "pid",
+        source,
+    };
+    let text = std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/status")).map_err(err)?;
+    let last = |key: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(key))
+            .and_then(|v| v.split_whitespace().next_back()?.parse().ok())
+            .ok_or_else(|| err(std::io::Error::other(format!("no {key} line"))))
+    };
+    Ok((last("NSpid:")?, last("NSpgid:")?, last("NSsid:")?))
 }
 
 /// Whether `pid` has a network namespace other than ours.
@@ -159,7 +205,7 @@ mod tests {
     #[test]
     fn own_process_matches_root_ids() {
         let me = RealPid(std::process::id() as i32);
-        let ids = task_ids(me, 2).unwrap();
+        let ids = task_ids(me, 2, false).unwrap();
         let root = root_ids();
         assert_eq!(ids.pid_ns_id, root.pid_ns_id);
         assert_eq!(ids.time_ns_id, Some(5));

@@ -76,6 +76,9 @@ pub enum DumpError {
         /// The task.
         pid: RealPid,
     },
+    /// The (non-root) caller may not dump the task as it is once frozen.
+    #[error(transparent)]
+    Authz(#[from] crate::authz::AuthzError),
     /// Freezing the task failed.
     #[error("cannot freeze task {pid}")]
     Seize {
@@ -88,6 +91,25 @@ pub enum DumpError {
     /// Dumping the task failed.
     #[error(transparent)]
     Task(#[from] TaskDumpError),
+    /// Two processes share a kernel object (`CLONE_VM`, `CLONE_FILES`,
+    /// `CLONE_FS` or `CLONE_SIGHAND` without `CLONE_THREAD`).
+    #[error("task {pid} shares its {what} with task {with}; dumping that is not supported yet")]
+    SharedObject {
+        /// The task.
+        pid: RealPid,
+        /// Its parent, which holds the same object.
+        with: RealPid,
+        /// Which object.
+        what: &'static str,
+    },
+    /// The tree's pid namespaces cannot be dumped.
+    #[error("task {pid} {what}; only a tree whose root is the init of its pid namespace is supported yet")]
+    PidNamespace {
+        /// The task.
+        pid: RealPid,
+        /// What is wrong.
+        what: &'static str,
+    },
     /// Writing the inventory or statistics failed.
     #[error("cannot finish the images")]
     Finish(#[source] ImageError),
@@ -128,6 +150,7 @@ impl DumpError {
                 source: SeizeError::Vanished { .. },
                 ..
             } => Some(libc::ESRCH),
+            DumpError::Authz(e) => Some(e.cr_errno()),
             _ => None,
         }
     }
@@ -169,6 +192,12 @@ pub fn run(opts: &RequestOpts, notify: &mut dyn Notify) -> Result<DumpOutcome, D
     let task =
         SeizedTree::seize(pid, &seize_opts).map_err(|source| DumpError::Seize { pid, source })?;
     let frozen_at = Instant::now();
+    // The request was authorized before the freeze; a task that changed
+    // its credentials since (an exec of a set-uid program) is caught here,
+    // while it cannot change them any more. Dropping `task` resumes it.
+    if let Some(caller) = &opts.caller {
+        crate::authz::check_dump_target(caller, pid.0)?;
+    }
     stats.freezing_time = frozen_at - t0;
     // Once the tree is frozen (and its network locked, which a task in the
     // host network namespace does not need), CRIU asks the client for
@@ -214,6 +243,40 @@ pub fn run(opts: &RequestOpts, notify: &mut dyn Notify) -> Result<DumpOutcome, D
     Ok(DumpOutcome { stats })
 }
 
+/// Refuses processes that share their mm, fd table, fs or signal handlers
+/// with their parent: each is dumped as its own.
+fn check_unshared(tree: &SeizedTree) -> Result<(), DumpError> {
+    use crate::sys::task_query::kcmp_object;
+    const KINDS: [(i32, &str); 4] = [
+        (1, "address space"),
+        (2, "descriptor table"),
+        (3, "fs (cwd, root, umask)"),
+        (4, "signal handlers"),
+    ];
+    for m in tree.members.iter().skip(1) {
+        if !matches!(m.kind, MemberKind::Alive(_)) {
+            continue;
+        }
+        let parent_alive = tree
+            .members
+            .iter()
+            .any(|p| p.pid == m.ppid && matches!(p.kind, MemberKind::Alive(_)));
+        if !parent_alive {
+            continue;
+        }
+        for (kind, what) in KINDS {
+            if kcmp_object(m.pid.as_nix(), m.ppid.as_nix(), kind) == Ok(0) {
+                return Err(DumpError::SharedObject {
+                    pid: m.pid,
+                    with: m.ppid,
+                    what,
+                });
+            }
+        }
+    }
+    Ok(())
+}
+
 /// `TASK_DEAD` of `tc.task_state`.
 const TASK_DEAD: u32 = 2;
 /// `CORE_ENTRY__MARCH__X86_64`.
@@ -242,23 +305,59 @@ fn dump_tree(
     dir.write_single(ImageKind::Seccomp, 0, &SeccompEntry::default())
         .map_err(TaskDumpError::from)?;
     let mut files = FileTable::new();
+    let mut shmem = crate::mem::shmem::ShmemDump::default();
     files.set_rpc_socket(rpc_socket_ino);
-    let mut pstree = Vec::with_capacity(tree.members.len());
+    let mut pstree: Vec<PstreeEntry> = Vec::with_capacity(tree.members.len());
     let mut next_id = 2;
+    let root = tree.members[0].pid;
+    let ours = inventory::pid_ns(None).map_err(TaskDumpError::from)?;
+    let root_ns = inventory::pid_ns(Some(root)).map_err(TaskDumpError::from)?;
+    let own_pidns = root_ns != ours;
+    if own_pidns
+        && inventory::inner_ids(root, root)
+            .map_err(TaskDumpError::from)?
+            .0
+            != 1
+    {
+        return Err(DumpError::PidNamespace {
+            pid: root,
+            what: "is in a pid namespace it is not the init of",
+        });
+    }
+    check_unshared(tree)?;
     for (i, m) in tree.members.iter().enumerate() {
-        let ppid = if i == 0 { 0 } else { m.ppid.0 as u32 };
+        if inventory::pid_ns(Some(m.pid)).map_err(TaskDumpError::from)? != root_ns {
+            return Err(DumpError::PidNamespace {
+                pid: m.pid,
+                what: "is in a nested pid namespace",
+            });
+        }
+        // Parents come first: the parent's entry is already there.
+        let ppid = if i == 0 {
+            0
+        } else {
+            let at = tree.members.iter().position(|p| p.pid == m.ppid);
+            at.map_or(0, |at| pstree[at].pid)
+        };
         match &m.kind {
             MemberKind::Alive(p) => {
                 let plan = track.take().unwrap_or(incremental::TrackPlan {
                     mode,
                     ..Default::default()
                 });
-                let (mem, entry) = task::dump(p, dir, plan, stats, &mut files, next_id, ppid)?;
+                let slot = task::TaskSlot {
+                    id: next_id,
+                    ppid,
+                    own_pidns,
+                };
+                let (mem, entry) = task::dump(p, dir, plan, stats, &mut files, &mut shmem, slot)?;
                 next_id += 1;
                 stats.mem.add(&mem);
                 pstree.push(entry);
             }
             MemberKind::Zombie { exit_code, comm } => {
+                let (vpid, vpgid, vsid) =
+                    inventory::inner_ids(m.pid, m.pid).map_err(TaskDumpError::from)?;
                 let core = CoreEntry {
                     mtype: MARCH_X86_64,
                     tc: Some(TaskCoreEntry {
@@ -269,20 +368,30 @@ fn dump_tree(
                     }),
                     ..Default::default()
                 };
-                dir.write_single(ImageKind::Core, m.pid.0 as u64, &core)
+                dir.write_single(ImageKind::Core, vpid.into(), &core)
                     .map_err(TaskDumpError::from)?;
                 pstree.push(PstreeEntry {
-                    pid: m.pid.0 as u32,
+                    pid: vpid,
                     ppid,
-                    pgid: m.pgid as u32,
-                    sid: m.sid as u32,
-                    threads: vec![m.pid.0 as u32],
+                    pgid: vpgid,
+                    sid: vsid,
+                    threads: vec![vpid],
                 });
             }
         }
     }
     dir.write_all(ImageKind::Files, 0, files.entries())
         .map_err(TaskDumpError::from)?;
+    if !files.pipes().is_empty() {
+        let mut w = dir
+            .create_image(ImageKind::PipesData, 0)
+            .map_err(TaskDumpError::from)?;
+        for p in files.pipes() {
+            w.write_entry_with_extra(&p.entry, &p.data)
+                .map_err(TaskDumpError::from)?;
+        }
+        w.finish().map_err(TaskDumpError::from)?;
+    }
     dir.write_all(ImageKind::Pstree, 0, &pstree)
         .map_err(TaskDumpError::from)?;
     dir.write_single(ImageKind::Timens, 0, &inventory::timens())

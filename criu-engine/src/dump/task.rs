@@ -9,6 +9,7 @@ use criu_proto::img::{ImageError, ImageKind, ImagesDir};
 
 use crate::files::{FileTable, FilesError};
 use crate::inject::{InjectError, Injection};
+use crate::mem::shmem::{ShmemDump, ShmemError};
 use crate::mem::vma::{self, VmaError};
 use crate::mem::{MemDump, MemError, MemStats};
 use crate::proc::ProcError;
@@ -59,6 +60,9 @@ pub enum TaskDumpError {
     /// Memory could not be dumped.
     #[error(transparent)]
     Mem(#[from] MemError),
+    /// Shared memory could not be dumped.
+    #[error(transparent)]
+    Shmem(#[from] ShmemError),
     /// Registers or task state could not be read.
     #[error(transparent)]
     Core(#[from] CoreError),
@@ -79,6 +83,18 @@ pub enum TaskDumpError {
     Incremental(#[from] IncrementalError),
 }
 
+/// Where a process sits in the dump.
+#[derive(Debug, Clone, Copy)]
+pub struct TaskSlot {
+    /// Number of its kernel objects (fd table, mm...); `id - 1` numbers its
+    /// pages file.
+    pub id: u32,
+    /// Its parent's pid as the images say it (0 for the root).
+    pub ppid: u32,
+    /// Whether it lives in the tree's own pid namespace.
+    pub own_pidns: bool,
+}
+
 /// Checks that can be made without touching the task.
 pub fn precheck(
     pid: RealPid,
@@ -95,19 +111,23 @@ pub fn precheck(
 }
 
 /// Writes the images of one frozen process (`core-*`, `ids`, `mm`, `fs`,
-/// `fdinfo`, `pagemap`, `pages`), adding its files to `files`; `id` numbers
-/// its kernel objects (fd table, mm...) and `id - 1` its pages file.
+/// `fdinfo`, `pagemap`, `pages`), adding its files to `files`.
 /// Returns its memory counters (time spent in memory goes to `timing`)
-/// and its `pstree.img` entry with `ppid`.
+/// and its `pstree.img` entry.
 pub fn dump(
     process: &SeizedProcess,
     dir: &ImagesDir,
     mut track: TrackPlan,
     timing: &mut super::stats::DumpStats,
     files: &mut FileTable,
-    id: u32,
-    ppid: u32,
+    shmem: &mut ShmemDump,
+    slot: TaskSlot,
 ) -> Result<(MemStats, PstreeEntry), TaskDumpError> {
+    let TaskSlot {
+        id,
+        ppid,
+        own_pidns,
+    } = slot;
     let task = process.leader();
     let pid = task.pid();
     let perr = |source| TaskDumpError::Proc { pid, source };
@@ -120,7 +140,12 @@ pub fn dump(
     if status.seccomp == 2 {
         return Err(TaskDumpError::SeccompFilter { pid });
     }
-    let ids = inventory::task_ids(pid, id)?;
+    let ids = inventory::task_ids(pid, id, own_pidns)?;
+    let (vpid, vpgid, vsid) = inventory::inner_ids(pid, pid)?;
+    let mut vtids = Vec::with_capacity(process.threads().len() + 1);
+    for t in process.tids() {
+        vtids.push(inventory::inner_ids(pid, t)?.0);
+    }
     let frozen = Frozen::capture(task)?;
     let sp = frozen.sp;
     let mut thread_frozen = Vec::with_capacity(process.threads().len());
@@ -137,7 +162,10 @@ pub fn dump(
                 .into();
         }
     }
-    dir.write_single(ImageKind::Ids, pid.0 as u64, &ids)?;
+    dir.write_single(ImageKind::Ids, vpid.into(), &ids)?;
+    for v in vmas.iter().filter(|v| v.is(vma::status::ANON_SHARED)) {
+        shmem.dump(pid.0, &v.entry, dir)?;
+    }
 
     let inj = Injection::new(task).map_err(|source| TaskDumpError::Inject { pid, source })?;
     let tracking = Tracking::start(&inj, pid, pid.0 as u32, &vmas, &track)?;
@@ -150,7 +178,7 @@ pub fn dump(
     let mem = MemDump {
         inj: &inj,
         pid,
-        vpid: pid.0 as u32,
+        vpid,
         pages_id: id - 1,
         sp,
         mode: track.mode,
@@ -230,18 +258,18 @@ pub fn dump(
     };
 
     dir.write_all(ImageKind::Fdinfo, id.into(), &fdinfo)?;
-    dir.write_single(ImageKind::Core, pid.0 as u64, &core)?;
-    for (tid, core) in &thread_cores {
-        dir.write_single(ImageKind::Core, tid.0 as u64, core)?;
+    dir.write_single(ImageKind::Core, vpid.into(), &core)?;
+    for ((_, core), vtid) in thread_cores.iter().zip(&vtids[1..]) {
+        dir.write_single(ImageKind::Core, (*vtid).into(), core)?;
     }
-    dir.write_single(ImageKind::Mm, pid.0 as u64, &mm)?;
-    dir.write_single(ImageKind::Fs, pid.0 as u64, &fs)?;
+    dir.write_single(ImageKind::Mm, vpid.into(), &mm)?;
+    dir.write_single(ImageKind::Fs, vpid.into(), &fs)?;
     let entry = PstreeEntry {
-        pid: pid.0 as u32,
+        pid: vpid,
         ppid,
-        pgid: stat.pgid as u32,
-        sid: stat.sid as u32,
-        threads: process.tids().iter().map(|t| t.0 as u32).collect(),
+        pgid: vpgid,
+        sid: vsid,
+        threads: vtids,
     };
     Ok((mem, entry))
 }

@@ -7,11 +7,12 @@
 //! executable, cwd, root and mapped files are looked up by device and
 //! inode among everything recorded so far (newest first, as CRIU's cache
 //! answers) and get a fresh entry only on a miss; character devices always
-//! get a fresh one. Regular files, directories and character devices
-//! outside the terminal range are supported, and the client's CRIU-RPC
-//! socket of a self-dump ([`unix_sk`]); any other kind of descriptor fails
-//! the dump with the task, fd and kind named.
+//! get a fresh one. Regular files, directories, character devices outside
+//! the terminal range and pipes ([`pipe`]) are supported, and the client's
+//! CRIU-RPC socket of a self-dump ([`unix_sk`]); any other kind of
+//! descriptor fails the dump with the task, fd and kind named.
 
+pub mod pipe;
 pub mod reg;
 pub mod unix_sk;
 
@@ -19,7 +20,7 @@ use std::fs::{File, Metadata};
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 
-use criu_proto::images::{FdTypes, FdinfoEntry, FileEntry};
+use criu_proto::images::{FdTypes, FdinfoEntry, FileEntry, FownEntry, PipeEntry};
 
 use crate::arch::nr;
 use crate::inject::{InjectError, Injection};
@@ -132,6 +133,7 @@ pub struct FileTable {
     entries: Vec<FileEntry>,
     known: Vec<Known>,
     seen: Vec<SeenFd>,
+    pipes: Vec<pipe::PipeData>,
     rpc_socket: Option<u64>,
     ignored: Vec<(RealPid, i32)>,
 }
@@ -149,6 +151,11 @@ impl FileTable {
             next_id: 1,
             ..Default::default()
         }
+    }
+
+    /// The data of every pipe met so far, one entry per pipe.
+    pub fn pipes(&self) -> &[pipe::PipeData] {
+        &self.pipes
     }
 
     /// Names the worker's end of a CRIU-RPC connection: the task's socket
@@ -314,6 +321,9 @@ impl FileTable {
         let target = std::fs::read_link(&link).map_err(io_err)?;
         let name = target.to_string_lossy().into_owned();
         let unsupported = |kind: String| FilesError::Unsupported { pid, fd, kind };
+        if let Some(pipe_id) = pipe::pipe_ino(&name) {
+            return self.dump_pipe(pid, inj, fd, &link, pipe_id);
+        }
         if let Some(entry) = self.service_socket(pid, fd, &name)? {
             return Ok(entry);
         }
@@ -372,6 +382,69 @@ impl FileTable {
                 id,
                 flags: if cloexec { libc::FD_CLOEXEC as u32 } else { 0 },
                 r#type: FdTypes::Reg as i32,
+                fd: fd as u32,
+                xattr_security_selinux: None,
+            },
+            key,
+        ))
+    }
+
+    fn dump_pipe(
+        &mut self,
+        pid: RealPid,
+        inj: &Injection<'_>,
+        fd: i32,
+        link: &Path,
+        pipe_id: u32,
+    ) -> Result<DumpedFd, FilesError> {
+        let io_err = |source| FilesError::Fd { pid, fd, source };
+        let meta = std::fs::metadata(link).map_err(io_err)?;
+        let info = crate::proc::read(pid.0, &format!("fdinfo/{fd}"))
+            .and_then(|t| crate::proc::fdinfo::parse(&t))
+            .map_err(|source| FilesError::FdInfo { pid, fd, source })?;
+        let owner = inj
+            .syscall(nr::FCNTL, &[fd as u64, libc::F_GETOWN as u64])
+            .map_err(|source| FilesError::Owner { pid, fd, source })?;
+        if owner != 0 {
+            return Err(FilesError::Unsupported {
+                pid,
+                fd,
+                kind: "a pipe with an F_SETOWN owner".to_owned(),
+            });
+        }
+        let cloexec = info.flags & libc::O_CLOEXEC as u32 != 0;
+        let flags = info.flags & !(libc::O_CLOEXEC as u32);
+        let key = (meta.dev(), meta.ino(), 0);
+        let shared = self.seen.iter().find(|s| {
+            (s.2, s.3, s.4) == key && kcmp_file(pid.as_nix(), s.0.as_nix(), fd, s.1) == Ok(0)
+        });
+        let id = match shared {
+            Some(s) => s.5,
+            None => {
+                if !self.pipes.iter().any(|p| p.entry.pipe_id == pipe_id) {
+                    let data = pipe::peek(link, pipe_id).map_err(|e| io_err(e.into()))?;
+                    self.pipes.push(data);
+                }
+                let id = self.alloc();
+                self.entries.push(FileEntry {
+                    r#type: FdTypes::Pipe as i32,
+                    id,
+                    pipe: Some(PipeEntry {
+                        id,
+                        pipe_id,
+                        flags,
+                        fown: FownEntry::default(),
+                    }),
+                    ..Default::default()
+                });
+                id
+            }
+        };
+        Ok((
+            FdinfoEntry {
+                id,
+                flags: if cloexec { libc::FD_CLOEXEC as u32 } else { 0 },
+                r#type: FdTypes::Pipe as i32,
                 fd: fd as u32,
                 xattr_security_selinux: None,
             },

@@ -129,6 +129,9 @@ fn step_over(task: &SeizedTask, status: WaitStatus, to_syscall: bool) -> Result<
         // An injected clone under PTRACE_O_TRACECLONE reports the new
         // thread before the syscall returns.
         WaitStatus::PtraceEvent(_, _, libc::PTRACE_EVENT_CLONE) => true,
+        // A child of the task stopped or went on (restore seizes and
+        // releases whole trees): suppressed, the task never asked for it.
+        WaitStatus::Stopped(_, Signal::SIGCHLD) => true,
         WaitStatus::Stopped(_, signal) => {
             let ip = task.regs().map(|r| RemoteAddr(r.rip)).unwrap_or_default();
             return Err(InjectError::UnexpectedSignal { pid, signal, ip });

@@ -12,6 +12,7 @@ pub mod page_pipe;
 pub mod page_server;
 pub mod page_xfer;
 pub mod pagemap;
+pub mod shmem;
 pub mod vma;
 
 use std::fs::File;

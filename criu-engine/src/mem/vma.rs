@@ -5,8 +5,8 @@
 //! permission letters, `MAP_*` flags from the sharing letter and `VmFlags`,
 //! `madvise` bits from `VmFlags`, and a status saying what the mapping is
 //! (regular, private/shared file, private anonymous, heap, vDSO, vvar,
-//! vsyscall). `[vvar]` and `[vvar_vclock]` are merged into one entry.
-//! Mappings the dump cannot handle yet (shared anonymous memory, memfd,
+//! vsyscall, shared anonymous). `[vvar]` and `[vvar_vclock]` are merged
+//! into one entry. Mappings the dump cannot handle yet (SysV shm, memfd,
 //! device memory, AIO rings, hugetlb, shadow stacks, deleted files) are
 //! refused with the VMA named.
 
@@ -277,7 +277,13 @@ fn describe(pid: i32, s: &SmapsVma) -> Result<Vma, VmaError> {
     if io_pf && e.status & status::VVAR == 0 {
         return Err(unsupported("VM_IO/VM_PFNMAP device memory"));
     }
-    if link_meta.is_some() {
+    if link_meta.is_some() && m.shared && m.path.starts_with("/dev/zero") {
+        // Shared anonymous memory: a shmem object, named by its inode.
+        let meta = std::fs::metadata(&link).map_err(map_err)?;
+        e.status |= status::ANON_SHARED;
+        e.flags |= libc::MAP_ANONYMOUS as u32;
+        e.shmid = meta.ino();
+    } else if link_meta.is_some() {
         let p = m.path.as_str();
         if p.starts_with("/dev/zero") || p.starts_with("/SYSV") || p.starts_with("/memfd:") {
             return Err(unsupported(&format!("shared memory {p}")));

@@ -241,6 +241,8 @@ pub struct RequestOpts {
     /// `cpu_cap`: `None` when absent (check FPU|INS, write no `cpuinfo.img`); when given over RPC the
     /// IMAGE bit is added, as upstream.
     pub cpu_cap: Option<u32>,
+    /// The non-root service client the request is held to (`None`: root, swrk, command line).
+    pub caller: Option<crate::authz::Caller>,
     /// Inode of the worker's own end of the RPC connection, set by the RPC
     /// glue for DUMP: a unix socket of the dumped task connected to it is the
     /// client's RPC socket (a self-dump), saved as CRIU's "service" socket.
@@ -569,6 +571,7 @@ fn from_merged(cfg: Config, log_file: Option<LogTarget>) -> RequestOpts {
         status_fd: None,
         pidfd_store_sk: None,
         cpu_cap: cfg.cpu_cap,
+        caller: None,
     }
 }
 

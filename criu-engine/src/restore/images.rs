@@ -32,20 +32,14 @@ pub(crate) const VMA_FILE_SHARED: u32 = 0x80;
 pub(crate) const VMA_ANON_PRIVATE: u32 = 0x200;
 /// `VMA_AREA_VVAR`.
 pub(crate) const VMA_AREA_VVAR: u32 = 0x1000;
-/// Status bits of kinds we cannot restore yet: `VMA_ANON_SHARED`,
-/// `VMA_AREA_SYSVIPC`, `VMA_AREA_SOCKET`, `VMA_AREA_AIORING`,
-/// `VMA_AREA_MEMFD`, `VMA_AREA_SHSTK`, `VMA_AREA_GUARD`, `VMA_AREA_UPROBES`,
+/// `VMA_ANON_SHARED`.
+pub(crate) const VMA_ANON_SHARED: u32 = 0x100;
+/// Status bits of kinds we cannot restore yet: `VMA_AREA_SYSVIPC`,
+/// `VMA_AREA_SOCKET`, `VMA_AREA_AIORING`, `VMA_AREA_MEMFD`,
+/// `VMA_AREA_SHSTK`, `VMA_AREA_GUARD`, `VMA_AREA_UPROBES`,
 /// `VMA_EXT_PLUGIN`, `VMA_UNSUPP`.
-const VMA_UNSUPPORTED: u32 = 0x100
-    | 0x400
-    | 0x800
-    | 0x2000
-    | 0x4000
-    | 0x8000
-    | 0x1_0000
-    | 0x2_0000
-    | 0x800_0000
-    | 0x8000_0000;
+const VMA_UNSUPPORTED: u32 =
+    0x400 | 0x800 | 0x2000 | 0x4000 | 0x8000 | 0x1_0000 | 0x2_0000 | 0x800_0000 | 0x8000_0000;
 /// `MAP_HUGETLB`.
 const MAP_HUGETLB: u32 = 0x4_0000;
 /// Signal handlers stored per task on x86-64 (64 signals but SIGKILL, SIGSTOP).
@@ -62,6 +56,30 @@ pub(crate) const TASK_STOPPED: u32 = 3;
 /// Errors of reading and checking the images.
 #[derive(Debug, thiserror::Error)]
 pub enum ImagesError {
+    /// A pid (or thread id) appears twice in `pstree.img`.
+    #[error("pstree.img lists pid {pid} more than once")]
+    RepeatedPid {
+        /// The pid.
+        pid: u32,
+    },
+    /// A descriptor number the task could never have had.
+    #[error("task {pid}: fd {fd} is out of range (limit {limit})")]
+    FdOutOfRange {
+        /// Task.
+        pid: u32,
+        /// Descriptor.
+        fd: u32,
+        /// The limit it breaks (`RLIMIT_NOFILE` of the images, or `fs.nr_open`).
+        limit: u64,
+    },
+    /// A file path that is not absolute or climbs out of the task's root.
+    #[error("file path {path:?} escapes the root {root:?} of the dump")]
+    PathEscapesRoot {
+        /// The path in the images.
+        path: String,
+        /// The task's root.
+        root: String,
+    },
     /// An image cannot be opened or decoded.
     #[error("cannot read {image}")]
     Read {
@@ -522,6 +540,53 @@ fn need_file(
         })
 }
 
+/// Every pid and thread id of the tree appears once.
+pub(crate) fn check_pstree_pids(pstree: &[PstreeEntry]) -> Result<(), ImagesError> {
+    let mut seen = std::collections::HashSet::new();
+    for entry in pstree {
+        let threads = entry.threads.iter().filter(|&&t| t != entry.pid);
+        for &pid in std::iter::once(&entry.pid).chain(threads) {
+            if !seen.insert(pid) {
+                return Err(ImagesError::RepeatedPid { pid });
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The largest descriptor number plus one a task may have: the dumped
+/// `RLIMIT_NOFILE` hard limit, and never above the kernel's `fs.nr_open`.
+fn fd_limit(task: &TaskImages) -> u64 {
+    let nr_open = std::fs::read_to_string("/proc/sys/fs/nr_open")
+        .ok()
+        .and_then(|s| s.trim().parse::<u64>().ok())
+        .unwrap_or(1 << 20);
+    let nofile = task
+        .tc
+        .rlimits
+        .as_ref()
+        .and_then(|r| r.rlimits.get(libc::RLIMIT_NOFILE as usize))
+        .map_or(u64::MAX, |l| l.max);
+    nofile.min(nr_open)
+}
+
+/// A path of the images stays inside `root`: absolute, no `..` component.
+fn check_inside_root(root: &str, name: &str) -> Result<(), ImagesError> {
+    // Unlinked files keep their name with a " (deleted)" suffix.
+    let inside = name.starts_with('/')
+        && !std::path::Path::new(name)
+            .components()
+            .any(|c| c == std::path::Component::ParentDir);
+    if inside {
+        Ok(())
+    } else {
+        Err(ImagesError::PathEscapesRoot {
+            path: name.to_owned(),
+            root: root.to_owned(),
+        })
+    }
+}
+
 fn check_references(
     task: &TaskImages,
     files_id: u32,
@@ -554,8 +619,17 @@ fn check_references(
             check_reg_on_disk(root, file.reg.as_ref().expect("checked by need_file"))?;
         }
     }
+    check_inside_root("/", root)?;
+    let limit = fd_limit(task);
     let mut seen = std::collections::HashSet::new();
     for fd in &task.fds {
+        if u64::from(fd.fd) >= limit {
+            return Err(ImagesError::FdOutOfRange {
+                pid,
+                fd: fd.fd,
+                limit,
+            });
+        }
         if !seen.insert(fd.fd) {
             return Err(ImagesError::DuplicateFd {
                 files_id,
@@ -600,6 +674,7 @@ pub(crate) fn host_path(root: &str, name: &str) -> PathBuf {
 
 /// Checks that a file reopened by path still has the size and type it had.
 fn check_reg_on_disk(root: &str, reg: &RegFileEntry) -> Result<(), ImagesError> {
+    check_inside_root(root, &reg.name)?;
     let path = host_path(root, &reg.name);
     let st = nix::sys::stat::stat(&path).map_err(|source| ImagesError::FileMissing {
         path: path.clone(),
@@ -627,4 +702,33 @@ fn check_reg_on_disk(root: &str, reg: &RegFileEntry) -> Result<(), ImagesError> 
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(pid: u32, threads: Vec<u32>) -> PstreeEntry {
+        PstreeEntry {
+            pid,
+            threads,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn repeated_pids_are_refused() {
+        assert!(check_pstree_pids(&[entry(5, vec![5, 6]), entry(7, vec![7])]).is_ok());
+        let err = check_pstree_pids(&[entry(5, vec![5]), entry(5, vec![5])]).unwrap_err();
+        assert_eq!(err.to_string(), "pstree.img lists pid 5 more than once");
+        assert!(check_pstree_pids(&[entry(5, vec![5, 6]), entry(6, vec![6])]).is_err());
+    }
+
+    #[test]
+    fn paths_must_stay_inside_the_root() {
+        assert!(check_inside_root("/", "/usr/bin/true").is_ok());
+        assert!(check_inside_root("/", "/tmp/x (deleted)").is_ok());
+        assert!(check_inside_root("/srv/ct", "/../../etc/shadow").is_err());
+        assert!(check_inside_root("/", "relative/path").is_err());
+    }
 }

@@ -18,6 +18,7 @@
 //!   [PR_SET_MM](https://man7.org/linux/man-pages/man2/PR_SET_MM.2const.html),
 //!   [rseq(2)](https://docs.kernel.org/userspace-api/rseq.html)
 
+use super::shmem::{is_shared_anon, SharedMemory};
 use std::collections::HashMap;
 use std::io::IoSlice;
 
@@ -482,10 +483,17 @@ fn is_special(vma: &VmaEntry) -> bool {
 
 /// Maps every dumped VMA at its address. Private ones are writable until
 /// their pages are in.
-fn map_vmas(r: &Remote<'_, '_>, images: &TaskImages) -> Result<(), MmError> {
+fn map_vmas(
+    r: &Remote<'_, '_>,
+    images: &TaskImages,
+    shmem: &mut SharedMemory,
+) -> Result<(), MmError> {
     let mut files: HashMap<(u64, i32), u64> = HashMap::new();
-    let result = (|| {
+    let mut result = (|| {
         for vma in images.mm.vmas.iter().filter(|v| !is_special(v)) {
+            if is_shared_anon(vma) {
+                continue;
+            }
             let mut prot = u64::from(vma.prot);
             if is_private(vma) {
                 prot |= libc::PROT_WRITE as u64;
@@ -531,6 +539,14 @@ fn map_vmas(r: &Remote<'_, '_>, images: &TaskImages) -> Result<(), MmError> {
     })();
     for fd in files.into_values() {
         r.call("close a mapped file", fd, nr::CLOSE, &[fd])?;
+    }
+    if result.is_ok() {
+        result = images
+            .mm
+            .vmas
+            .iter()
+            .filter(|v| is_shared_anon(v))
+            .try_for_each(|vma| shmem.map(r, vma));
     }
     result
 }
@@ -693,6 +709,7 @@ pub(crate) fn restore_mm(
     r: &Remote<'_, '_>,
     task: &SeizedTask,
     images: &TaskImages,
+    shmem: &mut SharedMemory,
 ) -> Result<(), MmError> {
     let maps = map_pages(images)?;
     let pages: Vec<&[u8]> = maps
@@ -704,7 +721,7 @@ pub(crate) fn restore_mm(
     let current = read_maps(r.pid)?;
     unmap_current(r, &current)?;
     move_vdso(r, task, images, pages, &current)?;
-    map_vmas(r, images)?;
+    map_vmas(r, images, shmem)?;
     fill_pages(r, images, pages)?;
     finish_vmas(r, images)?;
     set_mm_map(r, images)

@@ -20,12 +20,14 @@
 //! images are only read.
 
 mod child;
+mod creds;
 mod files;
 mod finish;
 mod images;
 mod mm;
 mod pages;
 mod pstree;
+mod shmem;
 mod task;
 mod threads;
 mod tree;
@@ -75,6 +77,9 @@ pub enum RestoreError {
         /// Notification name.
         script: &'static str,
     },
+    /// The images hold a task the (non-root) caller may not restore.
+    #[error(transparent)]
+    Authz(#[from] crate::authz::AuthzError),
     /// The images are unreadable, inconsistent or unsupported.
     #[error(transparent)]
     Images(#[from] ImagesError),
@@ -147,6 +152,7 @@ impl RestoreError {
     pub fn cr_errno(&self) -> Option<i32> {
         match self {
             RestoreError::Tree(TreeError::PidTaken { .. }) => Some(libc::EEXIST),
+            RestoreError::Authz(e) => Some(e.cr_errno()),
             _ => None,
         }
     }
@@ -194,13 +200,34 @@ pub fn run(opts: &RequestOpts, notify: &mut dyn Notify) -> Result<RestoreOutcome
     })?;
     let alive: Vec<Option<&images::TaskImages>> =
         tree_images.tasks.iter().map(|t| t.alive()).collect();
+    if let Some(caller) = &opts.caller {
+        for images in alive.iter().flatten() {
+            let th = &images.thread_core;
+            crate::authz::check_restore_creds(caller, images.pid(), th.creds.as_ref())?;
+            crate::authz::check_restore_sched(
+                caller,
+                images.pid(),
+                th.sched_nice,
+                th.sched_policy,
+                images.tc.oom_score_adj,
+            )?;
+        }
+    }
     let fds = files::FdPlan::new(&alive, inherit, &tree_images.pipe_data)
         .map_err(|(pid, source)| RestoreError::FdPlan { pid, source })?;
+    let mut shared = shmem::load(&dir, &tree_images)?;
     tree::check_single_threaded()?;
     let tree = tree::create(&tree_images, fds, opts.shell_job, opts.restore_sibling)?;
     tracing::info!(pid = %tree.pid(), tasks = tree_images.tasks.len(), "tree created");
     let mut held: Vec<Held> = Vec::new();
-    let result = restore_all(&tree_images, tree.host_pids(), opts, notify, &mut held);
+    let result = restore_all(
+        &tree_images,
+        tree.host_pids(),
+        opts,
+        notify,
+        &mut shared,
+        &mut held,
+    );
     if let Err(e) = result {
         for h in held.into_iter().rev() {
             h.kill();
@@ -250,11 +277,17 @@ fn restore_all(
     host: &[RealPid],
     opts: &RequestOpts,
     notify: &mut dyn Notify,
+    shared: &mut shmem::SharedMemory,
     held: &mut Vec<Held>,
 ) -> Result<(), RestoreError> {
     for (t, &pid) in tree.tasks.iter().zip(host) {
         let Some(images) = t.alive() else { continue };
         let task = SeizedTask::attach_child_stopped(pid)
+            .map_err(|source| RestoreError::Seize { pid, source })?;
+        // The new task has root's credentials until its restore sets its
+        // own, so its memory file is root's: opened with the worker's own
+        // identity even when the request runs with a non-root caller's.
+        crate::authz::with_worker_fs_ids(opts.caller.as_ref(), || task.open_mem())
             .map_err(|source| RestoreError::Seize { pid, source })?;
         let stopped =
             opts.final_state == FinalState::Stopped || images.tc.task_state == images::TASK_STOPPED;
@@ -264,7 +297,7 @@ fn restore_all(
             stopped,
         });
         let h = held.last_mut().expect("just pushed");
-        restore_task(&h.task, images, &mut h.threads)?;
+        restore_task(&h.task, images, shared, &mut h.threads)?;
     }
     if !notify.notify("post-restore", Some(host[0].0)) {
         return Err(RestoreError::Aborted {
@@ -283,6 +316,7 @@ fn restore_all(
 fn restore_task(
     task: &SeizedTask,
     images: &images::TaskImages,
+    shared: &mut shmem::SharedMemory,
     threads: &mut Vec<SeizedTask>,
 ) -> Result<(), RestoreError> {
     let pid = task.pid();
@@ -290,9 +324,12 @@ fn restore_task(
     let at = mm::stub_place(pid, images)?;
     let inj = Injection::new_at(task, at).map_err(inject_err("map the injection stub"))?;
     let remote = mm::Remote { inj: &inj, pid };
-    mm::restore_mm(&remote, task, images)?;
+    mm::restore_mm(&remote, task, images, shared)?;
     task::restore_state(&remote, task, images)?;
     threads::restore_all(&inj, &images.threads, threads)?;
+    // The dumped parent-death signal replaces the SIGKILL guard as late as
+    // the stub allows: only the registers and the detach come after it.
+    task::set_pdeath(&remote, images.thread_core.pdeath_sig.unwrap_or(0).into())?;
     let regs = finish::regs_from_image(&images.thread_info.gpregs);
     let current = task.xstate().map_err(|source| RestoreError::Ptrace {
         pid,

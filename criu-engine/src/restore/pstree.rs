@@ -88,6 +88,7 @@ pub(crate) fn load(
             image: ImageKind::Pstree.file_name(0),
         });
     }
+    images::check_pstree_pids(&entries)?;
     let files = images::load_files(dir)?;
     let mut tasks: Vec<TreeTask> = Vec::with_capacity(entries.len());
     for (i, entry) in entries.into_iter().enumerate() {

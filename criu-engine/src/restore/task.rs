@@ -12,7 +12,7 @@
 //!   [setitimer(2)](https://man7.org/linux/man-pages/man2/setitimer.2.html),
 //!   [rt_sigqueueinfo(2)](https://man7.org/linux/man-pages/man2/rt_sigqueueinfo.2.html)
 
-use criu_proto::images::{CredsEntry, ItimerEntry, ThreadCoreEntry, ThreadInfoX86, UserDescT};
+use criu_proto::images::{ItimerEntry, ThreadCoreEntry, ThreadInfoX86, UserDescT};
 
 use super::images::TaskImages;
 use super::mm::{MmError, Remote};
@@ -45,7 +45,7 @@ pub enum TaskError {
         source: SeizeError,
     },
     /// The dumped credentials differ from the restoring process's.
-    #[error("task {pid}: restoring different credentials ({what}) is not supported yet")]
+    #[error("task {pid}: cannot restore its credentials ({what} differ after setting them)")]
     Creds {
         /// Task.
         pid: RealPid,
@@ -235,70 +235,6 @@ fn queue_signals<'s>(
     Ok(())
 }
 
-/// Checks that the task already has the dumped credentials (it inherited
-/// the worker's).
-fn creds(pid: RealPid, creds: Option<&CredsEntry>) -> Result<(), TaskError> {
-    let Some(c) = creds else { return Ok(()) };
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .map_err(|source| TaskError::Status { pid, source })?;
-    let field = |name: &str| -> Vec<u64> {
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix(name))
-            .map(|v| {
-                v.split_whitespace()
-                    .filter_map(|w| {
-                        if name.starts_with("Cap") {
-                            u64::from_str_radix(w, 16).ok()
-                        } else {
-                            w.parse().ok()
-                        }
-                    })
-                    .collect()
-            })
-            .unwrap_or_default()
-    };
-    let cap = |words: &[u32]| -> Vec<u64> {
-        let lo = u64::from(words.first().copied().unwrap_or(0));
-        let hi = u64::from(words.get(1).copied().unwrap_or(0));
-        vec![lo | (hi << 32)]
-    };
-    let differs = |what, dumped: Vec<u64>, now: Vec<u64>| {
-        if dumped == now {
-            Ok(())
-        } else {
-            Err(TaskError::Creds { pid, what })
-        }
-    };
-    differs(
-        "uids",
-        [c.uid, c.euid, c.suid, c.fsuid].map(u64::from).to_vec(),
-        field("Uid:"),
-    )?;
-    differs(
-        "gids",
-        [c.gid, c.egid, c.sgid, c.fsgid].map(u64::from).to_vec(),
-        field("Gid:"),
-    )?;
-    let mut groups: Vec<u64> = c.groups.iter().copied().map(u64::from).collect();
-    let mut now_groups = field("Groups:");
-    groups.sort_unstable();
-    now_groups.sort_unstable();
-    differs("groups", groups, now_groups)?;
-    differs("permitted capabilities", cap(&c.cap_prm), field("CapPrm:"))?;
-    differs("effective capabilities", cap(&c.cap_eff), field("CapEff:"))?;
-    differs(
-        "inheritable capabilities",
-        cap(&c.cap_inh),
-        field("CapInh:"),
-    )?;
-    differs("bounding capabilities", cap(&c.cap_bnd), field("CapBnd:"))?;
-    if !c.cap_amb.is_empty() {
-        differs("ambient capabilities", cap(&c.cap_amb), field("CapAmb:"))?;
-    }
-    Ok(())
-}
-
 /// `tc.personality` holds the hexadecimal text of `/proc/<pid>/personality`
 /// read as a decimal number; undo that.
 pub(crate) fn personality_value(stored: u32) -> Option<u64> {
@@ -312,6 +248,7 @@ pub(crate) fn restore_thread_state(
     task: &SeizedTask,
     ti: &ThreadInfoX86,
     th: &ThreadCoreEntry,
+    pdeath_now: bool,
 ) -> Result<(), TaskError> {
     sigaltstack(r, th)?;
     tls(r, ti)?;
@@ -328,14 +265,11 @@ pub(crate) fn restore_thread_state(
         &[th.futex_rla, th.futex_rla_len.into()],
     )?;
     rseq(r, task, th)?;
-    // The new task had SIGKILL here until now (see `child`).
-    let pdeath = th.pdeath_sig.unwrap_or(0).into();
-    r.call(
-        "set the parent-death signal",
-        pdeath,
-        nr::PRCTL,
-        &[libc::PR_SET_PDEATHSIG as u64, pdeath, 0, 0, 0],
-    )?;
+    // A main thread keeps SIGKILL (see `child`) until [`set_pdeath`] at
+    // the very end of its restore; other threads get theirs now.
+    if pdeath_now {
+        set_pdeath(r, th.pdeath_sig.unwrap_or(0).into())?;
+    }
     if let Some(nice) = th.sched_nice.filter(|&n| n != 0) {
         r.call(
             "set the nice value",
@@ -373,15 +307,31 @@ pub(crate) fn restore_thread_state(
     queue_signals(r, private, true)
 }
 
+/// `prctl(PR_SET_PDEATHSIG, sig)` in the task (0: none).
+pub(crate) fn set_pdeath(r: &Remote<'_, '_>, sig: u64) -> Result<(), TaskError> {
+    r.call(
+        "set the parent-death signal",
+        sig,
+        nr::PRCTL,
+        &[libc::PR_SET_PDEATHSIG as u64, sig, 0, 0, 0],
+    )?;
+    Ok(())
+}
+
 /// Restores the per-task state of a task whose memory is already back.
 pub(crate) fn restore_state(
     r: &Remote<'_, '_>,
     task: &SeizedTask,
     images: &TaskImages,
 ) -> Result<(), TaskError> {
-    creds(r.pid, images.thread_core.creds.as_ref())?;
+    // First: everything after runs with the task's own credentials, so the
+    // kernel itself refuses what they do not allow.
+    super::creds::apply(r, images.thread_core.creds.as_ref(), images.mm.dumpable)?;
+    // New ids clear the parent-death signal: the task dies with the worker
+    // until its restore completes.
+    set_pdeath(r, libc::SIGKILL as u64)?;
     sigactions(r, images)?;
-    restore_thread_state(r, task, &images.thread_info, &images.thread_core)?;
+    restore_thread_state(r, task, &images.thread_info, &images.thread_core, false)?;
     if let Some(p) = personality_value(images.tc.personality).filter(|&p| p != 0) {
         r.call("set the personality", p, libc::SYS_personality, &[p])?;
     }

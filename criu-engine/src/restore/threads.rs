@@ -167,7 +167,7 @@ fn restore_one(inj: &Injection<'_>, t: &SeizedTask, img: &ThreadImages) -> Resul
         inj: &thread_inj,
         pid: tid,
     };
-    restore_thread_state(&remote, t, &img.thread_info, &img.thread_core)?;
+    restore_thread_state(&remote, t, &img.thread_info, &img.thread_core, true)?;
     let mut regs = restart_adjusted(&regs_from_image(&img.thread_info.gpregs));
     // The new thread stops on its way out of clone3: keep the kernel from
     // restarting anything when it leaves that stop.

@@ -29,6 +29,7 @@
 //! - [process_vm_readv(2)](https://man7.org/linux/man-pages/man2/process_vm_readv.2.html)
 //! - [proc_pid_mem(5)](https://man7.org/linux/man-pages/man5/proc_pid_mem.5.html)
 
+mod clone;
 mod process;
 mod status;
 mod tree;
@@ -329,69 +330,6 @@ impl SeizedTask {
         }
     }
 
-    /// Takes over thread `tid`, just created by a `clone` that a task traced
-    /// with [`SeizedTask::set_trace_clone`] made: the kernel attached it to
-    /// us and it stops before running any code. Waits for that stop.
-    #[tracing::instrument(level = "debug", skip_all, fields(pid = %tid))]
-    pub fn adopt_clone(tid: RealPid) -> Result<SeizedTask, SeizeError> {
-        let deadline = Instant::now() + CHILD_STOP_TIMEOUT;
-        let status = match wait::wait_until(tid.as_nix(), deadline) {
-            Ok(Some(status)) => status,
-            Ok(None) => {
-                return Err(SeizeError::Timeout {
-                    pid: tid,
-                    timeout: CHILD_STOP_TIMEOUT,
-                })
-            }
-            Err(source) => return Err(SeizeError::Wait { pid: tid, source }),
-        };
-        match status {
-            WaitStatus::PtraceEvent(_, _, libc::PTRACE_EVENT_STOP)
-            | WaitStatus::Stopped(_, Signal::SIGSTOP) => {}
-            WaitStatus::Exited(..) | WaitStatus::Signaled(..) => {
-                return Err(SeizeError::Died {
-                    pid: tid,
-                    status: format!("{status:?}"),
-                });
-            }
-            other => {
-                return Err(SeizeError::UnexpectedStop {
-                    pid: tid,
-                    status: format!("{other:?}"),
-                });
-            }
-        }
-        Ok(Self {
-            pid: tid,
-            status: TaskStatus {
-                state: 't',
-                ..TaskStatus::default()
-            },
-            stop_signal: Cell::new(None),
-            mem: OnceCell::new(),
-            attached: true,
-            _thread_bound: PhantomData,
-        })
-    }
-
-    /// Makes the kernel attach every thread or process this task creates
-    /// (`PTRACE_O_TRACECLONE`), or stops doing so.
-    pub fn set_trace_clone(&self, on: bool) -> Result<(), SeizeError> {
-        let mut options = SEIZE_OPTIONS;
-        if on {
-            options |= libc::PTRACE_O_TRACECLONE as libc::c_ulong;
-        }
-        rawptrace::set_options_raw(self.pid.as_nix(), options)
-            .map_err(|source| self.regs_err("set ptrace options", source))
-    }
-
-    /// Forgets a task that was killed (by a signal to its whole process)
-    /// and collects its exit.
-    pub(crate) fn reap_killed(mut self) {
-        self.attached = false;
-        process::reap(self.pid);
-    }
-
     /// `PTRACE_SEIZE` + `PTRACE_INTERRUPT`; not yet waited for.
     fn attach(pid: RealPid, status: TaskStatus) -> Result<Self, SeizeError> {
         let npid = pid.as_nix();
@@ -493,6 +431,9 @@ impl SeizedTask {
             };
             match status {
                 WaitStatus::Stopped(_, Signal::SIGCONT) => break,
+                // A restored child of this task stopping or going on:
+                // restore's doing, not something the task should see.
+                WaitStatus::Stopped(_, Signal::SIGCHLD) => {}
                 WaitStatus::PtraceEvent(_, _, libc::PTRACE_EVENT_STOP) => {}
                 WaitStatus::Exited(..) | WaitStatus::Signaled(..) => {
                     return Err(SeizeError::Died {
@@ -600,6 +541,19 @@ impl SeizedTask {
             op,
             source,
         }
+    }
+
+    /// Opens `/proc/<pid>/mem` now rather than at the first access, e.g.
+    /// while the worker still has the file-system identity that may open it.
+    pub fn open_mem(&self) -> Result<(), SeizeError> {
+        self.mem_file()
+            .map(drop)
+            .map_err(|source| SeizeError::WriteMem {
+                pid: self.pid,
+                addr: RemoteAddr(0),
+                len: 0,
+                source,
+            })
     }
 
     fn mem_file(&self) -> std::io::Result<&File> {

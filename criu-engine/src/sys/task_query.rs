@@ -42,6 +42,16 @@ pub(crate) fn get_thread_area(pid: Pid, index: u32) -> nix::Result<UserDesc> {
     Ok(desc)
 }
 
+/// `kcmp(pid1, pid2, kind)` for a whole-object kind (`KCMP_VM` 1,
+/// `KCMP_FILES` 2, `KCMP_FS` 3, `KCMP_SIGHAND` 4): 0 when both tasks share
+/// that object.
+pub(crate) fn kcmp_object(pid1: Pid, pid2: Pid, kind: i32) -> nix::Result<i64> {
+    // SAFETY: kcmp with these kinds takes only integers.
+    Errno::result(unsafe {
+        libc::syscall(libc::SYS_kcmp, pid1.as_raw(), pid2.as_raw(), kind, 0, 0)
+    })
+}
+
 /// `kcmp(pid1, pid2, KCMP_FILE, fd1, fd2)`: 0 when both descriptors refer
 /// to the same open file description.
 pub(crate) fn kcmp_file(pid1: Pid, pid2: Pid, fd1: i32, fd2: i32) -> nix::Result<i64> {

@@ -8,7 +8,9 @@ use std::time::{Duration, Instant};
 use criu_proto::rpc::{CriuReq, CriuReqType};
 use nix::fcntl::OFlag;
 
-use super::{run, signal_ready, write_pidfile, Listener, ServiceConfig, ServiceError};
+use super::{
+    run, signal_ready, write_pidfile, Listener, ServiceConfig, ServiceError, SocketAccess,
+};
 use crate::client::Client;
 use crate::test_util::{example_bin, TempDir};
 
@@ -29,18 +31,23 @@ fn connect(path: &Path) -> Client {
 }
 
 #[test]
-fn bind_replaces_a_stale_file_with_a_0600_socket() {
+fn bind_replaces_a_stale_file_with_a_0666_socket() {
     let dir = TempDir::new("svc-bind");
     let path = dir.path().join("criu_service.socket");
     std::fs::write(&path, b"stale").expect("stale file");
-    let listener = Listener::bind(&path).expect("bind");
+    let listener = Listener::bind(&path, SocketAccess::Everyone).expect("bind");
     let meta = std::fs::metadata(&path).expect("stat");
     assert!(meta.file_type().is_socket());
-    assert_eq!(mode_of(&path), 0o600);
+    assert_eq!(mode_of(&path), 0o666);
     assert_eq!(listener.path(), path);
     // A second service on the same path replaces the first one's file.
     drop(listener);
-    Listener::bind(&path).expect("rebind over the old socket file");
+    Listener::bind(&path, SocketAccess::Group(4243)).expect("rebind over the old socket file");
+    assert_eq!(mode_of(&path), 0o660);
+    assert_eq!(
+        std::os::unix::fs::MetadataExt::gid(&std::fs::metadata(&path).expect("stat")),
+        4243
+    );
     assert!(std::fs::metadata(&path)
         .expect("stat")
         .file_type()
@@ -57,12 +64,12 @@ fn bind_rejects_paths_of_108_bytes_or_more() {
         .into_string()
         .expect("utf-8 path");
     let pad = |len: usize| PathBuf::from(format!("{prefix}{}", "x".repeat(len - prefix.len())));
-    match Listener::bind(&pad(108)) {
+    match Listener::bind(&pad(108), SocketAccess::Everyone) {
         Err(ServiceError::PathTooLong { len, .. }) => assert_eq!(len, 108),
         other => panic!("expected PathTooLong, got {other:?}"),
     }
     let longest = pad(107);
-    Listener::bind(&longest).expect("107 bytes fit");
+    Listener::bind(&longest, SocketAccess::Everyone).expect("107 bytes fit");
     assert!(std::fs::metadata(&longest)
         .expect("stat")
         .file_type()
@@ -74,7 +81,7 @@ fn bind_in_a_missing_directory_fails() {
     let dir = TempDir::new("svc-missing");
     let path = dir.path().join("no/such/dir/sock");
     assert!(matches!(
-        Listener::bind(&path),
+        Listener::bind(&path, SocketAccess::Everyone),
         Err(ServiceError::Bind { .. })
     ));
 }
@@ -106,15 +113,22 @@ fn readiness_is_one_nul_byte_then_close() {
 
 /// Starts `run()` on a thread (not daemonized) and waits for readiness.
 fn start_service(dir: &TempDir, worker_exe: PathBuf) -> PathBuf {
+    start_service_with_spares(dir, worker_exe, 0)
+}
+
+/// [`start_service`] with `spares` workers started ahead of time.
+fn start_service_with_spares(dir: &TempDir, worker_exe: PathBuf, spares: usize) -> PathBuf {
     let address = dir.path().join("svc.sock");
     let pidfile = dir.path().join("svc.pid");
     let (r, w) = nix::unistd::pipe2(OFlag::O_CLOEXEC).expect("pipe2");
     let config = ServiceConfig {
         address: address.clone(),
+        access: SocketAccess::Everyone,
         daemon: false,
         pidfile: Some(pidfile.clone()),
         status_fd: Some(w),
         worker_exe,
+        spare_workers: spares,
     };
     // The accept loop runs until the test process exits.
     thread::spawn(move || run(config));
@@ -125,7 +139,7 @@ fn start_service(dir: &TempDir, worker_exe: PathBuf) -> PathBuf {
         std::fs::read_to_string(&pidfile).expect("pidfile"),
         std::process::id().to_string()
     );
-    assert_eq!(mode_of(&address), 0o600);
+    assert_eq!(mode_of(&address), 0o666);
     address
 }
 
@@ -133,12 +147,18 @@ fn start_service(dir: &TempDir, worker_exe: PathBuf) -> PathBuf {
 fn service_hands_each_connection_to_a_fresh_worker() {
     let dir = TempDir::new("svc-run");
     let script = dir.path().join("worker.sh");
-    std::fs::write(
-        &script,
-        "#!/bin/bash\nprintf '%s %s %s' \"$1\" \"${CRIU_SERVICE_WORKER:-unset}\" \"$#\" >&\"$2\" 2>/dev/null\n",
-    )
-    .expect("write script");
-    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    // Written by a shell of its own: a descriptor open for writing in this
+    // process could be inherited by a child another test thread forks, and
+    // exec of the script would then fail with ETXTBSY.
+    let written = std::process::Command::new("sh")
+        .arg("-c")
+        .arg("printf '%s' \"$1\" > \"$2\" && chmod 755 \"$2\"")
+        .arg("sh")
+        .arg("#!/bin/bash\nprintf '%s %s %s' \"$1\" \"${CRIU_SERVICE_WORKER:-unset}\" \"$#\" >&\"$2\" 2>/dev/null\n")
+        .arg(&script)
+        .status()
+        .expect("write script");
+    assert!(written.success(), "write script");
     let address = start_service(&dir, script);
 
     // A client that vanishes at once, and one that sends garbage, do not
@@ -148,6 +168,8 @@ fn service_hands_each_connection_to_a_fresh_worker() {
     garbage.send_raw(&[0xff; 16]).ok();
     drop(garbage);
 
+    // Without spare workers every connection gets a freshly started
+    // worker, which here is a script reporting its arguments.
     for _ in 0..3 {
         let client = connect(&address);
         assert_eq!(client_packet(&client), "swrk 1 2");
@@ -164,8 +186,10 @@ fn client_packet(client: &Client) -> String {
 #[test]
 fn service_workers_speak_criu_rpc_in_service_mode() {
     let dir = TempDir::new("svc-rpc");
-    let address = start_service(&dir, example_bin("version_worker"));
-    for _ in 0..2 {
+    // Spare workers take their connection over a control socket; with
+    // several requests some are served by spares, some by fresh workers.
+    let address = start_service_with_spares(&dir, example_bin("version_worker"), 2);
+    for _ in 0..6 {
         let client = connect(&address);
         let r = client
             .call(&CriuReq {

@@ -12,11 +12,21 @@
 //! * with `eventfd`, an extra eventfd (a kind of fd the dump refuses);
 //! * with `threads N`, N extra threads (at most 64), thread `i` adding one
 //!   to its own counter every `i + 1` ms;
+//! * with `children N`, N children (copies of it, memory included) each
+//!   appending `cI N` lines;
+//! * with `clone-files`, one child sharing its descriptor table
+//!   (`CLONE_FILES`), appending `f N` lines;
+//! * with `pidns`, the process that runs (and whose pid is printed) is the
+//!   init of a new pid namespace;
 //! * with `tree`, children sharing the log fd: workers `w0`..`w2` in a
 //!   process group led by `w0`, each appending `wI N` lines; a zombie child
 //!   (exit status 7) never reaped; and a child of `w0` leading its own
 //!   session, appending `g N` lines. Their pids are logged first as
-//!   `tree W0 W1 W2 ZOMBIE` and `grand G`;
+//!   `tree W0 W1 W2 ZOMBIE` and `grand G`. Before forking, the root makes a
+//!   pipe holding `PIPE_MESSAGE`, never read; all of the tree inherits both
+//!   ends (logged as `pipe READ_FD WRITE_FD`). Worker `wI` also stores its
+//!   `N` in slot `I` of a shared anonymous page, which the root logs as
+//!   `shm A B C` after each of its own lines;
 //! * with `dirty=PERCENT` (a decimal), every 100 ms it rewrites the first
 //!   word of PERCENT % of the pages of its memory (a window moving through
 //!   it);
@@ -122,9 +132,26 @@ fn fill_region(region: &mut [u64], n: u64) -> u64 {
     page_sum(region)
 }
 
-/// Appends `TAG N` lines to `log` every 100 ms, forever.
-fn log_forever(log: &mut std::fs::File, tag: &str) -> ! {
+/// The shared page of the `tree` option (null without it).
+static SHARED: std::sync::atomic::AtomicPtr<AtomicU64> =
+    std::sync::atomic::AtomicPtr::new(std::ptr::null_mut());
+
+/// Slot `i` of the shared page, if there is one.
+fn shared_slot(i: usize) -> Option<&'static AtomicU64> {
+    let p = SHARED.load(Ordering::Relaxed);
+    // SAFETY: a non-null `SHARED` points at a page-sized shared mapping that
+    // is never unmapped; slots 0..3 lie within it and are only accessed
+    // atomically.
+    (!p.is_null() && i < 3).then(|| unsafe { &*p.add(i) })
+}
+
+/// Appends `TAG N` lines to `log` every 100 ms, forever; with `slot`, also
+/// stores `N` in that slot of the shared page.
+fn log_forever(log: &mut std::fs::File, tag: &str, slot: Option<usize>) -> ! {
     for n in 0u64.. {
+        if let Some(s) = slot.and_then(shared_slot) {
+            s.store(n, Ordering::Relaxed);
+        }
         if log.write_all(format!("{tag} {n}\n").as_bytes()).is_err() {
             std::process::exit(3);
         }
@@ -141,9 +168,30 @@ fn fork() -> Option<nix::unistd::Pid> {
     }
 }
 
+/// What the `tree` option leaves unread in its pipe.
+const PIPE_MESSAGE: &[u8] = b"unread pipe data\n";
+
 /// The `tree` option (see the module docs). Returns in the root only.
 fn spawn_tree(log: &mut std::fs::File) {
     use nix::unistd::{setpgid, Pid};
+    // SAFETY: a fresh shared anonymous page at an address the kernel picks.
+    let page = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            4096,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_SHARED | libc::MAP_ANONYMOUS,
+            -1,
+            0,
+        )
+    };
+    if page == libc::MAP_FAILED {
+        die("mmap shared");
+    }
+    SHARED.store(page.cast(), Ordering::Relaxed);
+    let (r, w) = nix::unistd::pipe().unwrap_or_else(|_| die("pipe"));
+    nix::unistd::write(&w, PIPE_MESSAGE).unwrap_or_else(|_| die("write pipe"));
+    let _ = writeln!(log, "pipe {} {}", r.into_raw_fd(), w.into_raw_fd());
     let mut workers = Vec::new();
     for i in 0..3 {
         let leader = workers.first().copied().unwrap_or(Pid::from_raw(0));
@@ -161,11 +209,11 @@ fn spawn_tree(log: &mut std::fs::File) {
                         }
                         None => {
                             nix::unistd::setsid().unwrap_or_else(|_| die("setsid"));
-                            log_forever(log, "g");
+                            log_forever(log, "g", None);
                         }
                     }
                 }
-                log_forever(log, &format!("w{i}"));
+                log_forever(log, &format!("w{i}"), Some(i));
             }
         }
     }
@@ -193,6 +241,17 @@ fn main() {
     let mib: usize = args[2].parse().unwrap_or_else(|_| die("MEM_MIB"));
     let with_eventfd = args[3..].iter().any(|a| a == "eventfd");
     let with_tree = args[3..].iter().any(|a| a == "tree");
+    let with_pidns = args[3..].iter().any(|a| a == "pidns");
+    let with_clone_files = args[3..].iter().any(|a| a == "clone-files");
+    let children: usize = args[3..]
+        .iter()
+        .position(|a| a == "children")
+        .map(|i| {
+            args.get(i + 4)
+                .and_then(|n| n.parse().ok())
+                .unwrap_or_else(|| die("children N"))
+        })
+        .unwrap_or(0);
     let threads: usize = args[3..]
         .iter()
         .position(|a| a == "threads")
@@ -253,6 +312,10 @@ fn main() {
     nix::sys::signal::sigprocmask(SigmaskHow::SIG_BLOCK, Some(&blocked), None)
         .unwrap_or_else(|_| die("sigprocmask"));
 
+    if with_pidns {
+        nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWPID)
+            .unwrap_or_else(|_| die("unshare(CLONE_NEWPID)"));
+    }
     // SAFETY: single-threaded here; the child only continues with plain code.
     match unsafe { nix::unistd::fork() }.unwrap_or_else(|_| die("fork")) {
         nix::unistd::ForkResult::Parent { child } => {
@@ -282,6 +345,31 @@ fn main() {
     );
     if with_tree {
         spawn_tree(&mut log);
+    }
+    if with_clone_files {
+        // SAFETY: a fork-like clone (no new stack, no CLONE_VM) while
+        // single-threaded; the child only runs plain code.
+        let ret = unsafe {
+            libc::syscall(
+                libc::SYS_clone,
+                libc::CLONE_FILES | libc::SIGCHLD,
+                0usize,
+                0usize,
+                0usize,
+                0usize,
+            )
+        };
+        if ret < 0 {
+            die("clone(CLONE_FILES)");
+        }
+        if ret == 0 {
+            log_forever(&mut log, "f", None);
+        }
+    }
+    for i in 0..children {
+        if fork().is_none() {
+            log_forever(&mut log, &format!("c{i}"), None);
+        }
     }
     for (i, counter) in COUNTERS[..threads].iter().enumerate() {
         std::thread::spawn(move || loop {
@@ -333,6 +421,10 @@ fn main() {
             line.push_str(if good { " ok" } else { " bad" });
         }
         line.push('\n');
+        if let (Some(a), Some(b), Some(c)) = (shared_slot(0), shared_slot(1), shared_slot(2)) {
+            let load = |s: &AtomicU64| s.load(Ordering::Relaxed);
+            line.push_str(&format!("shm {} {} {}\n", load(a), load(b), load(c)));
+        }
         if log.write_all(line.as_bytes()).is_err() {
             std::process::exit(3);
         }
