@@ -37,7 +37,9 @@ fn main() -> ExitCode {
         "cpuinfo" => commands::cpuinfo::run(&cfg),
         "dump" => commands::dump::run(&cfg),
         "restore" => commands::restore::run(&cfg),
-        "pre-dump" | "page-server" | "lazy-pages" => commands::pending::run(&cfg, &action),
+        "pre-dump" => commands::pre_dump::run(&cfg),
+        "page-server" => commands::page_server::run(&cfg),
+        "lazy-pages" => commands::pending::run(&cfg, &action),
         "swrk" | "service" => {
             // `criu service` keeps CRIU's default: a socket in the work directory.
             let default_address = Path::new("criu_service.socket");

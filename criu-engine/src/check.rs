@@ -91,7 +91,7 @@ const fn engine(name: &'static str) -> Feature {
 #[rustfmt::skip]
 static FEATURES: &[Feature] = &[
     kernel("mnt_id", |k| k.fdinfo_mnt_id),
-    // Soft-dirty or uffd-wp + PAGEMAP_SCAN, and the engine's pre-dump tracking.
+    // uffd-wp async + PAGEMAP_SCAN, and the engine's pre-dump tracking.
     both("mem_dirty_track", features::mem_track),
     engine("aio_remap"),
     engine("timerfd"),

@@ -25,6 +25,9 @@ pub enum Error {
     /// The restore failed.
     #[error(transparent)]
     Restore(#[from] crate::restore::RestoreError),
+    /// The page server failed to start.
+    #[error(transparent)]
+    PageServer(#[from] crate::page_server::PageServerActionError),
     /// A swrk worker was asked to dump its own requester, i.e. its parent.
     #[error(
         "The criu itself is within dumped tree: a self-dump needs a detached worker or the service"

@@ -10,9 +10,10 @@ use criu_proto::rpc::CriuFeatures;
 
 use crate::kerndat::KernelFeatures;
 
-/// Whether the engine implements dirty-memory tracking between pre-dumps.
+/// Whether the engine implements dirty-memory tracking between pre-dumps
+/// (userfaultfd asynchronous write-protect, [`crate::mem::dirty`]).
 pub const fn engine_supports_mem_track() -> bool {
-    false
+    true
 }
 
 /// Whether the engine implements lazy restore (lazy-pages daemon, page
@@ -27,10 +28,11 @@ pub const fn engine_supports_pidfd_store() -> bool {
     false
 }
 
-/// The kernel can track written pages: soft-dirty bits, or userfaultfd
-/// asynchronous write-protect plus `PAGEMAP_SCAN`.
+/// The kernel can track written pages the way the engine does:
+/// userfaultfd asynchronous write-protect plus `PAGEMAP_SCAN` (the engine
+/// does not use soft-dirty bits).
 pub fn kernel_can_track_memory(kf: &KernelFeatures) -> bool {
-    kf.soft_dirty || (kf.userfaultfd && kf.uffd_wp_async && kf.pagemap_scan)
+    kf.userfaultfd && kf.uffd_wp_async && kf.pagemap_scan
 }
 
 /// `mem_track`: dirty-memory tracking for pre-dumps.

@@ -18,6 +18,7 @@ pub mod log;
 pub mod mem;
 pub mod notify;
 pub mod opts;
+pub mod page_server;
 pub mod proc;
 pub mod pstree;
 pub mod restore;

@@ -8,7 +8,9 @@
 
 use std::path::PathBuf;
 
-use criu_proto::rpc::{CriuDumpResp, CriuReq, CriuReqType, CriuResp, CriuRestoreResp};
+use criu_proto::rpc::{
+    CriuDumpResp, CriuPageServerInfo, CriuReq, CriuReqType, CriuResp, CriuRestoreResp,
+};
 use criu_transport::requests::{Handler, Mode, Reply, RequestCtx};
 use nix::sys::wait::{waitpid, WaitStatus};
 use nix::unistd::Pid;
@@ -185,10 +187,10 @@ impl Engine {
         Ok(())
     }
 
-    /// PRE_DUMP, SINGLE_PRE_DUMP, PAGE_SERVER(_CHLD): options are processed
-    /// (bad ones get EBADRQC as from CRIU), then the action reports that the
-    /// engine cannot perform it yet. Never a fake success.
-    fn pending_action(
+    /// PRE_DUMP and SINGLE_PRE_DUMP: one pre-dump; the task resumes
+    /// whatever the final-state options say. The transport keeps a PRE_DUMP
+    /// connection open for the next iteration.
+    fn pre_dump(
         &mut self,
         ty: CriuReqType,
         req: &CriuReq,
@@ -196,11 +198,47 @@ impl Engine {
     ) -> Result<(), Error> {
         let ro = self.request_opts(ty, req, ctx)?;
         let _log = log::start(&ro)?;
-        let err = Error::NotImplemented {
-            action: action_name(ty),
-        };
-        tracing::error!("{err}");
-        Err(err)
+        if let Some(target) = ro.target {
+            if is_own_ancestor(target.pid()) {
+                let err = Error::SelfDumpInTree;
+                tracing::error!("{err}");
+                return Err(err);
+            }
+        }
+        let outcome = crate::dump::pre_dump::run(&ro)
+            .inspect_err(|e| tracing::error!("{}", crate::worker::error_chain(e)))?;
+        if ro.display_stats {
+            println!("{outcome:?}");
+        }
+        Ok(())
+    }
+
+    /// PAGE_SERVER and PAGE_SERVER_CHLD: the listener is bound before the
+    /// answer, which carries the server's pid and port (rpc-protocol.md
+    /// 5.3); PAGE_SERVER runs it as a daemon, PAGE_SERVER_CHLD as a child
+    /// of this worker.
+    fn page_server(
+        &mut self,
+        ty: CriuReqType,
+        req: &CriuReq,
+        ctx: &mut dyn RequestCtx,
+        resp: &mut CriuResp,
+    ) -> Result<(), Error> {
+        let ro = self.request_opts(ty, req, ctx)?;
+        let _log = log::start(&ro)?;
+        let ready = crate::page_server::prepare(&ro)
+            .inspect_err(|e| tracing::error!("{}", crate::worker::error_chain(e)))?;
+        let port = ready.port();
+        let pid = ready
+            .spawn(ty == CriuReqType::PageServer)
+            .inspect_err(|e| tracing::error!("{}", crate::worker::error_chain(e)))?;
+        resp.ps = Some(CriuPageServerInfo {
+            address: None,
+            port: Some(port.into()),
+            pid: Some(pid.as_raw()),
+            fd: None,
+        });
+        Ok(())
     }
 }
 
@@ -273,10 +311,10 @@ impl Handler for Engine {
                 Err(e) => Err(e),
             },
             CriuReqType::Restore => self.restore(req, ctx, &mut resp),
-            CriuReqType::PreDump
-            | CriuReqType::SinglePreDump
-            | CriuReqType::PageServer
-            | CriuReqType::PageServerChld => self.pending_action(ty, req, ctx),
+            CriuReqType::PreDump | CriuReqType::SinglePreDump => self.pre_dump(ty, req, ctx),
+            CriuReqType::PageServer | CriuReqType::PageServerChld => {
+                self.page_server(ty, req, ctx, &mut resp)
+            }
             CriuReqType::Empty | CriuReqType::Notify => Err(Error::InvalidRequest),
         };
         if let Err(err) = result {
@@ -342,16 +380,6 @@ fn base_response(ty: CriuReqType) -> CriuResp {
         _ => {}
     }
     resp
-}
-
-fn action_name(ty: CriuReqType) -> &'static str {
-    match ty {
-        CriuReqType::PreDump => "pre-dump",
-        CriuReqType::SinglePreDump => "single pre-dump",
-        CriuReqType::PageServer => "page server",
-        CriuReqType::PageServerChld => "page server (child)",
-        _ => "request",
-    }
 }
 
 /// `waitpid(pid, &status, 0)` returning the raw wait status as CRIU does.

@@ -41,13 +41,12 @@ fn answer_matrix() {
 }
 
 #[test]
-fn kernel_has_it_but_engine_does_not_yet() {
+fn memory_tracking_answers_true_here() {
     let kf = KernelFeatures::probe();
     // The kernel side is there: uffd-wp async + PAGEMAP_SCAN, uffd events, pidfds.
     assert!(features::kernel_can_track_memory(&kf));
     assert!(kf.userfaultfd && kf.uffd_lazy_events);
     assert!(kf.pidfd_open && kf.pidfd_getfd);
-    // The engine side is not, so every answer is false even when asked.
     let all = CriuFeatures {
         mem_track: Some(true),
         lazy_pages: Some(true),
@@ -56,21 +55,31 @@ fn kernel_has_it_but_engine_does_not_yet() {
     assert_eq!(
         answer(&all, &kf),
         CriuFeatures {
-            mem_track: Some(features::engine_supports_mem_track()),
+            mem_track: Some(true),
             lazy_pages: Some(features::engine_supports_lazy_pages()),
             pidfd_store: Some(features::engine_supports_pidfd_store()),
         }
     );
-    assert_eq!(answer(&all, &kf).mem_track, Some(false));
+    // Asked as false, or on a kernel without the interfaces: false.
+    let none = CriuFeatures {
+        mem_track: Some(false),
+        ..all
+    };
+    assert_eq!(answer(&none, &kf).mem_track, Some(false));
+    assert_eq!(
+        answer(&all, &KernelFeatures::default()).mem_track,
+        Some(false)
+    );
 }
 
 #[test]
-fn soft_dirty_alone_counts_as_kernel_tracking() {
-    let kf = KernelFeatures {
+fn tracking_needs_uffd_wp_async_and_pagemap_scan() {
+    // The engine does not track with soft-dirty bits.
+    let soft_dirty_only = KernelFeatures {
         soft_dirty: true,
         ..KernelFeatures::default()
     };
-    assert!(features::kernel_can_track_memory(&kf));
+    assert!(!features::kernel_can_track_memory(&soft_dirty_only));
     let uffd_only = KernelFeatures {
         userfaultfd: true,
         uffd_wp_async: true,
@@ -80,4 +89,9 @@ fn soft_dirty_alone_counts_as_kernel_tracking() {
         !features::kernel_can_track_memory(&uffd_only),
         "needs PAGEMAP_SCAN too"
     );
+    let both = KernelFeatures {
+        pagemap_scan: true,
+        ..uffd_only
+    };
+    assert!(features::kernel_can_track_memory(&both));
 }

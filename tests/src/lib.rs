@@ -295,6 +295,9 @@ pub struct WorkloadLine {
     pub offset: i64,
     /// Counters of the extra threads (`threads N`).
     pub counters: Vec<u64>,
+    /// With `dirty=` or `remap`: whether memory matched what the workload
+    /// wrote.
+    pub consistent: Option<bool>,
 }
 
 impl Workload {
@@ -346,13 +349,23 @@ impl Workload {
         text.lines()
             .filter(|l| !l.starts_with("fds "))
             .filter_map(|l| {
-                let mut it = l.split_whitespace();
+                let mut words: Vec<&str> = l.split_whitespace().collect();
+                let consistent = match words.last() {
+                    Some(&"ok") => Some(true),
+                    Some(&"bad") => Some(false),
+                    _ => None,
+                };
+                if consistent.is_some() {
+                    words.pop();
+                }
+                let mut it = words.into_iter();
                 Some(WorkloadLine {
                     n: it.next()?.parse().ok()?,
                     checksum: it.next()?.to_owned(),
                     sigusr1: it.next()?.parse().ok()?,
                     offset: it.next()?.parse().ok()?,
                     counters: it.map(|c| c.parse().ok()).collect::<Option<_>>()?,
+                    consistent,
                 })
             })
             .next_back()

@@ -43,8 +43,11 @@ fn check_feature_exit_status_follows_support() {
     // A kernel probe this machine passes.
     let out = criu(&["check", "--feature", "clone3_set_tid"]);
     assert!(out.status.success(), "{}", text(&out));
-    // Not implemented by the engine yet, whatever the kernel has.
+    // Memory tracking: uffd-wp async + PAGEMAP_SCAN here, and the engine.
     let out = criu(&["check", "--feature", "mem_dirty_track"]);
+    assert!(out.status.success(), "{}", text(&out));
+    // Not implemented by the engine yet, whatever the kernel has.
+    let out = criu(&["check", "--feature", "pidfd_store"]);
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
     // The invocation test tools use: `-verbosity=0` is `-v` with a value.
     let out = criu(&[
@@ -91,18 +94,16 @@ fn pending_actions_parse_options_log_in_the_work_dir_and_fail() {
     let d = dir.path().to_str().unwrap();
     // Log in the images dir by default.
     let out = criu(&[
-        "pre-dump",
-        "-t",
-        "1",
+        "lazy-pages",
         "-D",
         d,
         "-o",
-        "pre-dump.log",
+        "lazy-pages.log",
         "-v4",
         "--tcp-established",
     ]);
     assert_eq!(out.status.code(), Some(1));
-    let log = std::fs::read_to_string(dir.path().join("pre-dump.log")).expect("pre-dump.log");
+    let log = std::fs::read_to_string(dir.path().join("lazy-pages.log")).expect("lazy-pages.log");
     assert!(
         log.contains("Error") && log.contains("not implemented"),
         "{log}"

@@ -110,9 +110,10 @@ fn feature_check_answers_all_three_fields() {
         let resp = client.call(&r).unwrap();
         assert_ok(&resp, T::FeatureCheck);
         let f = resp.features.expect("features present");
-        // The engine tracks no memory, restores nothing lazily and keeps no
-        // pidfds yet: each is false until its issue lands, whatever the kernel has.
-        assert_eq!(f.mem_track, Some(false));
+        // Memory tracking works here (uffd-wp async + PAGEMAP_SCAN); the
+        // engine restores nothing lazily and keeps no pidfds yet: each is
+        // false until its issue lands, whatever the kernel has.
+        assert_eq!(f.mem_track, Some(true));
         assert_eq!(f.lazy_pages, Some(false));
         assert_eq!(f.pidfd_store, Some(false));
         finish(client, c, 0);
@@ -449,28 +450,23 @@ fn bad_options_get_ebadrqc_with_the_type_specific_fields() {
 }
 
 #[test]
-fn unimplemented_actions_fail_clearly() {
+fn page_server_with_tls_fails_clearly() {
     each_connection(|c| {
         let dir = TempDir::new("pending");
-        for ty in [
-            T::PreDump,
-            T::SinglePreDump,
-            T::PageServer,
-            T::PageServerChld,
-        ] {
+        for ty in [T::PageServer, T::PageServerChld] {
             let mut r = req(ty);
-            r.opts = Some(opts_with_dir(dir.path()));
+            r.opts = Some(CriuOpts {
+                tls: Some(true),
+                ..opts_with_dir(dir.path())
+            });
             let client = c.open();
             let resp = client.call(&r).unwrap();
             assert_eq!(resp.r#type, ty as i32);
             assert!(!resp.success, "{ty:?} must not fake success");
+            assert!(resp.ps.is_none());
             let msg = resp.cr_errmsg.unwrap_or_default();
-            assert!(msg.contains("not implemented"), "{ty:?}: {msg}");
-            let expected = match ty {
-                T::PreDump | T::SinglePreDump => 255,
-                _ => 0,
-            };
-            finish(client, c, expected);
+            assert!(msg.contains("tls"), "{ty:?}: {msg}");
+            finish(client, c, 0);
         }
     });
 }

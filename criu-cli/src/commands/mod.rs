@@ -8,7 +8,9 @@ use criu_engine::worker::error_chain;
 pub mod check;
 pub mod cpuinfo;
 pub mod dump;
+pub mod page_server;
 pub mod pending;
+pub mod pre_dump;
 pub mod restore;
 
 /// `criu --help`.
@@ -17,7 +19,7 @@ Usage:
   criu dump|pre-dump -t PID [<options>]
   criu restore [<options>]
   criu check [--feature FEAT] [--all]
-  criu page-server
+  criu page-server -D DIR [--address A] [--port N] [-d] [--prev-images-dir D]
   criu service [<options>]
   criu swrk <fd>
   criu lazy-pages -D DIR [<options>]
@@ -32,8 +34,19 @@ Common options:
   --no-default-config   skip /etc/criu/default.conf and ~/.criu/default.conf
   -V|--version          print the version and exit
 
-pre-dump, page-server and lazy-pages accept every CRIU option but are not
-implemented yet by this engine: they fail with exit status 1.
+Incremental dumps:
+  --prev-images-dir DIR parent images (relative to -D), linked as 'parent'
+  --track-mem           keep tracking written pages after a dump that leaves
+                        the task running
+  --pre-dump-mode splice|read
+
+Page server:
+  --page-server --address A --port N  (dump, pre-dump) send pages to it
+  page-server prints its port (--port 0: any free one), then with -d the
+  daemon's pid
+
+lazy-pages accepts every CRIU option but is not implemented yet by this
+engine: it fails with exit status 1.
 ";
 
 /// The validated options of an action and its log, opened where CRIU puts

@@ -1,4 +1,4 @@
-//! `pre-dump`, `page-server`, `lazy-pages`: every option is parsed and
+//! `lazy-pages`: every option is parsed and
 //! validated, the log file is opened where CRIU puts it, and the action then
 //! fails saying the engine cannot perform it yet.
 

@@ -405,10 +405,12 @@ fn apply(c: &mut Config, id: Id, arg: Option<String>, spelled: &str) -> Result<(
         Id::Address => c.address = Some(a()),
         Id::Port => {
             let v = a();
-            // Upstream stores atoi() into an unsigned short and refuses only 0.
+            // Upstream stores atoi() into an unsigned short and refuses 0;
+            // we take a literal 0 as "any free port" (the page server
+            // reports the one it got) and refuse only what is no number.
             let port = c_atol(&v) as u16;
-            if port == 0 {
-                return Err(bad(spelled, &v, "a non-zero port"));
+            if port == 0 && v.trim() != "0" {
+                return Err(bad(spelled, &v, "a port number"));
             }
             c.port = port;
         }

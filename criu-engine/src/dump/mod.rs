@@ -18,7 +18,9 @@
 //! Any failure before the final state drops the guards: the injection is
 //! cured and the task detached, so it carries on untouched.
 
+pub mod incremental;
 pub mod inventory;
+pub mod pre_dump;
 pub mod stats;
 pub mod task;
 
@@ -26,9 +28,8 @@ use std::time::{Duration, Instant};
 
 use criu_proto::img::{ImageError, ImageKind, ImagesDir};
 
-use crate::config::{FinalState, NetworkLock, PreDumpMode};
+use crate::config::{FinalState, NetworkLock};
 use crate::files::FileTable;
-use crate::mem::PageMode;
 use crate::notify::Notify;
 use crate::opts::RequestOpts;
 use crate::pstree::RealPid;
@@ -112,6 +113,22 @@ pub enum DumpError {
     /// Writing the inventory or statistics failed.
     #[error("cannot finish the images")]
     Finish(#[source] ImageError),
+    /// A pre-dump of more than one task.
+    #[error("task {pid} has {what}; pre-dumps of several tasks are not supported yet")]
+    PreDumpSingleTask {
+        /// The task.
+        pid: RealPid,
+        /// Its threads or children.
+        what: String,
+    },
+    /// Pages of a process tree were to go to a page server.
+    #[error(
+        "sending the pages of a tree of {members} processes to a page server is not supported yet"
+    )]
+    PageServerTree {
+        /// Processes in the tree.
+        members: usize,
+    },
     /// Releasing the task after the dump failed.
     #[error("cannot release task {pid} after the dump")]
     Release {
@@ -163,6 +180,10 @@ pub fn run(opts: &RequestOpts, notify: &mut dyn Notify) -> Result<DumpOutcome, D
         return Err(DumpError::NetworkLock { pid });
     }
 
+    let keep = opts.track_mem && opts.final_state == FinalState::Alive;
+    let track =
+        incremental::TrackPlan::new(opts, &dir, pid.0 as u32, keep).map_err(TaskDumpError::from)?;
+
     let mut stats = DumpStats::default();
     let t0 = Instant::now();
     let seize_opts = SeizeOptions {
@@ -189,11 +210,7 @@ pub fn run(opts: &RequestOpts, notify: &mut dyn Notify) -> Result<DumpOutcome, D
         });
     }
 
-    let mode = match opts.pre_dump_mode {
-        PreDumpMode::Splice => PageMode::Splice,
-        PreDumpMode::Read => PageMode::Read,
-    };
-    dump_tree(&task, &dir, mode, opts.rpc_socket_ino, &mut stats)?;
+    dump_tree(&task, &dir, track, opts.rpc_socket_ino, &mut stats)?;
     stats.frozen_time = frozen_at.elapsed();
     dir.write_single(ImageKind::StatsDump, 0, &stats.entry())
         .map_err(DumpError::Finish)?;
@@ -272,10 +289,19 @@ const MARCH_X86_64: i32 = 1;
 fn dump_tree(
     tree: &SeizedTree,
     dir: &ImagesDir,
-    mode: PageMode,
+    track: incremental::TrackPlan,
     rpc_socket_ino: Option<u64>,
     stats: &mut DumpStats,
 ) -> Result<(), DumpError> {
+    if track.remote.is_some() && tree.members.len() > 1 {
+        return Err(DumpError::PageServerTree {
+            members: tree.members.len(),
+        });
+    }
+    // Memory tracking and the page server follow the root process only
+    // (the other members of a tree are dumped whole).
+    let mode = track.mode;
+    let mut track = Some(track);
     dir.write_single(ImageKind::Seccomp, 0, &SeccompEntry::default())
         .map_err(TaskDumpError::from)?;
     let mut files = FileTable::new();
@@ -315,12 +341,16 @@ fn dump_tree(
         };
         match &m.kind {
             MemberKind::Alive(p) => {
+                let plan = track.take().unwrap_or(incremental::TrackPlan {
+                    mode,
+                    ..Default::default()
+                });
                 let slot = task::TaskSlot {
                     id: next_id,
                     ppid,
                     own_pidns,
                 };
-                let (mem, entry) = task::dump(p, dir, mode, stats, &mut files, &mut shmem, slot)?;
+                let (mem, entry) = task::dump(p, dir, plan, stats, &mut files, &mut shmem, slot)?;
                 next_id += 1;
                 stats.mem.add(&mem);
                 pstree.push(entry);

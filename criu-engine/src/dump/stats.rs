@@ -36,7 +36,7 @@ impl DumpStats {
                 memdump_time: us(self.memdump_time),
                 memwrite_time: us(self.memwrite_time),
                 pages_scanned: self.mem.pages_scanned,
-                pages_skipped_parent: 0,
+                pages_skipped_parent: self.mem.pages_parent,
                 pages_written: self.mem.pages_written,
                 irmap_resolve: Some(0),
                 // Only a lazy dump leaves pages out; a full dump writes them.

@@ -11,13 +11,14 @@ use crate::files::{FileTable, FilesError};
 use crate::inject::{InjectError, Injection};
 use crate::mem::shmem::{ShmemDump, ShmemError};
 use crate::mem::vma::{self, VmaError};
-use crate::mem::{MemDump, MemError, MemStats, PageMode};
+use crate::mem::{MemDump, MemError, MemStats};
 use crate::proc::ProcError;
 use crate::pstree::RealPid;
 use crate::seize::SeizedProcess;
 use crate::task_core::thread::{self, ThreadQueried};
 use crate::task_core::{self, CoreError, FromProc, Frozen, Queried};
 
+use super::incremental::{IncrementalError, TrackPlan, Tracking};
 use super::inventory::{self, NamespaceError};
 
 /// Longest auxv CRIU keeps (`AT_VECTOR_SIZE` words on x86-64).
@@ -77,6 +78,9 @@ pub enum TaskDumpError {
     /// An image could not be written.
     #[error("cannot write an image")]
     Image(#[from] ImageError),
+    /// Memory tracking or the parent images failed.
+    #[error(transparent)]
+    Incremental(#[from] IncrementalError),
 }
 
 /// Where a process sits in the dump.
@@ -113,7 +117,7 @@ pub fn precheck(
 pub fn dump(
     process: &SeizedProcess,
     dir: &ImagesDir,
-    mode: PageMode,
+    mut track: TrackPlan,
     timing: &mut super::stats::DumpStats,
     files: &mut FileTable,
     shmem: &mut ShmemDump,
@@ -164,6 +168,10 @@ pub fn dump(
     }
 
     let inj = Injection::new(task).map_err(|source| TaskDumpError::Inject { pid, source })?;
+    let tracking = Tracking::start(&inj, pid, pid.0 as u32, &vmas, &track)?;
+    if let Some(fd) = tracking.kept_fd() {
+        files.ignore_fd(pid, fd);
+    }
     let fdinfo = files.dump_fds(pid, &inj)?;
 
     let started = Instant::now();
@@ -173,7 +181,9 @@ pub fn dump(
         vpid,
         pages_id: id - 1,
         sp,
-        mode,
+        mode: track.mode,
+        incremental: tracking.incremental(),
+        remote: track.remote.take(),
     }
     .run(&vmas, dir)?;
     timing.memdump_time += started.elapsed();

@@ -135,6 +135,7 @@ pub struct FileTable {
     seen: Vec<SeenFd>,
     pipes: Vec<pipe::PipeData>,
     rpc_socket: Option<u64>,
+    ignored: Vec<(RealPid, i32)>,
 }
 
 fn is_tty(meta: &Metadata) -> bool {
@@ -161,6 +162,12 @@ impl FileTable {
     /// connected to it is saved as the service socket (self-dump).
     pub fn set_rpc_socket(&mut self, ino: Option<u64>) {
         self.rpc_socket = ino;
+    }
+
+    /// Leaves descriptor `fd` of task `pid` out of the dump (one of the
+    /// engine's own, such as the memory tracker).
+    pub fn ignore_fd(&mut self, pid: RealPid, fd: i32) {
+        self.ignored.push((pid, fd));
     }
 
     /// Every entry, in allocation order.
@@ -290,6 +297,7 @@ impl FileTable {
         let mut fds: Vec<i32> = std::fs::read_dir(&dir)
             .map_err(|source| FilesError::List { pid, source })?
             .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+            .filter(|fd| !self.ignored.contains(&(pid, *fd)))
             .collect();
         fds.sort_unstable();
         let mut out = Vec::with_capacity(fds.len());

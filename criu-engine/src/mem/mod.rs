@@ -7,7 +7,9 @@
 //! * [`page_xfer`]: pipes drained into `pages-<id>.img` with `splice`, and
 //!   the matching `pagemap-<pid>.img` entries.
 
+pub mod dirty;
 pub mod page_pipe;
+pub mod page_server;
 pub mod page_xfer;
 pub mod pagemap;
 pub mod shmem;
@@ -22,15 +24,18 @@ use crate::inject::{InjectError, Injection};
 use crate::proc::ProcError;
 use crate::pstree::RealPid;
 
+use dirty::Ranges;
 use page_pipe::{PagePipe, PagePipeError};
+use page_server::Sender;
 use page_xfer::{PageSource, PageXfer, PageXferError};
-use pagemap::{ScanError, PE_LAZY};
-use vma::{status, Vma};
+use pagemap::{PageRun, ScanError, PE_LAZY, PE_PARENT};
+use vma::Vma;
 
 /// How page contents leave the task.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub enum PageMode {
     /// Injected `vmsplice` into page pipes, `splice` to the image.
+    #[default]
     Splice,
     /// `process_vm_readv` (for a task that keeps running).
     Read,
@@ -45,6 +50,8 @@ pub struct MemStats {
     pub pages_written: u64,
     /// Of those, pages flagged `PE_LAZY`.
     pub pages_lazy: u64,
+    /// Pages left to the parent images (`PE_PARENT`).
+    pub pages_parent: u64,
     /// Page pipes used.
     pub page_pipes: u64,
     /// Pipe fills (one injected `vmsplice` each).
@@ -59,6 +66,7 @@ impl MemStats {
         self.pages_scanned += other.pages_scanned;
         self.pages_written += other.pages_written;
         self.pages_lazy += other.pages_lazy;
+        self.pages_parent += other.pages_parent;
         self.page_pipes += other.page_pipes;
         self.pipe_fills += other.pipe_fills;
         self.write_time += other.write_time;
@@ -110,13 +118,132 @@ pub struct MemDump<'a, 't> {
     pub sp: u64,
     /// How pages are moved.
     pub mode: PageMode,
+    /// Against which parent images, for an incremental dump.
+    pub incremental: Option<Incremental<'a>>,
+    /// Send the pages to this page server instead of writing them.
+    pub remote: Option<Sender>,
+}
+
+/// What an incremental dump knows: pages written since the parent dump and
+/// pages the parent images hold. Saved pages neither written nor missing
+/// from the parent become `PE_PARENT` entries.
+#[derive(Debug, Clone, Copy)]
+pub struct Incremental<'a> {
+    /// Pages written since the last scan (whole VMAs where not tracked).
+    pub written: &'a Ranges,
+    /// Pages the parent pagemap covers (present or itself in a parent);
+    /// `None` when the parent is on a page server, which holds every page
+    /// the tracker did not see written.
+    pub parent: Option<&'a Ranges>,
+}
+
+impl Incremental<'_> {
+    /// Cuts a run of pages to save into runs to write and `PE_PARENT` runs.
+    pub fn split(&self, run: PageRun, mut emit: impl FnMut(PageRun)) {
+        for (s, e, written) in self.written.split(run.vaddr, run.end()) {
+            if written {
+                emit(piece(run.flags, s, e));
+                continue;
+            }
+            let Some(parent) = self.parent else {
+                emit(piece(PE_PARENT, s, e));
+                continue;
+            };
+            for (ps, pe, in_parent) in parent.split(s, e) {
+                emit(piece(if in_parent { PE_PARENT } else { run.flags }, ps, pe));
+            }
+        }
+    }
+}
+
+fn piece(flags: u32, start: u64, end: u64) -> PageRun {
+    PageRun {
+        vaddr: start,
+        nr_pages: (end - start) / crate::proc::pagemap::PAGE_SIZE,
+        flags,
+    }
+}
+
+/// The pages of `vmas` to save, planned while the task is frozen, for a
+/// pre-dump that reads them once the task runs again
+/// ([`PageMode::Read`]). VMAs without read permission are skipped (their
+/// pages then count as missing from this image for the next dump).
+pub fn plan(
+    pid: RealPid,
+    vmas: &[Vma],
+    sp: u64,
+    incremental: Option<Incremental<'_>>,
+) -> Result<(Vec<PageRun>, MemStats), MemError> {
+    let pm_err = |source| MemError::Pagemap { pid, source };
+    let path = crate::proc::path(pid.0, "pagemap");
+    let pagemap = File::open(&path).map_err(|source| pm_err(ProcError::Read { path, source }))?;
+    let zero_pfn = crate::proc::pagemap::zero_page_pfn();
+    let mut runs: Vec<PageRun> = Vec::new();
+    let mut stats = MemStats::default();
+    for vma in vmas.iter().filter(|v| dirty::is_saved_kind(v)) {
+        if vma.entry.prot & libc::PROT_READ as u32 == 0 {
+            continue;
+        }
+        let flags = pagemap::run_flags(vma, sp);
+        let scanned = pagemap::scan_vma(&pagemap, vma, zero_pfn, flags, |run| {
+            let mut push = |r: PageRun| match runs.last_mut() {
+                Some(p) if p.end() == r.vaddr && p.flags == r.flags => p.nr_pages += r.nr_pages,
+                _ => runs.push(r),
+            };
+            match incremental {
+                Some(inc) => inc.split(run, push),
+                None => push(run),
+            }
+            Ok::<(), std::convert::Infallible>(())
+        });
+        stats.pages_scanned += match scanned {
+            Ok(n) => n,
+            Err(ScanError::Pagemap(source)) => return Err(pm_err(source)),
+            Err(ScanError::Emit(e)) => match e {},
+        };
+    }
+    for r in &runs {
+        if r.flags & PE_PARENT != 0 {
+            stats.pages_parent += r.nr_pages;
+        } else if r.flags & PE_LAZY != 0 {
+            stats.pages_lazy += r.nr_pages;
+        }
+    }
+    Ok((runs, stats))
+}
+
+/// Writes planned runs into `pagemap-<vpid>.img` and `pages-<pages_id>.img`
+/// with `process_vm_readv` while the task runs. Pages that vanish in the
+/// meantime (an unmapped range) are written as zeros: the next dump does
+/// not take them from this image, since their VMA is gone or new.
+pub fn write_planned(
+    pid: RealPid,
+    vpid: u32,
+    pages_id: u32,
+    runs: Vec<PageRun>,
+    dir: &ImagesDir,
+    remote: Option<Sender>,
+    stats: &mut MemStats,
+) -> Result<(), MemError> {
+    let source = PageSource::ReadTolerant(pid, page_pipe::max_pipe_size());
+    let mut xfer = match remote {
+        Some(sender) => PageXfer::remote(sender, source),
+        None => PageXfer::create(dir, vpid, pages_id, source)?,
+    };
+    for run in runs {
+        xfer.add(run)?;
+    }
+    let x = xfer.finish()?;
+    stats.pages_written = x.pages_written;
+    stats.write_time = x.write_time;
+    Ok(())
 }
 
 impl MemDump<'_, '_> {
     /// Writes `pagemap-<vpid>.img` and `pages-<id>.img` for the private VMAs
     /// of `vmas` (CRIU's `parasite_dump_pages_seized`).
     #[doc(alias = "parasite_dump_pages_seized")]
-    pub fn run(&self, vmas: &[Vma], dir: &ImagesDir) -> Result<MemStats, MemError> {
+    pub fn run(mut self, vmas: &[Vma], dir: &ImagesDir) -> Result<MemStats, MemError> {
         let pid = self.pid;
         let pm_err = |source| MemError::Pagemap { pid, source };
         let path = crate::proc::path(pid.0, "pagemap");
@@ -131,13 +258,16 @@ impl MemDump<'_, '_> {
             Some(p) => PageSource::Pipe(p),
             None => PageSource::Read(pid, page_pipe::max_pipe_size()),
         };
-        let mut xfer = PageXfer::create(dir, self.vpid, self.pages_id, source)?;
+        let mut xfer = match self.remote.take() {
+            Some(sender) => PageXfer::remote(sender, source),
+            None => PageXfer::create(dir, self.vpid, self.pages_id, source)?,
+        };
         let mut stats = MemStats {
             page_pipes: u64::from(pipe.is_some()),
             ..MemStats::default()
         };
         for vma in vmas {
-            if !vma.is_private() || vma.is(status::VVAR) || vma.entry.flags & 0x08 != 0 {
+            if !dirty::is_saved_kind(vma) {
                 continue;
             }
             let flags = pagemap::run_flags(vma, self.sp);
@@ -147,11 +277,25 @@ impl MemDump<'_, '_> {
                 self.protect(vma, vma.entry.prot | libc::PROT_READ as u32)?;
             }
             let mut lazy = 0;
+            let mut parent = 0;
+            let incremental = self.incremental;
             let scanned = pagemap::scan_vma(&pagemap, vma, zero_pfn, flags, |run| {
-                if run.flags & PE_LAZY != 0 {
-                    lazy += run.nr_pages;
+                let mut result = Ok(());
+                let mut add = |r: PageRun| {
+                    if r.flags & PE_PARENT != 0 {
+                        parent += r.nr_pages;
+                    } else if r.flags & PE_LAZY != 0 {
+                        lazy += r.nr_pages;
+                    }
+                    if result.is_ok() {
+                        result = xfer.add(r);
+                    }
+                };
+                match incremental {
+                    Some(inc) => inc.split(run, &mut add),
+                    None => add(run),
                 }
-                xfer.add(run)
+                result
             });
             let flushed = if unreadable { xfer.flush() } else { Ok(()) };
             if unreadable {
@@ -164,6 +308,7 @@ impl MemDump<'_, '_> {
             };
             flushed?;
             stats.pages_lazy += lazy;
+            stats.pages_parent += parent;
         }
         let x = xfer.finish()?;
         if let Some(p) = pipe {

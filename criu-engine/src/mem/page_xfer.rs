@@ -31,7 +31,8 @@ use crate::proc::pagemap::PAGE_SIZE;
 use crate::pstree::RealPid;
 
 use super::page_pipe::{PagePipe, PagePipeError};
-use super::pagemap::PageRun;
+use super::page_server::{PageServerError, Sender};
+use super::pagemap::{PageRun, PE_PRESENT};
 
 /// Writing pages or their pagemap failed.
 #[derive(Debug, thiserror::Error)]
@@ -70,6 +71,17 @@ pub enum PageXferError {
     /// Filling the pipe failed.
     #[error(transparent)]
     Pipe(#[from] PagePipeError),
+    /// Talking to the page server failed.
+    #[error(transparent)]
+    PageServer(#[from] PageServerError),
+    /// A piece for the page server is not made of whole pages.
+    #[error("page run {addr:#x}+{len:#x} is not made of whole pages")]
+    Unaligned {
+        /// First address.
+        addr: u64,
+        /// Bytes.
+        len: u64,
+    },
     /// `process_vm_readv` failed.
     #[error("cannot read {len} bytes at {addr:#x} of task {pid}")]
     Read {
@@ -91,6 +103,9 @@ pub enum PageSource<'p, 'i, 't> {
     Pipe(&'p PagePipe<'i, 't>),
     /// `process_vm_readv` into a buffer of this many bytes.
     Read(RealPid, usize),
+    /// Like [`PageSource::Read`] for a task that runs meanwhile: pages that
+    /// can no longer be read are written as zeros.
+    ReadTolerant(RealPid, usize),
 }
 
 /// Counters of one task's memory dump.
@@ -106,14 +121,25 @@ pub struct XferStats {
     pub write_time: std::time::Duration,
 }
 
+/// Where the pages and pagemap entries go.
+enum Dest {
+    /// `pagemap-<pid>.img` and `pages-<id>.img` in the images directory.
+    Local {
+        pagemap: ImageWriter,
+        pending: Option<PageRun>,
+        pages: File,
+        pages_path: PathBuf,
+    },
+    /// A page server: one `PS_IOV_ADD_F` per contiguous piece, then its pages.
+    Remote(Sender),
+}
+
 /// The pagemap and pages file of one task, plus the batch being built.
 pub struct PageXfer<'p, 'i, 't> {
     source: PageSource<'p, 'i, 't>,
-    pagemap: ImageWriter,
-    pending: Option<PageRun>,
-    pages: File,
-    pages_path: PathBuf,
+    dest: Dest,
     batch: Vec<(u64, u64)>,
+    batch_flags: Vec<u32>,
     batch_bytes: usize,
     stats: XferStats,
 }
@@ -147,40 +173,75 @@ impl<'p, 'i, 't> PageXfer<'p, 'i, 't> {
         })?;
         Ok(PageXfer {
             source,
-            pagemap,
-            pending: None,
-            pages: File::from(fd),
-            pages_path,
+            dest: Dest::Local {
+                pagemap,
+                pending: None,
+                pages: File::from(fd),
+                pages_path,
+            },
             batch: Vec::new(),
+            batch_flags: Vec::new(),
             batch_bytes: 0,
             stats: XferStats::default(),
         })
     }
 
+    /// Sends the task's pages to a page server instead, over `sender`
+    /// (on which `pagemap-<pid>.img` is already open).
+    pub fn remote(sender: Sender, source: PageSource<'p, 'i, 't>) -> Self {
+        PageXfer {
+            source,
+            dest: Dest::Remote(sender),
+            batch: Vec::new(),
+            batch_flags: Vec::new(),
+            batch_bytes: 0,
+            stats: XferStats::default(),
+        }
+    }
+
     fn limits(&self) -> (usize, usize) {
         match &self.source {
             PageSource::Pipe(p) => (p.capacity(), p.max_iovs()),
-            PageSource::Read(_, buf) => (*buf, super::page_pipe::IOV_MAX),
+            PageSource::Read(_, buf) | PageSource::ReadTolerant(_, buf) => {
+                (*buf, super::page_pipe::IOV_MAX)
+            }
         }
     }
 
     /// Queues a run of pages (address order), flushing full batches.
     pub fn add(&mut self, run: PageRun) -> Result<(), PageXferError> {
-        match &mut self.pending {
-            Some(p) if p.end() == run.vaddr && p.flags == run.flags => p.nr_pages += run.nr_pages,
-            pending => {
-                if let Some(done) = pending.replace(run) {
-                    self.write_entry(done)?;
+        if let Dest::Local { pending, .. } = &mut self.dest {
+            match pending {
+                Some(p) if p.end() == run.vaddr && p.flags == run.flags => {
+                    p.nr_pages += run.nr_pages
+                }
+                pending => {
+                    if let Some(done) = pending.replace(run) {
+                        self.write_entry(done)?;
+                    }
                 }
             }
+        } else if run.flags & PE_PRESENT == 0 {
+            // Keep the server's pagemap in address order.
+            self.flush()?;
+            self.write_entry(run)?;
+        }
+        if run.flags & PE_PRESENT == 0 {
+            // In the parent images, or served lazily: no data here.
+            return Ok(());
         }
         let (cap, max_iovs) = self.limits();
         let (mut addr, mut left) = (run.vaddr, (run.nr_pages * PAGE_SIZE) as usize);
         while left > 0 {
             let take = left.min(cap - self.batch_bytes);
-            match self.batch.last_mut() {
-                Some(last) if last.0 + last.1 == addr => last.1 += take as u64,
-                _ => self.batch.push((addr, take as u64)),
+            match (self.batch.last_mut(), self.batch_flags.last()) {
+                (Some(last), Some(f)) if last.0 + last.1 == addr && *f == run.flags => {
+                    last.1 += take as u64
+                }
+                _ => {
+                    self.batch.push((addr, take as u64));
+                    self.batch_flags.push(run.flags);
+                }
             }
             self.batch_bytes += take;
             addr += take as u64;
@@ -194,21 +255,60 @@ impl<'p, 'i, 't> PageXfer<'p, 'i, 't> {
 
     fn write_entry(&mut self, run: PageRun) -> Result<(), PageXferError> {
         self.stats.entries += 1;
-        self.pagemap
-            .write_entry::<PagemapEntry>(&Pagemap::entry(run.vaddr, run.nr_pages, run.flags))
-            .map_err(PageXferError::Pagemap)
+        match &mut self.dest {
+            Dest::Local { pagemap, .. } => pagemap
+                .write_entry::<PagemapEntry>(&Pagemap::entry(run.vaddr, run.nr_pages, run.flags))
+                .map_err(PageXferError::Pagemap),
+            Dest::Remote(sender) => Ok(sender.add(run.flags, run.vaddr, run.nr_pages)?),
+        }
     }
 
-    /// Moves the queued batch into the pages file.
+    /// Moves the first `n` bytes of the pipe out: into the pages file at
+    /// once, or to a page server piece by piece, each contiguous piece of
+    /// the batch preceded by its header.
+    fn drain_pieces(
+        &mut self,
+        pipe: &PagePipe<'_, '_>,
+        batch: &[(u64, u64)],
+        flags: &[u32],
+        n: usize,
+    ) -> Result<(), PageXferError> {
+        if matches!(self.dest, Dest::Local { .. }) {
+            return self.drain(pipe, n);
+        }
+        let mut left = n as u64;
+        for ((addr, len), f) in batch.iter().zip(flags) {
+            if left == 0 {
+                break;
+            }
+            let take = (*len).min(left);
+            if take % PAGE_SIZE != 0 {
+                return Err(PageXferError::Unaligned {
+                    addr: *addr,
+                    len: take,
+                });
+            }
+            if let Dest::Remote(sender) = &mut self.dest {
+                sender.add(*f, *addr, take / PAGE_SIZE)?;
+            }
+            self.stats.entries += 1;
+            self.drain(pipe, take as usize)?;
+            left -= take;
+        }
+        Ok(())
+    }
+
+    /// Moves the queued batch into the pages file (or to the page server).
     pub fn flush(&mut self) -> Result<(), PageXferError> {
         if self.batch.is_empty() {
             return Ok(());
         }
         let batch = std::mem::take(&mut self.batch);
+        let flags = std::mem::take(&mut self.batch_flags);
         match self.source {
             PageSource::Pipe(pipe) => {
                 let pipe: &'p PagePipe<'i, 't> = pipe;
-                let mut todo = batch;
+                let (mut todo, mut todo_flags) = (batch, flags);
                 while !todo.is_empty() {
                     let n = pipe.fill(&todo)?;
                     self.stats.fills += 1;
@@ -219,41 +319,40 @@ impl<'p, 'i, 't> PageXfer<'p, 'i, 't> {
                             want: self.batch_bytes,
                         });
                     }
-                    self.drain(pipe, n)?;
+                    self.drain_pieces(pipe, &todo, &todo_flags, n)?;
                     // A short vmsplice: go on after the bytes it took.
+                    let before = todo.len();
                     consume(&mut todo, n as u64);
+                    todo_flags.drain(..before - todo.len());
                 }
             }
-            PageSource::Read(pid, _) => {
-                let mut buf = vec![0u8; self.batch_bytes];
-                let remote: Vec<RemoteIoVec> = batch
-                    .iter()
-                    .map(|(a, l)| RemoteIoVec {
-                        base: *a as usize,
-                        len: *l as usize,
-                    })
-                    .collect();
-                let got = process_vm_readv(pid.as_nix(), &mut [IoSliceMut::new(&mut buf)], &remote)
-                    .map_err(|source| PageXferError::Read {
-                        pid,
-                        addr: batch[0].0,
-                        len: buf.len(),
-                        source,
-                    })?;
-                if got != buf.len() {
-                    return Err(PageXferError::Read {
-                        pid,
-                        addr: batch[0].0,
-                        len: buf.len(),
-                        source: Errno::EFAULT,
-                    });
+            PageSource::Read(pid, _) | PageSource::ReadTolerant(pid, _) => {
+                let tolerant = matches!(self.source, PageSource::ReadTolerant(..));
+                let buf = read_batch(pid, &batch, self.batch_bytes, tolerant)?;
+                let started = std::time::Instant::now();
+                match &mut self.dest {
+                    Dest::Local {
+                        pages, pages_path, ..
+                    } => pages
+                        .write_all(&buf)
+                        .map_err(|source| PageXferError::Write {
+                            path: pages_path.clone(),
+                            source,
+                        })?,
+                    Dest::Remote(_) => {
+                        let mut off = 0usize;
+                        for ((addr, len), f) in batch.iter().zip(&flags) {
+                            let len = *len as usize;
+                            if let Dest::Remote(sender) = &mut self.dest {
+                                sender.add(*f, *addr, len as u64 / PAGE_SIZE)?;
+                                sender.write_pages(&buf[off..off + len])?;
+                            }
+                            self.stats.entries += 1;
+                            off += len;
+                        }
+                    }
                 }
-                self.pages
-                    .write_all(&buf)
-                    .map_err(|source| PageXferError::Write {
-                        path: self.pages_path.clone(),
-                        source,
-                    })?;
+                self.stats.write_time += started.elapsed();
             }
         }
         self.stats.pages_written += self.batch_bytes as u64 / PAGE_SIZE;
@@ -261,21 +360,28 @@ impl<'p, 'i, 't> PageXfer<'p, 'i, 't> {
         Ok(())
     }
 
-    /// Splices exactly `len` bytes from the pipe to the pages file.
+    /// Splices exactly `len` bytes from the pipe to the pages file or the
+    /// page server's socket.
     fn drain(&mut self, pipe: &PagePipe<'_, '_>, len: usize) -> Result<(), PageXferError> {
         let started = std::time::Instant::now();
+        let (out, what) = match &self.dest {
+            Dest::Local {
+                pages, pages_path, ..
+            } => (pages.as_fd(), pages_path.display().to_string()),
+            Dest::Remote(sender) => (sender.socket(), sender.peer().to_owned()),
+        };
         let mut done = 0;
         while done < len {
             let n = splice(
                 pipe.read_end(),
                 None,
-                self.pages.as_fd(),
+                out,
                 None,
                 len - done,
                 SpliceFFlags::SPLICE_F_MOVE,
             )
             .map_err(|e| PageXferError::Write {
-                path: self.pages_path.clone(),
+                path: PathBuf::from(&what),
                 source: e.into(),
             })?;
             if n == 0 {
@@ -291,16 +397,81 @@ impl<'p, 'i, 't> PageXfer<'p, 'i, 't> {
         Ok(())
     }
 
-    /// Flushes what is queued, writes the last entry and closes both files.
+    /// Flushes what is queued, writes the last entry and closes both files
+    /// (or ends the page server session).
     pub fn finish(mut self) -> Result<XferStats, PageXferError> {
         self.flush()?;
-        if let Some(last) = self.pending.take() {
-            self.write_entry(last)?;
+        if let Dest::Local { pending, .. } = &mut self.dest {
+            if let Some(last) = pending.take() {
+                self.write_entry(last)?;
+            }
         }
         let stats = self.stats;
-        self.pagemap.finish().map_err(PageXferError::Pagemap)?;
+        match self.dest {
+            Dest::Local { pagemap, .. } => drop(pagemap.finish().map_err(PageXferError::Pagemap)?),
+            Dest::Remote(sender) => sender.close()?,
+        }
         Ok(stats)
     }
+}
+
+/// Reads the `(address, bytes)` batch of task `pid` (`total` bytes in all)
+/// with `process_vm_readv`. When `tolerant`, a range that cannot be read
+/// (the task unmapped it meanwhile) reads as zeros, page by page.
+fn read_batch(
+    pid: RealPid,
+    batch: &[(u64, u64)],
+    total: usize,
+    tolerant: bool,
+) -> Result<Vec<u8>, PageXferError> {
+    let mut buf = vec![0u8; total];
+    let remote: Vec<RemoteIoVec> = batch
+        .iter()
+        .map(|(a, l)| RemoteIoVec {
+            base: *a as usize,
+            len: *l as usize,
+        })
+        .collect();
+    let fail = |source| PageXferError::Read {
+        pid,
+        addr: batch[0].0,
+        len: total,
+        source,
+    };
+    let got = match process_vm_readv(pid.as_nix(), &mut [IoSliceMut::new(&mut buf)], &remote) {
+        Ok(n) => n,
+        Err(Errno::EFAULT | Errno::ENOMEM) if tolerant => 0,
+        Err(e) => return Err(fail(e)),
+    };
+    if got == total {
+        return Ok(buf);
+    }
+    if !tolerant {
+        return Err(fail(Errno::EFAULT));
+    }
+    // Page by page after the bytes already read; failures stay zero.
+    let page = PAGE_SIZE as usize;
+    let mut off = 0usize;
+    for (addr, len) in batch {
+        let len = *len as usize;
+        let mut at = 0;
+        while at < len {
+            if off + at >= got {
+                let dst = &mut buf[off + at..off + at + page];
+                let src = [RemoteIoVec {
+                    base: *addr as usize + at,
+                    len: page,
+                }];
+                match process_vm_readv(pid.as_nix(), &mut [IoSliceMut::new(dst)], &src) {
+                    Ok(_) | Err(Errno::EFAULT | Errno::ENOMEM) => {}
+                    Err(e) => return Err(fail(e)),
+                }
+            }
+            at += page;
+        }
+        off += len;
+    }
+    Ok(buf)
 }
 
 /// Drops the first `n` bytes of an iovec list.

@@ -142,6 +142,7 @@ mod tests {
                 ..Default::default()
             },
             file: None,
+            uffd_wp: false,
         }
     }
 

@@ -113,6 +113,9 @@ pub struct Vma {
     pub entry: VmaEntry,
     /// The mapped file, if any.
     pub file: Option<MappedFile>,
+    /// Registered with a userfaultfd in write-protect mode (`uw` in
+    /// `VmFlags`).
+    pub uffd_wp: bool,
 }
 
 impl Vma {
@@ -311,7 +314,11 @@ fn describe(pid: i32, s: &SmapsVma) -> Result<Vma, VmaError> {
         e.status |= status::ANON_PRIVATE;
         e.flags |= libc::MAP_ANONYMOUS as u32;
     }
-    Ok(Vma { entry: e, file })
+    Ok(Vma {
+        entry: e,
+        file,
+        uffd_wp: s.has_flag(b"uw"),
+    })
 }
 
 #[cfg(test)]

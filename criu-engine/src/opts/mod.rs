@@ -34,11 +34,10 @@ pub const DEFAULT_LOG_FILE: &str = "criu.log";
 /// `cr_errno` of every failure of options processing (`EBADRQC`).
 pub const OPTS_ERRNO: i32 = libc::EBADRQC;
 
-/// Whether the engine can track dirty memory between dumps (`--track-mem`, `criu_opts.track_mem`).
-///
-/// The single place to flip once memory tracking lands; until then requests asking for it are refused.
+/// Whether the engine can track dirty memory between dumps (`--track-mem`, `criu_opts.track_mem`): the
+/// kernel offers userfaultfd asynchronous write-protect and `PAGEMAP_SCAN` (probed once per process).
 pub fn memory_tracking_available() -> bool {
-    false
+    crate::features::engine_supports_mem_track() && crate::mem::dirty::kernel_supports()
 }
 
 /// Who the request is about, and what the worker knows about its client.

@@ -213,12 +213,8 @@ pub(crate) struct TaskImages {
     pub(crate) threads: Vec<super::threads::ThreadImages>,
     /// Its pid namespace id (`ids-<pid>.img`).
     pub(crate) pid_ns_id: Option<u32>,
-    /// Present page runs, ascending.
-    pub(crate) runs: Vec<PageRun>,
-    /// Name of the pages file.
-    pub(crate) pages_image: String,
-    /// Its length.
-    pub(crate) pages_len: u64,
+    /// Where every saved page is, through the parent chain.
+    pub(crate) pages: super::pages::TaskPages,
 }
 
 impl TaskImages {
@@ -288,22 +284,7 @@ pub(crate) fn load_task(
         })?;
     let runs: Vec<PageRun> = pagemap.runs().collect();
     check_pagemap(pid, &mm.vmas, &runs)?;
-    let pages_image = ImageKind::Pages.file_name(pagemap.head.pages_id.into());
-    let need = pagemap.present_bytes();
-    let pages_len = if need == 0 {
-        0
-    } else {
-        dir.open_pages(pagemap.head.pages_id)
-            .map_err(|source| read_error(ImageKind::Pages, pagemap.head.pages_id.into(), source))?
-            .len()
-    };
-    if pages_len < need {
-        return Err(ImagesError::PagesTooShort {
-            image: pages_image,
-            need,
-            have: pages_len,
-        });
-    }
+    let pages = super::pages::resolve(dir, pid, pagemap.head.pages_id, &runs)?;
     let task = TaskImages {
         pstree,
         thread_info,
@@ -314,9 +295,7 @@ pub(crate) fn load_task(
         fs,
         fds,
         files,
-        runs: runs.into_iter().filter(PageRun::is_present).collect(),
-        pages_image,
-        pages_len,
+        pages,
         pid_ns_id: ids.pid_ns_id,
     };
     check_references(&task, ids.files_id, inherited)?;
@@ -498,12 +477,7 @@ fn check_pagemap(pid: u32, vmas: &[VmaEntry], runs: &[PageRun]) -> Result<(), Im
             nr_pages: run.nr_pages,
             reason,
         };
-        if run.flags & PE_PARENT != 0 {
-            return Err(unsupported(format!(
-                "pages in a parent image directory (pagemap-{pid}.img)"
-            )));
-        }
-        if !run.is_present() {
+        if !run.is_present() && run.flags & PE_PARENT == 0 {
             return Err(unsupported(format!("lazy pages (pagemap-{pid}.img)")));
         }
         let end = run

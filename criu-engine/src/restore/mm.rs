@@ -23,10 +23,7 @@ use std::collections::HashMap;
 use std::io::IoSlice;
 
 use criu_proto::images::VmaEntry;
-use criu_proto::img::ImagesDir;
 use nix::errno::Errno;
-use nix::fcntl::OFlag;
-use nix::sys::stat::Mode;
 use nix::sys::uio::{process_vm_writev, RemoteIoVec};
 
 use super::images::{
@@ -366,16 +363,17 @@ fn vdso_symbols(elf: &[u8]) -> Option<Vec<(Vec<u8>, u64)>> {
 /// The dumped bytes of `[start, end)` if the pagemap holds all of them.
 fn dumped_bytes<'p>(
     images: &TaskImages,
-    pages: &'p [u8],
+    pages: &[&'p [u8]],
     start: u64,
     end: u64,
 ) -> Option<&'p [u8]> {
-    let run = images
-        .runs
+    let seg = images
+        .pages
+        .segs
         .iter()
-        .find(|r| r.vaddr <= start && r.vaddr + r.len_bytes() >= end)?;
-    let off = usize::try_from(run.pages_offset? + (start - run.vaddr)).ok()?;
-    pages.get(off..off + usize::try_from(end - start).ok()?)
+        .find(|s| s.vaddr <= start && s.vaddr + s.len >= end)?;
+    let off = usize::try_from(seg.offset + (start - seg.vaddr)).ok()?;
+    pages[seg.file].get(off..off + usize::try_from(end - start).ok()?)
 }
 
 /// Moves this kernel's vDSO and vvar to the dumped addresses, after checking
@@ -384,7 +382,7 @@ fn move_vdso(
     r: &Remote<'_, '_>,
     task: &SeizedTask,
     images: &TaskImages,
-    pages: &[u8],
+    pages: &[&[u8]],
     current: &[MapsLine],
 ) -> Result<(), MmError> {
     let pid = r.pid;
@@ -555,15 +553,14 @@ fn map_vmas(
 
 /// Copies every saved page into the task, one `process_vm_writev` per batch
 /// of up to `IOV_MAX` runs.
-fn fill_pages(r: &Remote<'_, '_>, images: &TaskImages, pages: &[u8]) -> Result<(), MmError> {
+fn fill_pages(r: &Remote<'_, '_>, images: &TaskImages, pages: &[&[u8]]) -> Result<(), MmError> {
     let mut local: Vec<IoSlice<'_>> = Vec::with_capacity(IOV_MAX);
     let mut remote: Vec<RemoteIoVec> = Vec::with_capacity(IOV_MAX);
     let vmas = &images.mm.vmas;
     let mut vi = 0;
-    for run in &images.runs {
-        let base = run.pages_offset.unwrap_or(0);
-        let end = run.vaddr + run.len_bytes();
-        let mut addr = run.vaddr;
+    for seg in &images.pages.segs {
+        let end = seg.vaddr + seg.len;
+        let mut addr = seg.vaddr;
         while addr < end {
             while vmas[vi].end <= addr {
                 vi += 1;
@@ -572,9 +569,9 @@ fn fill_pages(r: &Remote<'_, '_>, images: &TaskImages, pages: &[u8]) -> Result<(
             let stop = vma.end.min(end);
             // vDSO pages come from this kernel, never from the image.
             if !is_special(vma) {
-                let off = usize::try_from(base + (addr - run.vaddr)).unwrap_or(usize::MAX);
+                let off = usize::try_from(seg.offset + (addr - seg.vaddr)).unwrap_or(usize::MAX);
                 let len = usize::try_from(stop - addr).unwrap_or(0);
-                local.push(IoSlice::new(&pages[off..off + len]));
+                local.push(IoSlice::new(&pages[seg.file][off..off + len]));
                 remote.push(RemoteIoVec {
                     base: usize::try_from(addr).unwrap_or(0),
                     len,
@@ -712,11 +709,14 @@ pub(crate) fn restore_mm(
     r: &Remote<'_, '_>,
     task: &SeizedTask,
     images: &TaskImages,
-    dir: &ImagesDir,
     shmem: &mut SharedMemory,
 ) -> Result<(), MmError> {
-    let pages_map = map_pages(dir, images)?;
-    let pages = pages_map.as_ref().map_or(&[][..], FileMap::as_slice);
+    let maps = map_pages(images)?;
+    let pages: Vec<&[u8]> = maps
+        .iter()
+        .map(|m| m.as_ref().map_or(&[][..], FileMap::as_slice))
+        .collect();
+    let pages = &pages[..];
     unregister_rseq(r)?;
     let current = read_maps(r.pid)?;
     unmap_current(r, &current)?;
@@ -727,23 +727,23 @@ pub(crate) fn restore_mm(
     set_mm_map(r, images)
 }
 
-fn map_pages(dir: &ImagesDir, images: &TaskImages) -> Result<Option<FileMap>, MmError> {
-    if images.pages_len == 0 {
-        return Ok(None);
-    }
-    let err = |source| MmError::MapPages {
-        image: images.pages_image.clone(),
-        source,
-    };
-    let file = nix::fcntl::openat(
-        dir.fd(),
-        images.pages_image.as_str(),
-        OFlag::O_RDONLY | OFlag::O_CLOEXEC,
-        Mode::empty(),
-    )
-    .map_err(err)?;
-    let len = usize::try_from(images.pages_len).map_err(|_| err(Errno::EFBIG))?;
-    FileMap::map(&file, len).map(Some).map_err(err)
+fn map_pages(images: &TaskImages) -> Result<Vec<Option<FileMap>>, MmError> {
+    images
+        .pages
+        .files
+        .iter()
+        .map(|f| {
+            if f.need == 0 {
+                return Ok(None);
+            }
+            let err = |source| MmError::MapPages {
+                image: f.name.clone(),
+                source,
+            };
+            let len = usize::try_from(f.need).map_err(|_| err(Errno::EFBIG))?;
+            FileMap::map(&f.file, len).map(Some).map_err(err)
+        })
+        .collect()
 }
 
 #[cfg(test)]

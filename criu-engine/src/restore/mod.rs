@@ -25,6 +25,7 @@ mod files;
 mod finish;
 mod images;
 mod mm;
+mod pages;
 mod pstree;
 mod shmem;
 mod task;
@@ -222,7 +223,6 @@ pub fn run(opts: &RequestOpts, notify: &mut dyn Notify) -> Result<RestoreOutcome
     let result = restore_all(
         &tree_images,
         tree.host_pids(),
-        &dir,
         opts,
         notify,
         &mut shared,
@@ -275,7 +275,6 @@ pub fn run(opts: &RequestOpts, notify: &mut dyn Notify) -> Result<RestoreOutcome
 fn restore_all(
     tree: &pstree::TreeImages,
     host: &[RealPid],
-    dir: &ImagesDir,
     opts: &RequestOpts,
     notify: &mut dyn Notify,
     shared: &mut shmem::SharedMemory,
@@ -298,7 +297,7 @@ fn restore_all(
             stopped,
         });
         let h = held.last_mut().expect("just pushed");
-        restore_task(&h.task, images, dir, shared, &mut h.threads)?;
+        restore_task(&h.task, images, shared, &mut h.threads)?;
     }
     if !notify.notify("post-restore", Some(host[0].0)) {
         return Err(RestoreError::Aborted {
@@ -317,7 +316,6 @@ fn restore_all(
 fn restore_task(
     task: &SeizedTask,
     images: &images::TaskImages,
-    dir: &ImagesDir,
     shared: &mut shmem::SharedMemory,
     threads: &mut Vec<SeizedTask>,
 ) -> Result<(), RestoreError> {
@@ -326,7 +324,7 @@ fn restore_task(
     let at = mm::stub_place(pid, images)?;
     let inj = Injection::new_at(task, at).map_err(inject_err("map the injection stub"))?;
     let remote = mm::Remote { inj: &inj, pid };
-    mm::restore_mm(&remote, task, images, dir, shared)?;
+    mm::restore_mm(&remote, task, images, shared)?;
     task::restore_state(&remote, task, images)?;
     threads::restore_all(&inj, &images.threads, threads)?;
     // The dumped parent-death signal replaces the SIGKILL guard as late as

@@ -60,3 +60,21 @@ pub(crate) const SO_BUF_LOCK: libc::c_int = 72;
 
 /// `SOCK_DIAG_BY_FAMILY` (`linux/sock_diag.h`).
 pub(crate) const SOCK_DIAG_BY_FAMILY: u16 = 20;
+
+/// `UFFDIO_REGISTER` = `_IOWR(0xaa, 0x00, struct uffdio_register)`.
+pub(crate) const UFFDIO_REGISTER: libc::c_ulong = 0xc020_aa00;
+/// `UFFDIO_UNREGISTER` = `_IOR(0xaa, 0x01, struct uffdio_range)`.
+pub(crate) const UFFDIO_UNREGISTER: libc::c_ulong = 0x8010_aa01;
+/// `UFFDIO_REGISTER_MODE_WP`.
+pub(crate) const UFFDIO_REGISTER_MODE_WP: u64 = 1 << 1;
+/// `UFFD_FEATURE_WP_UNPOPULATED` (Linux 6.4).
+pub(crate) const UFFD_FEATURE_WP_UNPOPULATED: u64 = 1 << 13;
+/// `UFFD_FEATURE_WP_ASYNC` (Linux 6.7).
+pub(crate) const UFFD_FEATURE_WP_ASYNC: u64 = 1 << 15;
+
+/// `PM_SCAN_WP_MATCHING`: write-protect the pages reported.
+pub(crate) const PM_SCAN_WP_MATCHING: u64 = 1 << 0;
+/// `PM_SCAN_CHECK_WPASYNC`: fail with `EPERM` on a VMA without async write-protect.
+pub(crate) const PM_SCAN_CHECK_WPASYNC: u64 = 1 << 1;
+/// `PAGE_IS_WRITTEN` category of `PAGEMAP_SCAN`.
+pub(crate) const PAGE_IS_WRITTEN: u64 = 1 << 1;

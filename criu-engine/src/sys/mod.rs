@@ -18,8 +18,10 @@ pub(crate) mod clone3;
 #[cfg(target_arch = "x86_64")]
 pub(crate) mod cpuid;
 pub(crate) mod file_map;
+pub(crate) mod fork;
 pub(crate) mod probe;
 pub(crate) mod probe_child;
 pub(crate) mod ptrace;
 pub(crate) mod sock_diag;
 pub(crate) mod task_query;
+pub(crate) mod uffd;

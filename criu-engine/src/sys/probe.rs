@@ -236,6 +236,17 @@ pub(crate) fn pagemap_scan(
     scan: &PageScan,
     out: &mut [PageRegion],
 ) -> nix::Result<usize> {
+    pagemap_scan_walk(pagemap, scan, out).map(|(n, _)| n)
+}
+
+/// `ioctl(PAGEMAP_SCAN)` returning the regions written to `out` and
+/// `walk_end`, the address where the walk stopped (`scan.end` when it ran to
+/// the end; earlier when `out` filled up).
+pub(crate) fn pagemap_scan_walk(
+    pagemap: BorrowedFd<'_>,
+    scan: &PageScan,
+    out: &mut [PageRegion],
+) -> nix::Result<(usize, u64)> {
     let mut arg = PmScanArg {
         size: size_of::<PmScanArg>() as u64,
         flags: scan.flags,
@@ -259,7 +270,7 @@ pub(crate) fn pagemap_scan(
             std::ptr::from_mut(&mut arg),
         )
     })?;
-    usize::try_from(n).map_err(|_| Errno::EINVAL)
+    Ok((usize::try_from(n).map_err(|_| Errno::EINVAL)?, arg.walk_end))
 }
 
 /// `prctl(PR_SET_MM, PR_SET_MM_MAP_SIZE)`: the size of `struct prctl_mm_map`

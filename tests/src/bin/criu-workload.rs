@@ -1,7 +1,7 @@
 //! The checkpoint/restore test target: a single-threaded process with state
 //! that a faithful dump and restore must preserve.
 //!
-//! `criu-workload LOGPATH MEM_MIB [eventfd] [threads N]`
+//! `criu-workload LOGPATH MEM_MIB [eventfd] [threads N] [tree] [dirty=PERCENT] [remap]`
 //!
 //! * `MEM_MIB` MiB of private anonymous memory filled with a known pattern;
 //! * its own executable mapped privately (two pages; the second one written,
@@ -27,12 +27,20 @@
 //!   ends (logged as `pipe READ_FD WRITE_FD`). Worker `wI` also stores its
 //!   `N` in slot `I` of a shared anonymous page, which the root logs as
 //!   `shm A B C` after each of its own lines;
+//! * with `dirty=PERCENT` (a decimal), every 100 ms it rewrites the first
+//!   word of PERCENT % of the pages of its memory (a window moving through
+//!   it);
+//! * with `remap`, every 5th report it unmaps a 1 MiB region and maps a
+//!   fresh one (often at the same address) filled with new values;
 //! * every descriptor inherited beyond stdio is closed first.
 //!
 //! It forks: the parent prints the child's pid on stdout and exits; the child
 //! calls `setsid`, points stdio at `/dev/null` and appends
 //! `n checksum sigusr1_count read_fd_offset [counter...]` to the log every
-//! 100 ms (one counter per extra thread).
+//! 100 ms (one counter per extra thread). With `dirty=` or `remap` the line
+//! ends with `ok` or `bad`: the checksum recomputed from memory against the
+//! one kept up to date with every write (so memory restored from stale
+//! pages shows as `bad`).
 
 use std::io::Write;
 use std::os::fd::{AsRawFd, FromRawFd, IntoRawFd, OwnedFd};
@@ -94,14 +102,34 @@ fn install_handler() {
     }
 }
 
-fn checksum(mem: &[u64], file_page: &[u64]) -> u64 {
-    let mut sum = 0u64;
-    for w in mem.iter().step_by(512) {
-        sum = sum.wrapping_add(*w);
-    }
+/// Sum of the first word of every page.
+fn page_sum(mem: &[u64]) -> u64 {
+    mem.iter()
+        .step_by(WORDS_PER_PAGE)
+        .fold(0u64, |s, w| s.wrapping_add(*w))
+}
+
+fn fold_file(sum: u64, file_page: &[u64]) -> u64 {
     file_page
         .iter()
         .fold(sum, |s, w| s.rotate_left(1).wrapping_add(*w))
+}
+
+fn checksum(mem: &[u64], file_page: &[u64]) -> u64 {
+    fold_file(page_sum(mem), file_page)
+}
+
+/// 64-bit words in a page.
+const WORDS_PER_PAGE: usize = 512;
+/// Size of the region `remap` replaces.
+const REMAP_LEN: usize = 1 << 20;
+
+/// Fills a fresh remap region for report `n`; returns its page sum.
+fn fill_region(region: &mut [u64], n: u64) -> u64 {
+    for (i, w) in region.iter_mut().enumerate() {
+        *w = (i as u64 ^ n).wrapping_mul(PATTERN);
+    }
+    page_sum(region)
 }
 
 /// The shared page of the `tree` option (null without it).
@@ -204,7 +232,9 @@ fn spawn_tree(log: &mut std::fs::File) {
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     if args.len() < 3 {
-        eprintln!("usage: criu-workload LOGPATH MEM_MIB [eventfd] [threads N]");
+        eprintln!(
+            "usage: criu-workload LOGPATH MEM_MIB [eventfd] [threads N] [tree] [dirty=PERCENT] [remap]"
+        );
         std::process::exit(2);
     }
     let log_path = &args[1];
@@ -232,6 +262,12 @@ fn main() {
                 .unwrap_or_else(|| die("threads N"))
         })
         .unwrap_or(0);
+    let dirty_percent: f64 = args[3..]
+        .iter()
+        .find_map(|a| a.strip_prefix("dirty="))
+        .map_or(0.0, |p| p.parse().unwrap_or_else(|_| die("dirty=PERCENT")));
+    let remap = args[3..].iter().any(|a| a == "remap");
+    let self_check = dirty_percent > 0.0 || remap;
 
     // Whatever the launcher leaked (pipes of a test harness...) would make
     // the fd table depend on who started us: start from stdio only.
@@ -344,7 +380,32 @@ fn main() {
     let exe: OwnedFd = exe;
     let _eventfd = efd;
     let file_page = &fmap[512..];
+    let pages = mem.len() / WORDS_PER_PAGE;
+    let per_tick = (pages as f64 * dirty_percent / 100.0) as usize;
+    let mut cursor = 0usize;
+    // The page sums as they should be, kept up to date with every write.
+    let mut expect = page_sum(mem);
+    let mut region = remap.then(|| map(REMAP_LEN, libc::PROT_READ | libc::PROT_WRITE, None));
+    let mut region_sum = region.as_deref_mut().map_or(0, |r| fill_region(r, 0));
     for n in 0u64.. {
+        for _ in 0..per_tick {
+            let w = &mut mem[cursor * WORDS_PER_PAGE];
+            let new = w.wrapping_add(n | 1).rotate_left(7);
+            expect = expect.wrapping_sub(*w).wrapping_add(new);
+            *w = new;
+            cursor = (cursor + 1) % pages;
+        }
+        if n > 0 && n % 5 == 0 {
+            if let Some(old) = region.take() {
+                // SAFETY: `old` is the region mapped above; nothing refers to it after this.
+                if unsafe { libc::munmap(old.as_mut_ptr().cast(), REMAP_LEN) } != 0 {
+                    die("munmap");
+                }
+                let fresh = map(REMAP_LEN, libc::PROT_READ | libc::PROT_WRITE, None);
+                region_sum = fill_region(fresh, n);
+                region = Some(fresh);
+            }
+        }
         let sum = checksum(mem, file_page);
         let off = lseek(&exe, 0, Whence::SeekCur).unwrap_or(-1);
         let mut line = format!(
@@ -353,6 +414,11 @@ fn main() {
         );
         for c in &COUNTERS[..threads] {
             line.push_str(&format!(" {}", c.load(Ordering::Relaxed)));
+        }
+        if self_check {
+            let region_now = region.as_deref().map_or(0, page_sum);
+            let good = sum == fold_file(expect, file_page) && region_now == region_sum;
+            line.push_str(if good { " ok" } else { " bad" });
         }
         line.push('\n');
         if let (Some(a), Some(b), Some(c)) = (shared_slot(0), shared_slot(1), shared_slot(2)) {

@@ -93,6 +93,8 @@ pub mod nr {
     pub const TIMER_SETTIME: i64 = libc::SYS_timer_settime;
     /// `seccomp`.
     pub const SECCOMP: i64 = libc::SYS_seccomp;
+    /// `userfaultfd`.
+    pub const USERFAULTFD: i64 = libc::SYS_userfaultfd;
 }
 
 /// Kernel-internal "restart me" results a task stopped in a syscall may show

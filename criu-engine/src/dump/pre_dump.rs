@@ -1,0 +1,160 @@
+//! PRE_DUMP / SINGLE_PRE_DUMP / `criu pre-dump`: the task's memory only,
+//! while the task is frozen as briefly as possible (CRIU's
+//! `cr_pre_dump_tasks` in `criu/cr-dump.c`).
+//!
+//! The task is frozen to read its VMAs and to scan-and-rearm the memory
+//! tracker ([`crate::mem::dirty`]). In `splice` mode the pages are moved
+//! through page pipes before the task resumes; in `read` mode only the
+//! list of pages is made while frozen, and the pages are copied with
+//! `process_vm_readv` after the task runs again. A pre-dump writes
+//! `pagemap-<pid>.img`, `pages-<id>.img` and an inventory; pages unchanged
+//! since the parent images become `PE_PARENT` entries. The task always
+//! resumes, whatever the final-state options say, and the tracker stays in
+//! it for the next dump.
+
+use std::time::{Duration, Instant};
+
+use criu_proto::img::{ImageKind, ImagesDir};
+
+use crate::config::PreDumpMode;
+use crate::inject::Injection;
+use crate::mem::{self, vma, MemDump, PageMode};
+use crate::opts::RequestOpts;
+use crate::pstree::RealPid;
+use crate::seize::{SeizeOptions, SeizedTask};
+
+use super::incremental::{TrackPlan, Tracking};
+use super::task::{precheck, TaskDumpError};
+use super::{forget_old_dump, inventory, DumpError, DumpOutcome, DumpStats};
+
+/// The pages id of a pre-dump's only task.
+const PAGES_ID: u32 = 1;
+
+/// Pre-dumps the task named by `opts` into its images directory.
+#[tracing::instrument(skip_all, fields(pid))]
+pub fn run(opts: &RequestOpts) -> Result<DumpOutcome, DumpError> {
+    let pid = RealPid(opts.target.ok_or(DumpError::NoTarget)?.pid());
+    tracing::Span::current().record("pid", pid.0);
+    let images = opts.images_dir.as_ref().ok_or(DumpError::NoImagesDir)?;
+    let dir = ImagesDir::from_fd(
+        images.fd.try_clone().map_err(DumpError::ImagesDir)?,
+        images.path.clone(),
+    );
+    if !crate::proc::path(pid.0, "stat").exists() {
+        return Err(DumpError::NoSuchTask { pid });
+    }
+    forget_old_dump(&dir);
+    let stat = precheck(pid, opts.shell_job)?;
+    if stat.num_threads > 1 {
+        return Err(DumpError::PreDumpSingleTask {
+            pid,
+            what: format!("{} threads", stat.num_threads),
+        });
+    }
+    let children = crate::proc::read(pid.0, &format!("task/{pid}/children")).unwrap_or_default();
+    if !children.trim().is_empty() {
+        return Err(DumpError::PreDumpSingleTask {
+            pid,
+            what: format!("children ({})", children.trim()),
+        });
+    }
+    let plan = TrackPlan::new(opts, &dir, pid.0 as u32, true).map_err(TaskDumpError::from)?;
+
+    let mut stats = DumpStats::default();
+    let t0 = Instant::now();
+    let seize_opts = SeizeOptions {
+        timeout: Duration::from_secs(opts.timeout.into()),
+    };
+    let task =
+        SeizedTask::seize(pid, &seize_opts).map_err(|source| DumpError::Seize { pid, source })?;
+    let frozen_at = Instant::now();
+    stats.freezing_time = frozen_at - t0;
+    let started = Instant::now();
+    let mem = frozen_part(&task, &dir, opts.pre_dump_mode, plan)?;
+    let release = |source| DumpError::Release { pid, source };
+    match mem {
+        Frozen::Done(m) => {
+            stats.frozen_time = frozen_at.elapsed();
+            task.detach().map_err(release)?;
+            stats.mem = m;
+        }
+        Frozen::Planned(runs, remote, mut m) => {
+            stats.frozen_time = frozen_at.elapsed();
+            task.detach().map_err(release)?;
+            mem::write_planned(pid, pid.0 as u32, PAGES_ID, runs, &dir, remote, &mut m)
+                .map_err(TaskDumpError::from)?;
+            stats.mem = m;
+        }
+    }
+    stats.memdump_time = started.elapsed();
+    stats.memwrite_time = stats.mem.write_time;
+    let mut inv = inventory::inventory(opts.network_lock);
+    inv.pre_dump_mode = Some(match opts.pre_dump_mode {
+        PreDumpMode::Splice => 1,
+        PreDumpMode::Read => 2,
+    });
+    dir.write_single(ImageKind::StatsDump, 0, &stats.entry())
+        .map_err(DumpError::Finish)?;
+    dir.write_single(ImageKind::Inventory, 0, &inv)
+        .map_err(DumpError::Finish)?;
+    tracing::info!(
+        pages = stats.mem.pages_written,
+        parent = stats.mem.pages_parent,
+        frozen_us = stats.frozen_time.as_micros() as u64,
+        "pre-dump finished"
+    );
+    Ok(DumpOutcome { stats })
+}
+
+/// What was done while the task was frozen.
+enum Frozen {
+    /// Pages written (`splice` mode).
+    Done(mem::MemStats),
+    /// Pages listed, to be read once the task runs (`read` mode), and the
+    /// page server they go to, if any.
+    Planned(
+        Vec<mem::pagemap::PageRun>,
+        Option<mem::page_server::Sender>,
+        mem::MemStats,
+    ),
+}
+
+fn frozen_part(
+    task: &SeizedTask,
+    dir: &ImagesDir,
+    mode: PreDumpMode,
+    mut plan: TrackPlan,
+) -> Result<Frozen, TaskDumpError> {
+    let pid = task.pid();
+    let inj_err = |source| TaskDumpError::Inject { pid, source };
+    let sp = task
+        .regs()
+        .map_err(|source| TaskDumpError::Core(source.into()))?
+        .rsp;
+    let vmas = vma::collect(pid.0)?;
+    let inj = Injection::new(task).map_err(inj_err)?;
+    let mut tracking = Tracking::start(&inj, pid, pid.0 as u32, &vmas, &plan)?;
+    let remote = plan.remote.take();
+    let result = match mode {
+        PreDumpMode::Splice => MemDump {
+            inj: &inj,
+            pid,
+            vpid: pid.0 as u32,
+            pages_id: PAGES_ID,
+            sp,
+            mode: PageMode::Splice,
+            incremental: tracking.incremental(),
+            remote,
+        }
+        .run(&vmas, dir)
+        .map(Frozen::Done),
+        PreDumpMode::Read => mem::plan(pid, &vmas, sp, tracking.incremental())
+            .map(|(runs, stats)| Frozen::Planned(runs, remote, stats)),
+    };
+    if result.is_err() {
+        tracking.abandon(&inj);
+    }
+    let result = result?;
+    inj.cure().map_err(inj_err)?;
+    Ok(result)
+}
