@@ -18,17 +18,38 @@ use nix::unistd::Pid;
 /// `struct clone_args` up to `set_tid_size` (`CLONE_ARGS_SIZE_VER1`).
 #[repr(C)]
 #[derive(Default)]
-struct CloneArgs {
-    flags: u64,
-    pidfd: u64,
-    child_tid: u64,
-    parent_tid: u64,
-    exit_signal: u64,
-    stack: u64,
-    stack_size: u64,
-    tls: u64,
-    set_tid: u64,
-    set_tid_size: u64,
+pub(super) struct CloneArgs {
+    pub(super) flags: u64,
+    pub(super) pidfd: u64,
+    pub(super) child_tid: u64,
+    pub(super) parent_tid: u64,
+    pub(super) exit_signal: u64,
+    pub(super) stack: u64,
+    pub(super) stack_size: u64,
+    pub(super) tls: u64,
+    pub(super) set_tid: u64,
+    pub(super) set_tid_size: u64,
+}
+
+/// The raw `clone3` system call; returns what the kernel returned (0 in
+/// the child, the child's pid in the parent, -1 with `errno` on failure).
+///
+/// # Safety
+///
+/// Every pointer in `args` must be valid for the kernel to read or write as
+/// `clone_args` documents, and the caller must make the child (which runs
+/// on a copy of this stack, as after fork) leave with `_exit` without
+/// touching shared parent state.
+pub(super) unsafe fn raw_clone3(args: &CloneArgs) -> libc::c_long {
+    // SAFETY: `args` is a live `clone_args` of the size passed; the
+    // caller upholds the rest (see `# Safety`).
+    unsafe {
+        libc::syscall(
+            libc::SYS_clone3,
+            std::ptr::from_ref(args),
+            size_of::<CloneArgs>(),
+        )
+    }
 }
 
 /// Creates a process whose pid (in our pid namespace) is `pid`.
@@ -82,13 +103,7 @@ pub(crate) fn clone3_in(
     // copy of our stack, exactly as after fork(2); it only runs `child`
     // (whose contract is async-signal safety) and then `_exit`s, so no
     // parent state (destructors, atexit handlers, locks) runs twice.
-    let ret = unsafe {
-        libc::syscall(
-            libc::SYS_clone3,
-            std::ptr::from_ref(&args),
-            size_of::<CloneArgs>(),
-        )
-    };
+    let ret = unsafe { raw_clone3(&args) };
     match ret {
         0 => {
             let status = child();

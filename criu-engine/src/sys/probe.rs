@@ -18,6 +18,7 @@ use nix::errno::Errno;
 use nix::unistd::Pid;
 
 use super::abi;
+use super::clone3::{raw_clone3, CloneArgs};
 
 /// Wraps a descriptor the kernel just returned.
 ///
@@ -28,22 +29,6 @@ unsafe fn owned(fd: libc::c_long) -> nix::Result<OwnedFd> {
     let fd = RawFd::try_from(Errno::result(fd)?).map_err(|_| Errno::EBADF)?;
     // SAFETY: the caller guarantees `fd` is new and unowned.
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
-}
-
-/// `struct clone_args` up to `set_tid_size` (`CLONE_ARGS_SIZE_VER1`).
-#[repr(C)]
-#[derive(Default)]
-struct CloneArgs {
-    flags: u64,
-    pidfd: u64,
-    child_tid: u64,
-    parent_tid: u64,
-    exit_signal: u64,
-    stack: u64,
-    stack_size: u64,
-    tls: u64,
-    set_tid: u64,
-    set_tid_size: u64,
 }
 
 /// Asks `clone3` for a child with a `set_tid` array of length zero, which the
@@ -59,13 +44,7 @@ pub(crate) fn clone3_set_tid_errno() -> Errno {
     // SAFETY: `args` is a live `clone_args` of the size passed. The request
     // is invalid by construction (set_tid without set_tid_size), so no task
     // is created; the two impossible success branches are still handled.
-    let ret = unsafe {
-        libc::syscall(
-            libc::SYS_clone3,
-            std::ptr::from_ref(&args),
-            size_of::<CloneArgs>(),
-        )
-    };
+    let ret = unsafe { raw_clone3(&args) };
     match ret {
         // SAFETY: we are a child nobody expected; leave without running
         // any parent state (no destructors, no atexit).
