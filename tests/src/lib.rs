@@ -397,3 +397,14 @@ impl Drop for Workload {
         }
     }
 }
+
+/// The `dump` part of the `stats-dump` image in `dir`, if there is one
+/// (frozen time, pages written, ...), as the benchmarks report it.
+pub fn dump_stats(dir: &Path) -> Option<criu_proto::images::DumpStatsEntry> {
+    let images = criu_proto::img::ImagesDir::open(dir).ok()?;
+    let stats: criu_proto::images::StatsEntry = images
+        .read_single(criu_proto::img::ImageKind::StatsDump, 0)
+        .ok()
+        .flatten()?;
+    stats.dump
+}

@@ -12,8 +12,6 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use criu_proto::images::StatsEntry;
-use criu_proto::img::{ImageKind, ImagesDir};
 use criu_tests::TempDir;
 use nix::fcntl::{splice, vmsplice, SpliceFFlags};
 
@@ -99,31 +97,8 @@ fn start_workload(bin_dir: &Path, log: &Path, mib: usize) -> i32 {
     pid
 }
 
-fn reap_all() {
-    while let Ok(status) = nix::sys::wait::waitpid(None, Some(nix::sys::wait::WaitPidFlag::WNOHANG))
-    {
-        if status == nix::sys::wait::WaitStatus::StillAlive {
-            break;
-        }
-    }
-}
-
-fn kill(pid: i32) {
-    let pid = nix::unistd::Pid::from_raw(pid);
-    let _ = nix::sys::signal::kill(pid, nix::sys::signal::SIGKILL);
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while nix::sys::signal::kill(pid, None).is_ok() && Instant::now() < deadline {
-        reap_all();
-        std::thread::sleep(Duration::from_millis(5));
-    }
-}
-
 fn frozen_time(dir: &Path) -> Option<Duration> {
-    let images = ImagesDir::open(dir).ok()?;
-    let stats: StatsEntry = images.read_single(ImageKind::StatsDump, 0).ok().flatten()?;
-    stats
-        .dump
-        .map(|d| Duration::from_micros(u64::from(d.frozen_time)))
+    criu_tests::dump_stats(dir).map(|d| Duration::from_micros(u64::from(d.frozen_time)))
 }
 
 fn run_one(criu: &Path, bin_dir: &Path, work: &Path, mib: usize) -> Run {
@@ -147,7 +122,7 @@ fn run_one(criu: &Path, bin_dir: &Path, work: &Path, mib: usize) -> Run {
         criu.display(),
         images.display()
     );
-    kill(pid);
+    criu_tests::kill_and_reap(pid);
     let frozen = frozen_time(&images);
 
     let start = Instant::now();
@@ -164,7 +139,7 @@ fn run_one(criu: &Path, bin_dir: &Path, work: &Path, mib: usize) -> Run {
         criu.display(),
         images.display()
     );
-    kill(pid);
+    criu_tests::kill_and_reap(pid);
     let _ = std::fs::remove_dir_all(&images);
     let _ = std::fs::remove_file(&log);
     Run {
@@ -176,7 +151,7 @@ fn run_one(criu: &Path, bin_dir: &Path, work: &Path, mib: usize) -> Run {
 
 fn main() {
     // Restored and detached workloads end up as our children: reap them.
-    nix::sys::prctl::set_child_subreaper(true).expect("PR_SET_CHILD_SUBREAPER");
+    criu_tests::become_subreaper();
     let bin_dir: PathBuf = std::env::current_exe()
         .expect("own path")
         .parent()

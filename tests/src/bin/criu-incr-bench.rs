@@ -8,25 +8,14 @@
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use criu_proto::images::StatsEntry;
-use criu_proto::img::{ImageKind, ImagesDir};
-
 const MIB: usize = 1 << 20;
 
-fn bin(name: &str) -> PathBuf {
-    std::env::current_exe()
-        .expect("own path")
-        .parent()
-        .expect("binary directory")
-        .join(name)
-}
-
 fn start_workload(log: &Path, mib: usize, dirty: &str) -> i32 {
-    let out = Command::new(bin("criu-workload"))
+    let out = Command::new(criu_tests::bin("criu-workload"))
         .arg(log)
         .arg(mib.to_string())
         .arg(format!("dirty={dirty}"))
@@ -46,19 +35,8 @@ fn start_workload(log: &Path, mib: usize, dirty: &str) -> i32 {
     pid
 }
 
-fn kill(pid: i32) {
-    let pid = nix::unistd::Pid::from_raw(pid);
-    let _ = nix::sys::signal::kill(pid, nix::sys::signal::SIGKILL);
-    let _ = nix::sys::wait::waitpid(pid, None);
-}
-
 fn stats(dir: &Path) -> (Duration, Duration, u64) {
-    let images = ImagesDir::open(dir).expect("images");
-    let s: StatsEntry = images
-        .read_single(ImageKind::StatsDump, 0)
-        .expect("stats-dump")
-        .expect("stats-dump present");
-    let d = s.dump.expect("dump stats");
+    let d = criu_tests::dump_stats(dir).expect("stats-dump with dump statistics");
     (
         Duration::from_micros(u64::from(d.frozen_time)),
         Duration::from_micros(u64::from(d.memdump_time)),
@@ -67,7 +45,7 @@ fn stats(dir: &Path) -> (Duration, Duration, u64) {
 }
 
 fn criu(args: &[&str], dir: &Path) {
-    let status = Command::new(bin("criu"))
+    let status = Command::new(criu_tests::bin("criu"))
         .args(args)
         .args(["-D", dir.to_str().unwrap(), "-o", "log", "-v2"])
         .status()
@@ -126,7 +104,7 @@ fn incremental(work: &Path, mib: usize, percent: f64) {
         &last,
     );
     let (frozen, _, pages) = stats(&last);
-    kill(pid);
+    criu_tests::kill_and_reap(pid);
     println!(
         "{mib:>5} MiB {percent:>5.1} %/s   full dump frozen {:>8.1} ms ({full_pages} pages)   \
          after 3 pre-dumps frozen {:>7.1} ms ({pages} pages)   ratio {:>5.1} %",
@@ -174,7 +152,7 @@ fn page_server_rate(work: &Path, mib: usize) {
     let d = work.join("ps");
     let _ = std::fs::remove_dir_all(&d);
     std::fs::create_dir_all(&d).unwrap();
-    let mut server = Command::new(bin("criu"))
+    let mut server = Command::new(criu_tests::bin("criu"))
         .args([
             "page-server",
             "--port",
@@ -207,7 +185,7 @@ fn page_server_rate(work: &Path, mib: usize) {
     );
     assert!(server.wait().unwrap().success(), "page server failed");
     let (_, memdump, pages) = stats(&d);
-    kill(pid);
+    criu_tests::kill_and_reap(pid);
     let bytes = pages as usize * 4096;
     let plain = plain_tcp(bytes, work);
     let gibs = |t: Duration| bytes as f64 / (1u64 << 30) as f64 / t.as_secs_f64();
@@ -223,7 +201,7 @@ fn page_server_rate(work: &Path, mib: usize) {
 }
 
 fn main() {
-    nix::sys::prctl::set_child_subreaper(true).expect("PR_SET_CHILD_SUBREAPER");
+    criu_tests::become_subreaper();
     let args: Vec<String> = std::env::args().skip(1).collect();
     let mib: usize = args.first().map_or(1024, |a| a.parse().expect("MiB"));
     let rates: Vec<f64> = if args.len() > 1 {

@@ -10,8 +10,6 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use criu_proto::images::StatsEntry;
-use criu_proto::img::{ImageKind, ImagesDir};
 use criu_tests::TempDir;
 
 struct Run {
@@ -84,10 +82,7 @@ fn run_one(criu: &Path, bin_dir: &Path, work: &Path, extra: &[&str]) -> Run {
         images.display()
     );
     kill_session(pid);
-    let stats: Option<StatsEntry> = ImagesDir::open(&images)
-        .ok()
-        .and_then(|d| d.read_single(ImageKind::StatsDump, 0).ok().flatten());
-    let frozen = stats.and_then(|s| s.dump).map_or(Duration::ZERO, |d| {
+    let frozen = criu_tests::dump_stats(&images).map_or(Duration::ZERO, |d| {
         Duration::from_micros(d.frozen_time.into())
     });
     let start = Instant::now();
@@ -119,7 +114,7 @@ fn median(mut v: Vec<Duration>) -> Duration {
 }
 
 fn main() {
-    nix::sys::prctl::set_child_subreaper(true).expect("PR_SET_CHILD_SUBREAPER");
+    criu_tests::become_subreaper();
     let rounds: usize = std::env::args()
         .nth(1)
         .map_or(3, |a| a.parse().expect("ROUNDS"));
