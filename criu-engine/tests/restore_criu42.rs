@@ -8,6 +8,8 @@
 //! Needs: root with `CAP_CHECKPOINT_RESTORE`, `clone3` with `set_tid`, pid
 //! 24125 free, and the test data directory.
 
+mod harness;
+
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -455,10 +457,6 @@ fn own_dump_round_trip() {
 }
 
 fn main() {
-    let filter: Vec<String> = std::env::args()
-        .skip(1)
-        .filter(|a| !a.starts_with('-'))
-        .collect();
     let cases: &[(&str, fn())] = &[
         ("refused_pre_restore_aborts", refused_pre_restore_aborts),
         ("truncated_pages_refused", truncated_pages_refused),
@@ -472,33 +470,11 @@ fn main() {
         ("refused_post_restore_kills", refused_post_restore_kills),
         ("own_dump_round_trip", own_dump_round_trip),
     ];
-    require();
-    nix::sys::prctl::set_child_subreaper(true).expect("become a child subreaper");
-    assert!(
-        !alive(LOOP_PID),
-        "pid {LOOP_PID} is in use; the tests need it free"
-    );
-    let mut failed = Vec::new();
-    let mut ran = 0;
-    for (name, case) in cases {
-        if !filter.is_empty() && !filter.iter().any(|f| name.contains(f.as_str())) {
-            continue;
-        }
-        ran += 1;
-        let ok = std::panic::catch_unwind(case).is_ok();
-        println!("test {name} ... {}", if ok { "ok" } else { "FAILED" });
-        if !ok {
-            failed.push(*name);
-        }
-    }
-    println!(
-        "\ntest result: {}. {} passed; {} failed",
-        if failed.is_empty() { "ok" } else { "FAILED" },
-        ran - failed.len(),
-        failed.len()
-    );
-    if !failed.is_empty() {
-        eprintln!("failed: {failed:?}");
-        std::process::exit(1);
-    }
+    harness::run(cases, || {
+        require();
+        assert!(
+            !alive(LOOP_PID),
+            "pid {LOOP_PID} is in use; the tests need it free"
+        );
+    });
 }

@@ -10,6 +10,8 @@
 //! 24148-24152 and 24175-24178 free, `/work/shared/testdata/criu-4.2` and the workload
 //! binary (`cargo build -p criu-tests --bin criu-workload`).
 
+mod harness;
+
 use std::fs;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
@@ -666,10 +668,6 @@ fn own_tree_round_trip() {
 }
 
 fn main() {
-    let filter: Vec<String> = std::env::args()
-        .skip(1)
-        .filter(|a| !a.starts_with('-'))
-        .collect();
     let cases: &[(&str, fn())] = &[
         ("criu_threads_scenario", criu_threads_scenario),
         ("own_threads_round_trip", own_threads_round_trip),
@@ -683,28 +681,5 @@ fn main() {
             forking_tree_is_frozen_consistently,
         ),
     ];
-    assert!(nix::unistd::geteuid().is_root(), "needs root");
-    nix::sys::prctl::set_child_subreaper(true).expect("become a child subreaper");
-    let mut failed = Vec::new();
-    let mut ran = 0;
-    for (name, case) in cases {
-        if !filter.is_empty() && !filter.iter().any(|f| name.contains(f.as_str())) {
-            continue;
-        }
-        ran += 1;
-        let ok = std::panic::catch_unwind(case).is_ok();
-        println!("test {name} ... {}", if ok { "ok" } else { "FAILED" });
-        if !ok {
-            failed.push(*name);
-        }
-    }
-    println!(
-        "\ntest result: {}. {} passed; {} failed",
-        if failed.is_empty() { "ok" } else { "FAILED" },
-        ran - failed.len(),
-        failed.len()
-    );
-    if !failed.is_empty() {
-        std::process::exit(1);
-    }
+    harness::run(cases, || {});
 }
