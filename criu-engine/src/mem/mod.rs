@@ -332,6 +332,7 @@ impl MemDump<'_, '_> {
         }
         let x = xfer.finish()?;
         if let Some(p) = pipe {
+            stats.page_pipes = p.count() as u64;
             p.close()?;
         }
         stats.pages_written = x.pages_written;
