@@ -129,6 +129,9 @@ pub enum DumpError {
         /// Processes in the tree.
         members: usize,
     },
+    /// The worker serving the request died; the dump agent gives up.
+    #[error("the worker serving this dump is gone; the dump is abandoned")]
+    WorkerGone,
     /// Releasing the task after the dump failed.
     #[error("cannot release task {pid} after the dump")]
     Release {
@@ -229,6 +232,11 @@ pub fn run(opts: &RequestOpts, notify: &mut dyn Notify) -> Result<DumpOutcome, D
         });
     }
 
+    if crate::agent::worker_gone() {
+        // Nobody will learn that the dump succeeded: the tree carries on.
+        forget_old_dump(&dir);
+        return Err(DumpError::WorkerGone);
+    }
     let release = |source| DumpError::Release { pid, source };
     match opts.final_state {
         FinalState::Dead => task.kill(),
@@ -326,6 +334,9 @@ fn dump_tree(
     }
     check_unshared(tree)?;
     for (i, m) in tree.members.iter().enumerate() {
+        if crate::agent::worker_gone() {
+            return Err(DumpError::WorkerGone);
+        }
         if inventory::pid_ns(Some(m.pid)).map_err(TaskDumpError::from)? != root_ns {
             return Err(DumpError::PidNamespace {
                 pid: m.pid,
