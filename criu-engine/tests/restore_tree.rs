@@ -402,9 +402,17 @@ echo $!"#;
     assert!(sizes.iter().all(|&n| n >= 1), "{sizes:?}");
 }
 
-/// A child sharing its parent's descriptor table (`CLONE_FILES`) is
-/// refused with a clear error, and the tree carries on untouched.
-fn shared_fd_table_refused() {
+/// `kcmp(a, b, KCMP_FILES)`: 0 when both share one descriptor table.
+fn same_fd_table(a: i32, b: i32) -> bool {
+    // SAFETY: kcmp takes two pids, a type and two integers by value.
+    let ret = unsafe { libc::syscall(libc::SYS_kcmp, a, b, 2, 0, 0) };
+    ret == 0
+}
+
+/// A child sharing its parent's descriptor table (`CLONE_FILES`): dumped
+/// as CRIU does (its `files_id` is the parent's, one `fdinfo` image for
+/// both), restored with `CLONE_FILES` again, and both carry on.
+fn shared_fd_table_round_trip() {
     let scratch = tempfile::tempdir().unwrap();
     let log = scratch.path().join("workload.log");
     let out = std::process::Command::new(workload_bin())
@@ -414,29 +422,53 @@ fn shared_fd_table_refused() {
     assert!(out.status.success(), "{out:?}");
     let pid: i32 = String::from_utf8_lossy(&out.stdout).trim().parse().unwrap();
     wait_lines(&log, 2);
+    let child: i32 = fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    assert!(same_fd_table(pid, child));
     let images = scratch.path().join("images");
     fs::create_dir(&images).unwrap();
-    let err = run(&[
+    let dumped = run(&[
         "dump",
         "-t",
         &pid.to_string(),
         "-D",
         images.to_str().unwrap(),
     ]);
-    let n = lines(&log).len();
-    let after = wait_lines(&log, n + 2);
-    let child = fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")).unwrap_or_default();
     kill_and_reap(pid);
-    for c in child.split_whitespace() {
-        kill_and_reap(c.parse().unwrap());
+    kill_and_reap(child);
+    dumped.expect("dump");
+    let dir = criu_proto::img::ImagesDir::open(&images).unwrap();
+    let files_id = |p: i32| {
+        dir.read_single::<criu_proto::images::TaskKobjIdsEntry>(
+            criu_proto::img::ImageKind::Ids,
+            p as u64,
+        )
+        .unwrap()
+        .unwrap()
+        .files_id
+    };
+    assert_eq!(files_id(pid), files_id(child));
+    let f_dumped = last_tagged(&log, "f").unwrap();
+    let n = lines(&log).len();
+    let restored = run(&["restore", "-D", images.to_str().unwrap()]);
+    let after = wait_lines(&log, n + 2);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while last_tagged(&log, "f").unwrap() <= f_dumped + 1 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
     }
-    let err = err.unwrap_err();
-    assert!(err.contains("SharedObject"), "{err}");
-    assert!(err.contains("descriptor table"), "{err}");
-    assert!(
-        after.len() >= n + 2,
-        "the workload stopped after the refused dump"
-    );
+    let f_after = last_tagged(&log, "f").unwrap();
+    let shared = same_fd_table(pid, child);
+    let both_alive = alive(pid) && alive(child);
+    kill_and_reap(pid);
+    kill_and_reap(child);
+    assert_eq!(restored.expect("restore"), pid);
+    assert!(both_alive);
+    assert!(shared, "the restored child has a table of its own");
+    assert!(after.len() >= n + 2, "the root stopped logging");
+    assert!(f_after > f_dumped + 1, "the child stopped at {f_after}");
 }
 
 fn workload_bin() -> PathBuf {
@@ -675,7 +707,7 @@ fn main() {
         ("own_tree_round_trip", own_tree_round_trip),
         ("criu_pidns_scenario", criu_pidns_scenario),
         ("own_pidns_round_trip", own_pidns_round_trip),
-        ("shared_fd_table_refused", shared_fd_table_refused),
+        ("shared_fd_table_round_trip", shared_fd_table_round_trip),
         (
             "forking_tree_is_frozen_consistently",
             forking_tree_is_frozen_consistently,

@@ -244,6 +244,40 @@ fn unsupported(pid: i32, what: String) -> TreeError {
     TreeError::Unsupported { pid, what }
 }
 
+/// Whether task `i` shares its parent's descriptor table (CRIU's
+/// `CLONE_FILES` from equal `files_id`s in `prepare_pstree_kobj_ids`). A
+/// table shared with a task other than the parent cannot be made by
+/// `clone` and is refused, as CRIU refuses to dump it.
+fn shares_parent_files(tree: &TreeImages, i: usize) -> Result<bool, TreeError> {
+    // Whether task `i` is alive with the files id of its live parent.
+    let inherits = |i: usize| -> Option<(u32, bool)> {
+        let t = &tree.tasks[i];
+        let files_id = t.alive()?.files_id;
+        let parent = t.parent.and_then(|p| tree.tasks[p].alive());
+        Some((files_id, parent.is_some_and(|p| p.files_id == files_id)))
+    };
+    let Some((files_id, shared)) = inherits(i) else {
+        return Ok(false);
+    };
+    if shared {
+        return Ok(true);
+    }
+    // Every other task with this table must get it from its parent.
+    let other = (0..tree.tasks.len())
+        .filter(|&o| o != i)
+        .find(|&o| inherits(o) == Some((files_id, false)));
+    match other {
+        Some(o) => Err(unsupported(
+            tree.tasks[i].pstree.pid as i32,
+            format!(
+                "a descriptor table shared with task {}, which is not its parent",
+                tree.tasks[o].pstree.pid
+            ),
+        )),
+        None => Ok(false),
+    }
+}
+
 /// Plans every task of `tree`.
 fn plan(tree: &TreeImages, fds: FdPlan, shell_job: bool) -> Result<TreePlan, TreeError> {
     let mut tasks = Vec::with_capacity(tree.tasks.len());
@@ -302,12 +336,14 @@ fn plan(tree: &TreeImages, fds: FdPlan, shell_job: bool) -> Result<TreePlan, Tre
             _ => None,
         };
         let children = t.children.clone();
+        let share_files = shares_parent_files(tree, i)?;
         let plan = match &t.kind {
             TaskKind::Zombie { exit_code, comm } => ChildPlan {
                 pid,
                 session,
                 pgid,
                 children,
+                share_files,
                 zombie: Some(*exit_code),
                 root: None,
                 cwd: c"/".to_owned(),
@@ -342,6 +378,7 @@ fn plan(tree: &TreeImages, fds: FdPlan, shell_job: bool) -> Result<TreePlan, Tre
                     session,
                     pgid,
                     children,
+                    share_files,
                     zombie: None,
                     root: (i == 0 && root != "/")
                         .then(|| cstring(pid, "root", root))
