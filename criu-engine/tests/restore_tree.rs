@@ -471,6 +471,68 @@ fn shared_fd_table_round_trip() {
     assert!(f_after > f_dumped + 1, "the child stopped at {f_after}");
 }
 
+/// A tree with a nested pid namespace (a child that is the init of its
+/// own) is refused with a clear error, and the tree carries on.
+fn nested_pidns_refused() {
+    let script = r#"for fd in $(ls /proc/$$/fd); do [ "$fd" -gt 2 ] && eval "exec $fd>&-"; done
+setsid bash -c 'unshare --pid --fork sleep 1000 & wait' </dev/null >/dev/null 2>&1 &
+echo $!"#;
+    let out = std::process::Command::new("bash")
+        .args(["-c", script])
+        .stdout(std::process::Stdio::piped())
+        .output()
+        .expect("run bash");
+    let pid: i32 = String::from_utf8_lossy(&out.stdout).trim().parse().unwrap();
+    // Wait for the grandchild (the inner init) to exist.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let inner = loop {
+        let unshare = fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))
+            .unwrap_or_default()
+            .split_whitespace()
+            .next()
+            .and_then(|c| c.parse::<i32>().ok());
+        let sleep = unshare.and_then(|u| {
+            fs::read_to_string(format!("/proc/{u}/task/{u}/children"))
+                .ok()?
+                .split_whitespace()
+                .next()?
+                .parse::<i32>()
+                .ok()
+        });
+        if let Some(s) = sleep {
+            break s;
+        }
+        assert!(Instant::now() < deadline, "no nested pid namespace came up");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let scratch = tempfile::tempdir().unwrap();
+    let images = scratch.path().join("images");
+    fs::create_dir(&images).unwrap();
+    let err = run(&[
+        "dump",
+        "-t",
+        &pid.to_string(),
+        "-D",
+        images.to_str().unwrap(),
+    ]);
+    let inner_state = fs::read_to_string(format!("/proc/{inner}/stat"))
+        .unwrap_or_default()
+        .rsplit_once(") ")
+        .and_then(|(_, rest)| rest.chars().next());
+    let root_alive = alive(pid);
+    let _ = kill(Pid::from_raw(-pid), Signal::SIGKILL);
+    kill_and_reap(pid);
+    let err = err.unwrap_err();
+    assert!(err.contains("nested pid namespace"), "{err}");
+    assert!(root_alive);
+    // Running or sleeping: neither stopped, traced, nor gone.
+    assert!(
+        matches!(inner_state, Some('R' | 'S')),
+        "inner init {inner}: {inner_state:?}"
+    );
+    assert!(!images.join("inventory.img").exists());
+}
+
 fn workload_bin() -> PathBuf {
     let exe = std::env::current_exe().expect("test path");
     let bin = exe.ancestors().nth(3).unwrap().join("debug/criu-workload");
@@ -708,6 +770,7 @@ fn main() {
         ("criu_pidns_scenario", criu_pidns_scenario),
         ("own_pidns_round_trip", own_pidns_round_trip),
         ("shared_fd_table_round_trip", shared_fd_table_round_trip),
+        ("nested_pidns_refused", nested_pidns_refused),
         (
             "forking_tree_is_frozen_consistently",
             forking_tree_is_frozen_consistently,
