@@ -533,6 +533,82 @@ echo $!"#;
     assert!(!images.join("inventory.img").exists());
 }
 
+/// A tree whose session and group leaders are gone (`criu-wl-orphans`):
+/// restored through helper tasks, every task has its pid, parent, group
+/// and session again, no helper is left, and all carry on.
+fn orphaned_session_and_group_round_trip() {
+    let scratch = tempfile::tempdir().unwrap();
+    let log = scratch.path().join("orphans.log");
+    let bin = workload_bin().with_file_name("criu-wl-orphans");
+    let out = std::process::Command::new(&bin)
+        .arg(&log)
+        .output()
+        .expect("run criu-wl-orphans");
+    assert!(out.status.success(), "{out:?}");
+    let root: i32 = String::from_utf8_lossy(&out.stdout).trim().parse().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let pids: Vec<i32> = loop {
+        let text = fs::read_to_string(&log).unwrap_or_default();
+        if let Some(l) = text.lines().find_map(|l| l.strip_prefix("pids ")) {
+            break l.split(' ').map(|w| w.parse().unwrap()).collect();
+        }
+        assert!(Instant::now() < deadline, "no pids logged");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let (b, d, a, c) = (pids[0], pids[1], pids[2], pids[3]);
+    let before: Vec<_> = [root, b, d].iter().map(|&p| ids(p)).collect();
+    let images = scratch.path().join("images");
+    fs::create_dir(&images).unwrap();
+    let dumped = run(&[
+        "dump",
+        "-t",
+        &root.to_string(),
+        "-D",
+        images.to_str().unwrap(),
+    ]);
+    for p in [root, b, d] {
+        kill_and_reap(p);
+    }
+    dumped.expect("dump");
+    wait_free([root, b, d, a, c]);
+    let counters = |tag: &str| last_tagged(&log, tag).unwrap();
+    let dumped_at = [counters("b"), counters("d"), counters("r")];
+    let restored = run(&["restore", "-D", images.to_str().unwrap()]);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while ["b", "d", "r"]
+        .iter()
+        .zip(dumped_at)
+        .any(|(t, n)| last_tagged(&log, t).unwrap() <= n + 1)
+        && Instant::now() < deadline
+    {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let after: Vec<_> = [root, b, d].iter().map(|&p| ids(p)).collect();
+    let helpers_left = [a, c].map(|p| Path::new(&format!("/proc/{p}")).exists());
+    let now = [counters("b"), counters("d"), counters("r")];
+    for p in [root, b, d] {
+        kill_and_reap(p);
+    }
+    assert_eq!(restored.expect("restore"), root);
+    let me = std::process::id() as i32;
+    assert_eq!(after[0].map(|a| (a.0, a.1, a.2)), Some((me, root, root)));
+    for i in 1..3 {
+        let (bf, af) = (before[i].unwrap(), after[i].unwrap());
+        assert_eq!(
+            (af.0, af.1, af.2),
+            (bf.0, bf.1, bf.2),
+            "{before:?} {after:?}"
+        );
+    }
+    assert_eq!(before[1].unwrap().1, a, "B's group is A's");
+    assert_eq!(before[1].unwrap().2, a, "B's session is A's");
+    assert_eq!(before[2].unwrap().1, c, "D's group is C's");
+    assert_eq!(helpers_left, [false, false], "a helper is left");
+    for (i, (n, d)) in now.iter().zip(dumped_at).enumerate() {
+        assert!(*n > d + 1, "counter {i} stuck at {n} (dumped at {d})");
+    }
+}
+
 fn workload_bin() -> PathBuf {
     let exe = std::env::current_exe().expect("test path");
     let bin = exe.ancestors().nth(3).unwrap().join("debug/criu-workload");
@@ -771,6 +847,10 @@ fn main() {
         ("own_pidns_round_trip", own_pidns_round_trip),
         ("shared_fd_table_round_trip", shared_fd_table_round_trip),
         ("nested_pidns_refused", nested_pidns_refused),
+        (
+            "orphaned_session_and_group_round_trip",
+            orphaned_session_and_group_round_trip,
+        ),
         (
             "forking_tree_is_frozen_consistently",
             forking_tree_is_frozen_consistently,

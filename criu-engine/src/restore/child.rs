@@ -99,6 +99,17 @@ pub(crate) struct ChildPlan {
     /// the parent (or the first ancestor that does not share) sets the
     /// table up, after this task has made its own children.
     pub(crate) share_files: bool,
+    /// A session helper: makes its session and children, reports, exits.
+    pub(crate) helper: bool,
+    /// Whether it dies with its parent until restored (not under a session
+    /// helper, which exits first).
+    pub(crate) guard: bool,
+    /// Whether it becomes a child subreaper first (a root whose session
+    /// helpers' children must come back to it).
+    pub(crate) subreaper: bool,
+    /// Groups whose helpers it makes before its children (see
+    /// [`super::helpers`]).
+    pub(crate) group_helpers: Vec<i32>,
     /// `Some(wait status)` for a zombie.
     pub(crate) zombie: Option<u32>,
     pub(crate) root: Option<CString>,
@@ -169,6 +180,9 @@ pub(crate) fn child_main(tp: &mut TreePlan, idx: usize, report: RawFd) -> u8 {
     if let Some(status) = tp.tasks[idx].zombie {
         return die_as(status);
     }
+    if tp.tasks[idx].helper {
+        return 0;
+    }
     // The engine seizes us in this stop and never lets this code run on:
     // it replaces the whole address space. The init of a pid namespace
     // cannot stop itself (its namespace's signals without a handler do not
@@ -200,8 +214,14 @@ fn die_as(status: u32) -> u8 {
 }
 
 fn child_setup(tp: &mut TreePlan, idx: usize, report: RawFd) -> Result<(), ChildFailure> {
-    nix::sys::prctl::set_pdeathsig(Signal::SIGKILL)
-        .map_err(|e| step_failure(ChildStep::Pdeath, e))?;
+    if tp.tasks[idx].guard {
+        nix::sys::prctl::set_pdeathsig(Signal::SIGKILL)
+            .map_err(|e| step_failure(ChildStep::Pdeath, e))?;
+    }
+    if tp.tasks[idx].subreaper {
+        nix::sys::prctl::set_child_subreaper(true)
+            .map_err(|e| step_failure(ChildStep::Session, e))?;
+    }
     match tp.tasks[idx].session {
         Session::Leader => nix::unistd::setsid()
             .map(drop)
@@ -225,6 +245,13 @@ fn child_setup(tp: &mut TreePlan, idx: usize, report: RawFd) -> Result<(), Child
         }
         tp.fds.open_all(scratch).map_err(fd_failure)?;
     }
+    let mut group_helpers = Vec::with_capacity(tp.tasks[idx].group_helpers.len());
+    for k in 0..tp.tasks[idx].group_helpers.len() {
+        let pgid = tp.tasks[idx].group_helpers[k];
+        let helper = super::helpers::start_group_helper(pgid)
+            .map_err(|e| (REPORT_STEP, ChildStep::Fork.code(), pgid, e))?;
+        group_helpers.push(helper);
+    }
     for k in 0..tp.tasks[idx].children.len() {
         let c = tp.tasks[idx].children[k];
         let (pid, pgid, share) = (tp.tasks[c].pid, tp.tasks[c].pgid, tp.tasks[c].share_files);
@@ -236,6 +263,11 @@ fn child_setup(tp: &mut TreePlan, idx: usize, report: RawFd) -> Result<(), Child
             // it must still hold every scratch descriptor then.
             wait_settled(child).map_err(|e| step_failure(ChildStep::Fork, e))?;
         }
+        if tp.tasks[c].helper {
+            // A session helper exits once its children exist; they come
+            // back to us (a subreaper or the namespace's init).
+            super::helpers::reap(child).map_err(|e| step_failure(ChildStep::Fork, e))?;
+        }
         if let Some(pgid) = pgid {
             match nix::unistd::setpgid(child, Pid::from_raw(pgid)) {
                 // A zombie may be gone already; it joined by itself.
@@ -244,10 +276,13 @@ fn child_setup(tp: &mut TreePlan, idx: usize, report: RawFd) -> Result<(), Child
             }
         }
     }
+    for helper in group_helpers {
+        super::helpers::end_helper(helper).map_err(|e| step_failure(ChildStep::Group, e))?;
+    }
     let plan = &tp.tasks[idx];
     nix::sys::prctl::set_name(plan.comm.as_c_str())
         .map_err(|e| step_failure(ChildStep::Name, e))?;
-    if plan.zombie.is_some() {
+    if plan.zombie.is_some() || plan.helper {
         return Ok(());
     }
     if !plan.share_files {
@@ -286,7 +321,7 @@ fn child_setup(tp: &mut TreePlan, idx: usize, report: RawFd) -> Result<(), Child
 }
 
 /// Waits, without reaping, until `child` has stopped itself or ended.
-fn wait_settled(child: Pid) -> nix::Result<()> {
+pub(super) fn wait_settled(child: Pid) -> nix::Result<()> {
     use nix::sys::wait::{waitid, Id, WaitPidFlag};
     let flags = WaitPidFlag::WSTOPPED | WaitPidFlag::WEXITED | WaitPidFlag::WNOWAIT;
     loop {
