@@ -23,6 +23,7 @@ mod child;
 mod creds;
 mod files;
 mod finish;
+mod helpers;
 mod images;
 mod mm;
 mod pages;
