@@ -592,11 +592,40 @@ fn map_vmas(
     result
 }
 
+/// Bytes of image pages copied per `process_vm_writev` at most: the pages
+/// file is mapped whole, but only this much of it is in the engine's page
+/// tables at a time (see [`FileMap::release`]).
+const WINDOW: usize = 32 << 20;
+
 /// Copies every saved page into the task, one `process_vm_writev` per batch
-/// of up to `IOV_MAX` runs.
-fn fill_pages(r: &Remote<'_, '_>, images: &TaskImages, pages: &[&[u8]]) -> Result<(), MmError> {
+/// of up to `IOV_MAX` runs and [`WINDOW`] bytes.
+fn fill_pages(
+    r: &Remote<'_, '_>,
+    images: &TaskImages,
+    maps: &[Option<FileMap>],
+    pages: &[&[u8]],
+) -> Result<(), MmError> {
     let mut local: Vec<IoSlice<'_>> = Vec::with_capacity(IOV_MAX);
     let mut remote: Vec<RemoteIoVec> = Vec::with_capacity(IOV_MAX);
+    let mut sources: Vec<(usize, usize, usize)> = Vec::with_capacity(IOV_MAX);
+    let mut bytes = 0usize;
+    let flush = |local: &mut Vec<IoSlice<'_>>,
+                 remote: &mut Vec<RemoteIoVec>,
+                 sources: &mut Vec<(usize, usize, usize)>|
+     -> Result<(), MmError> {
+        if local.is_empty() {
+            return Ok(());
+        }
+        write_batch(r.pid, local, remote)?;
+        for (file, off, len) in sources.drain(..) {
+            if let Some(m) = &maps[file] {
+                m.release(off, len);
+            }
+        }
+        local.clear();
+        remote.clear();
+        Ok(())
+    };
     let vmas = &images.mm.vmas;
     let mut vi = 0;
     for seg in &images.pages.segs {
@@ -607,7 +636,8 @@ fn fill_pages(r: &Remote<'_, '_>, images: &TaskImages, pages: &[&[u8]]) -> Resul
                 vi += 1;
             }
             let vma = &vmas[vi];
-            let stop = vma.end.min(end);
+            let room = (WINDOW - bytes) as u64;
+            let stop = vma.end.min(end).min(addr + room);
             // vDSO pages come from this kernel, never from the image.
             if !is_special(vma) {
                 let off = usize::try_from(seg.offset + (addr - seg.vaddr)).unwrap_or(usize::MAX);
@@ -617,19 +647,17 @@ fn fill_pages(r: &Remote<'_, '_>, images: &TaskImages, pages: &[&[u8]]) -> Resul
                     base: usize::try_from(addr).unwrap_or(0),
                     len,
                 });
-                if local.len() == IOV_MAX {
-                    write_batch(r.pid, &local, &remote)?;
-                    local.clear();
-                    remote.clear();
+                sources.push((seg.file, off, len));
+                bytes += len;
+                if local.len() == IOV_MAX || bytes >= WINDOW {
+                    flush(&mut local, &mut remote, &mut sources)?;
+                    bytes = 0;
                 }
             }
             addr = stop;
         }
     }
-    if !local.is_empty() {
-        write_batch(r.pid, &local, &remote)?;
-    }
-    Ok(())
+    flush(&mut local, &mut remote, &mut sources)
 }
 
 fn write_batch(pid: RealPid, local: &[IoSlice<'_>], remote: &[RemoteIoVec]) -> Result<(), MmError> {
@@ -764,7 +792,7 @@ pub(crate) fn restore_mm(
     unmap_current(r, &current)?;
     move_vdso(r, task, images, pages, &current)?;
     map_vmas(r, images, shmem)?;
-    fill_pages(r, images, pages)?;
+    fill_pages(r, images, &maps, pages)?;
     finish_vmas(r, images)?;
     set_mm_map(r, images)
 }
