@@ -12,8 +12,7 @@ use std::path::PathBuf;
 use criu_proto::images::core_entry::March;
 use criu_proto::images::{
     CoreEntry, FdTypes, FdinfoEntry, FileEntry, FsEntry, InventoryEntry, MmEntry, PstreeEntry,
-    RegFileEntry, SeccompEntry, TaskCoreEntry, TaskKobjIdsEntry, ThreadCoreEntry, ThreadInfoX86,
-    VmaEntry,
+    RegFileEntry, TaskCoreEntry, TaskKobjIdsEntry, ThreadCoreEntry, ThreadInfoX86, VmaEntry,
 };
 use criu_proto::img::pages::{PAGE_SIZE, PE_PARENT};
 use criu_proto::img::{ImageError, ImageKind, ImagesDir, PageRun};
@@ -215,6 +214,8 @@ pub(crate) struct TaskImages {
     pub(crate) pid_ns_id: Option<u32>,
     /// Where every saved page is, through the parent chain.
     pub(crate) pages: super::pages::TaskPages,
+    /// Seccomp state of the leader, then of each other thread.
+    pub(crate) seccomp: Vec<super::seccomp::ThreadFilters>,
 }
 
 impl TaskImages {
@@ -275,7 +276,10 @@ pub(crate) fn load_task(
     let fds = dir
         .fdinfo(ids.files_id)
         .map_err(|source| read_error(ImageKind::Fdinfo, ids.files_id.into(), source))?;
-    check_seccomp(dir)?;
+    let cores: Vec<(u32, &ThreadCoreEntry)> = std::iter::once((pid, &thread_core))
+        .chain(threads.iter().map(|t| (t.tid, &t.thread_core)))
+        .collect();
+    let seccomp = super::seccomp::load(dir, &cores)?;
     let pagemap = dir
         .pagemap(pid)
         .map_err(|source| read_error(ImageKind::Pagemap, pid.into(), source))?
@@ -297,6 +301,7 @@ pub(crate) fn load_task(
         files,
         pages,
         pid_ns_id: ids.pid_ns_id,
+        seccomp,
     };
     check_references(&task, ids.files_id, inherited)?;
     Ok(task)
@@ -387,11 +392,8 @@ pub(crate) fn check_core(
     {
         return Err(bad("more than 16 resource limits"));
     }
-    if tc.timers.as_ref().is_some_and(|t| !t.posix.is_empty()) {
-        return Err(unsupported(format!("POSIX timers of task {pid}")));
-    }
-    if th.seccomp_mode.unwrap_or(0) != 0 || tc.old_seccomp_mode.unwrap_or(0) != 0 {
-        return Err(unsupported(format!("seccomp of task {pid}")));
+    if tc.old_seccomp_mode.unwrap_or(0) != 0 {
+        return Err(unsupported(format!("the old seccomp format of task {pid}")));
     }
     Ok((ti, tc, th))
 }
@@ -503,16 +505,6 @@ fn check_pagemap(pid: u32, vmas: &[VmaEntry], runs: &[PageRun]) -> Result<(), Im
             };
             addr = vma.end.min(end);
         }
-    }
-    Ok(())
-}
-
-fn check_seccomp(dir: &ImagesDir) -> Result<(), ImagesError> {
-    let seccomp: Option<SeccompEntry> = dir
-        .read_single(ImageKind::Seccomp, 0)
-        .map_err(|source| read_error(ImageKind::Seccomp, 0, source))?;
-    if seccomp.is_some_and(|s| !s.seccomp_filters.is_empty()) {
-        return Err(unsupported("restoring seccomp filters"));
     }
     Ok(())
 }

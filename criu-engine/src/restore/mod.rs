@@ -26,7 +26,9 @@ mod finish;
 mod images;
 mod mm;
 mod pages;
+mod posix_timers;
 mod pstree;
+mod seccomp;
 mod shmem;
 mod task;
 mod threads;
@@ -327,6 +329,10 @@ fn restore_task(
     mm::restore_mm(&remote, task, images, shared)?;
     task::restore_state(&remote, task, images)?;
     threads::restore_all(&inj, &images.threads, threads)?;
+    if let Some(t) = &images.tc.timers {
+        posix_timers::restore(&remote, &t.posix)?;
+    }
+    seccomp::install_all(&inj, images, threads)?;
     // The dumped parent-death signal replaces the SIGKILL guard as late as
     // the stub allows: only the registers and the detach come after it.
     task::set_pdeath(&remote, images.thread_core.pdeath_sig.unwrap_or(0).into())?;
