@@ -2,8 +2,8 @@
 //! by `criu-wl-taskstate`: pending signals (shared and per-thread, a
 //! real-time signal queued twice), the blocked and ignored sets, interval
 //! and POSIX timers (same ids, clocks, targets and intervals), `prctl`
-//! state, credentials, seccomp filters, rseq, `madvise`/`mlock` state and
-//! growsdown stacks; also with `leave_running`.
+//! state, credentials, seccomp filters, rseq, `madvise`/`mlock` state,
+//! growsdown stacks and guard pages; also with `leave_running`.
 
 use std::os::fd::AsRawFd;
 use std::path::Path;
@@ -209,7 +209,7 @@ fn assert_images(t: &Target, images: &Path) {
 #[test]
 fn task_state_survives_dump_and_restore() {
     require_root();
-    let t = Target::start(&[]);
+    let t = Target::start(&["guard"]);
     let images = TempDir::new("taskstate-img");
     let resp = dump(t.pid, images.path(), false);
     assert!(
@@ -226,13 +226,13 @@ fn task_state_survives_dump_and_restore() {
         log_of(images.path(), "restore.log")
     );
     assert_eq!(resp.restore.map(|r| r.pid), Some(t.pid));
-    t.assert_all_ok("restored", &[]);
+    t.assert_all_ok("restored", &["guard"]);
 }
 
 #[test]
 fn task_state_survives_leave_running_and_restore() {
     require_root();
-    let t = Target::start(&[]);
+    let t = Target::start(&["guard"]);
     let images = TempDir::new("taskstate-img");
     let resp = dump(t.pid, images.path(), true);
     assert!(
@@ -241,7 +241,7 @@ fn task_state_survives_leave_running_and_restore() {
         log_of(images.path(), "dump.log")
     );
     assert!(alive(t.pid), "leave_running keeps the target");
-    t.assert_all_ok("original", &[]);
+    t.assert_all_ok("original", &["guard"]);
     kill_and_reap(t.pid);
     std::fs::remove_file(t.dir.path().join("go")).unwrap();
     let resp = restore(images.path());
@@ -250,5 +250,5 @@ fn task_state_survives_leave_running_and_restore() {
         "restore: {resp:?}\n{}",
         log_of(images.path(), "restore.log")
     );
-    t.assert_all_ok("restored", &[]);
+    t.assert_all_ok("restored", &["guard"]);
 }

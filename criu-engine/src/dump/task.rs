@@ -55,6 +55,9 @@ pub enum TaskDumpError {
     /// Memory could not be dumped.
     #[error(transparent)]
     Mem(#[from] MemError),
+    /// Guard pages could not be listed.
+    #[error(transparent)]
+    Guard(#[from] crate::mem::guard::GuardError),
     /// Shared memory could not be dumped.
     #[error(transparent)]
     Shmem(#[from] ShmemError),
@@ -149,6 +152,7 @@ pub fn dump(
     }
 
     let mut vmas = vma::collect(pid.0)?;
+    let guards = crate::mem::guard::collect(pid.0)?;
     for v in &mut vmas {
         if let Some(f) = &v.file {
             let link = f.link.clone();
@@ -256,7 +260,7 @@ pub fn dump(
         mm_env_end: stat.env_end,
         exe_file_id,
         mm_saved_auxv: saved_auxv,
-        vmas: vmas.into_iter().map(|v| v.entry).collect(),
+        vmas: vmas.into_iter().map(|v| v.entry).chain(guards).collect(),
         dumpable: Some(queried.dumpable),
         aios: Vec::new(),
         thp_disabled: Some(queried.thp_disabled),

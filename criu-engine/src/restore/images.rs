@@ -35,10 +35,10 @@ pub(crate) const VMA_AREA_VVAR: u32 = 0x1000;
 pub(crate) const VMA_ANON_SHARED: u32 = 0x100;
 /// Status bits of kinds we cannot restore yet: `VMA_AREA_SYSVIPC`,
 /// `VMA_AREA_SOCKET`, `VMA_AREA_AIORING`, `VMA_AREA_MEMFD`,
-/// `VMA_AREA_SHSTK`, `VMA_AREA_GUARD`, `VMA_AREA_UPROBES`,
-/// `VMA_EXT_PLUGIN`, `VMA_UNSUPP`.
+/// `VMA_AREA_SHSTK`, `VMA_AREA_UPROBES`, `VMA_EXT_PLUGIN`, `VMA_UNSUPP`
+/// (`VMA_AREA_GUARD` entries are taken apart before the check).
 const VMA_UNSUPPORTED: u32 =
-    0x400 | 0x800 | 0x2000 | 0x4000 | 0x8000 | 0x1_0000 | 0x2_0000 | 0x800_0000 | 0x8000_0000;
+    0x400 | 0x800 | 0x2000 | 0x4000 | 0x8000 | 0x2_0000 | 0x800_0000 | 0x8000_0000;
 /// `MAP_HUGETLB`.
 const MAP_HUGETLB: u32 = 0x4_0000;
 /// Signal handlers stored per task on x86-64 (64 signals but SIGKILL, SIGSTOP).
@@ -216,6 +216,8 @@ pub(crate) struct TaskImages {
     pub(crate) pages: super::pages::TaskPages,
     /// Seccomp state of the leader, then of each other thread.
     pub(crate) seccomp: Vec<super::seccomp::ThreadFilters>,
+    /// `MADV_GUARD_INSTALL` runs (taken out of `mm.vmas`).
+    pub(crate) guards: Vec<VmaEntry>,
 }
 
 impl TaskImages {
@@ -269,8 +271,11 @@ pub(crate) fn load_task(
     let threads = super::threads::load(dir, &pstree)?;
     let ids: TaskKobjIdsEntry = required(dir, ImageKind::Ids, pid.into())?;
     check_ids(inventory, &ids)?;
-    let mm: MmEntry = required(dir, ImageKind::Mm, pid.into())?;
+    let mut mm: MmEntry = required(dir, ImageKind::Mm, pid.into())?;
+    let (guards, vmas) = mm.vmas.into_iter().partition(crate::mem::guard::is_guard);
+    mm.vmas = vmas;
     check_vmas(pid, &mm)?;
+    super::guards::check(pid, &mm.vmas, &guards)?;
     let fs: FsEntry = required(dir, ImageKind::Fs, pid.into())?;
     let files = files.clone();
     let fds = dir
@@ -302,6 +307,7 @@ pub(crate) fn load_task(
         pages,
         pid_ns_id: ids.pid_ns_id,
         seccomp,
+        guards,
     };
     check_references(&task, ids.files_id, inherited)?;
     Ok(task)

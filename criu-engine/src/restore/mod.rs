@@ -23,6 +23,7 @@ mod child;
 mod creds;
 mod files;
 mod finish;
+mod guards;
 mod images;
 mod mm;
 mod pages;
@@ -327,6 +328,7 @@ fn restore_task(
     let inj = Injection::new_at(task, at).map_err(inject_err("map the injection stub"))?;
     let remote = mm::Remote { inj: &inj, pid };
     mm::restore_mm(&remote, task, images, shared)?;
+    guards::install(&remote, &images.guards)?;
     task::restore_state(&remote, task, images)?;
     threads::restore_all(&inj, &images.threads, threads)?;
     if let Some(t) = &images.tc.timers {
