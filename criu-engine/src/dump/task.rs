@@ -156,10 +156,7 @@ pub fn dump(
     let mut vmas = vma::collect(pid.0)?;
     for v in &mut vmas {
         if let Some(f) = &v.file {
-            let link = f.link.clone();
-            v.entry.shmid = files
-                .special(&f.path, &f.meta, || std::fs::File::open(link).ok())
-                .into();
+            v.entry.shmid = files.mapped(pid, f, v.is(vma::status::MEMFD))?.into();
         }
     }
     dir.write_single(ImageKind::Ids, vpid.into(), &ids)?;
@@ -172,7 +169,7 @@ pub fn dump(
     if let Some(fd) = tracking.kept_fd() {
         files.ignore_fd(pid, fd);
     }
-    let fdinfo = files.dump_fds(pid, &inj)?;
+    let fdinfo = files.dump_fds(pid, vpid, &inj)?;
 
     let started = Instant::now();
     let mem = MemDump {

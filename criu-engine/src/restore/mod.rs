@@ -24,9 +24,12 @@ mod creds;
 mod files;
 mod finish;
 mod images;
+mod locks;
+mod memfd;
 mod mm;
 mod pages;
 mod pstree;
+mod remap;
 mod shmem;
 mod task;
 mod threads;
@@ -121,6 +124,9 @@ pub enum RestoreError {
     /// The per-task state cannot be restored.
     #[error(transparent)]
     Task(#[from] TaskError),
+    /// A memfd cannot be sealed again.
+    #[error(transparent)]
+    Memfd(#[from] memfd::MemfdError),
     /// A thread cannot be restored.
     #[error(transparent)]
     Thread(#[from] ThreadError),
@@ -195,9 +201,11 @@ pub fn run(opts: &RequestOpts, notify: &mut dyn Notify) -> Result<RestoreOutcome
         .map_err(|source| RestoreError::ImagesDir { source })?;
     let dir = ImagesDir::from_fd(fd, dir.path.clone());
     let inherit = &opts.inherit_fds;
-    let tree_images = pstree::load(&dir, &|f| {
+    let mut tree_images = pstree::load(&dir, &|f| {
         inherit.iter().any(|i| inherit_matches(&i.key, f))
     })?;
+    let memfds = memfd::load(&dir, &tree_images.root().files)?;
+    let file_locks = locks::load(&dir, opts.file_locks)?;
     let alive: Vec<Option<&images::TaskImages>> =
         tree_images.tasks.iter().map(|t| t.alive()).collect();
     if let Some(caller) = &opts.caller {
@@ -213,9 +221,11 @@ pub fn run(opts: &RequestOpts, notify: &mut dyn Notify) -> Result<RestoreOutcome
             )?;
         }
     }
-    let fds = files::FdPlan::new(&alive, inherit, &tree_images.pipe_data)
+    let fds = files::FdPlan::new(&alive, inherit, &tree_images.pipe_data, &memfds)
         .map_err(|(pid, source)| RestoreError::FdPlan { pid, source })?;
     let mut shared = shmem::load(&dir, &tree_images)?;
+    shared.memfd = memfds;
+    shared.locks = file_locks;
     tree::check_single_threaded()?;
     let tree = tree::create(&tree_images, fds, opts.shell_job, opts.restore_sibling)?;
     tracing::info!(pid = %tree.pid(), tasks = tree_images.tasks.len(), "tree created");
@@ -228,12 +238,16 @@ pub fn run(opts: &RequestOpts, notify: &mut dyn Notify) -> Result<RestoreOutcome
         &mut shared,
         &mut held,
     );
+    let result = result.and_then(|()| Ok(shared.memfd.seal()?));
     if let Err(e) = result {
         for h in held.into_iter().rev() {
             h.kill();
         }
         return Err(e);
     }
+    // Every task opened and mapped its files: ghost files and link remaps
+    // vanish again.
+    tree_images.remaps.clean();
     // Children first: a parent never runs while its children are held.
     for h in held.into_iter().rev() {
         let pid = h.task.pid();
@@ -325,6 +339,7 @@ fn restore_task(
     let inj = Injection::new_at(task, at).map_err(inject_err("map the injection stub"))?;
     let remote = mm::Remote { inj: &inj, pid };
     mm::restore_mm(&remote, task, images, shared)?;
+    locks::restore(&remote, images.pid(), &shared.locks)?;
     task::restore_state(&remote, task, images)?;
     threads::restore_all(&inj, &images.threads, threads)?;
     // The dumped parent-death signal replaces the SIGKILL guard as late as
