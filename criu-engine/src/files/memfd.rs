@@ -68,9 +68,7 @@ pub fn shmem_dev() -> Option<u64> {
             nix::sys::memfd::MFdFlags::MFD_CLOEXEC,
         )
         .ok()?;
-        nix::sys::stat::fstat(fd.as_fd())
-            .ok()
-            .map(|st| st.st_dev)
+        nix::sys::stat::fstat(fd.as_fd()).ok().map(|st| st.st_dev)
     })
 }
 

@@ -281,8 +281,8 @@ impl FileTable {
                     source,
                 })?;
             let id = self.alloc();
-            self.entries
-                .push(memfd::file_entry(id, libc::O_RDWR as u32, 0, inode));
+            // As CRIU: no flags, the mapping's own access is in its VMA.
+            self.entries.push(memfd::file_entry(id, 0, 0, inode));
             self.memfd_maps.push((meta.dev(), meta.ino(), id));
             return Ok(id);
         }
