@@ -26,10 +26,13 @@ mod finish;
 mod guards;
 mod helpers;
 mod images;
+mod locks;
+mod memfd;
 mod mm;
 mod pages;
 mod posix_timers;
 mod pstree;
+mod remap;
 mod seccomp;
 mod shmem;
 mod task;
@@ -125,6 +128,9 @@ pub enum RestoreError {
     /// The per-task state cannot be restored.
     #[error(transparent)]
     Task(#[from] TaskError),
+    /// A memfd cannot be sealed again.
+    #[error(transparent)]
+    Memfd(#[from] memfd::MemfdError),
     /// A thread cannot be restored.
     #[error(transparent)]
     Thread(#[from] ThreadError),
@@ -199,9 +205,11 @@ pub fn run(opts: &RequestOpts, notify: &mut dyn Notify) -> Result<RestoreOutcome
         .map_err(|source| RestoreError::ImagesDir { source })?;
     let dir = ImagesDir::from_fd(fd, dir.path.clone());
     let inherit = &opts.inherit_fds;
-    let tree_images = pstree::load(&dir, &|f| {
+    let mut tree_images = pstree::load(&dir, &|f| {
         inherit.iter().any(|i| inherit_matches(&i.key, f))
     })?;
+    let memfds = memfd::load(&dir, &tree_images.root().files)?;
+    let file_locks = locks::load(&dir, opts.file_locks)?;
     let alive: Vec<Option<&images::TaskImages>> =
         tree_images.tasks.iter().map(|t| t.alive()).collect();
     if let Some(caller) = &opts.caller {
@@ -217,9 +225,11 @@ pub fn run(opts: &RequestOpts, notify: &mut dyn Notify) -> Result<RestoreOutcome
             )?;
         }
     }
-    let fds = files::FdPlan::new(&alive, inherit, &tree_images.pipe_data)
+    let fds = files::FdPlan::new(&alive, inherit, &tree_images.pipe_data, &memfds)
         .map_err(|(pid, source)| RestoreError::FdPlan { pid, source })?;
     let mut shared = shmem::load(&dir, &tree_images)?;
+    shared.memfd = memfds;
+    shared.locks = file_locks;
     tree::check_single_threaded()?;
     let tree = tree::create(&tree_images, fds, opts.shell_job, opts.restore_sibling)?;
     tracing::info!(pid = %tree.pid(), tasks = tree_images.tasks.len(), "tree created");
@@ -232,12 +242,16 @@ pub fn run(opts: &RequestOpts, notify: &mut dyn Notify) -> Result<RestoreOutcome
         &mut shared,
         &mut held,
     );
+    let result = result.and_then(|()| Ok(shared.memfd.seal()?));
     if let Err(e) = result {
         for h in held.into_iter().rev() {
             h.kill();
         }
         return Err(e);
     }
+    // Every task opened and mapped its files: ghost files and link remaps
+    // vanish again.
+    tree_images.remaps.clean();
     // Children first: a parent never runs while its children are held.
     for h in held.into_iter().rev() {
         let pid = h.task.pid();
@@ -330,6 +344,7 @@ fn restore_task(
     let remote = mm::Remote { inj: &inj, pid };
     mm::restore_mm(&remote, task, images, shared)?;
     guards::install(&remote, &images.guards)?;
+    locks::restore(&remote, images.pid(), &shared.locks)?;
     task::restore_state(&remote, task, images)?;
     threads::restore_all(&inj, &images.threads, threads)?;
     if let Some(t) = &images.tc.timers {
