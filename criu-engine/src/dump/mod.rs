@@ -421,16 +421,8 @@ fn dump_members(
                     own_pidns,
                     parent_files,
                 };
-                let (mem, entry) = task::dump(
-                    p,
-                    dir,
-                    plan,
-                    stats,
-                    files,
-                    &mut shmem,
-                    &mut seccomp,
-                    slot,
-                )?;
+                let (mem, entry) =
+                    task::dump(p, dir, plan, stats, files, &mut shmem, &mut seccomp, slot)?;
                 next_id += 1;
                 stats.mem.add(&mem);
                 pstree.push(entry);

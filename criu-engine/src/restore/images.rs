@@ -39,8 +39,7 @@ pub(crate) const VMA_AREA_MEMFD: u32 = 0x4000;
 /// `VMA_AREA_SOCKET`, `VMA_AREA_AIORING`, `VMA_AREA_SHSTK`,
 /// `VMA_AREA_UPROBES`, `VMA_EXT_PLUGIN`, `VMA_UNSUPP` (`VMA_AREA_GUARD`
 /// entries are taken apart before the check).
-const VMA_UNSUPPORTED: u32 =
-    0x400 | 0x800 | 0x2000 | 0x8000 | 0x2_0000 | 0x800_0000 | 0x8000_0000;
+const VMA_UNSUPPORTED: u32 = 0x400 | 0x800 | 0x2000 | 0x8000 | 0x2_0000 | 0x800_0000 | 0x8000_0000;
 /// `MAP_HUGETLB`.
 const MAP_HUGETLB: u32 = 0x4_0000;
 /// Signal handlers stored per task on x86-64 (64 signals but SIGKILL, SIGSTOP).
