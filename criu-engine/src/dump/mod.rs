@@ -34,7 +34,7 @@ use crate::notify::Notify;
 use crate::opts::RequestOpts;
 use crate::pstree::RealPid;
 use crate::seize::{MemberKind, SeizeError, SeizeOptions, SeizedTree};
-use criu_proto::images::{CoreEntry, PstreeEntry, SeccompEntry, TaskCoreEntry};
+use criu_proto::images::{CoreEntry, PstreeEntry, TaskCoreEntry};
 
 pub use stats::DumpStats;
 pub use task::TaskDumpError;
@@ -213,7 +213,20 @@ pub fn run(opts: &RequestOpts, notify: &mut dyn Notify) -> Result<DumpOutcome, D
         });
     }
 
-    dump_tree(&task, &dir, track, opts.rpc_socket_ino, &mut stats)?;
+    let file_opts = crate::files::FileOptions {
+        ghost_limit: opts.ghost_limit,
+        link_remap: opts.link_remap,
+        file_locks: opts.file_locks,
+        leave_running: opts.final_state == FinalState::Alive,
+    };
+    dump_tree(
+        &task,
+        &dir,
+        track,
+        opts.rpc_socket_ino,
+        file_opts,
+        &mut stats,
+    )?;
     stats.frozen_time = frozen_at.elapsed();
     dir.write_single(ImageKind::StatsDump, 0, &stats.entry())
         .map_err(DumpError::Finish)?;
@@ -321,6 +334,25 @@ fn dump_tree(
     dir: &ImagesDir,
     track: incremental::TrackPlan,
     rpc_socket_ino: Option<u64>,
+    file_opts: crate::files::FileOptions,
+    stats: &mut DumpStats,
+) -> Result<(), DumpError> {
+    let mut files = FileTable::new();
+    files.configure(file_opts);
+    let result = dump_members(tree, dir, track, rpc_socket_ino, &mut files, stats);
+    if result.is_err() || file_opts.leave_running {
+        files.rollback();
+    }
+    result
+}
+
+/// [`dump_tree`] with its file table.
+fn dump_members(
+    tree: &SeizedTree,
+    dir: &ImagesDir,
+    track: incremental::TrackPlan,
+    rpc_socket_ino: Option<u64>,
+    files: &mut FileTable,
     stats: &mut DumpStats,
 ) -> Result<(), DumpError> {
     if track.remote.is_some() && tree.members.len() > 1 {
@@ -332,9 +364,7 @@ fn dump_tree(
     // (the other members of a tree are dumped whole).
     let mode = track.mode;
     let mut track = Some(track);
-    dir.write_single(ImageKind::Seccomp, 0, &SeccompEntry::default())
-        .map_err(TaskDumpError::from)?;
-    let mut files = FileTable::new();
+    let mut seccomp = crate::task_core::seccomp::SeccompDump::default();
     let mut shmem = crate::mem::shmem::ShmemDump::default();
     files.set_rpc_socket(rpc_socket_ino);
     let mut pstree: Vec<PstreeEntry> = Vec::with_capacity(tree.members.len());
@@ -391,7 +421,8 @@ fn dump_tree(
                     own_pidns,
                     parent_files,
                 };
-                let (mem, entry) = task::dump(p, dir, plan, stats, &mut files, &mut shmem, slot)?;
+                let (mem, entry) =
+                    task::dump(p, dir, plan, stats, files, &mut shmem, &mut seccomp, slot)?;
                 next_id += 1;
                 stats.mem.add(&mem);
                 pstree.push(entry);
@@ -423,6 +454,7 @@ fn dump_tree(
     }
     dir.write_all(ImageKind::Files, 0, files.entries())
         .map_err(TaskDumpError::from)?;
+    files.write_extra(dir).map_err(TaskDumpError::from)?;
     if !files.pipes().is_empty() {
         let mut w = dir
             .create_image(ImageKind::PipesData, 0)
@@ -434,6 +466,8 @@ fn dump_tree(
         w.finish().map_err(TaskDumpError::from)?;
     }
     dir.write_all(ImageKind::Pstree, 0, &pstree)
+        .map_err(TaskDumpError::from)?;
+    dir.write_single(ImageKind::Seccomp, 0, &seccomp.entry())
         .map_err(TaskDumpError::from)?;
     dir.write_single(ImageKind::Timens, 0, &inventory::timens())
         .map_err(TaskDumpError::from)?;
