@@ -21,9 +21,11 @@ pub(crate) fn wait(pid: Pid) -> nix::Result<WaitStatus> {
 }
 
 /// Waits for the next state change of `pid` until `deadline`; `None` when
-/// the deadline passed first. Polls with `WNOHANG` and short, growing sleeps:
-/// a traced task's stop is not reported through a pidfd, and a signal-based
-/// wake-up would need process-wide handler state.
+/// the deadline passed first. Polls with `WNOHANG` and short, growing sleeps
+/// (a traced task's stop is not reported through a pidfd, and a signal-based
+/// wake-up would need process-wide handler state). The sleeps stop growing
+/// at 1 ms: a stop comes within a few scheduler slices, and longer naps
+/// would add their own latency to every seize.
 pub(crate) fn wait_until(pid: Pid, deadline: Instant) -> nix::Result<Option<WaitStatus>> {
     let mut nap = Duration::from_micros(50);
     loop {
@@ -38,6 +40,6 @@ pub(crate) fn wait_until(pid: Pid, deadline: Instant) -> nix::Result<Option<Wait
             return Ok(None);
         }
         std::thread::sleep(nap.min(deadline - now));
-        nap = (nap * 2).min(Duration::from_millis(10));
+        nap = (nap * 2).min(Duration::from_millis(1));
     }
 }
