@@ -12,6 +12,8 @@
 //!
 //! - Intel SDM vol. 1, 13.4 "XSAVE area" (legacy region, header, components)
 
+use std::sync::OnceLock;
+
 use criu_proto::images::{UserX86FpregsEntry, UserX86RegsEntry};
 
 use crate::arch::x86_64::{restart_adjusted, UserRegs};
@@ -120,8 +122,8 @@ pub(crate) fn xstate_from_image(fp: &UserX86FpregsEntry, current: &[u8]) -> Vec<
     // XSAVE header: XSTATE_BV, then XCOMP_BV and reserved words all zero.
     buf[LEGACY + 8..LEGACY_AND_HEADER].fill(0);
     let supported = {
-        let r = cpuid(0xd, 0);
-        u64::from(r.eax) | (u64::from(r.edx) << 32)
+        let (eax, _, edx) = xsave_leaf(0);
+        u64::from(eax) | (u64::from(edx) << 32)
     };
     let mut bv = XFEATURE_FP_SSE;
     if let Some(x) = &fp.xsave {
@@ -139,8 +141,8 @@ pub(crate) fn xstate_from_image(fp: &UserX86FpregsEntry, current: &[u8]) -> Vec<
             if bytes.is_empty() || supported & (1 << bit) == 0 || x.xstate_bv & (1 << bit) == 0 {
                 continue;
             }
-            let r = cpuid(0xd, bit);
-            let (off, size) = (r.ebx as usize, r.eax as usize);
+            let (eax, ebx, _) = xsave_leaf(bit);
+            let (off, size) = (ebx as usize, eax as usize);
             if off < LEGACY_AND_HEADER || off + size > buf.len() {
                 continue;
             }
@@ -150,6 +152,17 @@ pub(crate) fn xstate_from_image(fp: &UserX86FpregsEntry, current: &[u8]) -> Vec<
     }
     put(&mut buf, LEGACY, &bv.to_le_bytes());
     buf
+}
+
+/// `cpuid` leaf 0xd, sub-leaf `sub` (below 64): `(eax, ebx, edx)`, asked
+/// once per sub-leaf (`cpuid` may trap to a hypervisor, and every restored
+/// thread needs it).
+fn xsave_leaf(sub: u32) -> (u32, u32, u32) {
+    static LEAVES: [OnceLock<(u32, u32, u32)>; 64] = [const { OnceLock::new() }; 64];
+    *LEAVES[sub as usize % 64].get_or_init(|| {
+        let r = cpuid(0xd, sub);
+        (r.eax, r.ebx, r.edx)
+    })
 }
 
 #[cfg(test)]

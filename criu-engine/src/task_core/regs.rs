@@ -85,9 +85,11 @@ fn words64(b: &[u8], off: usize, n: usize) -> Vec<u64> {
     (0..n).map(|i| u64_at(b, off + 8 * i)).collect()
 }
 
-/// Where XSAVE component `i` sits in the standard format.
+/// Where XSAVE component `i` (below 64) sits in the standard format (asked
+/// with `cpuid` once per component).
 fn component_offset(i: u32) -> usize {
-    cpuid(0xd, i).ebx as usize
+    static OFFSETS: [std::sync::OnceLock<usize>; 64] = [const { std::sync::OnceLock::new() }; 64];
+    *OFFSETS[i as usize % 64].get_or_init(|| cpuid(0xd, i).ebx as usize)
 }
 
 /// The CPU features that decide which components CRIU stores.
@@ -102,9 +104,11 @@ pub struct FpuFeatures {
 }
 
 impl FpuFeatures {
-    /// What this machine has.
+    /// What this machine has (asked once: `cpuid` may trap to a
+    /// hypervisor, and every dumped thread needs the answer).
     pub fn host() -> FpuFeatures {
-        match CpuInfo::host() {
+        static HOST: std::sync::OnceLock<FpuFeatures> = std::sync::OnceLock::new();
+        *HOST.get_or_init(|| match CpuInfo::host() {
             Ok(c) => FpuFeatures {
                 osxsave: c.has(OSXSAVE),
                 shstk: c.has(SHSTK),
@@ -115,7 +119,7 @@ impl FpuFeatures {
                 shstk: false,
                 xfeatures: 0,
             },
-        }
+        })
     }
 }
 
