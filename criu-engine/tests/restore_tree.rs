@@ -533,9 +533,11 @@ echo $!"#;
     assert!(!images.join("inventory.img").exists());
 }
 
-/// A tree whose session and group leaders are gone (`criu-wl-orphans`):
-/// restored through helper tasks, every task has its pid, parent, group
-/// and session again, no helper is left, and all carry on.
+/// A tree whose session and group leaders are gone, and a child left in
+/// the root's session by a parent that called `setsid` after making it
+/// (`criu-wl-orphans`): restored through helper tasks and a late `setsid`,
+/// every task has its pid, parent, group and session again, no helper is
+/// left, and all carry on.
 fn orphaned_session_and_group_round_trip() {
     let scratch = tempfile::tempdir().unwrap();
     let log = scratch.path().join("orphans.log");
@@ -555,8 +557,9 @@ fn orphaned_session_and_group_round_trip() {
         assert!(Instant::now() < deadline, "no pids logged");
         std::thread::sleep(Duration::from_millis(20));
     };
-    let (b, d, a, c) = (pids[0], pids[1], pids[2], pids[3]);
-    let before: Vec<_> = [root, b, d].iter().map(|&p| ids(p)).collect();
+    let (b, d, a, c, p, q) = (pids[0], pids[1], pids[2], pids[3], pids[4], pids[5]);
+    let tasks = [root, b, d, p, q];
+    let before: Vec<_> = tasks.iter().map(|&p| ids(p)).collect();
     let images = scratch.path().join("images");
     fs::create_dir(&images).unwrap();
     let dumped = run(&[
@@ -566,16 +569,17 @@ fn orphaned_session_and_group_round_trip() {
         "-D",
         images.to_str().unwrap(),
     ]);
-    for p in [root, b, d] {
-        kill_and_reap(p);
+    for t in tasks {
+        kill_and_reap(t);
     }
     dumped.expect("dump");
-    wait_free([root, b, d, a, c]);
+    wait_free([root, b, d, a, c, p, q]);
     let counters = |tag: &str| last_tagged(&log, tag).unwrap();
-    let dumped_at = [counters("b"), counters("d"), counters("r")];
+    let tags = ["b", "d", "p", "q", "r"];
+    let dumped_at = tags.map(counters);
     let restored = run(&["restore", "-D", images.to_str().unwrap()]);
     let deadline = Instant::now() + Duration::from_secs(10);
-    while ["b", "d", "r"]
+    while tags
         .iter()
         .zip(dumped_at)
         .any(|(t, n)| last_tagged(&log, t).unwrap() <= n + 1)
@@ -583,16 +587,16 @@ fn orphaned_session_and_group_round_trip() {
     {
         std::thread::sleep(Duration::from_millis(20));
     }
-    let after: Vec<_> = [root, b, d].iter().map(|&p| ids(p)).collect();
+    let after: Vec<_> = tasks.iter().map(|&p| ids(p)).collect();
     let helpers_left = [a, c].map(|p| Path::new(&format!("/proc/{p}")).exists());
-    let now = [counters("b"), counters("d"), counters("r")];
-    for p in [root, b, d] {
-        kill_and_reap(p);
+    let now = tags.map(counters);
+    for t in tasks {
+        kill_and_reap(t);
     }
     assert_eq!(restored.expect("restore"), root);
     let me = std::process::id() as i32;
     assert_eq!(after[0].map(|a| (a.0, a.1, a.2)), Some((me, root, root)));
-    for i in 1..3 {
+    for i in 1..tasks.len() {
         let (bf, af) = (before[i].unwrap(), after[i].unwrap());
         assert_eq!(
             (af.0, af.1, af.2),
@@ -603,6 +607,8 @@ fn orphaned_session_and_group_round_trip() {
     assert_eq!(before[1].unwrap().1, a, "B's group is A's");
     assert_eq!(before[1].unwrap().2, a, "B's session is A's");
     assert_eq!(before[2].unwrap().1, c, "D's group is C's");
+    let q_ids = before[4].map(|x| (x.0, x.1, x.2));
+    assert_eq!(q_ids, Some((p, root, root)), "Q: P's child in R's session");
     assert_eq!(helpers_left, [false, false], "a helper is left");
     for (i, (n, d)) in now.iter().zip(dumped_at).enumerate() {
         assert!(*n > d + 1, "counter {i} stuck at {n} (dumped at {d})");
