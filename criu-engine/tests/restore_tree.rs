@@ -843,12 +843,162 @@ fn own_tree_round_trip() {
     assert!(log_ids.windows(2).all(|w| w[0] == w[1]), "{fdinfo_ids:?}");
 }
 
+/// Values of the `TAG N` lines of `log` from line `from` on.
+fn tagged_from(log: &Path, tag: &str, from: usize) -> Vec<u64> {
+    fs::read_to_string(log)
+        .unwrap_or_default()
+        .lines()
+        .skip(from)
+        .filter_map(|l| l.strip_prefix(tag)?.strip_prefix(' ')?.parse().ok())
+        .collect()
+}
+
+/// The tree under `leave_running`: the dump leaves every task
+/// running untouched (same ids, counters going on, no stub); restored from
+/// those images once the tree is killed, every task comes back with its
+/// pid, parent, group and session, the zombie as a zombie, all 17 tids,
+/// the unread pipe data, the shared page still shared, and every counter
+/// resuming from the value it had when frozen.
+fn own_tree_leave_running_round_trip() {
+    let scratch = tempfile::tempdir().unwrap();
+    let log = scratch.path().join("workload.log");
+    let out = std::process::Command::new(workload_bin())
+        .args([log.to_str().unwrap(), "4", "tree", "threads", "16"])
+        .output()
+        .expect("run criu-workload");
+    assert!(out.status.success(), "{out:?}");
+    let root: i32 = String::from_utf8_lossy(&out.stdout).trim().parse().unwrap();
+    let (w0, w1, w2, zombie, grand) = tree_pids(&log);
+    let all = [root, w0, w1, w2, zombie, grand];
+    let tags = ["w0", "w1", "w2", "g"];
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while tags.iter().any(|t| last_tagged(&log, t).is_none()) {
+        assert!(Instant::now() < deadline, "the tree does not log");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let before: Vec<_> = all.iter().map(|&p| ids(p)).collect();
+    let before_tids = tids(root);
+    let pre: Vec<u64> = tags.iter().map(|t| last_tagged(&log, t).unwrap()).collect();
+    let images = scratch.path().join("images");
+    fs::create_dir(&images).unwrap();
+    let dumped = run(&[
+        "dump",
+        "-t",
+        &root.to_string(),
+        "-D",
+        images.to_str().unwrap(),
+        "-R",
+    ]);
+    let post: Vec<u64> = tags.iter().map(|t| last_tagged(&log, t).unwrap()).collect();
+    // Still running: every counter moves on past what it was after the dump.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while tags
+        .iter()
+        .zip(&post)
+        .any(|(t, &v)| last_tagged(&log, t).unwrap() <= v + 1)
+        && Instant::now() < deadline
+    {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let running: Vec<u64> = tags.iter().map(|t| last_tagged(&log, t).unwrap()).collect();
+    let kept: Vec<_> = all.iter().map(|&p| ids(p)).collect();
+    let stub_free = all[..4].iter().chain(std::iter::once(&grand)).all(|&p| {
+        !fs::read_to_string(format!("/proc/{p}/maps"))
+            .unwrap_or_default()
+            .lines()
+            .any(|l| {
+                let f: Vec<&str> = l.split_whitespace().collect();
+                f.len() == 5 && f[1].contains('x')
+            })
+    });
+    for p in all {
+        kill_and_reap(p);
+    }
+    dumped.expect("dump");
+    assert_eq!(kept, before, "the dump changed the running tree");
+    assert!(stub_free, "a stub is left in the running tree");
+    for (i, (r, p)) in running.iter().zip(&post).enumerate() {
+        assert!(r > &(p + 1), "{} stopped after the dump", tags[i]);
+    }
+    wait_free(all);
+    let from = lines_total(&log);
+    run(&["restore", "-D", images.to_str().unwrap()]).expect("restore");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while tags.iter().any(|t| tagged_from(&log, t, from).len() < 3) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let after: Vec<_> = all.iter().map(|&p| ids(p)).collect();
+    let after_tids = tids(root);
+    let zombie_status = fs::read_to_string(format!("/proc/{zombie}/stat")).unwrap_or_default();
+    let (pipe_r, _) = tree_pipe(&log);
+    let mut unread = Vec::new();
+    if let Ok(mut f) = fs::File::options()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(format!("/proc/{root}/fd/{pipe_r}"))
+    {
+        let _ = std::io::Read::read_to_end(&mut f, &mut unread);
+    }
+    let resumed: Vec<Vec<u64>> = tags.iter().map(|t| tagged_from(&log, t, from)).collect();
+    let shm: Vec<Vec<u64>> = fs::read_to_string(&log)
+        .unwrap_or_default()
+        .lines()
+        .skip(from)
+        .filter_map(|l| {
+            l.strip_prefix("shm ")?
+                .split(' ')
+                .map(|w| w.parse().ok())
+                .collect()
+        })
+        .collect();
+    for p in all {
+        kill_and_reap(p);
+    }
+    let me = std::process::id() as i32;
+    assert_eq!(after[0].map(|a| (a.0, a.1, a.2)), Some((me, root, root)));
+    for i in 1..all.len() {
+        let (b, a) = (before[i].unwrap(), after[i].unwrap());
+        assert_eq!((a.0, a.1, a.2), (b.0, b.1, b.2), "task {}", all[i]);
+    }
+    assert_eq!(after[4].unwrap().3, 'Z');
+    assert_eq!(zombie_status.trim().rsplit(' ').next(), Some("1792"));
+    assert_eq!(after_tids, before_tids);
+    assert_eq!(unread, b"unread pipe data\n");
+    for (i, r) in resumed.iter().enumerate() {
+        assert!(r.len() >= 3, "{} did not resume: {r:?}", tags[i]);
+        // Frozen somewhere between the values logged before and after the
+        // dump, it goes on from there.
+        assert!(
+            (pre[i] + 1..=post[i] + 1).contains(&r[0]),
+            "{} resumed at {} (dumped between {} and {})",
+            tags[i],
+            r[0],
+            pre[i],
+            post[i]
+        );
+        assert!(r.windows(2).all(|w| w[1] == w[0] + 1), "{}: {r:?}", tags[i]);
+    }
+    let (first, last) = (shm.first().unwrap(), shm.last().unwrap());
+    for slot in 0..3 {
+        assert!(last[slot] > first[slot], "slot {slot}: {shm:?}");
+    }
+}
+
+/// Lines in `log` so far.
+fn lines_total(log: &Path) -> usize {
+    fs::read_to_string(log).unwrap_or_default().lines().count()
+}
+
 fn main() {
     let cases: &[(&str, fn())] = &[
         ("criu_threads_scenario", criu_threads_scenario),
         ("own_threads_round_trip", own_threads_round_trip),
         ("criu_tree_scenario", criu_tree_scenario),
         ("own_tree_round_trip", own_tree_round_trip),
+        (
+            "own_tree_leave_running_round_trip",
+            own_tree_leave_running_round_trip,
+        ),
         ("criu_pidns_scenario", criu_pidns_scenario),
         ("own_pidns_round_trip", own_pidns_round_trip),
         ("shared_fd_table_round_trip", shared_fd_table_round_trip),
