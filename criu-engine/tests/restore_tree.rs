@@ -615,6 +615,64 @@ fn orphaned_session_and_group_round_trip() {
     }
 }
 
+/// A child sharing its parent's fs information (`CLONE_FS`), which CRIU
+/// refuses to dump too, is refused with a clear error, and both carry on.
+fn shared_fs_refused() {
+    let scratch = tempfile::tempdir().unwrap();
+    let log = scratch.path().join("clone-fs.log");
+    let bin = workload_bin().with_file_name("criu-wl-clone-fs");
+    let out = std::process::Command::new(&bin)
+        .arg(&log)
+        .output()
+        .expect("run criu-wl-clone-fs");
+    assert!(out.status.success(), "{out:?}");
+    let pid: i32 = String::from_utf8_lossy(&out.stdout).trim().parse().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while last_tagged(&log, "s").is_none() || last_tagged(&log, "r").is_none() {
+        assert!(Instant::now() < deadline, "the workload does not log");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let child: i32 = fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    let images = scratch.path().join("images");
+    fs::create_dir(&images).unwrap();
+    let err = run(&[
+        "dump",
+        "-t",
+        &pid.to_string(),
+        "-D",
+        images.to_str().unwrap(),
+    ]);
+    let at = [
+        last_tagged(&log, "r").unwrap(),
+        last_tagged(&log, "s").unwrap(),
+    ];
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while (last_tagged(&log, "r").unwrap() <= at[0] + 1
+        || last_tagged(&log, "s").unwrap() <= at[1] + 1)
+        && Instant::now() < deadline
+    {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let now = [
+        last_tagged(&log, "r").unwrap(),
+        last_tagged(&log, "s").unwrap(),
+    ];
+    kill_and_reap(pid);
+    kill_and_reap(child);
+    let err = err.unwrap_err();
+    assert!(err.contains("SharedObject"), "{err}");
+    assert!(err.contains("fs (cwd, root, umask)"), "{err}");
+    assert!(
+        now[0] > at[0] + 1 && now[1] > at[1] + 1,
+        "stopped after the refusal"
+    );
+    assert!(!images.join("inventory.img").exists());
+}
+
 fn workload_bin() -> PathBuf {
     let exe = std::env::current_exe().expect("test path");
     let bin = exe.ancestors().nth(3).unwrap().join("debug/criu-workload");
@@ -1002,6 +1060,7 @@ fn main() {
         ("criu_pidns_scenario", criu_pidns_scenario),
         ("own_pidns_round_trip", own_pidns_round_trip),
         ("shared_fd_table_round_trip", shared_fd_table_round_trip),
+        ("shared_fs_refused", shared_fs_refused),
         ("nested_pidns_refused", nested_pidns_refused),
         (
             "orphaned_session_and_group_round_trip",
