@@ -34,7 +34,7 @@ use crate::notify::Notify;
 use crate::opts::RequestOpts;
 use crate::pstree::RealPid;
 use crate::seize::{MemberKind, SeizeError, SeizeOptions, SeizedTree};
-use criu_proto::images::{CoreEntry, PstreeEntry, SeccompEntry, TaskCoreEntry};
+use criu_proto::images::{CoreEntry, PstreeEntry, TaskCoreEntry};
 
 pub use stats::DumpStats;
 pub use task::TaskDumpError;
@@ -333,8 +333,7 @@ fn dump_tree(
     // (the other members of a tree are dumped whole).
     let mode = track.mode;
     let mut track = Some(track);
-    dir.write_single(ImageKind::Seccomp, 0, &SeccompEntry::default())
-        .map_err(TaskDumpError::from)?;
+    let mut seccomp = crate::task_core::seccomp::SeccompDump::default();
     let mut files = FileTable::new();
     let mut shmem = crate::mem::shmem::ShmemDump::default();
     files.set_rpc_socket(rpc_socket_ino);
@@ -392,7 +391,16 @@ fn dump_tree(
                     own_pidns,
                     parent_files,
                 };
-                let (mem, entry) = task::dump(p, dir, plan, stats, &mut files, &mut shmem, slot)?;
+                let (mem, entry) = task::dump(
+                    p,
+                    dir,
+                    plan,
+                    stats,
+                    &mut files,
+                    &mut shmem,
+                    &mut seccomp,
+                    slot,
+                )?;
                 next_id += 1;
                 stats.mem.add(&mem);
                 pstree.push(entry);
@@ -435,6 +443,8 @@ fn dump_tree(
         w.finish().map_err(TaskDumpError::from)?;
     }
     dir.write_all(ImageKind::Pstree, 0, &pstree)
+        .map_err(TaskDumpError::from)?;
+    dir.write_single(ImageKind::Seccomp, 0, &seccomp.entry())
         .map_err(TaskDumpError::from)?;
     dir.write_single(ImageKind::Timens, 0, &inventory::timens())
         .map_err(TaskDumpError::from)?;

@@ -8,6 +8,7 @@
 //!   the matching `pagemap-<pid>.img` entries.
 
 pub mod dirty;
+pub mod guard;
 pub mod page_pipe;
 pub mod page_server;
 pub mod page_xfer;

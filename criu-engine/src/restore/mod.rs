@@ -23,11 +23,14 @@ mod child;
 mod creds;
 mod files;
 mod finish;
+mod guards;
 mod helpers;
 mod images;
 mod mm;
 mod pages;
+mod posix_timers;
 mod pstree;
+mod seccomp;
 mod shmem;
 mod task;
 mod threads;
@@ -326,8 +329,13 @@ fn restore_task(
     let inj = Injection::new_at(task, at).map_err(inject_err("map the injection stub"))?;
     let remote = mm::Remote { inj: &inj, pid };
     mm::restore_mm(&remote, task, images, shared)?;
+    guards::install(&remote, &images.guards)?;
     task::restore_state(&remote, task, images)?;
     threads::restore_all(&inj, &images.threads, threads)?;
+    if let Some(t) = &images.tc.timers {
+        posix_timers::restore(&remote, &t.posix)?;
+    }
+    seccomp::install_all(&inj, images, threads)?;
     // The dumped parent-death signal replaces the SIGKILL guard as late as
     // the stub allows: only the registers and the detach come after it.
     task::set_pdeath(&remote, images.thread_core.pdeath_sig.unwrap_or(0).into())?;

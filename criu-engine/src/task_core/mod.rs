@@ -11,7 +11,9 @@
 //! injected syscalls writing into the injection scratch ([`Queried::ask`]);
 //! the rest comes from `/proc`.
 
+pub mod posix_timers;
 pub mod regs;
+pub mod seccomp;
 pub mod thread;
 
 use std::mem::MaybeUninit;
@@ -76,6 +78,12 @@ pub enum CoreError {
         #[source]
         source: InjectError,
     },
+    /// The POSIX timers could not be described.
+    #[error(transparent)]
+    PosixTimers(#[from] posix_timers::PosixTimerError),
+    /// A seccomp filter chain could not be read.
+    #[error(transparent)]
+    Seccomp(#[from] seccomp::SeccompError),
     /// The task runs 32-bit code.
     #[error("task {pid} runs in 32-bit compatibility mode, which is not supported yet")]
     Compat {
