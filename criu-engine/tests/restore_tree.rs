@@ -422,6 +422,11 @@ fn shared_fd_table_round_trip() {
     assert!(out.status.success(), "{out:?}");
     let pid: i32 = String::from_utf8_lossy(&out.stdout).trim().parse().unwrap();
     wait_lines(&log, 2);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while last_tagged(&log, "f").is_none() {
+        assert!(Instant::now() < deadline, "the child does not log");
+        std::thread::sleep(Duration::from_millis(20));
+    }
     let child: i32 = fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))
         .unwrap()
         .trim()
@@ -559,6 +564,12 @@ fn orphaned_session_and_group_round_trip() {
     };
     let (b, d, a, c, p, q) = (pids[0], pids[1], pids[2], pids[3], pids[4], pids[5]);
     let tasks = [root, b, d, p, q];
+    let tags = ["b", "d", "p", "q", "r"];
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while tags.iter().any(|t| last_tagged(&log, t).is_none()) {
+        assert!(Instant::now() < deadline, "not every task logs");
+        std::thread::sleep(Duration::from_millis(20));
+    }
     let before: Vec<_> = tasks.iter().map(|&p| ids(p)).collect();
     let images = scratch.path().join("images");
     fs::create_dir(&images).unwrap();
@@ -575,7 +586,6 @@ fn orphaned_session_and_group_round_trip() {
     dumped.expect("dump");
     wait_free([root, b, d, a, c, p, q]);
     let counters = |tag: &str| last_tagged(&log, tag).unwrap();
-    let tags = ["b", "d", "p", "q", "r"];
     let dumped_at = tags.map(counters);
     let restored = run(&["restore", "-D", images.to_str().unwrap()]);
     let deadline = Instant::now() + Duration::from_secs(10);
