@@ -8,12 +8,19 @@
 //! inode among everything recorded so far (newest first, as CRIU's cache
 //! answers) and get a fresh entry only on a miss; character devices always
 //! get a fresh one. Regular files, directories, character devices outside
-//! the terminal range and pipes ([`pipe`]) are supported, and the client's
+//! the terminal range and pipes ([`pipe`]) are supported, eventfd, epoll,
+//! signalfd, timerfd and inotify files ([`anon_inode`]), and the client's
 //! CRIU-RPC socket of a self-dump ([`unix_sk`]); any other kind of
 //! descriptor fails the dump with the task, fd and kind named.
 
+pub mod anon_inode;
+pub mod eventfd;
+pub mod eventpoll;
+pub mod inotify;
 pub mod pipe;
 pub mod reg;
+pub mod signalfd;
+pub mod timerfd;
 pub mod unix_sk;
 
 use std::fs::{File, Metadata};
@@ -86,6 +93,12 @@ pub enum FilesError {
     /// The client's RPC socket could not be saved.
     #[error(transparent)]
     UnixSk(#[from] unix_sk::UnixSkError),
+    /// An epoll's targets could not be described.
+    #[error(transparent)]
+    Eventpoll(#[from] eventpoll::EventpollError),
+    /// An inotify's watches could not be described.
+    #[error(transparent)]
+    Inotify(#[from] inotify::InotifyError),
     /// The client's RPC socket could not be taken from the task.
     #[error("cannot take fd {fd} of task {pid}")]
     Steal {
@@ -326,6 +339,9 @@ impl FileTable {
         }
         if let Some(entry) = self.service_socket(pid, fd, &name)? {
             return Ok(entry);
+        }
+        if let Some(kind) = anon_inode::kind(&name) {
+            return self.dump_anon(pid, inj, fd, &link, kind);
         }
         if !name.starts_with('/') {
             let kind = match name.split_once(':') {

@@ -54,6 +54,8 @@ enum Source {
     /// The client's CRIU-RPC socket of a self-dump: a new socketpair whose
     /// far end has queued `response` (the encoded answer) and is closed.
     Service { sock_type: u32, response: Vec<u8> },
+    /// An eventfd, signalfd, timerfd, epoll or inotify.
+    Anon(super::anon_fd::AnonSource),
 }
 
 /// One file object (one open file description of the dump).
@@ -96,6 +98,18 @@ pub(crate) enum FdStep {
     PipeData,
     /// Rebuilding the client's RPC socket.
     Service,
+    /// Creating an eventfd.
+    Eventfd,
+    /// Creating a signalfd.
+    Signalfd,
+    /// Creating a timerfd.
+    Timerfd,
+    /// Creating an epoll.
+    Epoll,
+    /// Creating an inotify.
+    Inotify,
+    /// Adding an inotify watch.
+    InotifyWatch,
 }
 
 impl FdStep {
@@ -110,6 +124,12 @@ impl FdStep {
             FdStep::SetFl => 6,
             FdStep::PipeData => 7,
             FdStep::Service => 8,
+            FdStep::Eventfd => 10,
+            FdStep::Signalfd => 11,
+            FdStep::Timerfd => 12,
+            FdStep::Epoll => 13,
+            FdStep::Inotify => 14,
+            FdStep::InotifyWatch => 15,
         }
     }
 
@@ -124,6 +144,12 @@ impl FdStep {
             6 => FdStep::SetFl,
             7 => FdStep::PipeData,
             8 => FdStep::Service,
+            10 => FdStep::Eventfd,
+            11 => FdStep::Signalfd,
+            12 => FdStep::Timerfd,
+            13 => FdStep::Epoll,
+            14 => FdStep::Inotify,
+            15 => FdStep::InotifyWatch,
             _ => return None,
         })
     }
@@ -139,6 +165,12 @@ impl FdStep {
             FdStep::SetFl => "set file status flags",
             FdStep::PipeData => "queue the data of a pipe",
             FdStep::Service => "rebuild the CRIU-RPC socket",
+            FdStep::Eventfd => "create an eventfd",
+            FdStep::Signalfd => "create a signalfd",
+            FdStep::Timerfd => "create a timerfd",
+            FdStep::Epoll => "create an epoll",
+            FdStep::Inotify => "create an inotify",
+            FdStep::InotifyWatch => "add an inotify watch",
         }
     }
 }
@@ -213,6 +245,8 @@ impl FdPlan {
                             sock_type: usk.r#type,
                             response: crate::files::unix_sk::restored_response(),
                         }
+                    } else if let Some(anon) = super::anon_fd::AnonSource::of(file) {
+                        Source::Anon(anon.map_err(err)?)
                     } else if fd.r#type == FdTypes::Pipe as i32 {
                         let pipe = file.pipe.as_ref().ok_or(err(Errno::ENOENT))?;
                         let next = pipes.len();
@@ -327,6 +361,10 @@ impl FdPlan {
                         dup_above(sock.as_raw_fd(), scratch).map_err(|e| fail(FdStep::Dup, e))?;
                     drop(sock);
                     raw
+                }
+                Source::Anon(anon) => {
+                    let fd = anon.open().map_err(|(step, e)| fail(step, e))?;
+                    dup_above(fd.as_raw_fd(), scratch).map_err(|e| fail(FdStep::Dup, e))?
                 }
                 Source::Pipe { pipe, write, flags } => {
                     let (pipe, write, flags) = (*pipe, *write, *flags);

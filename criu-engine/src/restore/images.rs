@@ -645,6 +645,23 @@ fn check_references(
                     .files
                     .get(&fd.id)
                     .is_some_and(crate::files::unix_sk::is_service_socket) => {}
+            FdTypes::Eventfd
+            | FdTypes::Eventpoll
+            | FdTypes::Signalfd
+            | FdTypes::Timerfd
+            | FdTypes::Inotify => {
+                if !task
+                    .files
+                    .get(&fd.id)
+                    .is_some_and(|f| super::anon_fd::has_entry(f, kind))
+                {
+                    return Err(ImagesError::MissingFile {
+                        id: fd.id,
+                        kind: kind.as_str_name(),
+                        user: format!("fd {} of task {pid}", fd.fd),
+                    });
+                }
+            }
             FdTypes::Reg | FdTypes::Pipe => {
                 let file = need_file(task, fd.id, kind, || format!("fd {} of task {pid}", fd.fd))?;
                 if let (Some(reg), false) = (file.reg.as_ref(), inherited(file)) {

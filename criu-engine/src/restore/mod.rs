@@ -19,6 +19,7 @@
 //! A failure at any step kills the new task ([`tree::RestoredTree`]); the
 //! images are only read.
 
+mod anon_fd;
 mod child;
 mod creds;
 mod files;
@@ -43,6 +44,7 @@ use crate::notify::Notify;
 use crate::opts::RequestOpts;
 use crate::pstree::RealPid;
 use crate::seize::{SeizeError, SeizedTask};
+pub use anon_fd::AnonFdError;
 use files::inherit_matches;
 pub use images::ImagesError;
 pub use mm::MmError;
@@ -83,6 +85,9 @@ pub enum RestoreError {
     /// The images are unreadable, inconsistent or unsupported.
     #[error(transparent)]
     Images(#[from] ImagesError),
+    /// An epoll or timerfd cannot be completed.
+    #[error(transparent)]
+    AnonFd(#[from] AnonFdError),
     /// The descriptors of the task cannot be planned.
     #[error("cannot plan the descriptors of task {pid}")]
     FdPlan {
@@ -280,6 +285,7 @@ fn restore_all(
     shared: &mut shmem::SharedMemory,
     held: &mut Vec<Held>,
 ) -> Result<(), RestoreError> {
+    let mut anon_done = std::collections::HashSet::new();
     for (t, &pid) in tree.tasks.iter().zip(host) {
         let Some(images) = t.alive() else { continue };
         let task = SeizedTask::attach_child_stopped(pid)
@@ -297,7 +303,7 @@ fn restore_all(
             stopped,
         });
         let h = held.last_mut().expect("just pushed");
-        restore_task(&h.task, images, shared, &mut h.threads)?;
+        restore_task(&h.task, images, shared, &mut h.threads, &mut anon_done)?;
     }
     if !notify.notify("post-restore", Some(host[0].0)) {
         return Err(RestoreError::Aborted {
@@ -318,6 +324,7 @@ fn restore_task(
     images: &images::TaskImages,
     shared: &mut shmem::SharedMemory,
     threads: &mut Vec<SeizedTask>,
+    anon_done: &mut std::collections::HashSet<u32>,
 ) -> Result<(), RestoreError> {
     let pid = task.pid();
     let inject_err = |step| move |source| RestoreError::Inject { pid, step, source };
@@ -327,6 +334,7 @@ fn restore_task(
     mm::restore_mm(&remote, task, images, shared)?;
     task::restore_state(&remote, task, images)?;
     threads::restore_all(&inj, &images.threads, threads)?;
+    anon_fd::finish(&remote, images, anon_done)?;
     // The dumped parent-death signal replaces the SIGKILL guard as late as
     // the stub allows: only the registers and the detach come after it.
     task::set_pdeath(&remote, images.thread_core.pdeath_sig.unwrap_or(0).into())?;
