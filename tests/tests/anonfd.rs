@@ -1,5 +1,5 @@
 //! Checkpoint and restore of anonymous-inode descriptors (eventfd,
-//! signalfd, timerfd, epoll, inotify) held by `criu-wl-anonfd`: each is
+//! signalfd, timerfd, epoll, inotify, fanotify) held by `criu-wl-anonfd`: each is
 //! dumped, the target killed and restored, and the workload then reports
 //! from the inside that its object still behaves as before. The kinds still
 //! refused fail the dump clearly and leave the target running.
@@ -341,10 +341,48 @@ fn inotify_reports_changes_made_after_restore() {
 }
 
 #[test]
-fn fanotify_is_refused_clearly() {
+fn fanotify_reports_changes_made_after_restore() {
     require_root();
     let w = Wl::start(&["fanotify"]);
-    assert_refused(&w, &["fd 3", "fanotify", "cannot be dumped yet"]);
+    let fd = w.fds_of("anon_inode:[fanotify]")[0];
+    let marks = |w: &Wl| {
+        let mut m = w.fdinfo(fd, &["fanotify"]);
+        m.sort();
+        m
+    };
+    let was = marks(&w);
+    assert_eq!(was.len(), 3, "{was:?}");
+    assert!(
+        was.iter()
+            .any(|l| l.contains("mflags:40 mask:2 ignored_mask:8")),
+        "{was:?}"
+    );
+    let touch = |name: &str| {
+        std::fs::write(w.dir.path().join("watched"), name).unwrap();
+        std::fs::write(w.dir.path().join("sub").join(name), b"").unwrap();
+    };
+    touch("a");
+    assert_eq!(w.report("fanotify"), "fanotify events=a:8,watched:2");
+    let _images = dump_kill_restore(&w);
+    assert_eq!(marks(&w), was, "same flags and marks");
+    assert_eq!(w.report("fanotify"), "fanotify events=none");
+    touch("b");
+    assert_eq!(w.report("fanotify"), "fanotify events=b:8,watched:2");
+}
+
+#[test]
+fn fanotify_filesystem_mark_is_refused_clearly() {
+    require_root();
+    let w = Wl::start(&["fanotify-fs"]);
+    assert_refused(
+        &w,
+        &[
+            "fd 3",
+            "fanotify",
+            "filesystem mark",
+            "cannot be dumped yet",
+        ],
+    );
 }
 
 /// Our crit and Debian's decode `files.img` with every kind.
@@ -361,7 +399,14 @@ fn crit_decodes(dir: &Path) {
         String::from_utf8_lossy(&ours.stderr)
     );
     let text = String::from_utf8_lossy(&ours.stdout);
-    for kind in ["EVENTFD", "SIGNALFD", "TIMERFD", "EVENTPOLL", "INOTIFY"] {
+    for kind in [
+        "EVENTFD",
+        "SIGNALFD",
+        "TIMERFD",
+        "EVENTPOLL",
+        "INOTIFY",
+        "FANOTIFY",
+    ] {
         assert!(text.contains(kind), "{kind} in {text}");
     }
     for field in [
@@ -385,7 +430,14 @@ fn crit_decodes(dir: &Path) {
             String::from_utf8_lossy(&theirs.stderr)
         );
         let text = String::from_utf8_lossy(&theirs.stdout);
-        for kind in ["EVENTFD", "SIGNALFD", "TIMERFD", "EVENTPOLL", "INOTIFY"] {
+        for kind in [
+            "EVENTFD",
+            "SIGNALFD",
+            "TIMERFD",
+            "EVENTPOLL",
+            "INOTIFY",
+            "FANOTIFY",
+        ] {
             assert!(text.contains(kind), "{kind} in Debian's {text}");
         }
     }
@@ -394,7 +446,9 @@ fn crit_decodes(dir: &Path) {
 #[test]
 fn every_kind_with_leave_running_then_restored() {
     require_root();
-    let w = Wl::start(&["eventfd", "signalfd", "timerfd", "epoll", "inotify"]);
+    let w = Wl::start(&[
+        "eventfd", "signalfd", "timerfd", "epoll", "inotify", "fanotify",
+    ]);
     let before = w.ask();
     let dir = TempDir::new("anonfd-img");
     let resp = dump(&w, dir.path(), true);

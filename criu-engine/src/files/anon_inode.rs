@@ -1,8 +1,8 @@
-//! Descriptors of anonymous-inode files: eventfd, epoll, signalfd, timerfd
-//! and inotify (CRIU's `criu/files.c` `dump_one_file` dispatch on
+//! Descriptors of anonymous-inode files: eventfd, epoll, signalfd, timerfd,
+//! inotify and fanotify (CRIU's `criu/files.c` `dump_one_file` dispatch on
 //! `anon_inode:` links, and the kind modules [`super::eventfd`],
 //! [`super::eventpoll`], [`super::signalfd`], [`super::timerfd`],
-//! [`super::inotify`]).
+//! [`super::inotify`], [`super::fanotify`]).
 //!
 //! The part common to every kind lives here: the status flags from fdinfo,
 //! the refusal of `F_SETOWN` owners, and one `files.img` entry per open
@@ -28,6 +28,7 @@ pub(crate) fn kind(link: &str) -> Option<FdTypes> {
         "[signalfd]" => FdTypes::Signalfd,
         "[timerfd]" => FdTypes::Timerfd,
         "inotify" => FdTypes::Inotify,
+        "[fanotify]" => FdTypes::Fanotify,
         _ => return None,
     })
 }
@@ -130,6 +131,9 @@ fn anon_entry(
         FdTypes::Inotify => {
             e.ify = Some(super::inotify::entry(pid, fd, id, flags, text)?);
         }
+        FdTypes::Fanotify => {
+            e.ffy = Some(super::fanotify::entry(pid, fd, id, flags, text)?);
+        }
         other => {
             return Err(FilesError::Unsupported {
                 pid,
@@ -160,7 +164,7 @@ mod tests {
         assert_eq!(kind("anon_inode:[signalfd]"), Some(FdTypes::Signalfd));
         assert_eq!(kind("anon_inode:[timerfd]"), Some(FdTypes::Timerfd));
         assert_eq!(kind("anon_inode:inotify"), Some(FdTypes::Inotify));
-        assert_eq!(kind("anon_inode:[fanotify]"), None);
+        assert_eq!(kind("anon_inode:[fanotify]"), Some(FdTypes::Fanotify));
         assert_eq!(kind("anon_inode:[pidfd]"), None);
         assert_eq!(kind("pipe:[5]"), None);
     }

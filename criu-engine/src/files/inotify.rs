@@ -9,24 +9,16 @@
 //! whose inode cannot be reached by a path (deleted, or on no mount of the
 //! task) fails the dump. Events queued at dump time are lost, as in CRIU.
 //!
-//! fanotify is not supported yet: such a descriptor fails the dump.
-//!
 //! # References
 //!
 //! - [inotify(7)](https://man7.org/linux/man-pages/man7/inotify.7.html),
 //!   [open_by_handle_at(2)](https://man7.org/linux/man-pages/man2/open_by_handle_at.2.html)
 
-use std::os::fd::AsFd;
-use std::os::unix::fs::MetadataExt;
+use criu_proto::images::{FownEntry, InotifyFileEntry, InotifyWdEntry};
 
-use criu_proto::images::{FhEntry, FownEntry, InotifyFileEntry, InotifyWdEntry};
-
+use super::fhandle;
 use crate::proc::ProcError;
 use crate::pstree::RealPid;
-use crate::sys::anon_fd::open_by_handle;
-
-/// Words of a stored file handle (`fh_entry_sizes.min_entries`).
-const HANDLE_WORDS: usize = 16;
 
 /// An inotify descriptor could not be described.
 #[derive(Debug, thiserror::Error)]
@@ -64,8 +56,6 @@ pub enum InotifyError {
 /// One `inotify wd:` line: the watch and the raw handle bytes.
 fn watch(line: &str) -> Option<(InotifyWdEntry, Vec<u8>)> {
     let mut wd = InotifyWdEntry::default();
-    let mut fh = FhEntry::default();
-    let mut raw = Vec::new();
     for word in line.split_whitespace() {
         let Some((key, v)) = word.split_once(':') else {
             continue;
@@ -77,27 +67,10 @@ fn watch(line: &str) -> Option<(InotifyWdEntry, Vec<u8>)> {
             "sdev" => wd.s_dev = hex32()?,
             "mask" => wd.mask = hex32()?,
             "ignored_mask" => wd.ignored_mask = hex32()?,
-            "fhandle-bytes" => fh.bytes = hex32()?,
-            "fhandle-type" => fh.r#type = hex32()?,
-            "f_handle" => {
-                if v.len() % 2 != 0 {
-                    return None;
-                }
-                raw = (0..v.len() / 2)
-                    .map(|i| u8::from_str_radix(&v[2 * i..2 * i + 2], 16).ok())
-                    .collect::<Option<Vec<u8>>>()?;
-            }
             _ => {}
         }
     }
-    if raw.len() > HANDLE_WORDS * 8 || raw.len() < fh.bytes as usize {
-        return None;
-    }
-    let mut words = [0u64; HANDLE_WORDS];
-    for (i, b) in raw.iter().enumerate() {
-        words[i / 8] |= u64::from(*b) << (8 * (i % 8));
-    }
-    fh.handle = words.to_vec();
+    let (fh, raw) = fhandle::parse(line)?;
     wd.f_handle = fh;
     Some((wd, raw))
 }
@@ -112,38 +85,6 @@ pub(crate) fn watches(fdinfo: &str) -> Result<Vec<(InotifyWdEntry, Vec<u8>)>, Pr
         .collect()
 }
 
-/// The path (in our mount namespace) of inode `ino` of kernel device
-/// `dev` with file handle `(handle_type, raw)`, opened through a mount of
-/// that device in task `pid`'s mount table.
-fn resolve(pid: RealPid, dev: u32, ino: u64, handle_type: i32, raw: &[u8]) -> Option<String> {
-    let want = format!("{}:{}", dev >> 20, dev & 0xf_ffff);
-    let mountinfo = crate::proc::read(pid.0, "mountinfo").ok()?;
-    for line in mountinfo.lines() {
-        let fields: Vec<&str> = line.split(' ').collect();
-        if fields.get(2) != Some(&want.as_str()) {
-            continue;
-        }
-        let Some(point) = fields.get(4) else { continue };
-        let root = crate::proc::path(pid.0, "root");
-        let Ok(mount) = std::fs::File::open(root.join(point.trim_start_matches('/'))) else {
-            continue;
-        };
-        let Ok(fd) = open_by_handle(mount.as_fd(), handle_type, raw) else {
-            continue;
-        };
-        let link = format!("/proc/self/fd/{}", std::os::fd::AsRawFd::as_raw_fd(&fd));
-        let Ok(path) = std::fs::read_link(&link) else {
-            continue;
-        };
-        let path = path.to_string_lossy().into_owned();
-        match std::fs::symlink_metadata(&path) {
-            Ok(m) if m.ino() == ino && path.starts_with('/') => return Some(path),
-            _ => continue,
-        }
-    }
-    None
-}
-
 /// The entry of inotify `fd` (file `id`, status `flags`) of task `pid`.
 pub(crate) fn entry(
     pid: RealPid,
@@ -156,8 +97,7 @@ pub(crate) fn entry(
     let mut wd = Vec::with_capacity(found.len());
     for (mut w, raw) in found {
         w.id = id;
-        let bytes = raw.get(..w.f_handle.bytes as usize).unwrap_or(&raw);
-        let path = resolve(pid, w.s_dev, w.i_ino, w.f_handle.r#type as i32, bytes).ok_or(
+        let path = fhandle::resolve(pid, w.s_dev, w.i_ino, w.f_handle.r#type as i32, &raw).ok_or(
             InotifyError::NoPath {
                 pid,
                 fd,
@@ -192,7 +132,7 @@ mod tests {
             (2, 0x3c4a7, 0xfe0_0000, 0x8000_0200)
         );
         assert_eq!((a.f_handle.bytes, a.f_handle.r#type), (8, 1));
-        assert_eq!(a.f_handle.handle.len(), HANDLE_WORDS);
+        assert_eq!(a.f_handle.handle.len(), 16);
         assert_eq!(a.f_handle.handle[0], 0x3c4a7);
         assert_eq!(raw.len(), 8);
         assert_eq!(w[1].0.f_handle.handle[0], 0xe3c1_9574_0098_c026);

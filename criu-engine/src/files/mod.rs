@@ -9,13 +9,15 @@
 //! answers) and get a fresh entry only on a miss; character devices always
 //! get a fresh one. Regular files, directories, character devices outside
 //! the terminal range and pipes ([`pipe`]) are supported, eventfd, epoll,
-//! signalfd, timerfd and inotify files ([`anon_inode`]), and the client's
+//! signalfd, timerfd, inotify and fanotify files ([`anon_inode`]), and the client's
 //! CRIU-RPC socket of a self-dump ([`unix_sk`]); any other kind of
 //! descriptor fails the dump with the task, fd and kind named.
 
 pub mod anon_inode;
 pub mod eventfd;
 pub mod eventpoll;
+pub mod fanotify;
+pub mod fhandle;
 pub mod inotify;
 pub mod pipe;
 pub mod reg;
@@ -99,6 +101,9 @@ pub enum FilesError {
     /// An inotify's watches could not be described.
     #[error(transparent)]
     Inotify(#[from] inotify::InotifyError),
+    /// A fanotify's marks could not be described.
+    #[error(transparent)]
+    Fanotify(#[from] fanotify::FanotifyError),
     /// The client's RPC socket could not be taken from the task.
     #[error("cannot take fd {fd} of task {pid}")]
     Steal {

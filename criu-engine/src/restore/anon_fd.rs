@@ -1,11 +1,12 @@
 //! Anonymous-inode files of the restored tree: eventfd, signalfd, timerfd,
-//! epoll and inotify (CRIU's `eventfd_open`, `signalfd_open`,
+//! epoll, inotify and fanotify (CRIU's `eventfd_open`, `signalfd_open`,
 //! `timerfd_open`, `eventpoll_open`/`eventpoll_post_open`,
-//! `open_inotify_fd`, and `timerfd_arm` of `criu/pie/restorer.c`).
+//! `open_inotify_fd`, `open_fanotify_fd`, and `timerfd_arm` of `criu/pie/restorer.c`).
 //!
 //! Each file is created by the root task with the other file objects
 //! ([`AnonSource::open`]): an eventfd with its counter, a signalfd with its
-//! mask, an inotify with its watches under their old numbers, a bare epoll
+//! mask, an inotify with its watches under their old numbers, a fanotify
+//! with its marks (inode marks by path, mount marks by mount point), a bare epoll
 //! and a disarmed timerfd. What needs every descriptor of a task in place
 //! comes last, in the first task holding the file, through the injected
 //! stub ([`finish`]): the targets of an epoll (registered by descriptor
@@ -42,6 +43,14 @@ const EPOLL_CTL_ADD: u64 = 1;
 /// the events, `IN_EXCL_UNLINK` and `IN_ONESHOT`.
 const INOTIFY_KEEP: u32 = libc::IN_ALL_EVENTS | 0x0400_0000 | libc::IN_ONESHOT;
 const NSEC_PER_SEC: u64 = 1_000_000_000;
+/// `fanotify_init` flags set from the file's own flags.
+const FAN_CLOEXEC: u32 = 0x1;
+const FAN_NONBLOCK: u32 = 0x2;
+/// `fanotify_mark` flags.
+const FAN_MARK_ADD: u32 = 0x1;
+const FAN_MARK_DONT_FOLLOW: u32 = 0x4;
+const FAN_MARK_MOUNT: u32 = 0x10;
+const FAN_MARK_IGNORED_MASK: u32 = 0x20;
 
 /// The last steps of the anonymous files of a task failed.
 #[derive(Debug, thiserror::Error)]
@@ -85,6 +94,13 @@ pub(crate) enum AnonSource {
         /// `(wd, path, mask)`, by ascending watch number.
         watches: Vec<(i32, CString, u32)>,
     },
+    Fanotify {
+        init_flags: u32,
+        event_flags: u32,
+        flags: i32,
+        /// `(mark flags, mask, ignored mask, path)`.
+        marks: Vec<(u32, u64, u64, CString)>,
+    },
 }
 
 /// Whether `file` is a well-formed entry of anonymous kind `kind`.
@@ -96,6 +112,7 @@ pub(crate) fn has_entry(file: &FileEntry, kind: FdTypes) -> bool {
             FdTypes::Timerfd => file.tfd.as_ref().is_some_and(|e| e.id == file.id),
             FdTypes::Eventpoll => file.epfd.as_ref().is_some_and(|e| e.id == file.id),
             FdTypes::Inotify => file.ify.as_ref().is_some_and(|e| e.id == file.id),
+            FdTypes::Fanotify => file.ffy.as_ref().is_some_and(|e| e.id == file.id),
             _ => false,
         }
 }
@@ -115,6 +132,7 @@ impl AnonSource {
                 | FdTypes::Timerfd
                 | FdTypes::Eventpoll
                 | FdTypes::Inotify
+                | FdTypes::Fanotify
         )
         .then(|| Self::build(file, kind))
     }
@@ -163,6 +181,32 @@ impl AnonSource {
                 AnonSource::Inotify {
                     flags: flags_of(e.flags)?,
                     watches,
+                }
+            }
+            FdTypes::Fanotify => {
+                let e = file.ffy.as_ref().ok_or(missing)?;
+                let mut marks = Vec::with_capacity(e.mark.len());
+                for m in &e.mark {
+                    let (how, path) = match (&m.ie, &m.me) {
+                        (Some(ie), _) => (FAN_MARK_DONT_FOLLOW, ie.f_handle.path.clone()),
+                        (None, Some(me)) => {
+                            (FAN_MARK_MOUNT, me.path.as_ref().map(|p| format!("/{p}")))
+                        }
+                        (None, None) => return Err(missing),
+                    };
+                    let path = CString::new(path.ok_or(missing)?).map_err(|_| Errno::EINVAL)?;
+                    let flags = FAN_MARK_ADD | how | m.mflags;
+                    marks.push((flags, m.mask.into(), m.ignored_mask.into(), path));
+                }
+                let mut init_flags = e.faflags | FAN_CLOEXEC;
+                if e.flags & libc::O_NONBLOCK as u32 != 0 {
+                    init_flags |= FAN_NONBLOCK;
+                }
+                AnonSource::Fanotify {
+                    init_flags,
+                    event_flags: e.evflags,
+                    flags: flags_of(e.flags)?,
+                    marks,
                 }
             }
             _ => return Err(Errno::EINVAL),
@@ -215,6 +259,27 @@ impl AnonSource {
                     }
                 }
                 (fd, *flags, FdStep::Inotify)
+            }
+            AnonSource::Fanotify {
+                init_flags,
+                event_flags,
+                flags,
+                marks,
+            } => {
+                let fd = anon_fd::fanotify(*init_flags, *event_flags)
+                    .map_err(|e| (FdStep::Fanotify, e))?;
+                for (how, mask, ignored, path) in marks {
+                    let raw = fd.as_raw_fd();
+                    let fail = |e| (FdStep::FanotifyMark, e);
+                    if *mask != 0 {
+                        anon_fd::fanotify_mark(raw, *how, *mask, path).map_err(fail)?;
+                    }
+                    if *ignored != 0 {
+                        anon_fd::fanotify_mark(raw, *how | FAN_MARK_IGNORED_MASK, *ignored, path)
+                            .map_err(fail)?;
+                    }
+                }
+                (fd, *flags, FdStep::Fanotify)
             }
         };
         set_status_flags(fd.as_raw_fd(), flags & libc::O_NONBLOCK).map_err(|e| (step, e))?;

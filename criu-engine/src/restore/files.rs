@@ -54,7 +54,7 @@ enum Source {
     /// The client's CRIU-RPC socket of a self-dump: a new socketpair whose
     /// far end has queued `response` (the encoded answer) and is closed.
     Service { sock_type: u32, response: Vec<u8> },
-    /// An eventfd, signalfd, timerfd, epoll or inotify.
+    /// An eventfd, signalfd, timerfd, epoll, inotify or fanotify.
     Anon(super::anon_fd::AnonSource),
 }
 
@@ -110,6 +110,10 @@ pub(crate) enum FdStep {
     Inotify,
     /// Adding an inotify watch.
     InotifyWatch,
+    /// Creating a fanotify.
+    Fanotify,
+    /// Adding a fanotify mark.
+    FanotifyMark,
 }
 
 impl FdStep {
@@ -130,6 +134,8 @@ impl FdStep {
             FdStep::Epoll => 13,
             FdStep::Inotify => 14,
             FdStep::InotifyWatch => 15,
+            FdStep::Fanotify => 16,
+            FdStep::FanotifyMark => 17,
         }
     }
 
@@ -150,6 +156,8 @@ impl FdStep {
             13 => FdStep::Epoll,
             14 => FdStep::Inotify,
             15 => FdStep::InotifyWatch,
+            16 => FdStep::Fanotify,
+            17 => FdStep::FanotifyMark,
             _ => return None,
         })
     }
@@ -171,6 +179,8 @@ impl FdStep {
             FdStep::Epoll => "create an epoll",
             FdStep::Inotify => "create an inotify",
             FdStep::InotifyWatch => "add an inotify watch",
+            FdStep::Fanotify => "create a fanotify",
+            FdStep::FanotifyMark => "add a fanotify mark",
         }
     }
 }

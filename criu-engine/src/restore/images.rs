@@ -649,7 +649,8 @@ fn check_references(
             | FdTypes::Eventpoll
             | FdTypes::Signalfd
             | FdTypes::Timerfd
-            | FdTypes::Inotify => {
+            | FdTypes::Inotify
+            | FdTypes::Fanotify => {
                 if !task
                     .files
                     .get(&fd.id)

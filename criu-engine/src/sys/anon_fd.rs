@@ -1,5 +1,5 @@
 //! Raw calls for anonymous-inode descriptors: creating eventfd, signalfd,
-//! timerfd, epoll and inotify files in the restore child, choosing the next
+//! timerfd, epoll, inotify and fanotify files in the restore child, choosing the next
 //! inotify watch descriptor, and the two lookups the dump needs (`kcmp` of
 //! an epoll target, `open_by_handle_at` of an inotify watch).
 //!
@@ -14,6 +14,7 @@
 //!   [timerfd_create(2)](https://man7.org/linux/man-pages/man2/timerfd_create.2.html),
 //!   [epoll_create(2)](https://man7.org/linux/man-pages/man2/epoll_create.2.html),
 //!   [inotify(7)](https://man7.org/linux/man-pages/man7/inotify.7.html),
+//!   [fanotify(7)](https://man7.org/linux/man-pages/man7/fanotify.7.html),
 //!   [kcmp(2)](https://man7.org/linux/man-pages/man2/kcmp.2.html)
 //!   (`KCMP_EPOLL_TFD`),
 //!   [open_by_handle_at(2)](https://man7.org/linux/man-pages/man2/open_by_handle_at.2.html)
@@ -93,6 +94,19 @@ pub(crate) fn inotify_next_wd(fd: RawFd, wd: i32) -> nix::Result<()> {
 pub(crate) fn inotify_watch(fd: RawFd, path: &CStr, mask: u32) -> nix::Result<i32> {
     // SAFETY: the path is a live NUL-terminated string.
     Errno::result(unsafe { libc::inotify_add_watch(fd, path.as_ptr(), mask) })
+}
+
+/// `fanotify_init(flags, event_flags)`.
+pub(crate) fn fanotify(flags: u32, event_flags: u32) -> nix::Result<OwnedFd> {
+    // SAFETY: fanotify_init takes integers.
+    owned(unsafe { libc::fanotify_init(flags, event_flags) }.into())
+}
+
+/// `fanotify_mark(fd, flags, mask, AT_FDCWD, path)`.
+pub(crate) fn fanotify_mark(fd: RawFd, flags: u32, mask: u64, path: &CStr) -> nix::Result<()> {
+    // SAFETY: the path is a live NUL-terminated string.
+    Errno::result(unsafe { libc::fanotify_mark(fd, flags, mask, libc::AT_FDCWD, path.as_ptr()) })
+        .map(drop)
 }
 
 /// `struct kcmp_epoll_slot`.

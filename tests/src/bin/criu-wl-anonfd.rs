@@ -17,7 +17,10 @@
 //! * `epoll-gone`: an epoll whose target only a child still holds;
 //! * `inotify`: an inotify watching `DIR/watched` (modify) and `DIR/sub`
 //!   (create);
-//! * `fanotify`: a fanotify descriptor.
+//! * `fanotify`: a non-blocking fanotify marking `DIR/watched` (modify,
+//!   and close-after-write ignored, even after a modification) and `DIR/sub` (close-after-write of its
+//!   children);
+//! * `fanotify-fs`: a fanotify with a filesystem mark (ignored mask only).
 //!
 //! Requests: when `DIR/go-N` appears (N = 1, 2, ...), it writes
 //! `DIR/out-N`, one `kind key=value...` line per kind:
@@ -31,7 +34,9 @@
 //! * `epoll ready=LIST`: after making the eventfd readable, the data of the
 //!   ready targets (hex, sorted), then the eventfd is drained again;
 //! * `moved ready=LIST`, the same for `epoll-moved`;
-//! * `inotify events=LIST`: `wd:mask` of every queued event (hex).
+//! * `inotify events=LIST`: `wd:mask` of every queued event (hex);
+//! * `fanotify events=LIST`: `name:mask` of the queued events on files in
+//!   `DIR` (hex, sorted, repeats merged).
 
 use std::io::Write;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
@@ -372,6 +377,77 @@ impl Inotify {
     }
 }
 
+struct Fanotify {
+    fd: OwnedFd,
+}
+
+fn mark(fd: RawFd, flags: u32, mask: u64, path: &Path) {
+    let c = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).unwrap();
+    // SAFETY: a live NUL-terminated path.
+    if unsafe { libc::fanotify_mark(fd, flags, mask, libc::AT_FDCWD, c.as_ptr()) } != 0 {
+        die("fanotify_mark");
+    }
+}
+
+fn fanotify_fd() -> OwnedFd {
+    let flags = libc::FAN_CLASS_NOTIF | libc::FAN_NONBLOCK | libc::FAN_CLOEXEC;
+    let ev = (libc::O_RDONLY | libc::O_LARGEFILE) as u32;
+    // SAFETY: fanotify_init takes integers.
+    owned(unsafe { libc::fanotify_init(flags, ev) }, "fanotify_init")
+}
+
+impl Fanotify {
+    fn new(dir: &Path) -> Self {
+        let watched = dir.join("watched");
+        std::fs::write(&watched, b"0").unwrap_or_else(|_| die("create watched"));
+        let sub = dir.join("sub");
+        std::fs::create_dir_all(&sub).unwrap_or_else(|_| die("create sub"));
+        let fd = fanotify_fd();
+        let raw = fd.as_raw_fd();
+        let add = libc::FAN_MARK_ADD;
+        mark(raw, add, libc::FAN_MODIFY, &watched);
+        let ignore = libc::FAN_MARK_IGNORED_MASK | libc::FAN_MARK_IGNORED_SURV_MODIFY;
+        mark(raw, add | ignore, libc::FAN_CLOSE_WRITE, &watched);
+        mark(
+            raw,
+            add,
+            libc::FAN_CLOSE_WRITE | libc::FAN_EVENT_ON_CHILD,
+            &sub,
+        );
+        Fanotify { fd }
+    }
+
+    fn report(&self) -> String {
+        let mut buf = [0u8; 4096];
+        // SAFETY: reads into a live buffer of that size.
+        let n = unsafe { libc::read(self.fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
+        let n = usize::try_from(n).unwrap_or(0);
+        let mut events = std::collections::BTreeSet::new();
+        let mut at = 0usize;
+        while at + 24 <= n {
+            let len = u32::from_ne_bytes(buf[at..at + 4].try_into().unwrap()) as usize;
+            let mask = u64::from_ne_bytes(buf[at + 8..at + 16].try_into().unwrap());
+            let fd = i32::from_ne_bytes(buf[at + 16..at + 20].try_into().unwrap());
+            if fd >= 0 {
+                let name = std::fs::read_link(format!("/proc/self/fd/{fd}"))
+                    .ok()
+                    .and_then(|p| Some(p.file_name()?.to_string_lossy().into_owned()))
+                    .unwrap_or_default();
+                events.insert(format!("{name}:{mask:x}"));
+                drop(owned(fd, "event fd"));
+            }
+            at += len.max(24);
+        }
+        let list: Vec<String> = events.into_iter().collect();
+        let list = if list.is_empty() {
+            "none".into()
+        } else {
+            list.join(",")
+        };
+        format!("fanotify events={list}")
+    }
+}
+
 /// A child that only sleeps, holding what it inherited.
 fn sleeping_child() {
     // SAFETY: single-threaded; the child only sleeps.
@@ -421,12 +497,12 @@ fn main() {
     let epoll = has("epoll").then(Epoll::new);
     let moved = has("epoll-moved").then(Moved::new);
     let inotify = has("inotify").then(|| Inotify::new(&dir));
-    let _fanotify = has("fanotify").then(|| {
-        // SAFETY: fanotify_init takes integers.
-        owned(
-            unsafe { libc::fanotify_init(libc::FAN_CLASS_NOTIF, libc::O_RDONLY as u32) },
-            "fanotify_init",
-        )
+    let fanotify = has("fanotify").then(|| Fanotify::new(&dir));
+    let _fanotify_fs = has("fanotify-fs").then(|| {
+        let fd = fanotify_fd();
+        let flags = libc::FAN_MARK_ADD | libc::FAN_MARK_FILESYSTEM | libc::FAN_MARK_IGNORED_MASK;
+        mark(fd.as_raw_fd(), flags, libc::FAN_MODIFY, &dir);
+        fd
     });
     if has("fork") {
         sleeping_child();
@@ -452,6 +528,7 @@ fn main() {
             lines.extend(epoll.as_ref().map(|e| e.report("epoll")));
             lines.extend(moved.as_ref().map(Moved::report));
             lines.extend(inotify.as_ref().map(Inotify::report));
+            lines.extend(fanotify.as_ref().map(Fanotify::report));
             let tmp = dir.join(format!("out-{n}.tmp"));
             let mut f = std::fs::File::create(&tmp).unwrap_or_else(|_| die("report"));
             for l in lines {
