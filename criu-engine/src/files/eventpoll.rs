@@ -78,6 +78,8 @@ pub(crate) fn targets(fdinfo: &str) -> Result<Vec<EventpollTfdEntry>, ProcError>
         let inode = tail("ino:").map(|v| hex::<u64>(v).ok_or_else(bad));
         let dev = tail("sdev:").map(|v| hex::<u32>(v).ok_or_else(bad));
         out.push(EventpollTfdEntry {
+            // CRIU 4.2 leaves it 0: it named the epoll when targets had
+            // an image of their own.
             id: 0,
             tfd,
             events,
@@ -103,7 +105,6 @@ pub(crate) fn entry(
     let mut tfds = targets(fdinfo).map_err(|source| EventpollError::FdInfo { pid, efd, source })?;
     let mut earlier: Vec<u32> = Vec::with_capacity(tfds.len());
     for t in &mut tfds {
-        t.id = id;
         // The kernel numbers the registrations of one descriptor number in
         // the order the fdinfo lists them.
         let toff = earlier.iter().filter(|&&n| n == t.tfd).count() as u32;

@@ -180,7 +180,6 @@ pub(crate) fn entry(
     }
     let mut marks = Vec::with_capacity(parsed.marks.len());
     for (mut m, raw) in parsed.marks {
-        m.id = id;
         if let Some(ie) = m.ie.as_mut() {
             let path = fhandle::resolve(pid, m.s_dev, ie.i_ino, ie.f_handle.r#type as i32, &raw)
                 .ok_or(FanotifyError::NoPath {

@@ -96,7 +96,6 @@ pub(crate) fn entry(
     let found = watches(fdinfo).map_err(|source| InotifyError::FdInfo { pid, fd, source })?;
     let mut wd = Vec::with_capacity(found.len());
     for (mut w, raw) in found {
-        w.id = id;
         let path = fhandle::resolve(pid, w.s_dev, w.i_ino, w.f_handle.r#type as i32, &raw).ok_or(
             InotifyError::NoPath {
                 pid,
