@@ -56,6 +56,13 @@ enum Source {
     Service { sock_type: u32, response: Vec<u8> },
     /// An eventfd, signalfd, timerfd, epoll, inotify or fanotify.
     Anon(super::anon_fd::AnonSource),
+    /// A memfd the worker recreated: reopened through `path`
+    /// (`/proc/self/fd/<worker's fd>`) with the dumped flags and position.
+    Memfd {
+        path: CString,
+        flags: OFlag,
+        pos: u64,
+    },
 }
 
 /// One file object (one open file description of the dump).
@@ -114,6 +121,8 @@ pub(crate) enum FdStep {
     Fanotify,
     /// Adding a fanotify mark.
     FanotifyMark,
+    /// Reopening a memfd.
+    Memfd,
 }
 
 impl FdStep {
@@ -136,6 +145,7 @@ impl FdStep {
             FdStep::InotifyWatch => 15,
             FdStep::Fanotify => 16,
             FdStep::FanotifyMark => 17,
+            FdStep::Memfd => 40,
         }
     }
 
@@ -158,6 +168,7 @@ impl FdStep {
             15 => FdStep::InotifyWatch,
             16 => FdStep::Fanotify,
             17 => FdStep::FanotifyMark,
+            40 => FdStep::Memfd,
             _ => return None,
         })
     }
@@ -181,6 +192,7 @@ impl FdStep {
             FdStep::InotifyWatch => "add an inotify watch",
             FdStep::Fanotify => "create a fanotify",
             FdStep::FanotifyMark => "add a fanotify mark",
+            FdStep::Memfd => "reopen a memfd",
         }
     }
 }
@@ -224,6 +236,7 @@ impl FdPlan {
         tasks: &[Option<&TaskImages>],
         inherit: &[InheritFd],
         pipe_data: &HashMap<u32, (u32, Vec<u8>)>,
+        memfds: &super::memfd::Memfds,
     ) -> Result<FdPlan, (u32, Errno)> {
         let mut objects: Vec<Object> = Vec::new();
         let mut by_id: HashMap<u32, usize> = HashMap::new();
@@ -257,6 +270,18 @@ impl FdPlan {
                         }
                     } else if let Some(anon) = super::anon_fd::AnonSource::of(file) {
                         Source::Anon(anon.map_err(err)?)
+                    } else if let Some((worker_fd, flags, pos)) = memfds
+                        .source(fd.id)
+                        .filter(|_| fd.r#type == FdTypes::Memfd as i32)
+                    {
+                        let flags =
+                            i32::try_from(flags).map_err(|_| err(Errno::EINVAL))? & !REOPEN_MASK;
+                        Source::Memfd {
+                            path: CString::new(format!("/proc/self/fd/{worker_fd}"))
+                                .map_err(|_| err(Errno::EINVAL))?,
+                            flags: OFlag::from_bits_retain(flags),
+                            pos,
+                        }
                     } else if fd.r#type == FdTypes::Pipe as i32 {
                         let pipe = file.pipe.as_ref().ok_or(err(Errno::ENOENT))?;
                         let next = pipes.len();
@@ -322,12 +347,30 @@ impl FdPlan {
     /// target number.
     pub(crate) fn relocate(&mut self, scratch: RawFd) -> Result<(), FdFailure> {
         for obj in &mut self.objects {
-            if let Source::Inherit { worker_fd } = obj.source {
-                obj.opened = dup_above(worker_fd, scratch).map_err(|errno| FdFailure {
-                    step: FdStep::Relocate,
-                    fd: worker_fd,
-                    errno,
-                })?;
+            match &obj.source {
+                Source::Inherit { worker_fd } => {
+                    obj.opened = dup_above(*worker_fd, scratch).map_err(|errno| FdFailure {
+                        step: FdStep::Relocate,
+                        fd: *worker_fd,
+                        errno,
+                    })?;
+                }
+                // Reopened now: the worker's descriptors are still here and
+                // /proc still reachable (no chroot yet).
+                Source::Memfd { path, flags, pos } => {
+                    let fail = |errno| FdFailure {
+                        step: FdStep::Memfd,
+                        fd: obj.first,
+                        errno,
+                    };
+                    let fd =
+                        nix::fcntl::open(path.as_c_str(), *flags | OFlag::O_CLOEXEC, Mode::empty())
+                            .map_err(fail)?;
+                    let pos = libc::off_t::try_from(*pos).map_err(|_| fail(Errno::EOVERFLOW))?;
+                    nix::unistd::lseek(&fd, pos, Whence::SeekSet).map_err(fail)?;
+                    obj.opened = dup_above(fd.as_raw_fd(), scratch).map_err(fail)?;
+                }
+                _ => {}
             }
         }
         Ok(())
@@ -344,7 +387,7 @@ impl FdPlan {
                 errno,
             };
             let src = match &self.objects[i].source {
-                Source::Inherit { .. } => self.objects[i].opened,
+                Source::Inherit { .. } | Source::Memfd { .. } => self.objects[i].opened,
                 Source::Open { path, flags, pos } => {
                     let fd = nix::fcntl::open(path.as_c_str(), *flags, Mode::empty())
                         .map_err(|e| fail(FdStep::Open, e))?;
