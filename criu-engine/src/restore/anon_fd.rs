@@ -1,13 +1,14 @@
 //! Anonymous-inode files of the restored tree: eventfd, signalfd, timerfd,
 //! epoll, inotify and fanotify (CRIU's `eventfd_open`, `signalfd_open`,
 //! `timerfd_open`, `eventpoll_open`/`eventpoll_post_open`,
-//! `open_inotify_fd`, `open_fanotify_fd`, and `timerfd_arm` of `criu/pie/restorer.c`).
+//! `open_inotify_fd`, `open_fanotify_fd`, and `timerfd_arm` of
+//! `criu/pie/restorer.c`).
 //!
 //! Each file is created by the root task with the other file objects
 //! ([`AnonSource::open`]): an eventfd with its counter, a signalfd with its
 //! mask, an inotify with its watches under their old numbers, a fanotify
-//! with its marks (inode marks by path, mount marks by mount point), a bare epoll
-//! and a disarmed timerfd. What needs every descriptor of a task in place
+//! with its marks (inode marks by path, mount marks by mount point), a
+//! bare epoll and a disarmed timerfd. What needs every descriptor of a task in place
 //! comes last, in the first task holding the file, through the injected
 //! stub ([`finish`]): the targets of an epoll (registered by descriptor
 //! number) and the arming of a timerfd with its remaining time and ticks,
@@ -18,7 +19,8 @@
 //! - [timerfd_create(2)](https://man7.org/linux/man-pages/man2/timerfd_create.2.html)
 //!   (`TFD_IOC_SET_TICKS`),
 //!   [epoll_ctl(2)](https://man7.org/linux/man-pages/man2/epoll_ctl.2.html),
-//!   [inotify(7)](https://man7.org/linux/man-pages/man7/inotify.7.html)
+//!   [inotify(7)](https://man7.org/linux/man-pages/man7/inotify.7.html),
+//!   [fanotify_mark(2)](https://man7.org/linux/man-pages/man2/fanotify_mark.2.html)
 
 use std::collections::HashSet;
 use std::ffi::CString;
