@@ -179,6 +179,19 @@ fn ghost_files_keep_content_offset_and_stay_unlinked() {
 }
 
 #[test]
+fn unlinked_executable_is_a_ghost_file() {
+    let t = Target::start("ghost-exe");
+    t.round_trip(&["--ghost-limit", "64M"], &[]);
+    assert!(!t.dir.path().join("exe-copy").exists());
+    let left: Vec<_> = std::fs::read_dir(t.dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.contains("ghost"))
+        .collect();
+    assert!(left.is_empty(), "ghost files left behind: {left:?}");
+}
+
+#[test]
 fn ghost_file_over_the_limit_is_refused() {
     let t = Target::start("ghost-huge");
     let msg = t.dump_fails(&[]);

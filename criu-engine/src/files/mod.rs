@@ -287,20 +287,33 @@ impl FileTable {
             return Ok(id);
         }
         if file.path.ends_with(remap::DELETED) {
-            if let Some(k) = self
-                .known
-                .iter()
-                .rev()
-                .find(|k| k.dev == meta.dev() && k.ino == meta.ino())
-            {
-                return Ok(k.id);
-            }
-            let id = self.alloc();
-            let name = self.remap(pid, -1, id, &file.path, meta, &link)?;
-            let e = reg::entry(id, &name, 0, 0, meta, File::open(&link).ok());
-            return Ok(self.push(e, meta));
+            return self.vanished_special(pid, &file.path, meta, &link);
         }
         Ok(self.special(&file.path, meta, || File::open(link).ok()))
+    }
+
+    /// [`FileTable::special`] for a file its path no longer reaches (an
+    /// unlinked executable or mapped file): the entry met before for the
+    /// same inode, or a new one with a remap.
+    fn vanished_special(
+        &mut self,
+        pid: RealPid,
+        name: &str,
+        meta: &Metadata,
+        link: &Path,
+    ) -> Result<u32, FilesError> {
+        if let Some(k) = self
+            .known
+            .iter()
+            .rev()
+            .find(|k| k.dev == meta.dev() && k.ino == meta.ino())
+        {
+            return Ok(k.id);
+        }
+        let id = self.alloc();
+        let name = self.remap(pid, -1, id, name, meta, link)?;
+        let e = reg::entry(id, &name, 0, 0, meta, File::open(link).ok());
+        Ok(self.push(e, meta))
     }
 
     fn remap(
@@ -388,7 +401,12 @@ impl FileTable {
         let target = std::fs::read_link(&link).map_err(|e| err(String::new(), e))?;
         let name = target.to_string_lossy().into_owned();
         let meta = std::fs::metadata(&link).map_err(|e| err(name.clone(), e))?;
-        if !name.starts_with('/') || name.ends_with(" (deleted)") {
+        let regular = meta.mode() & libc::S_IFMT == libc::S_IFREG;
+        if name.starts_with('/') && name.ends_with(remap::DELETED) && regular {
+            // An unlinked executable: saved as a ghost file, like its mappings.
+            return self.vanished_special(pid, &name, &meta, &link);
+        }
+        if !name.starts_with('/') || name.ends_with(remap::DELETED) {
             return Err(err(name, std::io::ErrorKind::NotFound.into()));
         }
         Ok(self.special(&name, &meta, || File::open(&link).ok()))

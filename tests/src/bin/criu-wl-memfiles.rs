@@ -15,6 +15,8 @@
 //! * `ghost-huge`: `DIR/huge` (2 MiB of data) open and unlinked;
 //! * `linked`: `DIR/linked` with a second hard link `DIR/other`, open at
 //!   offset 5, then `DIR/linked` unlinked;
+//! * `ghost-exe`: runs from a copy of its executable, `DIR/exe-copy`, which
+//!   it unlinks;
 //! * `sysv`: a SysV shared memory segment attached;
 //! * `locks`: `DIR/flock` locked with `flock(LOCK_EX)`, `DIR/posix` with a
 //!   POSIX write lock on bytes 0..100, `DIR/ofd` with an OFD read lock on
@@ -95,6 +97,9 @@ enum State {
     },
     Linked {
         fd: File,
+    },
+    Exe {
+        size: u64,
     },
     /// Nothing to check from the inside (SysV, locks, refused kinds).
     Nothing,
@@ -194,6 +199,14 @@ fn setup(mode: &str, dir: &Path) -> State {
                 .unwrap_or_else(|_| die("lseek"));
             std::fs::remove_file(&path).unwrap_or_else(|_| die("unlink"));
             State::Linked { fd }
+        }
+        "ghost-exe-run" => {
+            let path = dir.join("exe-copy");
+            let size = std::fs::metadata(&path)
+                .unwrap_or_else(|_| die("stat"))
+                .len();
+            std::fs::remove_file(&path).unwrap_or_else(|_| die("unlink"));
+            State::Exe { size }
         }
         "sysv" => {
             // SAFETY: plain SysV calls; the segment is attached where the
@@ -361,6 +374,17 @@ fn check(state: &mut State) -> Result<(), String> {
             }
             Ok(())
         }
+        State::Exe { size } => {
+            let exe = std::fs::read_link("/proc/self/exe").map_err(|e| e.to_string())?;
+            if !exe.to_string_lossy().ends_with(" (deleted)") {
+                return Err(format!("executable {exe:?} is linked"));
+            }
+            let data = std::fs::read("/proc/self/exe").map_err(|e| e.to_string())?;
+            if data.len() as u64 != *size || !data.starts_with(b"\x7fELF") {
+                return Err("executable content".into());
+            }
+            Ok(())
+        }
         State::Nothing => Ok(()),
     }
 }
@@ -372,6 +396,17 @@ fn main() {
         std::process::exit(2);
     }
     let (mode, dir) = (args[1].clone(), PathBuf::from(&args[2]));
+    if mode == "ghost-exe" {
+        use std::os::unix::process::CommandExt;
+        let copy = dir.join("exe-copy");
+        std::fs::copy("/proc/self/exe", &copy).unwrap_or_else(|_| die("copy"));
+        let err = std::process::Command::new(&copy)
+            .arg("ghost-exe-run")
+            .arg(&dir)
+            .exec();
+        eprintln!("criu-wl-memfiles: exec: {err}");
+        std::process::exit(1);
+    }
     let ready = dir.join("ready");
     // SAFETY: single-threaded here; the child only runs plain code.
     match unsafe { nix::unistd::fork() }.unwrap_or_else(|_| die("fork")) {
