@@ -15,6 +15,8 @@ use criu_tests::{alive, become_subreaper, bin, kill_and_reap, require_root, Temp
 /// A running `criu-wl-memfiles` with its directory.
 struct Target {
     pid: i32,
+    /// Its children, when it has some (reaped with it).
+    children: Vec<i32>,
     dir: TempDir,
 }
 
@@ -34,7 +36,11 @@ impl Target {
             "criu-wl-memfiles {mode} did not start"
         );
         let pid = String::from_utf8_lossy(&out.stdout).trim().parse().unwrap();
-        Target { pid, dir }
+        Target {
+            pid,
+            children: Vec::new(),
+            dir,
+        }
     }
 
     fn img(&self) -> String {
@@ -43,9 +49,14 @@ impl Target {
 
     /// Asks the target to check itself and returns its verdict.
     fn verdict(&self) -> String {
-        let result = self.dir.path().join("result");
+        self.verdict_of("")
+    }
+
+    /// The verdict of the process answering `go<suffix>`.
+    fn verdict_of(&self, suffix: &str) -> String {
+        let result = self.dir.path().join(format!("result{suffix}"));
         let _ = std::fs::remove_file(&result);
-        std::fs::write(self.dir.path().join("go"), b"").unwrap();
+        std::fs::write(self.dir.path().join(format!("go{suffix}")), b"").unwrap();
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
             if let Ok(v) = std::fs::read_to_string(&result) {
@@ -123,6 +134,9 @@ impl Target {
         self.dump(dump_opts);
         assert!(!alive(self.pid), "the dumped target is gone");
         kill_and_reap(self.pid);
+        for &c in &self.children {
+            kill_and_reap(c);
+        }
         self.restore(restore_opts);
         assert_eq!(self.verdict(), "ok", "after the restore");
     }
@@ -130,8 +144,11 @@ impl Target {
 
 impl Drop for Target {
     fn drop(&mut self) {
-        if alive(self.pid) {
-            kill_and_reap(self.pid);
+        // The root first: its children are then reparented to us.
+        for &pid in [&self.pid].into_iter().chain(&self.children) {
+            if alive(pid) {
+                kill_and_reap(pid);
+            }
         }
     }
 }
@@ -189,6 +206,30 @@ fn unlinked_executable_is_a_ghost_file() {
         .filter(|n| n.contains("ghost"))
         .collect();
     assert!(left.is_empty(), "ghost files left behind: {left:?}");
+}
+
+#[test]
+fn tree_shares_memfd_ghost_and_flock() {
+    let mut t = Target::start("tree");
+    assert_eq!(t.verdict_of("-child"), "ok");
+    let child = child_of(t.pid);
+    t.children.push(child);
+    t.round_trip(&["--file-locks"], &["--file-locks"]);
+    assert!(alive(child), "the child is restored too");
+    assert_eq!(t.verdict_of("-child"), "ok");
+    let f = std::fs::File::options()
+        .write(true)
+        .open(t.dir.path().join("tree-flock"))
+        .unwrap();
+    // SAFETY: flock on a descriptor this test owns.
+    let r = unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+    assert_eq!(r, -1, "the inherited flock is held again");
+}
+
+/// The only child of `pid`.
+fn child_of(pid: i32) -> i32 {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")).unwrap();
+    text.split_whitespace().next().unwrap().parse().unwrap()
 }
 
 #[test]

@@ -17,6 +17,10 @@
 //!   offset 5, then `DIR/linked` unlinked;
 //! * `ghost-exe`: runs from a copy of its executable, `DIR/exe-copy`, which
 //!   it unlinks;
+//! * `tree`: memfd `wl-tree` (fd and shared mapping), `DIR/tree-ghost`
+//!   (open, unlinked) and `DIR/tree-flock` (locked with `flock`), then a
+//!   child inheriting all three, which answers `DIR/go-child` in
+//!   `DIR/result-child`;
 //! * `sysv`: a SysV shared memory segment attached;
 //! * `locks`: `DIR/flock` locked with `flock(LOCK_EX)`, `DIR/posix` with a
 //!   POSIX write lock on bytes 0..100, `DIR/ofd` with an OFD read lock on
@@ -100,6 +104,11 @@ enum State {
     },
     Exe {
         size: u64,
+    },
+    Tree {
+        memfd: File,
+        map: &'static mut [u8],
+        ghost: File,
     },
     /// Nothing to check from the inside (SysV, locks, refused kinds).
     Nothing,
@@ -199,6 +208,20 @@ fn setup(mode: &str, dir: &Path) -> State {
                 .unwrap_or_else(|_| die("lseek"));
             std::fs::remove_file(&path).unwrap_or_else(|_| die("unlink"));
             State::Linked { fd }
+        }
+        "tree" => {
+            let memfd = memfd("wl-tree", &pattern(10, 8192), false);
+            let map = map_shared(memfd.as_raw_fd(), 8192, true);
+            let path = dir.join("tree-ghost");
+            std::fs::write(&path, pattern(11, 300)).unwrap_or_else(|_| die("write"));
+            let ghost = File::open(&path).unwrap_or_else(|_| die("open"));
+            std::fs::remove_file(&path).unwrap_or_else(|_| die("unlink"));
+            let fl = File::create(dir.join("tree-flock")).unwrap_or_else(|_| die("create"));
+            // SAFETY: flock on a descriptor we own; kept open for good.
+            if unsafe { libc::flock(fl.into_raw_fd(), libc::LOCK_EX) } != 0 {
+                die("flock");
+            }
+            State::Tree { memfd, map, ghost }
         }
         "ghost-exe-run" => {
             let path = dir.join("exe-copy");
@@ -385,6 +408,25 @@ fn check(state: &mut State) -> Result<(), String> {
             }
             Ok(())
         }
+        State::Tree { memfd, map, ghost } => {
+            if map[..] != pattern(10, 8192)[..] {
+                return Err("tree memfd content".into());
+            }
+            // Parent and child see each other's writes: one inode.
+            let mut b = [0u8; 1];
+            memfd.read_exact_at(&mut b, 0).map_err(|e| e.to_string())?;
+            if b[0] != map[0] {
+                return Err("tree memfd fd and mapping differ".into());
+            }
+            let mut got = vec![0u8; 300];
+            ghost
+                .read_exact_at(&mut got, 0)
+                .map_err(|e| e.to_string())?;
+            if got != pattern(11, 300) {
+                return Err("tree ghost content".into());
+            }
+            Ok(())
+        }
         State::Nothing => Ok(()),
     }
 }
@@ -442,8 +484,18 @@ fn main() {
         unsafe { libc::close(fd) };
     }
     let mut state = setup(&mode, &dir);
-    File::create(&ready).unwrap_or_else(|_| die("ready"));
-    let go = dir.join("go");
+    let mut suffix = "";
+    if mode == "tree" {
+        // SAFETY: single-threaded; the child runs the same plain loop.
+        let forked = unsafe { nix::unistd::fork() };
+        if let nix::unistd::ForkResult::Child = forked.unwrap_or_else(|_| die("fork")) {
+            suffix = "-child";
+        }
+    }
+    if suffix.is_empty() {
+        File::create(&ready).unwrap_or_else(|_| die("ready"));
+    }
+    let go = dir.join(format!("go{suffix}"));
     loop {
         std::thread::sleep(Duration::from_millis(20));
         if std::fs::remove_file(&go).is_err() {
@@ -453,9 +505,9 @@ fn main() {
             Ok(()) => "ok".to_owned(),
             Err(why) => format!("bad {why}"),
         };
-        let tmp = dir.join("result.tmp");
+        let tmp = dir.join(format!("result{suffix}.tmp"));
         if std::fs::write(&tmp, verdict).is_ok() {
-            let _ = std::fs::rename(&tmp, dir.join("result"));
+            let _ = std::fs::rename(&tmp, dir.join(format!("result{suffix}")));
         }
     }
 }
