@@ -10,7 +10,8 @@ use std::path::Path;
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
-use criu_tests::{alive, become_subreaper, bin, kill_and_reap, require_root, TempDir};
+use criu_proto::rpc::CriuOpts;
+use criu_tests::{alive, become_subreaper, bin, kill_and_reap, require_root, Connect, TempDir};
 
 /// A running `criu-wl-memfiles` with its directory.
 struct Target {
@@ -306,4 +307,56 @@ fn file_locks_need_the_option_then_are_taken_again() {
     assert!(msg.contains("file_locks"), "{msg}");
     t.round_trip(&["--file-locks"], &["--file-locks"]);
     locks_held(t.dir.path(), t.pid);
+}
+
+/// DUMP or RESTORE through a `criu-swrk` worker with `set` applied to the
+/// options; returns whether it succeeded.
+fn swrk(t: &Target, ty: criu_proto::rpc::CriuReqType, set: impl FnOnce(&mut CriuOpts)) -> bool {
+    let img = std::fs::File::open(t.dir.path().join("img")).unwrap();
+    let mut opts = CriuOpts {
+        images_dir_fd: img.as_raw_fd(),
+        log_file: Some("rpc.log".into()),
+        log_level: Some(4),
+        ..Default::default()
+    };
+    set(&mut opts);
+    let mut r = criu_tests::req(ty);
+    r.opts = Some(opts);
+    let client = Connect::Swrk(bin("criu-swrk")).open();
+    let resp = client.call(&r).expect("answered");
+    let _ = client.wait();
+    resp.success
+}
+
+#[test]
+fn rpc_options_file_locks_and_link_remap() {
+    use criu_proto::rpc::CriuReqType as T;
+    let t = Target::start("locks");
+    assert!(!swrk(&t, T::Dump, |o| o.pid = Some(t.pid)));
+    assert!(
+        t.log("rpc.log").contains("file_locks"),
+        "{}",
+        t.log("rpc.log")
+    );
+    assert!(alive(t.pid));
+    assert!(swrk(&t, T::Dump, |o| {
+        o.pid = Some(t.pid);
+        o.file_locks = Some(true);
+    }));
+    kill_and_reap(t.pid);
+    assert!(
+        swrk(&t, T::Restore, |o| o.file_locks = Some(true)),
+        "{}",
+        t.log("rpc.log")
+    );
+    locks_held(t.dir.path(), t.pid);
+
+    let l = Target::start("linked");
+    assert!(swrk(&l, T::Dump, |o| {
+        o.pid = Some(l.pid);
+        o.link_remap = Some(true);
+    }));
+    kill_and_reap(l.pid);
+    assert!(swrk(&l, T::Restore, |_| {}), "{}", l.log("rpc.log"));
+    assert_eq!(l.verdict(), "ok");
 }

@@ -92,7 +92,7 @@ pub enum FilesError {
     #[error(transparent)]
     UnixSk(#[from] unix_sk::UnixSkError),
     /// A memfd could not be saved.
-    #[error("task {pid}: fd {fd}")]
+    #[error("task {pid}: fd {fd} (-1: a mapping) is a memfd")]
     Memfd {
         /// The task.
         pid: RealPid,
@@ -103,7 +103,7 @@ pub enum FilesError {
         source: memfd::MemfdError,
     },
     /// A file whose path vanished could not be saved.
-    #[error("task {pid}: fd {fd}")]
+    #[error("task {pid}: fd {fd} (-1: a mapping or the executable) has lost its path")]
     Remap {
         /// The task.
         pid: RealPid,
@@ -116,6 +116,12 @@ pub enum FilesError {
     /// A file lock could not be saved.
     #[error(transparent)]
     Lock(#[from] lock::LockError),
+    /// The contents of the memfds met could not be saved.
+    #[error("cannot save the memfds of the dump")]
+    MemfdImages(#[source] memfd::MemfdError),
+    /// The ghost files or `remap-fpath.img` could not be saved.
+    #[error("cannot save the ghost files of the dump")]
+    RemapImages(#[source] remap::RemapError),
     /// The client's RPC socket could not be taken from the task.
     #[error("cannot take fd {fd} of task {pid}")]
     Steal {
@@ -233,17 +239,8 @@ impl FileTable {
     /// Writes the images that follow `files.img`: `memfd.img` with memfd
     /// contents, ghost files, `remap-fpath.img` and `filelocks.img`.
     pub fn write_extra(&mut self, dir: &criu_proto::img::ImagesDir) -> Result<(), FilesError> {
-        let pid = RealPid(0);
-        self.memfds.write(dir).map_err(|source| FilesError::Memfd {
-            pid,
-            fd: -1,
-            source,
-        })?;
-        self.remaps.write(dir).map_err(|source| FilesError::Remap {
-            pid,
-            fd: -1,
-            source,
-        })?;
+        self.memfds.write(dir).map_err(FilesError::MemfdImages)?;
+        self.remaps.write(dir).map_err(FilesError::RemapImages)?;
         self.locks.write(dir)?;
         Ok(())
     }
