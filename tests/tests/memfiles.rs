@@ -266,6 +266,16 @@ fn sysv_shared_memory_outside_an_ipc_namespace_is_refused() {
     assert!(msg.contains("IPC namespace"), "{msg}");
 }
 
+#[test]
+fn file_leases_are_refused() {
+    let t = Target::start("lease");
+    // Taking a lease also makes the process the file's owner (F_SETOWN),
+    // which is refused first.
+    let msg = t.dump_fails(&["--file-locks"]);
+    assert!(msg.contains("cannot be dumped yet"), "{msg}");
+    assert!(msg.contains("/lease"), "{msg}");
+}
+
 /// What another process sees of the target's locks.
 fn locks_held(dir: &Path, pid: i32) {
     let open = |name: &str| {

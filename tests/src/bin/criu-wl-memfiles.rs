@@ -22,6 +22,7 @@
 //!   child inheriting all three, which answers `DIR/go-child` in
 //!   `DIR/result-child`;
 //! * `sysv`: a SysV shared memory segment attached;
+//! * `lease`: a read lease on `DIR/lease`;
 //! * `locks`: `DIR/flock` locked with `flock(LOCK_EX)`, `DIR/posix` with a
 //!   POSIX write lock on bytes 0..100, `DIR/ofd` with an OFD read lock on
 //!   bytes 10..20.
@@ -243,6 +244,16 @@ fn setup(mode: &str, dir: &Path) -> State {
                     die("shmat");
                 }
                 libc::shmctl(id, libc::IPC_RMID, std::ptr::null_mut());
+            }
+            State::Nothing
+        }
+        "lease" => {
+            let path = dir.join("lease");
+            std::fs::write(&path, b"lease").unwrap_or_else(|_| die("write"));
+            let f = File::open(&path).unwrap_or_else(|_| die("open"));
+            // SAFETY: fcntl on a descriptor we own, kept open for good.
+            if unsafe { libc::fcntl(f.into_raw_fd(), libc::F_SETLEASE, libc::F_RDLCK) } != 0 {
+                die("F_SETLEASE");
             }
             State::Nothing
         }
