@@ -110,7 +110,7 @@ pub enum FilesError {
     #[error(transparent)]
     Fanotify(#[from] fanotify::FanotifyError),
     /// A memfd could not be saved.
-    #[error("task {pid}: fd {fd}")]
+    #[error("task {pid}: fd {fd} (-1: a mapping) is a memfd")]
     Memfd {
         /// The task.
         pid: RealPid,
@@ -121,7 +121,7 @@ pub enum FilesError {
         source: memfd::MemfdError,
     },
     /// A file whose path vanished could not be saved.
-    #[error("task {pid}: fd {fd}")]
+    #[error("task {pid}: fd {fd} (-1: a mapping or the executable) has lost its path")]
     Remap {
         /// The task.
         pid: RealPid,
@@ -134,6 +134,12 @@ pub enum FilesError {
     /// A file lock could not be saved.
     #[error(transparent)]
     Lock(#[from] lock::LockError),
+    /// The contents of the memfds met could not be saved.
+    #[error("cannot save the memfds of the dump")]
+    MemfdImages(#[source] memfd::MemfdError),
+    /// The ghost files or `remap-fpath.img` could not be saved.
+    #[error("cannot save the ghost files of the dump")]
+    RemapImages(#[source] remap::RemapError),
     /// The client's RPC socket could not be taken from the task.
     #[error("cannot take fd {fd} of task {pid}")]
     Steal {
@@ -251,17 +257,8 @@ impl FileTable {
     /// Writes the images that follow `files.img`: `memfd.img` with memfd
     /// contents, ghost files, `remap-fpath.img` and `filelocks.img`.
     pub fn write_extra(&mut self, dir: &criu_proto::img::ImagesDir) -> Result<(), FilesError> {
-        let pid = RealPid(0);
-        self.memfds.write(dir).map_err(|source| FilesError::Memfd {
-            pid,
-            fd: -1,
-            source,
-        })?;
-        self.remaps.write(dir).map_err(|source| FilesError::Remap {
-            pid,
-            fd: -1,
-            source,
-        })?;
+        self.memfds.write(dir).map_err(FilesError::MemfdImages)?;
+        self.remaps.write(dir).map_err(FilesError::RemapImages)?;
         self.locks.write(dir)?;
         Ok(())
     }
@@ -305,20 +302,33 @@ impl FileTable {
             return Ok(id);
         }
         if file.path.ends_with(remap::DELETED) {
-            if let Some(k) = self
-                .known
-                .iter()
-                .rev()
-                .find(|k| k.dev == meta.dev() && k.ino == meta.ino())
-            {
-                return Ok(k.id);
-            }
-            let id = self.alloc();
-            let name = self.remap(pid, -1, id, &file.path, meta, &link)?;
-            let e = reg::entry(id, &name, 0, 0, meta, File::open(&link).ok());
-            return Ok(self.push(e, meta));
+            return self.vanished_special(pid, &file.path, meta, &link);
         }
         Ok(self.special(&file.path, meta, || File::open(link).ok()))
+    }
+
+    /// [`FileTable::special`] for a file its path no longer reaches (an
+    /// unlinked executable or mapped file): the entry met before for the
+    /// same inode, or a new one with a remap.
+    fn vanished_special(
+        &mut self,
+        pid: RealPid,
+        name: &str,
+        meta: &Metadata,
+        link: &Path,
+    ) -> Result<u32, FilesError> {
+        if let Some(k) = self
+            .known
+            .iter()
+            .rev()
+            .find(|k| k.dev == meta.dev() && k.ino == meta.ino())
+        {
+            return Ok(k.id);
+        }
+        let id = self.alloc();
+        let name = self.remap(pid, -1, id, name, meta, link)?;
+        let e = reg::entry(id, &name, 0, 0, meta, File::open(link).ok());
+        Ok(self.push(e, meta))
     }
 
     fn remap(
@@ -406,7 +416,12 @@ impl FileTable {
         let target = std::fs::read_link(&link).map_err(|e| err(String::new(), e))?;
         let name = target.to_string_lossy().into_owned();
         let meta = std::fs::metadata(&link).map_err(|e| err(name.clone(), e))?;
-        if !name.starts_with('/') || name.ends_with(" (deleted)") {
+        let regular = meta.mode() & libc::S_IFMT == libc::S_IFREG;
+        if name.starts_with('/') && name.ends_with(remap::DELETED) && regular {
+            // An unlinked executable: saved as a ghost file, like its mappings.
+            return self.vanished_special(pid, &name, &meta, &link);
+        }
+        if !name.starts_with('/') || name.ends_with(remap::DELETED) {
             return Err(err(name, std::io::ErrorKind::NotFound.into()));
         }
         Ok(self.special(&name, &meta, || File::open(&link).ok()))
