@@ -24,6 +24,7 @@ mod creds;
 mod files;
 mod finish;
 mod guards;
+mod helpers;
 mod images;
 mod mm;
 mod pages;
