@@ -310,7 +310,7 @@ fn a_task_in_its_own_time_namespace_is_refused_clearly() {
     become_subreaper();
     // `setsid` makes `unshare` a session leader; its child `sleep` runs in a
     // new time namespace.
-    let child = std::process::Command::new("setsid")
+    let mut child = std::process::Command::new("setsid")
         .args([
             "unshare",
             "--time",
@@ -344,5 +344,6 @@ fn a_task_in_its_own_time_namespace_is_refused_clearly() {
     );
     assert!(alive(pid) && alive(inner), "the tree is left running");
     kill_and_reap(inner);
-    kill_and_reap(pid);
+    child.kill().unwrap();
+    child.wait().unwrap();
 }
