@@ -592,7 +592,30 @@ fn check_posix_timers(s: &Setup) -> Result<(), String> {
         "deleted timer",
         timer_gettime(s.deleted).err(),
         Some(libc::EINVAL),
-    )
+    )?;
+    // Signal, value, target and clock as the kernel shows them.
+    let pid = MAIN_TID.load(Ordering::Relaxed);
+    let ttid = THREAD_TID.load(Ordering::Relaxed);
+    let mut want = vec![
+        format!(
+            "ID: {}|signal: 39/0000000000000abc|notify: signal/pid.{pid}|ClockID: 1",
+            s.timer_a
+        ),
+        format!(
+            "ID: {}|signal: 0/0000000000000000|notify: none/pid.{pid}|ClockID: 0",
+            s.timer_c
+        ),
+        format!(
+            "ID: {}|signal: 41/0000000000000077|notify: signal/tid.{ttid}|ClockID: 7",
+            s.timer_d
+        ),
+    ];
+    let text = std::fs::read_to_string("/proc/self/timers").map_err(|e| e.to_string())?;
+    let lines: Vec<&str> = text.lines().collect();
+    let mut got: Vec<String> = lines.chunks(4).map(|c| c.join("|")).collect();
+    want.sort();
+    got.sort();
+    expect("/proc/self/timers", got, want)
 }
 
 fn check_prctl() -> Result<(), String> {
