@@ -332,7 +332,19 @@ fn dump_tree(
     // (the other members of a tree are dumped whole).
     let mode = track.mode;
     let mut track = Some(track);
-    let mut seccomp = crate::task_core::seccomp::SeccompDump::default();
+    let modes: Vec<Vec<_>> = tree
+        .processes()
+        .map(|p| {
+            std::iter::once(p.leader())
+                .chain(p.threads())
+                .map(|t| (t.pid(), t.seccomp_mode()))
+                .collect()
+        })
+        .collect();
+    let seccomp = crate::task_core::seccomp::SeccompDump::collect(&modes)
+        .map_err(|e| TaskDumpError::Core(e.into()))?;
+    dir.write_single(ImageKind::Seccomp, 0, &seccomp.entry())
+        .map_err(TaskDumpError::from)?;
     let mut files = FileTable::new();
     let mut shmem = crate::mem::shmem::ShmemDump::default();
     files.set_rpc_socket(rpc_socket_ino);
@@ -390,16 +402,8 @@ fn dump_tree(
                     own_pidns,
                     parent_files,
                 };
-                let (mem, entry) = task::dump(
-                    p,
-                    dir,
-                    plan,
-                    stats,
-                    &mut files,
-                    &mut shmem,
-                    &mut seccomp,
-                    slot,
-                )?;
+                let (mem, entry) =
+                    task::dump(p, dir, plan, stats, &mut files, &mut shmem, &seccomp, slot)?;
                 next_id += 1;
                 stats.mem.add(&mem);
                 pstree.push(entry);
@@ -442,8 +446,6 @@ fn dump_tree(
         w.finish().map_err(TaskDumpError::from)?;
     }
     dir.write_all(ImageKind::Pstree, 0, &pstree)
-        .map_err(TaskDumpError::from)?;
-    dir.write_single(ImageKind::Seccomp, 0, &seccomp.entry())
         .map_err(TaskDumpError::from)?;
     dir.write_single(ImageKind::Timens, 0, &inventory::timens())
         .map_err(TaskDumpError::from)?;
