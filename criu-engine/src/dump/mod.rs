@@ -213,7 +213,20 @@ pub fn run(opts: &RequestOpts, notify: &mut dyn Notify) -> Result<DumpOutcome, D
         });
     }
 
-    dump_tree(&task, &dir, track, opts.rpc_socket_ino, &mut stats)?;
+    let file_opts = crate::files::FileOptions {
+        ghost_limit: opts.ghost_limit,
+        link_remap: opts.link_remap,
+        file_locks: opts.file_locks,
+        leave_running: opts.final_state == FinalState::Alive,
+    };
+    dump_tree(
+        &task,
+        &dir,
+        track,
+        opts.rpc_socket_ino,
+        file_opts,
+        &mut stats,
+    )?;
     stats.frozen_time = frozen_at.elapsed();
     dir.write_single(ImageKind::StatsDump, 0, &stats.entry())
         .map_err(DumpError::Finish)?;
@@ -312,8 +325,9 @@ const TASK_DEAD: u32 = 2;
 /// `CORE_ENTRY__MARCH__X86_64`.
 const MARCH_X86_64: i32 = 1;
 
-/// Writes the images of every task of the frozen tree, then the images
-/// they share (`files.img`, `pstree.img`, `seccomp.img`, `timens-0.img`).
+/// Writes `seccomp.img` (as CRIU, before any task), the images of every
+/// task of the frozen tree, then the images they share (`files.img`,
+/// `pstree.img`, `timens-0.img`).
 /// `rpc_socket_ino` is the worker's end of a CRIU-RPC connection, whose peer
 /// in the tree is saved as the service socket (self-dump).
 fn dump_tree(
@@ -321,6 +335,25 @@ fn dump_tree(
     dir: &ImagesDir,
     track: incremental::TrackPlan,
     rpc_socket_ino: Option<u64>,
+    file_opts: crate::files::FileOptions,
+    stats: &mut DumpStats,
+) -> Result<(), DumpError> {
+    let mut files = FileTable::new();
+    files.configure(file_opts);
+    let result = dump_members(tree, dir, track, rpc_socket_ino, &mut files, stats);
+    if result.is_err() || file_opts.leave_running {
+        files.rollback();
+    }
+    result
+}
+
+/// [`dump_tree`] with its file table.
+fn dump_members(
+    tree: &SeizedTree,
+    dir: &ImagesDir,
+    track: incremental::TrackPlan,
+    rpc_socket_ino: Option<u64>,
+    files: &mut FileTable,
     stats: &mut DumpStats,
 ) -> Result<(), DumpError> {
     if track.remote.is_some() && tree.members.len() > 1 {
@@ -345,7 +378,6 @@ fn dump_tree(
         .map_err(|e| TaskDumpError::Core(e.into()))?;
     dir.write_single(ImageKind::Seccomp, 0, &seccomp.entry())
         .map_err(TaskDumpError::from)?;
-    let mut files = FileTable::new();
     let mut shmem = crate::mem::shmem::ShmemDump::default();
     files.set_rpc_socket(rpc_socket_ino);
     let mut pstree: Vec<PstreeEntry> = Vec::with_capacity(tree.members.len());
@@ -403,7 +435,7 @@ fn dump_tree(
                     parent_files,
                 };
                 let (mem, entry) =
-                    task::dump(p, dir, plan, stats, &mut files, &mut shmem, &seccomp, slot)?;
+                    task::dump(p, dir, plan, stats, files, &mut shmem, &seccomp, slot)?;
                 next_id += 1;
                 stats.mem.add(&mem);
                 pstree.push(entry);
@@ -435,6 +467,7 @@ fn dump_tree(
     }
     dir.write_all(ImageKind::Files, 0, files.entries())
         .map_err(TaskDumpError::from)?;
+    files.write_extra(dir).map_err(TaskDumpError::from)?;
     if !files.pipes().is_empty() {
         let mut w = dir
             .create_image(ImageKind::PipesData, 0)

@@ -162,10 +162,7 @@ pub fn dump(
     let guards = crate::mem::guard::collect(pid.0)?;
     for v in &mut vmas {
         if let Some(f) = &v.file {
-            let link = f.link.clone();
-            v.entry.shmid = files
-                .special(&f.path, &f.meta, || std::fs::File::open(link).ok())
-                .into();
+            v.entry.shmid = files.mapped(pid, f, v.is(vma::status::MEMFD))?.into();
         }
     }
     dir.write_single(ImageKind::Ids, vpid.into(), &ids)?;
@@ -179,7 +176,7 @@ pub fn dump(
         files.ignore_fd(pid, fd);
     }
     let fdinfo = match parent_files {
-        None => Some(files.dump_fds(pid, &inj)?),
+        None => Some(files.dump_fds(pid, vpid, &inj)?),
         Some(_) => None,
     };
 
