@@ -325,8 +325,9 @@ const TASK_DEAD: u32 = 2;
 /// `CORE_ENTRY__MARCH__X86_64`.
 const MARCH_X86_64: i32 = 1;
 
-/// Writes the images of every task of the frozen tree, then the images
-/// they share (`files.img`, `pstree.img`, `seccomp.img`, `timens-0.img`).
+/// Writes `seccomp.img` (as CRIU, before any task), the images of every
+/// task of the frozen tree, then the images they share (`files.img`,
+/// `pstree.img`, `timens-0.img`).
 /// `rpc_socket_ino` is the worker's end of a CRIU-RPC connection, whose peer
 /// in the tree is saved as the service socket (self-dump).
 fn dump_tree(
@@ -364,7 +365,19 @@ fn dump_members(
     // (the other members of a tree are dumped whole).
     let mode = track.mode;
     let mut track = Some(track);
-    let mut seccomp = crate::task_core::seccomp::SeccompDump::default();
+    let modes: Vec<Vec<_>> = tree
+        .processes()
+        .map(|p| {
+            std::iter::once(p.leader())
+                .chain(p.threads())
+                .map(|t| (t.pid(), t.seccomp_mode()))
+                .collect()
+        })
+        .collect();
+    let seccomp = crate::task_core::seccomp::SeccompDump::collect(&modes)
+        .map_err(|e| TaskDumpError::Core(e.into()))?;
+    dir.write_single(ImageKind::Seccomp, 0, &seccomp.entry())
+        .map_err(TaskDumpError::from)?;
     let mut shmem = crate::mem::shmem::ShmemDump::default();
     files.set_rpc_socket(rpc_socket_ino);
     let mut pstree: Vec<PstreeEntry> = Vec::with_capacity(tree.members.len());
@@ -422,7 +435,7 @@ fn dump_members(
                     parent_files,
                 };
                 let (mem, entry) =
-                    task::dump(p, dir, plan, stats, files, &mut shmem, &mut seccomp, slot)?;
+                    task::dump(p, dir, plan, stats, files, &mut shmem, &seccomp, slot)?;
                 next_id += 1;
                 stats.mem.add(&mem);
                 pstree.push(entry);
@@ -466,8 +479,6 @@ fn dump_members(
         w.finish().map_err(TaskDumpError::from)?;
     }
     dir.write_all(ImageKind::Pstree, 0, &pstree)
-        .map_err(TaskDumpError::from)?;
-    dir.write_single(ImageKind::Seccomp, 0, &seccomp.entry())
         .map_err(TaskDumpError::from)?;
     dir.write_single(ImageKind::Timens, 0, &inventory::timens())
         .map_err(TaskDumpError::from)?;
