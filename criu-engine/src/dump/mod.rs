@@ -113,14 +113,6 @@ pub enum DumpError {
     /// Writing the inventory or statistics failed.
     #[error("cannot finish the images")]
     Finish(#[source] ImageError),
-    /// A pre-dump of more than one task.
-    #[error("task {pid} has {what}; pre-dumps of several tasks are not supported yet")]
-    PreDumpSingleTask {
-        /// The task.
-        pid: RealPid,
-        /// Its threads or children.
-        what: String,
-    },
     /// Pages of a process tree were to go to a page server.
     #[error(
         "sending the pages of a tree of {members} processes to a page server is not supported yet"
@@ -298,9 +290,9 @@ fn dump_tree(
             members: tree.members.len(),
         });
     }
-    // Memory tracking and the page server follow the root process only
-    // (the other members of a tree are dumped whole).
-    let mode = track.mode;
+    // Every process of the tree is tracked and left to the same parent
+    // images; the page server serves single processes only.
+    let member_plan = track.for_member().map_err(TaskDumpError::from)?;
     let mut track = Some(track);
     dir.write_single(ImageKind::Seccomp, 0, &SeccompEntry::default())
         .map_err(TaskDumpError::from)?;
@@ -341,10 +333,10 @@ fn dump_tree(
         };
         match &m.kind {
             MemberKind::Alive(p) => {
-                let plan = track.take().unwrap_or(incremental::TrackPlan {
-                    mode,
-                    ..Default::default()
-                });
+                let plan = match track.take() {
+                    Some(root) => root,
+                    None => member_plan.for_member().map_err(TaskDumpError::from)?,
+                };
                 let slot = task::TaskSlot {
                     id: next_id,
                     ppid,
