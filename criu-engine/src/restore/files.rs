@@ -54,6 +54,13 @@ enum Source {
     /// The client's CRIU-RPC socket of a self-dump: a new socketpair whose
     /// far end has queued `response` (the encoded answer) and is closed.
     Service { sock_type: u32, response: Vec<u8> },
+    /// A memfd the worker recreated: reopened through `path`
+    /// (`/proc/self/fd/<worker's fd>`) with the dumped flags and position.
+    Memfd {
+        path: CString,
+        flags: OFlag,
+        pos: u64,
+    },
 }
 
 /// One file object (one open file description of the dump).
@@ -96,6 +103,8 @@ pub(crate) enum FdStep {
     PipeData,
     /// Rebuilding the client's RPC socket.
     Service,
+    /// Reopening a memfd.
+    Memfd,
 }
 
 impl FdStep {
@@ -110,6 +119,7 @@ impl FdStep {
             FdStep::SetFl => 6,
             FdStep::PipeData => 7,
             FdStep::Service => 8,
+            FdStep::Memfd => 40,
         }
     }
 
@@ -124,6 +134,7 @@ impl FdStep {
             6 => FdStep::SetFl,
             7 => FdStep::PipeData,
             8 => FdStep::Service,
+            40 => FdStep::Memfd,
             _ => return None,
         })
     }
@@ -139,6 +150,7 @@ impl FdStep {
             FdStep::SetFl => "set file status flags",
             FdStep::PipeData => "queue the data of a pipe",
             FdStep::Service => "rebuild the CRIU-RPC socket",
+            FdStep::Memfd => "reopen a memfd",
         }
     }
 }
@@ -182,6 +194,7 @@ impl FdPlan {
         tasks: &[Option<&TaskImages>],
         inherit: &[InheritFd],
         pipe_data: &HashMap<u32, (u32, Vec<u8>)>,
+        memfds: &super::memfd::Memfds,
     ) -> Result<FdPlan, (u32, Errno)> {
         let mut objects: Vec<Object> = Vec::new();
         let mut by_id: HashMap<u32, usize> = HashMap::new();
@@ -212,6 +225,18 @@ impl FdPlan {
                         Source::Service {
                             sock_type: usk.r#type,
                             response: crate::files::unix_sk::restored_response(),
+                        }
+                    } else if let Some((worker_fd, flags, pos)) = memfds
+                        .source(fd.id)
+                        .filter(|_| fd.r#type == FdTypes::Memfd as i32)
+                    {
+                        let flags =
+                            i32::try_from(flags).map_err(|_| err(Errno::EINVAL))? & !REOPEN_MASK;
+                        Source::Memfd {
+                            path: CString::new(format!("/proc/self/fd/{worker_fd}"))
+                                .map_err(|_| err(Errno::EINVAL))?,
+                            flags: OFlag::from_bits_retain(flags),
+                            pos,
                         }
                     } else if fd.r#type == FdTypes::Pipe as i32 {
                         let pipe = file.pipe.as_ref().ok_or(err(Errno::ENOENT))?;
@@ -278,12 +303,30 @@ impl FdPlan {
     /// target number.
     pub(crate) fn relocate(&mut self, scratch: RawFd) -> Result<(), FdFailure> {
         for obj in &mut self.objects {
-            if let Source::Inherit { worker_fd } = obj.source {
-                obj.opened = dup_above(worker_fd, scratch).map_err(|errno| FdFailure {
-                    step: FdStep::Relocate,
-                    fd: worker_fd,
-                    errno,
-                })?;
+            match &obj.source {
+                Source::Inherit { worker_fd } => {
+                    obj.opened = dup_above(*worker_fd, scratch).map_err(|errno| FdFailure {
+                        step: FdStep::Relocate,
+                        fd: *worker_fd,
+                        errno,
+                    })?;
+                }
+                // Reopened now: the worker's descriptors are still here and
+                // /proc still reachable (no chroot yet).
+                Source::Memfd { path, flags, pos } => {
+                    let fail = |errno| FdFailure {
+                        step: FdStep::Memfd,
+                        fd: obj.first,
+                        errno,
+                    };
+                    let fd =
+                        nix::fcntl::open(path.as_c_str(), *flags | OFlag::O_CLOEXEC, Mode::empty())
+                            .map_err(fail)?;
+                    let pos = libc::off_t::try_from(*pos).map_err(|_| fail(Errno::EOVERFLOW))?;
+                    nix::unistd::lseek(&fd, pos, Whence::SeekSet).map_err(fail)?;
+                    obj.opened = dup_above(fd.as_raw_fd(), scratch).map_err(fail)?;
+                }
+                _ => {}
             }
         }
         Ok(())
@@ -300,7 +343,7 @@ impl FdPlan {
                 errno,
             };
             let src = match &self.objects[i].source {
-                Source::Inherit { .. } => self.objects[i].opened,
+                Source::Inherit { .. } | Source::Memfd { .. } => self.objects[i].opened,
                 Source::Open { path, flags, pos } => {
                     let fd = nix::fcntl::open(path.as_c_str(), *flags, Mode::empty())
                         .map_err(|e| fail(FdStep::Open, e))?;

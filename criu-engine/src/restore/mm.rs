@@ -27,8 +27,8 @@ use nix::errno::Errno;
 use nix::sys::uio::{process_vm_writev, RemoteIoVec};
 
 use super::images::{
-    is_private, TaskImages, VMA_AREA_REGULAR, VMA_AREA_VDSO, VMA_AREA_VSYSCALL, VMA_AREA_VVAR,
-    VMA_FILE_PRIVATE, VMA_FILE_SHARED,
+    is_private, TaskImages, VMA_AREA_MEMFD, VMA_AREA_REGULAR, VMA_AREA_VDSO, VMA_AREA_VSYSCALL,
+    VMA_AREA_VVAR, VMA_FILE_PRIVATE, VMA_FILE_SHARED,
 };
 use crate::arch::x86_64::nr;
 use crate::arch::x86_64::RemoteAddr;
@@ -503,18 +503,24 @@ fn map_vmas(
             }
             let flags = u64::from(vma.flags & MAP_KEEP) | MAP_FIXED;
             let (fd, off) = if vma.status & (VMA_FILE_PRIVATE | VMA_FILE_SHARED) != 0 {
-                let access = if vma.status & VMA_FILE_SHARED != 0 {
+                let mut access = if vma.status & VMA_FILE_SHARED != 0 {
                     i32::try_from(vma.fdflags.unwrap_or(0)).unwrap_or(0) & libc::O_ACCMODE
                 } else {
                     libc::O_RDONLY
                 };
+                if vma.status & VMA_AREA_MEMFD != 0 {
+                    access = shmem.memfd.map_access(vma, access);
+                }
                 let key = (vma.shmid, access);
                 let fd = match files.get(&key) {
                     Some(&fd) => fd,
                     None => {
                         let id = u32::try_from(vma.shmid).unwrap_or(u32::MAX);
+                        let memfd = (vma.status & VMA_AREA_MEMFD != 0)
+                            .then(|| shmem.memfd.map_path(id))
+                            .flatten();
                         let name = images.reg(id).map(|r| r.name.as_str()).unwrap_or("");
-                        let fd = r.open(name, access)?;
+                        let fd = r.open(memfd.as_deref().unwrap_or(name), access)?;
                         files.insert(key, fd);
                         fd
                     }

@@ -23,11 +23,18 @@ mod child;
 mod creds;
 mod files;
 mod finish;
+mod guards;
+mod helpers;
 mod images;
 pub mod lazy;
+mod locks;
+mod memfd;
 mod mm;
 pub(crate) mod pages;
+mod posix_timers;
 mod pstree;
+mod remap;
+mod seccomp;
 mod shmem;
 mod task;
 mod threads;
@@ -122,6 +129,9 @@ pub enum RestoreError {
     /// The per-task state cannot be restored.
     #[error(transparent)]
     Task(#[from] TaskError),
+    /// A memfd cannot be sealed again.
+    #[error(transparent)]
+    Memfd(#[from] memfd::MemfdError),
     /// A thread cannot be restored.
     #[error(transparent)]
     Thread(#[from] ThreadError),
@@ -199,9 +209,11 @@ pub fn run(opts: &RequestOpts, notify: &mut dyn Notify) -> Result<RestoreOutcome
         .map_err(|source| RestoreError::ImagesDir { source })?;
     let dir = ImagesDir::from_fd(fd, dir.path.clone());
     let inherit = &opts.inherit_fds;
-    let tree_images = pstree::load(&dir, &|f| {
+    let mut tree_images = pstree::load(&dir, &|f| {
         inherit.iter().any(|i| inherit_matches(&i.key, f))
     })?;
+    let memfds = memfd::load(&dir, &tree_images.root().files)?;
+    let file_locks = locks::load(&dir, opts.file_locks)?;
     let alive: Vec<Option<&images::TaskImages>> =
         tree_images.tasks.iter().map(|t| t.alive()).collect();
     if let Some(caller) = &opts.caller {
@@ -217,9 +229,11 @@ pub fn run(opts: &RequestOpts, notify: &mut dyn Notify) -> Result<RestoreOutcome
             )?;
         }
     }
-    let fds = files::FdPlan::new(&alive, inherit, &tree_images.pipe_data)
+    let fds = files::FdPlan::new(&alive, inherit, &tree_images.pipe_data, &memfds)
         .map_err(|(pid, source)| RestoreError::FdPlan { pid, source })?;
     let mut shared = shmem::load(&dir, &tree_images)?;
+    shared.memfd = memfds;
+    shared.locks = file_locks;
     let mut lazy = if opts.lazy_pages {
         Some(lazy::LazyLink::connect(opts.work_dir.as_ref())?)
     } else {
@@ -238,12 +252,16 @@ pub fn run(opts: &RequestOpts, notify: &mut dyn Notify) -> Result<RestoreOutcome
         &mut held,
         lazy.as_mut(),
     );
+    let result = result.and_then(|()| Ok(shared.memfd.seal()?));
     if let Err(e) = result {
         for h in held.into_iter().rev() {
             h.kill();
         }
         return Err(e);
     }
+    // Every task opened and mapped its files: ghost files and link remaps
+    // vanish again.
+    tree_images.remaps.clean();
     // Children first: a parent never runs while its children are held.
     for h in held.into_iter().rev() {
         let pid = h.task.pid();
@@ -345,8 +363,14 @@ fn restore_task(
     let inj = Injection::new_at(task, at).map_err(inject_err("map the injection stub"))?;
     let remote = mm::Remote { inj: &inj, pid };
     mm::restore_mm(&remote, task, images, shared, lazy)?;
+    guards::install(&remote, &images.guards)?;
+    locks::restore(&remote, images.pid(), &shared.locks)?;
     task::restore_state(&remote, task, images)?;
     threads::restore_all(&inj, &images.threads, threads)?;
+    if let Some(t) = &images.tc.timers {
+        posix_timers::restore(&remote, &t.posix)?;
+    }
+    seccomp::install_all(&inj, images, threads)?;
     // The dumped parent-death signal replaces the SIGKILL guard as late as
     // the stub allows: only the registers and the detach come after it.
     task::set_pdeath(&remote, images.thread_core.pdeath_sig.unwrap_or(0).into())?;

@@ -5,6 +5,8 @@
 
 /// `PTRACE_SECCOMP_GET_FILTER` (`linux/ptrace.h`).
 pub(crate) const PTRACE_SECCOMP_GET_FILTER: libc::c_uint = 0x420c;
+/// `PTRACE_SECCOMP_GET_METADATA` (`linux/ptrace.h`).
+pub(crate) const PTRACE_SECCOMP_GET_METADATA: libc::c_uint = 0x420d;
 /// `PTRACE_GET_RSEQ_CONFIGURATION` (`linux/ptrace.h`).
 pub(crate) const PTRACE_GET_RSEQ_CONFIGURATION: libc::c_uint = 0x420f;
 /// `PTRACE_O_SUSPEND_SECCOMP` (`linux/ptrace.h`).
