@@ -18,6 +18,7 @@
 //! Any failure before the final state drops the guards: the injection is
 //! cured and the task detached, so it carries on untouched.
 
+pub mod dedup;
 pub mod incremental;
 pub mod inventory;
 pub mod pre_dump;
@@ -113,6 +114,15 @@ pub enum DumpError {
     /// Writing the inventory or statistics failed.
     #[error("cannot finish the images")]
     Finish(#[source] ImageError),
+    /// Holes cannot be punched in the parent images (`auto_dedup`).
+    #[error(transparent)]
+    Dedup(#[from] dedup::DedupError),
+    /// `auto_dedup` with pages going to a page server: the parent images
+    /// are on the server's side.
+    #[error(
+        "auto_dedup with a page server is not supported yet (the server holds the parent images)"
+    )]
+    DedupRemote,
     /// Pages of a process tree were to go to a page server.
     #[error(
         "sending the pages of a tree of {members} processes to a page server is not supported yet"
@@ -168,6 +178,9 @@ pub fn run(opts: &RequestOpts, notify: &mut dyn Notify) -> Result<DumpOutcome, D
         return Err(DumpError::Notify { script: "pre-dump" });
     }
     forget_old_dump(&dir);
+    if opts.auto_dedup && opts.page_server {
+        return Err(DumpError::DedupRemote);
+    }
     task::precheck(pid, opts.shell_job)?;
     if opts.network_lock != NetworkLock::Skip
         && inventory::own_netns(pid).map_err(TaskDumpError::from)?
@@ -247,6 +260,14 @@ pub fn run(opts: &RequestOpts, notify: &mut dyn Notify) -> Result<DumpOutcome, D
         FinalState::Dead => task.kill(),
         FinalState::Alive => task.detach().map_err(release)?,
         FinalState::Stopped => task.detach_stopped().map_err(release)?,
+    }
+    // After the release: the tree need not stay frozen for this.
+    if opts.auto_dedup {
+        let d = dedup::dedup(&dir)?;
+        tracing::info!(
+            pages = d.pages,
+            "older copies punched out of the parent images"
+        );
     }
     tracing::info!(
         pages = stats.mem.pages_written,

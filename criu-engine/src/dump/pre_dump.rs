@@ -43,6 +43,9 @@ pub fn run(opts: &RequestOpts) -> Result<DumpOutcome, DumpError> {
         return Err(DumpError::NoSuchTask { pid });
     }
     forget_old_dump(&dir);
+    if opts.auto_dedup && opts.page_server {
+        return Err(DumpError::DedupRemote);
+    }
     precheck(pid, opts.shell_job)?;
     let (root_vpid, _, _) = inventory::inner_ids(pid, pid).map_err(TaskDumpError::from)?;
     let mut root_plan =
@@ -100,6 +103,13 @@ pub fn run(opts: &RequestOpts) -> Result<DumpOutcome, DumpError> {
     }
     stats.memdump_time = started.elapsed();
     stats.memwrite_time = stats.mem.write_time;
+    if opts.auto_dedup {
+        let d = super::dedup::dedup(&dir)?;
+        tracing::info!(
+            pages = d.pages,
+            "older copies punched out of the parent images"
+        );
+    }
     let mut inv = inventory::inventory(opts.network_lock);
     inv.pre_dump_mode = Some(match opts.pre_dump_mode {
         PreDumpMode::Splice => 1,
