@@ -92,8 +92,9 @@ pub enum DumpError {
     /// Dumping the task failed.
     #[error(transparent)]
     Task(#[from] TaskDumpError),
-    /// Two processes share a kernel object (`CLONE_VM`, `CLONE_FILES`,
-    /// `CLONE_FS` or `CLONE_SIGHAND` without `CLONE_THREAD`).
+    /// Two processes share a kernel object CRIU cannot dump shared either
+    /// (`CLONE_VM`, `CLONE_FS` or `CLONE_SIGHAND` without `CLONE_THREAD`,
+    /// or `CLONE_FILES` other than with the parent).
     #[error("task {pid} shares its {what} with task {with}; dumping that is not supported yet")]
     SharedObject {
         /// The task.
