@@ -18,6 +18,7 @@
 //! Any failure before the final state drops the guards: the injection is
 //! cured and the task detached, so it carries on untouched.
 
+pub mod dedup;
 pub mod incremental;
 pub mod inventory;
 pub mod pre_dump;
@@ -114,14 +115,15 @@ pub enum DumpError {
     /// Writing the inventory or statistics failed.
     #[error("cannot finish the images")]
     Finish(#[source] ImageError),
-    /// A pre-dump of more than one task.
-    #[error("task {pid} has {what}; pre-dumps of several tasks are not supported yet")]
-    PreDumpSingleTask {
-        /// The task.
-        pid: RealPid,
-        /// Its threads or children.
-        what: String,
-    },
+    /// Holes cannot be punched in the parent images (`auto_dedup`).
+    #[error(transparent)]
+    Dedup(#[from] dedup::DedupError),
+    /// `auto_dedup` with pages going to a page server: the parent images
+    /// are on the server's side.
+    #[error(
+        "auto_dedup with a page server is not supported yet (the server holds the parent images)"
+    )]
+    DedupRemote,
     /// Pages of a process tree were to go to a page server.
     #[error(
         "sending the pages of a tree of {members} processes to a page server is not supported yet"
@@ -177,6 +179,9 @@ pub fn run(opts: &RequestOpts, notify: &mut dyn Notify) -> Result<DumpOutcome, D
         return Err(DumpError::Notify { script: "pre-dump" });
     }
     forget_old_dump(&dir);
+    if opts.auto_dedup && opts.page_server {
+        return Err(DumpError::DedupRemote);
+    }
     task::precheck(pid, opts.shell_job)?;
     if opts.network_lock != NetworkLock::Skip
         && inventory::own_netns(pid).map_err(TaskDumpError::from)?
@@ -214,7 +219,20 @@ pub fn run(opts: &RequestOpts, notify: &mut dyn Notify) -> Result<DumpOutcome, D
         });
     }
 
-    dump_tree(&task, &dir, track, opts.rpc_socket_ino, &mut stats)?;
+    let file_opts = crate::files::FileOptions {
+        ghost_limit: opts.ghost_limit,
+        link_remap: opts.link_remap,
+        file_locks: opts.file_locks,
+        leave_running: opts.final_state == FinalState::Alive,
+    };
+    dump_tree(
+        &task,
+        &dir,
+        track,
+        opts.rpc_socket_ino,
+        file_opts,
+        &mut stats,
+    )?;
     stats.frozen_time = frozen_at.elapsed();
     dir.write_single(ImageKind::StatsDump, 0, &stats.entry())
         .map_err(DumpError::Finish)?;
@@ -243,6 +261,14 @@ pub fn run(opts: &RequestOpts, notify: &mut dyn Notify) -> Result<DumpOutcome, D
         FinalState::Dead => task.kill(),
         FinalState::Alive => task.detach().map_err(release)?,
         FinalState::Stopped => task.detach_stopped().map_err(release)?,
+    }
+    // After the release: the tree need not stay frozen for this.
+    if opts.auto_dedup {
+        let d = dedup::dedup(&dir)?;
+        tracing::info!(
+            pages = d.pages,
+            "older copies punched out of the parent images"
+        );
     }
     tracing::info!(
         pages = stats.mem.pages_written,
@@ -313,8 +339,9 @@ const TASK_DEAD: u32 = 2;
 /// `CORE_ENTRY__MARCH__X86_64`.
 const MARCH_X86_64: i32 = 1;
 
-/// Writes the images of every task of the frozen tree, then the images
-/// they share (`files.img`, `pstree.img`, `seccomp.img`, `timens-0.img`).
+/// Writes `seccomp.img` (as CRIU, before any task), the images of every
+/// task of the frozen tree, then the images they share (`files.img`,
+/// `pstree.img`, `timens-0.img`).
 /// `rpc_socket_ino` is the worker's end of a CRIU-RPC connection, whose peer
 /// in the tree is saved as the service socket (self-dump).
 fn dump_tree(
@@ -322,6 +349,25 @@ fn dump_tree(
     dir: &ImagesDir,
     track: incremental::TrackPlan,
     rpc_socket_ino: Option<u64>,
+    file_opts: crate::files::FileOptions,
+    stats: &mut DumpStats,
+) -> Result<(), DumpError> {
+    let mut files = FileTable::new();
+    files.configure(file_opts);
+    let result = dump_members(tree, dir, track, rpc_socket_ino, &mut files, stats);
+    if result.is_err() || file_opts.leave_running {
+        files.rollback();
+    }
+    result
+}
+
+/// [`dump_tree`] with its file table.
+fn dump_members(
+    tree: &SeizedTree,
+    dir: &ImagesDir,
+    track: incremental::TrackPlan,
+    rpc_socket_ino: Option<u64>,
+    files: &mut FileTable,
     stats: &mut DumpStats,
 ) -> Result<(), DumpError> {
     if track.remote.is_some() && tree.members.len() > 1 {
@@ -329,12 +375,23 @@ fn dump_tree(
             members: tree.members.len(),
         });
     }
-    // Memory tracking and the page server follow the root process only
-    // (the other members of a tree are dumped whole).
-    let mode = track.mode;
+    // Every process of the tree is tracked and left to the same parent
+    // images; the page server serves single processes only.
+    let member_plan = track.for_member().map_err(TaskDumpError::from)?;
     let mut track = Some(track);
-    let mut seccomp = crate::task_core::seccomp::SeccompDump::default();
-    let mut files = FileTable::new();
+    let modes: Vec<Vec<_>> = tree
+        .processes()
+        .map(|p| {
+            std::iter::once(p.leader())
+                .chain(p.threads())
+                .map(|t| (t.pid(), t.seccomp_mode()))
+                .collect()
+        })
+        .collect();
+    let seccomp = crate::task_core::seccomp::SeccompDump::collect(&modes)
+        .map_err(|e| TaskDumpError::Core(e.into()))?;
+    dir.write_single(ImageKind::Seccomp, 0, &seccomp.entry())
+        .map_err(TaskDumpError::from)?;
     let mut shmem = crate::mem::shmem::ShmemDump::default();
     files.set_rpc_socket(rpc_socket_ino);
     let mut pstree: Vec<PstreeEntry> = Vec::with_capacity(tree.members.len());
@@ -376,10 +433,10 @@ fn dump_tree(
         };
         match &m.kind {
             MemberKind::Alive(p) => {
-                let plan = track.take().unwrap_or(incremental::TrackPlan {
-                    mode,
-                    ..Default::default()
-                });
+                let plan = match track.take() {
+                    Some(root) => root,
+                    None => member_plan.for_member().map_err(TaskDumpError::from)?,
+                };
                 let parent_files = shares_files[i]
                     .then(|| tree.members.iter().position(|p| p.pid == m.ppid))
                     .flatten()
@@ -391,16 +448,8 @@ fn dump_tree(
                     own_pidns,
                     parent_files,
                 };
-                let (mem, entry) = task::dump(
-                    p,
-                    dir,
-                    plan,
-                    stats,
-                    &mut files,
-                    &mut shmem,
-                    &mut seccomp,
-                    slot,
-                )?;
+                let (mem, entry) =
+                    task::dump(p, dir, plan, stats, files, &mut shmem, &seccomp, slot)?;
                 next_id += 1;
                 stats.mem.add(&mem);
                 pstree.push(entry);
@@ -432,6 +481,7 @@ fn dump_tree(
     }
     dir.write_all(ImageKind::Files, 0, files.entries())
         .map_err(TaskDumpError::from)?;
+    files.write_extra(dir).map_err(TaskDumpError::from)?;
     if !files.pipes().is_empty() {
         let mut w = dir
             .create_image(ImageKind::PipesData, 0)
@@ -443,8 +493,6 @@ fn dump_tree(
         w.finish().map_err(TaskDumpError::from)?;
     }
     dir.write_all(ImageKind::Pstree, 0, &pstree)
-        .map_err(TaskDumpError::from)?;
-    dir.write_single(ImageKind::Seccomp, 0, &seccomp.entry())
         .map_err(TaskDumpError::from)?;
     dir.write_single(ImageKind::Timens, 0, &inventory::timens())
         .map_err(TaskDumpError::from)?;

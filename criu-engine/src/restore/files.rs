@@ -54,6 +54,15 @@ enum Source {
     /// The client's CRIU-RPC socket of a self-dump: a new socketpair whose
     /// far end has queued `response` (the encoded answer) and is closed.
     Service { sock_type: u32, response: Vec<u8> },
+    /// An eventfd, signalfd, timerfd, epoll, inotify or fanotify.
+    Anon(super::anon_fd::AnonSource),
+    /// A memfd the worker recreated: reopened through `path`
+    /// (`/proc/self/fd/<worker's fd>`) with the dumped flags and position.
+    Memfd {
+        path: CString,
+        flags: OFlag,
+        pos: u64,
+    },
 }
 
 /// One file object (one open file description of the dump).
@@ -96,6 +105,24 @@ pub(crate) enum FdStep {
     PipeData,
     /// Rebuilding the client's RPC socket.
     Service,
+    /// Creating an eventfd.
+    Eventfd,
+    /// Creating a signalfd.
+    Signalfd,
+    /// Creating a timerfd.
+    Timerfd,
+    /// Creating an epoll.
+    Epoll,
+    /// Creating an inotify.
+    Inotify,
+    /// Adding an inotify watch.
+    InotifyWatch,
+    /// Creating a fanotify.
+    Fanotify,
+    /// Adding a fanotify mark.
+    FanotifyMark,
+    /// Reopening a memfd.
+    Memfd,
 }
 
 impl FdStep {
@@ -110,6 +137,15 @@ impl FdStep {
             FdStep::SetFl => 6,
             FdStep::PipeData => 7,
             FdStep::Service => 8,
+            FdStep::Eventfd => 10,
+            FdStep::Signalfd => 11,
+            FdStep::Timerfd => 12,
+            FdStep::Epoll => 13,
+            FdStep::Inotify => 14,
+            FdStep::InotifyWatch => 15,
+            FdStep::Fanotify => 16,
+            FdStep::FanotifyMark => 17,
+            FdStep::Memfd => 40,
         }
     }
 
@@ -124,6 +160,15 @@ impl FdStep {
             6 => FdStep::SetFl,
             7 => FdStep::PipeData,
             8 => FdStep::Service,
+            10 => FdStep::Eventfd,
+            11 => FdStep::Signalfd,
+            12 => FdStep::Timerfd,
+            13 => FdStep::Epoll,
+            14 => FdStep::Inotify,
+            15 => FdStep::InotifyWatch,
+            16 => FdStep::Fanotify,
+            17 => FdStep::FanotifyMark,
+            40 => FdStep::Memfd,
             _ => return None,
         })
     }
@@ -139,6 +184,15 @@ impl FdStep {
             FdStep::SetFl => "set file status flags",
             FdStep::PipeData => "queue the data of a pipe",
             FdStep::Service => "rebuild the CRIU-RPC socket",
+            FdStep::Eventfd => "create an eventfd",
+            FdStep::Signalfd => "create a signalfd",
+            FdStep::Timerfd => "create a timerfd",
+            FdStep::Epoll => "create an epoll",
+            FdStep::Inotify => "create an inotify",
+            FdStep::InotifyWatch => "add an inotify watch",
+            FdStep::Fanotify => "create a fanotify",
+            FdStep::FanotifyMark => "add a fanotify mark",
+            FdStep::Memfd => "reopen a memfd",
         }
     }
 }
@@ -182,6 +236,7 @@ impl FdPlan {
         tasks: &[Option<&TaskImages>],
         inherit: &[InheritFd],
         pipe_data: &HashMap<u32, (u32, Vec<u8>)>,
+        memfds: &super::memfd::Memfds,
     ) -> Result<FdPlan, (u32, Errno)> {
         let mut objects: Vec<Object> = Vec::new();
         let mut by_id: HashMap<u32, usize> = HashMap::new();
@@ -212,6 +267,20 @@ impl FdPlan {
                         Source::Service {
                             sock_type: usk.r#type,
                             response: crate::files::unix_sk::restored_response(),
+                        }
+                    } else if let Some(anon) = super::anon_fd::AnonSource::of(file) {
+                        Source::Anon(anon.map_err(err)?)
+                    } else if let Some((worker_fd, flags, pos)) = memfds
+                        .source(fd.id)
+                        .filter(|_| fd.r#type == FdTypes::Memfd as i32)
+                    {
+                        let flags =
+                            i32::try_from(flags).map_err(|_| err(Errno::EINVAL))? & !REOPEN_MASK;
+                        Source::Memfd {
+                            path: CString::new(format!("/proc/self/fd/{worker_fd}"))
+                                .map_err(|_| err(Errno::EINVAL))?,
+                            flags: OFlag::from_bits_retain(flags),
+                            pos,
                         }
                     } else if fd.r#type == FdTypes::Pipe as i32 {
                         let pipe = file.pipe.as_ref().ok_or(err(Errno::ENOENT))?;
@@ -278,12 +347,30 @@ impl FdPlan {
     /// target number.
     pub(crate) fn relocate(&mut self, scratch: RawFd) -> Result<(), FdFailure> {
         for obj in &mut self.objects {
-            if let Source::Inherit { worker_fd } = obj.source {
-                obj.opened = dup_above(worker_fd, scratch).map_err(|errno| FdFailure {
-                    step: FdStep::Relocate,
-                    fd: worker_fd,
-                    errno,
-                })?;
+            match &obj.source {
+                Source::Inherit { worker_fd } => {
+                    obj.opened = dup_above(*worker_fd, scratch).map_err(|errno| FdFailure {
+                        step: FdStep::Relocate,
+                        fd: *worker_fd,
+                        errno,
+                    })?;
+                }
+                // Reopened now: the worker's descriptors are still here and
+                // /proc still reachable (no chroot yet).
+                Source::Memfd { path, flags, pos } => {
+                    let fail = |errno| FdFailure {
+                        step: FdStep::Memfd,
+                        fd: obj.first,
+                        errno,
+                    };
+                    let fd =
+                        nix::fcntl::open(path.as_c_str(), *flags | OFlag::O_CLOEXEC, Mode::empty())
+                            .map_err(fail)?;
+                    let pos = libc::off_t::try_from(*pos).map_err(|_| fail(Errno::EOVERFLOW))?;
+                    nix::unistd::lseek(&fd, pos, Whence::SeekSet).map_err(fail)?;
+                    obj.opened = dup_above(fd.as_raw_fd(), scratch).map_err(fail)?;
+                }
+                _ => {}
             }
         }
         Ok(())
@@ -300,7 +387,7 @@ impl FdPlan {
                 errno,
             };
             let src = match &self.objects[i].source {
-                Source::Inherit { .. } => self.objects[i].opened,
+                Source::Inherit { .. } | Source::Memfd { .. } => self.objects[i].opened,
                 Source::Open { path, flags, pos } => {
                     let fd = nix::fcntl::open(path.as_c_str(), *flags, Mode::empty())
                         .map_err(|e| fail(FdStep::Open, e))?;
@@ -327,6 +414,10 @@ impl FdPlan {
                         dup_above(sock.as_raw_fd(), scratch).map_err(|e| fail(FdStep::Dup, e))?;
                     drop(sock);
                     raw
+                }
+                Source::Anon(anon) => {
+                    let fd = anon.open().map_err(|(step, e)| fail(step, e))?;
+                    dup_above(fd.as_raw_fd(), scratch).map_err(|e| fail(FdStep::Dup, e))?
                 }
                 Source::Pipe { pipe, write, flags } => {
                     let (pipe, write, flags) = (*pipe, *write, *flags);

@@ -33,12 +33,13 @@ pub(crate) const VMA_ANON_PRIVATE: u32 = 0x200;
 pub(crate) const VMA_AREA_VVAR: u32 = 0x1000;
 /// `VMA_ANON_SHARED`.
 pub(crate) const VMA_ANON_SHARED: u32 = 0x100;
+/// `VMA_AREA_MEMFD`.
+pub(crate) const VMA_AREA_MEMFD: u32 = 0x4000;
 /// Status bits of kinds we cannot restore yet: `VMA_AREA_SYSVIPC`,
-/// `VMA_AREA_SOCKET`, `VMA_AREA_AIORING`, `VMA_AREA_MEMFD`,
-/// `VMA_AREA_SHSTK`, `VMA_AREA_UPROBES`, `VMA_EXT_PLUGIN`, `VMA_UNSUPP`
-/// (`VMA_AREA_GUARD` entries are taken apart before the check).
-const VMA_UNSUPPORTED: u32 =
-    0x400 | 0x800 | 0x2000 | 0x4000 | 0x8000 | 0x2_0000 | 0x800_0000 | 0x8000_0000;
+/// `VMA_AREA_SOCKET`, `VMA_AREA_AIORING`, `VMA_AREA_SHSTK`,
+/// `VMA_AREA_UPROBES`, `VMA_EXT_PLUGIN`, `VMA_UNSUPP` (`VMA_AREA_GUARD`
+/// entries are taken apart before the check).
+const VMA_UNSUPPORTED: u32 = 0x400 | 0x800 | 0x2000 | 0x8000 | 0x2_0000 | 0x800_0000 | 0x8000_0000;
 /// `MAP_HUGETLB`.
 const MAP_HUGETLB: u32 = 0x4_0000;
 /// Signal handlers stored per task on x86-64 (64 signals but SIGKILL, SIGSTOP).
@@ -179,6 +180,12 @@ pub enum ImagesError {
         #[source]
         source: nix::Error,
     },
+    /// A memfd of the dump cannot be recreated.
+    #[error(transparent)]
+    Memfd(#[from] super::memfd::MemfdError),
+    /// A file whose path vanished cannot be made reachable again.
+    #[error(transparent)]
+    Remap(#[from] super::remap::RemapError),
     /// Two descriptors with the same number.
     #[error("fdinfo-{files_id}.img lists fd {fd} twice")]
     DuplicateFd {
@@ -532,6 +539,7 @@ fn need_file(
                 && match kind {
                     FdTypes::Reg => f.reg.as_ref().is_some_and(|r| r.id == id),
                     FdTypes::Pipe => f.pipe.as_ref().is_some_and(|p| p.id == id),
+                    FdTypes::Memfd => f.memfd.as_ref().is_some_and(|m| m.id == id),
                     _ => false,
                 }
         })
@@ -613,7 +621,12 @@ fn check_references(
     })?;
     check_reg_on_disk(root, cwd.reg.as_ref().expect("checked by need_file"))?;
     for vma in &task.mm.vmas {
-        if vma.status & (VMA_FILE_PRIVATE | VMA_FILE_SHARED) != 0 {
+        if vma.status & VMA_AREA_MEMFD != 0 {
+            let id = u32::try_from(vma.shmid).unwrap_or(u32::MAX);
+            need_file(task, id, FdTypes::Memfd, || {
+                format!("vma {:#x}-{:#x} of task {pid}", vma.start, vma.end)
+            })?;
+        } else if vma.status & (VMA_FILE_PRIVATE | VMA_FILE_SHARED) != 0 {
             let id = u32::try_from(vma.shmid).unwrap_or(u32::MAX);
             let file = need_file(task, id, FdTypes::Reg, || {
                 format!("vma {:#x}-{:#x} of task {pid}", vma.start, vma.end)
@@ -647,6 +660,27 @@ fn check_references(
                     .files
                     .get(&fd.id)
                     .is_some_and(crate::files::unix_sk::is_service_socket) => {}
+            FdTypes::Eventfd
+            | FdTypes::Eventpoll
+            | FdTypes::Signalfd
+            | FdTypes::Timerfd
+            | FdTypes::Inotify
+            | FdTypes::Fanotify => {
+                if !task
+                    .files
+                    .get(&fd.id)
+                    .is_some_and(|f| super::anon_fd::has_entry(f, kind))
+                {
+                    return Err(ImagesError::MissingFile {
+                        id: fd.id,
+                        kind: kind.as_str_name(),
+                        user: format!("fd {} of task {pid}", fd.fd),
+                    });
+                }
+            }
+            FdTypes::Memfd => {
+                need_file(task, fd.id, kind, || format!("fd {} of task {pid}", fd.fd))?;
+            }
             FdTypes::Reg | FdTypes::Pipe => {
                 let file = need_file(task, fd.id, kind, || format!("fd {} of task {pid}", fd.fd))?;
                 if let (Some(reg), false) = (file.reg.as_ref(), inherited(file)) {
