@@ -2,7 +2,7 @@
 //! state, seccomp filters, rseq and `madvise`/`mlock` state, each checked
 //! from the inside after a restore.
 //!
-//! `criu-wl-taskstate DIR [guard] [tsync]`
+//! `criu-wl-taskstate DIR [guard] [tsync] [pidns]`
 //!
 //! It forks: the parent prints the child's pid and exits; the child leads
 //! its own session, sets everything up (see [`setup`]), appends
@@ -15,7 +15,8 @@
 //! `MADV_GUARD_INSTALL` guard, checked through `/proc/self/pagemap`. The
 //! main thread installs two seccomp filters, the first with
 //! `SECCOMP_FILTER_FLAG_TSYNC` (so the extra thread has it too); with
-//! `tsync`, both.
+//! `tsync`, both. With `pidns`, the process is the init of a new pid
+//! namespace (its pid printed as the host sees it).
 
 use std::io::Write;
 use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU64, AtomicUsize, Ordering};
@@ -594,8 +595,9 @@ fn check_posix_timers(s: &Setup) -> Result<(), String> {
         Some(libc::EINVAL),
     )?;
     // Signal, value, target and clock as the kernel shows them.
-    let pid = MAIN_TID.load(Ordering::Relaxed);
-    let ttid = THREAD_TID.load(Ordering::Relaxed);
+    // `/proc` is the host's: it names threads by their host ids.
+    let pid = host_tid(MAIN_TID.load(Ordering::Relaxed))?;
+    let ttid = host_tid(THREAD_TID.load(Ordering::Relaxed))?;
     let mut want = vec![
         format!(
             "ID: {}|signal: 39/0000000000000abc|notify: signal/pid.{pid}|ClockID: 1",
@@ -616,6 +618,28 @@ fn check_posix_timers(s: &Setup) -> Result<(), String> {
     want.sort();
     got.sort();
     expect("/proc/self/timers", got, want)
+}
+
+/// The host id of our thread `tid` (as `gettid` says it), from the
+/// `NSpid:` lines of `/proc/self/task/*/status`.
+fn host_tid(tid: i32) -> Result<i32, String> {
+    let tasks = std::fs::read_dir("/proc/self/task").map_err(|e| e.to_string())?;
+    for t in tasks.flatten() {
+        let status = std::fs::read_to_string(t.path().join("status")).unwrap_or_default();
+        let ids: Vec<i32> = status
+            .lines()
+            .find_map(|l| l.strip_prefix("NSpid:"))
+            .map(|v| {
+                v.split_whitespace()
+                    .filter_map(|w| w.parse().ok())
+                    .collect()
+            })
+            .unwrap_or_default();
+        if ids.last() == Some(&tid) {
+            return Ok(ids[0]);
+        }
+    }
+    Err(format!("no thread {tid} in /proc/self/task"))
 }
 
 fn check_prctl() -> Result<(), String> {
@@ -676,8 +700,7 @@ fn check_creds() -> Result<(), String> {
 
 /// The `Seccomp_filters:` count of this thread.
 fn seccomp_filters() -> Result<u32, String> {
-    let status = std::fs::read_to_string(format!("/proc/self/task/{}/status", gettid()))
-        .map_err(|e| e.to_string())?;
+    let status = std::fs::read_to_string("/proc/thread-self/status").map_err(|e| e.to_string())?;
     status
         .lines()
         .find_map(|l| l.strip_prefix("Seccomp_filters:"))
@@ -854,6 +877,12 @@ fn main() {
     };
     let guard = args[2..].iter().any(|a| a == "guard");
     TSYNC.store(args[2..].iter().any(|a| a == "tsync"), Ordering::Relaxed);
+    if args[2..].iter().any(|a| a == "pidns") {
+        // SAFETY: plain flag argument; the child forked below is the init.
+        if unsafe { libc::unshare(libc::CLONE_NEWPID) } != 0 {
+            die("unshare(CLONE_NEWPID)");
+        }
+    }
     // SAFETY: close_range takes plain integers; no Rust object owns fds >= 3 yet.
     unsafe { libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, 0u32) };
     // SAFETY: getpid cannot fail.
