@@ -34,6 +34,8 @@ const TIMER_A_VALUE: u64 = 0xabc;
 const RT_VALUES: [u32; 2] = [111, 222];
 const MAIN_USR2_VALUE: u32 = 444;
 const THREAD_USR2_VALUE: u32 = 333;
+/// Audit login uid set.
+const LOGINUID: u32 = 4321;
 /// Supplementary groups set.
 const GROUPS: [u32; 2] = [1234, 5678];
 /// `SECBIT_KEEP_CAPS`.
@@ -414,6 +416,7 @@ fn setup(guard: bool) -> Setup {
 
     sc(libc::SYS_membarrier, [MEMBARRIER_REGISTER, 0, 0, 0, 0])
         .unwrap_or_else(|_| die("membarrier"));
+    std::fs::write("/proc/self/loginuid", LOGINUID.to_string()).unwrap_or_else(|_| die("loginuid"));
     prctl(libc::PR_SET_CHILD_SUBREAPER, 1).unwrap_or_else(|_| die("subreaper"));
     prctl(libc::PR_SET_PDEATHSIG, libc::SIGWINCH as usize).unwrap_or_else(|_| die("pdeath"));
     prctl(PR_SET_THP_DISABLE, 1).unwrap_or_else(|_| die("thp"));
@@ -660,6 +663,13 @@ fn check_prctl() -> Result<(), String> {
         "personality",
         sc(libc::SYS_personality, [0xffff_ffff, 0, 0, 0, 0]),
         Ok(PERSONALITY as i64),
+    )?;
+    expect(
+        "login uid",
+        std::fs::read_to_string("/proc/self/loginuid")
+            .map(|t| t.trim().to_owned())
+            .ok(),
+        Some(LOGINUID.to_string()),
     )?;
     expect(
         "membarrier registrations",
