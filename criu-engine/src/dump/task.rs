@@ -171,7 +171,7 @@ pub fn dump(
     }
 
     let inj = Injection::new(task).map_err(|source| TaskDumpError::Inject { pid, source })?;
-    let tracking = Tracking::start(&inj, pid, pid.0 as u32, &vmas, &track)?;
+    let tracking = Tracking::start(&inj, pid, vpid, &vmas, &track)?;
     if let Some(fd) = tracking.kept_fd() {
         files.ignore_fd(pid, fd);
     }
