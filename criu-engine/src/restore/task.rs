@@ -1,7 +1,7 @@
 //! Per-task kernel state restored with injected syscalls once the memory is
 //! back (the task part of CRIU's `criu/pie/restorer.c`: sigactions,
 //! alternate stack, rseq, TLS, robust list, interval timers, membarrier
-//! registrations, pending signals, personality; and `criu/cr-restore.c` for what the restorer gets from it).
+//! registrations, pending signals, personality, login uid; and `criu/cr-restore.c` for what the restorer gets from it).
 //!
 //! # References
 //!
@@ -325,6 +325,34 @@ pub(crate) fn restore_thread_state(
     queue_signals(r, private, true)
 }
 
+/// The audit login uid (CRIU's `prepare_loginuid`): written by the task
+/// itself to `/proc/self/loginuid`, the only task the kernel lets change
+/// it. Unset (`u32::MAX`) or unknown ids, and a task that already has the
+/// dumped one, are left alone.
+fn loginuid(r: &Remote<'_, '_>, dumped: Option<u32>) -> Result<(), TaskError> {
+    let Some(uid) = dumped.filter(|&u| u != u32::MAX) else {
+        return Ok(());
+    };
+    let current = std::fs::read_to_string(format!("/proc/{}/loginuid", r.pid))
+        .ok()
+        .and_then(|t| t.trim().parse::<u32>().ok());
+    if current.is_none_or(|c| c == uid) {
+        return Ok(());
+    }
+    let fd = r.open("/proc/self/loginuid", libc::O_WRONLY)?;
+    let text = uid.to_string();
+    let addr = r.scratch("copy the login uid", 0, text.as_bytes())?;
+    let written = r.call(
+        "set the login uid",
+        uid.into(),
+        libc::SYS_write,
+        &[fd, addr, text.len() as u64],
+    );
+    r.call("close the login uid file", fd, libc::SYS_close, &[fd])?;
+    written?;
+    Ok(())
+}
+
 /// `prctl(PR_SET_PDEATHSIG, sig)` in the task (0: none).
 pub(crate) fn set_pdeath(r: &Remote<'_, '_>, sig: u64) -> Result<(), TaskError> {
     r.call(
@@ -342,6 +370,8 @@ pub(crate) fn restore_state(
     task: &SeizedTask,
     images: &TaskImages,
 ) -> Result<(), TaskError> {
+    // Before the credentials: setting it takes CAP_AUDIT_CONTROL.
+    loginuid(r, images.tc.loginuid)?;
     // First: everything after runs with the task's own credentials, so the
     // kernel itself refuses what they do not allow.
     super::creds::apply(r, images.thread_core.creds.as_ref(), images.mm.dumpable)?;
