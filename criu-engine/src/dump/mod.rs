@@ -92,8 +92,9 @@ pub enum DumpError {
     /// Dumping the task failed.
     #[error(transparent)]
     Task(#[from] TaskDumpError),
-    /// Two processes share a kernel object (`CLONE_VM`, `CLONE_FILES`,
-    /// `CLONE_FS` or `CLONE_SIGHAND` without `CLONE_THREAD`).
+    /// Two processes share a kernel object CRIU cannot dump shared either
+    /// (`CLONE_VM`, `CLONE_FS` or `CLONE_SIGHAND` without `CLONE_THREAD`,
+    /// or `CLONE_FILES` other than with the parent).
     #[error("task {pid} shares its {what} with task {with}; dumping that is not supported yet")]
     SharedObject {
         /// The task.
@@ -341,8 +342,9 @@ const TASK_DEAD: u32 = 2;
 /// `CORE_ENTRY__MARCH__X86_64`.
 const MARCH_X86_64: i32 = 1;
 
-/// Writes the images of every task of the frozen tree, then the images
-/// they share (`files.img`, `pstree.img`, `seccomp.img`, `timens-0.img`).
+/// Writes `seccomp.img` (as CRIU, before any task), the images of every
+/// task of the frozen tree, then the images they share (`files.img`,
+/// `pstree.img`, `timens-0.img`).
 /// `rpc_socket_ino` is the worker's end of a CRIU-RPC connection, whose peer
 /// in the tree is saved as the service socket (self-dump).
 fn dump_tree(
@@ -380,7 +382,19 @@ fn dump_members(
     // images; the page server serves single processes only.
     let member_plan = track.for_member().map_err(TaskDumpError::from)?;
     let mut track = Some(track);
-    let mut seccomp = crate::task_core::seccomp::SeccompDump::default();
+    let modes: Vec<Vec<_>> = tree
+        .processes()
+        .map(|p| {
+            std::iter::once(p.leader())
+                .chain(p.threads())
+                .map(|t| (t.pid(), t.seccomp_mode()))
+                .collect()
+        })
+        .collect();
+    let seccomp = crate::task_core::seccomp::SeccompDump::collect(&modes)
+        .map_err(|e| TaskDumpError::Core(e.into()))?;
+    dir.write_single(ImageKind::Seccomp, 0, &seccomp.entry())
+        .map_err(TaskDumpError::from)?;
     let mut shmem = crate::mem::shmem::ShmemDump::default();
     files.set_rpc_socket(rpc_socket_ino);
     let mut pstree: Vec<PstreeEntry> = Vec::with_capacity(tree.members.len());
@@ -438,7 +452,7 @@ fn dump_members(
                     parent_files,
                 };
                 let (mem, entry) =
-                    task::dump(p, dir, plan, stats, files, &mut shmem, &mut seccomp, slot)?;
+                    task::dump(p, dir, plan, stats, files, &mut shmem, &seccomp, slot)?;
                 next_id += 1;
                 stats.mem.add(&mem);
                 pstree.push(entry);
@@ -482,8 +496,6 @@ fn dump_members(
         w.finish().map_err(TaskDumpError::from)?;
     }
     dir.write_all(ImageKind::Pstree, 0, &pstree)
-        .map_err(TaskDumpError::from)?;
-    dir.write_single(ImageKind::Seccomp, 0, &seccomp.entry())
         .map_err(TaskDumpError::from)?;
     dir.write_single(ImageKind::Timens, 0, &inventory::timens())
         .map_err(TaskDumpError::from)?;

@@ -54,6 +54,8 @@ enum Source {
     /// The client's CRIU-RPC socket of a self-dump: a new socketpair whose
     /// far end has queued `response` (the encoded answer) and is closed.
     Service { sock_type: u32, response: Vec<u8> },
+    /// An eventfd, signalfd, timerfd, epoll, inotify or fanotify.
+    Anon(super::anon_fd::AnonSource),
     /// A memfd the worker recreated: reopened through `path`
     /// (`/proc/self/fd/<worker's fd>`) with the dumped flags and position.
     Memfd {
@@ -103,6 +105,22 @@ pub(crate) enum FdStep {
     PipeData,
     /// Rebuilding the client's RPC socket.
     Service,
+    /// Creating an eventfd.
+    Eventfd,
+    /// Creating a signalfd.
+    Signalfd,
+    /// Creating a timerfd.
+    Timerfd,
+    /// Creating an epoll.
+    Epoll,
+    /// Creating an inotify.
+    Inotify,
+    /// Adding an inotify watch.
+    InotifyWatch,
+    /// Creating a fanotify.
+    Fanotify,
+    /// Adding a fanotify mark.
+    FanotifyMark,
     /// Reopening a memfd.
     Memfd,
 }
@@ -119,6 +137,14 @@ impl FdStep {
             FdStep::SetFl => 6,
             FdStep::PipeData => 7,
             FdStep::Service => 8,
+            FdStep::Eventfd => 10,
+            FdStep::Signalfd => 11,
+            FdStep::Timerfd => 12,
+            FdStep::Epoll => 13,
+            FdStep::Inotify => 14,
+            FdStep::InotifyWatch => 15,
+            FdStep::Fanotify => 16,
+            FdStep::FanotifyMark => 17,
             FdStep::Memfd => 40,
         }
     }
@@ -134,6 +160,14 @@ impl FdStep {
             6 => FdStep::SetFl,
             7 => FdStep::PipeData,
             8 => FdStep::Service,
+            10 => FdStep::Eventfd,
+            11 => FdStep::Signalfd,
+            12 => FdStep::Timerfd,
+            13 => FdStep::Epoll,
+            14 => FdStep::Inotify,
+            15 => FdStep::InotifyWatch,
+            16 => FdStep::Fanotify,
+            17 => FdStep::FanotifyMark,
             40 => FdStep::Memfd,
             _ => return None,
         })
@@ -150,6 +184,14 @@ impl FdStep {
             FdStep::SetFl => "set file status flags",
             FdStep::PipeData => "queue the data of a pipe",
             FdStep::Service => "rebuild the CRIU-RPC socket",
+            FdStep::Eventfd => "create an eventfd",
+            FdStep::Signalfd => "create a signalfd",
+            FdStep::Timerfd => "create a timerfd",
+            FdStep::Epoll => "create an epoll",
+            FdStep::Inotify => "create an inotify",
+            FdStep::InotifyWatch => "add an inotify watch",
+            FdStep::Fanotify => "create a fanotify",
+            FdStep::FanotifyMark => "add a fanotify mark",
             FdStep::Memfd => "reopen a memfd",
         }
     }
@@ -226,6 +268,8 @@ impl FdPlan {
                             sock_type: usk.r#type,
                             response: crate::files::unix_sk::restored_response(),
                         }
+                    } else if let Some(anon) = super::anon_fd::AnonSource::of(file) {
+                        Source::Anon(anon.map_err(err)?)
                     } else if let Some((worker_fd, flags, pos)) = memfds
                         .source(fd.id)
                         .filter(|_| fd.r#type == FdTypes::Memfd as i32)
@@ -370,6 +414,10 @@ impl FdPlan {
                         dup_above(sock.as_raw_fd(), scratch).map_err(|e| fail(FdStep::Dup, e))?;
                     drop(sock);
                     raw
+                }
+                Source::Anon(anon) => {
+                    let fd = anon.open().map_err(|(step, e)| fail(step, e))?;
+                    dup_above(fd.as_raw_fd(), scratch).map_err(|e| fail(FdStep::Dup, e))?
                 }
                 Source::Pipe { pipe, write, flags } => {
                     let (pipe, write, flags) = (*pipe, *write, *flags);

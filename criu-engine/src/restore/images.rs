@@ -660,6 +660,24 @@ fn check_references(
                     .files
                     .get(&fd.id)
                     .is_some_and(crate::files::unix_sk::is_service_socket) => {}
+            FdTypes::Eventfd
+            | FdTypes::Eventpoll
+            | FdTypes::Signalfd
+            | FdTypes::Timerfd
+            | FdTypes::Inotify
+            | FdTypes::Fanotify => {
+                if !task
+                    .files
+                    .get(&fd.id)
+                    .is_some_and(|f| super::anon_fd::has_entry(f, kind))
+                {
+                    return Err(ImagesError::MissingFile {
+                        id: fd.id,
+                        kind: kind.as_str_name(),
+                        user: format!("fd {} of task {pid}", fd.fd),
+                    });
+                }
+            }
             FdTypes::Memfd => {
                 need_file(task, fd.id, kind, || format!("fd {} of task {pid}", fd.fd))?;
             }
