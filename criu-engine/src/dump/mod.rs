@@ -193,6 +193,8 @@ pub fn run(opts: &RequestOpts, notify: &mut dyn Notify) -> Result<DumpOutcome, D
     let track =
         incremental::TrackPlan::new(opts, &dir, pid.0 as u32, keep).map_err(TaskDumpError::from)?;
 
+    // Declared before the tree: dropped (closed) after its release.
+    let deferred = track.deferred.clone();
     let mut stats = DumpStats::default();
     let t0 = Instant::now();
     let seize_opts = SeizeOptions {
@@ -262,7 +264,8 @@ pub fn run(opts: &RequestOpts, notify: &mut dyn Notify) -> Result<DumpOutcome, D
         FinalState::Alive => task.detach().map_err(release)?,
         FinalState::Stopped => task.detach_stopped().map_err(release)?,
     }
-    // After the release: the tree need not stay frozen for this.
+    // After the release: the tree need not stay frozen for these.
+    deferred.close_all();
     if opts.auto_dedup {
         let d = dedup::dedup(&dir)?;
         tracing::info!(

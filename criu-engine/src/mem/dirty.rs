@@ -360,6 +360,11 @@ impl Tracker {
         Ok(written)
     }
 
+    /// The engine's descriptor (its close may be the last one).
+    pub fn into_fd(self) -> OwnedFd {
+        self.uffd
+    }
+
     /// Closes the tracker in the task (the kernel unregisters every range
     /// once the engine's copy is dropped too).
     pub fn release(&mut self, inj: &Injection<'_>) -> Result<(), DirtyError> {
