@@ -210,7 +210,8 @@ pub fn run(opts: &RequestOpts, notify: &mut dyn Notify) -> Result<DumpOutcome, D
         });
     }
 
-    dump_tree(&task, &dir, track, opts.rpc_socket_ino, &mut stats)?;
+    let unix_ext = crate::files::unix_dump::UnixExternals::new(opts.ext_unix_sk, &opts.externals);
+    dump_tree(&task, &dir, track, opts.rpc_socket_ino, unix_ext, &mut stats)?;
     stats.frozen_time = frozen_at.elapsed();
     dir.write_single(ImageKind::StatsDump, 0, &stats.entry())
         .map_err(DumpError::Finish)?;
@@ -291,6 +292,7 @@ fn dump_tree(
     dir: &ImagesDir,
     track: incremental::TrackPlan,
     rpc_socket_ino: Option<u64>,
+    unix_ext: crate::files::unix_dump::UnixExternals,
     stats: &mut DumpStats,
 ) -> Result<(), DumpError> {
     if track.remote.is_some() && tree.members.len() > 1 {
@@ -307,6 +309,7 @@ fn dump_tree(
     let mut files = FileTable::new();
     let mut shmem = crate::mem::shmem::ShmemDump::default();
     files.set_rpc_socket(rpc_socket_ino);
+    files.set_unix_externals(unix_ext);
     let mut pstree: Vec<PstreeEntry> = Vec::with_capacity(tree.members.len());
     let mut next_id = 2;
     let root = tree.members[0].pid;
@@ -380,8 +383,11 @@ fn dump_tree(
             }
         }
     }
+    files.finish_sockets().map_err(TaskDumpError::from)?;
     dir.write_all(ImageKind::Files, 0, files.entries())
         .map_err(TaskDumpError::from)?;
+    files.write_sk_queues(dir).map_err(TaskDumpError::from)?;
+    files.write_fifo_data(dir).map_err(TaskDumpError::from)?;
     if !files.pipes().is_empty() {
         let mut w = dir
             .create_image(ImageKind::PipesData, 0)

@@ -8,12 +8,17 @@
 //! inode among everything recorded so far (newest first, as CRIU's cache
 //! answers) and get a fresh entry only on a miss; character devices always
 //! get a fresh one. Regular files, directories, character devices outside
-//! the terminal range and pipes ([`pipe`]) are supported, and the client's
-//! CRIU-RPC socket of a self-dump ([`unix_sk`]); any other kind of
+//! the terminal range, pipes ([`pipe`]), FIFOs ([`fifo`]), unix sockets
+//! ([`unix_dump`]) and the client's CRIU-RPC socket of a self-dump
+//! ([`unix_sk`]) are supported; any other kind of
 //! descriptor fails the dump with the task, fd and kind named.
 
+pub mod fifo;
 pub mod pipe;
 pub mod reg;
+pub(crate) mod sk_opts;
+pub mod sk_queue;
+pub mod unix_dump;
 pub mod unix_sk;
 
 use std::fs::{File, Metadata};
@@ -86,6 +91,9 @@ pub enum FilesError {
     /// The client's RPC socket could not be saved.
     #[error(transparent)]
     UnixSk(#[from] unix_sk::UnixSkError),
+    /// A unix socket could not be dumped.
+    #[error(transparent)]
+    UnixDump(#[from] unix_dump::UnixDumpError),
     /// The client's RPC socket could not be taken from the task.
     #[error("cannot take fd {fd} of task {pid}")]
     Steal {
@@ -136,6 +144,8 @@ pub struct FileTable {
     pipes: Vec<pipe::PipeData>,
     rpc_socket: Option<u64>,
     ignored: Vec<(RealPid, i32)>,
+    unix: unix_dump::UnixDump,
+    fifos: Vec<pipe::PipeData>,
 }
 
 fn is_tty(meta: &Metadata) -> bool {
@@ -327,6 +337,9 @@ impl FileTable {
         if let Some(entry) = self.service_socket(pid, fd, &name)? {
             return Ok(entry);
         }
+        if let Some(ino) = unix_dump::socket_ino(&name) {
+            return self.dump_socket(pid, inj, fd, &link, ino);
+        }
         if !name.starts_with('/') {
             let kind = match name.split_once(':') {
                 Some(("anon_inode", what)) => format!("an anonymous inode {what}"),
@@ -340,7 +353,7 @@ impl FileTable {
             libc::S_IFREG | libc::S_IFDIR => {}
             libc::S_IFCHR if !is_tty(&meta) => {}
             libc::S_IFCHR => return Err(unsupported(format!("a terminal {name}"))),
-            libc::S_IFIFO => return Err(unsupported(format!("a fifo {name}"))),
+            libc::S_IFIFO => return self.dump_fifo(pid, inj, fd, &link, &name, &meta),
             _ => return Err(unsupported(format!("a special file {name}"))),
         }
         if name.ends_with(" (deleted)") {

@@ -24,7 +24,9 @@ use nix::fcntl::OFlag;
 use nix::sys::stat::Mode;
 use nix::unistd::Whence;
 
+use super::fifo::FifoData;
 use super::images::TaskImages;
+use super::unix_sk::{SkQueues, UnixPlan};
 use crate::config::InheritFd;
 use crate::sys::clone3::{dup_above, dup_to, set_status_flags, write_raw};
 
@@ -54,6 +56,15 @@ enum Source {
     /// The client's CRIU-RPC socket of a self-dump: a new socketpair whose
     /// far end has queued `response` (the encoded answer) and is closed.
     Service { sock_type: u32, response: Vec<u8> },
+    /// Unix socket number `sock` of the plan's [`UnixPlan`].
+    Unix { sock: usize },
+    /// A FIFO reopened by path; `data` (pipe size, bytes) is queued by the
+    /// first object of each FIFO.
+    Fifo {
+        path: CString,
+        flags: OFlag,
+        data: Option<(u32, Vec<u8>)>,
+    },
 }
 
 /// One file object (one open file description of the dump).
@@ -96,6 +107,24 @@ pub(crate) enum FdStep {
     PipeData,
     /// Rebuilding the client's RPC socket.
     Service,
+    /// Creating a unix socket.
+    UnixSocket,
+    /// Binding a unix socket to its name.
+    UnixBind,
+    /// Making a unix socket listen.
+    UnixListen,
+    /// Connecting a unix socket to its peer's name.
+    UnixConnect,
+    /// Queueing the saved messages of a unix socket.
+    UnixQueue,
+    /// Setting the options of a unix socket.
+    UnixOpts,
+    /// Shutting a unix socket down as it was.
+    UnixShutdown,
+    /// Opening a FIFO.
+    Fifo,
+    /// Queueing the data of a FIFO.
+    FifoData,
 }
 
 impl FdStep {
@@ -110,6 +139,15 @@ impl FdStep {
             FdStep::SetFl => 6,
             FdStep::PipeData => 7,
             FdStep::Service => 8,
+            FdStep::UnixSocket => 20,
+            FdStep::UnixBind => 21,
+            FdStep::UnixListen => 22,
+            FdStep::UnixConnect => 23,
+            FdStep::UnixQueue => 24,
+            FdStep::UnixOpts => 25,
+            FdStep::UnixShutdown => 26,
+            FdStep::Fifo => 27,
+            FdStep::FifoData => 28,
         }
     }
 
@@ -124,6 +162,15 @@ impl FdStep {
             6 => FdStep::SetFl,
             7 => FdStep::PipeData,
             8 => FdStep::Service,
+            20 => FdStep::UnixSocket,
+            21 => FdStep::UnixBind,
+            22 => FdStep::UnixListen,
+            23 => FdStep::UnixConnect,
+            24 => FdStep::UnixQueue,
+            25 => FdStep::UnixOpts,
+            26 => FdStep::UnixShutdown,
+            27 => FdStep::Fifo,
+            28 => FdStep::FifoData,
             _ => return None,
         })
     }
@@ -139,6 +186,15 @@ impl FdStep {
             FdStep::SetFl => "set file status flags",
             FdStep::PipeData => "queue the data of a pipe",
             FdStep::Service => "rebuild the CRIU-RPC socket",
+            FdStep::UnixSocket => "create a unix socket",
+            FdStep::UnixBind => "bind a unix socket",
+            FdStep::UnixListen => "make a unix socket listen",
+            FdStep::UnixConnect => "connect a unix socket",
+            FdStep::UnixQueue => "queue the messages of a unix socket",
+            FdStep::UnixOpts => "set the options of a unix socket",
+            FdStep::UnixShutdown => "shut a unix socket down",
+            FdStep::Fifo => "open a fifo",
+            FdStep::FifoData => "queue the data of a fifo",
         }
     }
 }
@@ -161,6 +217,8 @@ pub(crate) struct FdPlan {
     per_task: Vec<Vec<(usize, RawFd, bool)>>,
     /// Per task: every target number, ascending.
     targets: Vec<Vec<RawFd>>,
+    /// Every unix socket.
+    unix: UnixPlan,
 }
 
 /// Whether `inherit_fd` key `key` names `file` (`pipe:[ID]` for pipes, the
@@ -182,7 +240,13 @@ impl FdPlan {
         tasks: &[Option<&TaskImages>],
         inherit: &[InheritFd],
         pipe_data: &HashMap<u32, (u32, Vec<u8>)>,
+        sk_queues: &SkQueues,
+        fifo_data: &FifoData,
     ) -> Result<FdPlan, (u32, Errno)> {
+        let mut unix = UnixPlan::default();
+        let mut unix_ids = Vec::new();
+        let mut fifos_seen = Vec::new();
+        let mut all_files = None;
         let mut objects: Vec<Object> = Vec::new();
         let mut by_id: HashMap<u32, usize> = HashMap::new();
         let mut pipes: HashMap<u32, usize> = HashMap::new();
@@ -194,6 +258,7 @@ impl FdPlan {
             let mut targets = Vec::new();
             if let Some(task) = task {
                 let err = |e| (task.pid(), e);
+                all_files.get_or_insert(&task.files);
                 for fd in &task.fds {
                     let target = RawFd::try_from(fd.fd).map_err(|_| err(Errno::EBADF))?;
                     let cloexec = fd.flags & 1 != 0;
@@ -212,6 +277,32 @@ impl FdPlan {
                         Source::Service {
                             sock_type: usk.r#type,
                             response: crate::files::unix_sk::restored_response(),
+                        }
+                    } else if fd.r#type == FdTypes::Unixsk as i32 {
+                        unix_ids.push(fd.id);
+                        Source::Unix {
+                            sock: unix.add(task.pid(), file, target).map_err(err)?,
+                        }
+                    } else if fd.r#type == FdTypes::Fifo as i32 {
+                        let fifo = file.fifo.as_ref().ok_or(err(Errno::ENOENT))?;
+                        let reg = task
+                            .files
+                            .get(&fifo.regf_id.unwrap_or(fifo.id))
+                            .and_then(|f| f.reg.as_ref())
+                            .ok_or(err(Errno::ENOENT))?;
+                        let flags = i32::try_from(reg.flags).map_err(|_| err(Errno::EINVAL))?
+                            & !REOPEN_MASK;
+                        let data = if fifos_seen.contains(&fifo.pipe_id) {
+                            None
+                        } else {
+                            fifos_seen.push(fifo.pipe_id);
+                            fifo_data.get(&fifo.pipe_id).cloned()
+                        };
+                        Source::Fifo {
+                            path: CString::new(reg.name.as_str())
+                                .map_err(|_| err(Errno::EINVAL))?,
+                            flags: OFlag::from_bits_retain(flags),
+                            data,
                         }
                     } else if fd.r#type == FdTypes::Pipe as i32 {
                         let pipe = file.pipe.as_ref().ok_or(err(Errno::ENOENT))?;
@@ -250,7 +341,9 @@ impl FdPlan {
             per_task.push(mine);
             all_targets.push(targets);
         }
+        unix.resolve(all_files, sk_queues, &unix_ids)?;
         Ok(FdPlan {
+            unix,
             objects,
             pipes: vec![[-1, -1]; pipes.len()],
             pipe_data: plan_data,
@@ -292,6 +385,9 @@ impl FdPlan {
     /// In the root task: opens every file object above `scratch` (after
     /// [`FdPlan::relocate`]), creating each pipe once and queueing its data.
     pub(crate) fn open_all(&mut self, scratch: RawFd) -> Result<(), FdFailure> {
+        self.unix
+            .open_all(scratch)
+            .map_err(|(step, fd, errno)| FdFailure { step, fd, errno })?;
         for i in 0..self.objects.len() {
             let first = self.objects[i].first;
             let fail = |step, errno| FdFailure {
@@ -327,6 +423,11 @@ impl FdPlan {
                         dup_above(sock.as_raw_fd(), scratch).map_err(|e| fail(FdStep::Dup, e))?;
                     drop(sock);
                     raw
+                }
+                Source::Unix { sock } => self.unix.fd(*sock),
+                Source::Fifo { path, flags, data } => {
+                    super::fifo::open(path, *flags, data.as_ref(), scratch)
+                        .map_err(|(step, e)| fail(step, e))?
                 }
                 Source::Pipe { pipe, write, flags } => {
                     let (pipe, write, flags) = (*pipe, *write, *flags);

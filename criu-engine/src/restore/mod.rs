@@ -21,6 +21,7 @@
 
 mod child;
 mod creds;
+mod fifo;
 mod files;
 mod finish;
 mod images;
@@ -31,6 +32,7 @@ mod shmem;
 mod task;
 mod threads;
 mod tree;
+mod unix_sk;
 
 use std::os::fd::AsFd;
 
@@ -213,7 +215,13 @@ pub fn run(opts: &RequestOpts, notify: &mut dyn Notify) -> Result<RestoreOutcome
             )?;
         }
     }
-    let fds = files::FdPlan::new(&alive, inherit, &tree_images.pipe_data)
+    let fds = files::FdPlan::new(
+        &alive,
+        inherit,
+        &tree_images.pipe_data,
+        &tree_images.sk_queues,
+        &tree_images.fifo_data,
+    )
         .map_err(|(pid, source)| RestoreError::FdPlan { pid, source })?;
     let mut shared = shmem::load(&dir, &tree_images)?;
     tree::check_single_threaded()?;
