@@ -211,7 +211,14 @@ pub fn run(opts: &RequestOpts, notify: &mut dyn Notify) -> Result<DumpOutcome, D
     }
 
     let unix_ext = crate::files::unix_dump::UnixExternals::new(opts.ext_unix_sk, &opts.externals);
-    dump_tree(&task, &dir, track, opts.rpc_socket_ino, unix_ext, &mut stats)?;
+    dump_tree(
+        &task,
+        &dir,
+        track,
+        opts.rpc_socket_ino,
+        unix_ext,
+        &mut stats,
+    )?;
     stats.frozen_time = frozen_at.elapsed();
     dir.write_single(ImageKind::StatsDump, 0, &stats.entry())
         .map_err(DumpError::Finish)?;

@@ -109,11 +109,11 @@ mod tests {
         .unwrap();
         set_int(&a, SOL_SOCKET, libc::SO_PASSCRED, 1).unwrap();
         set_int(&a, SOL_SOCKET, libc::SO_SNDBUF, 50_000).unwrap();
-        set_timeval(&a, libc::SO_RCVTIMEO, 3, 250_000).unwrap();
+        set_timeval(&a, libc::SO_RCVTIMEO, 3, 500_000).unwrap();
         set_linger(&a, 7).unwrap();
         let saved = dump(&a).unwrap();
         assert_eq!(saved.so_passcred, Some(true));
-        assert_eq!((saved.so_rcv_tmo_sec, saved.so_rcv_tmo_usec), (3, 250_000));
+        assert_eq!((saved.so_rcv_tmo_sec, saved.so_rcv_tmo_usec), (3, 500_000));
         assert_eq!(saved.so_linger, Some(7));
 
         let (c, _d) = socketpair(

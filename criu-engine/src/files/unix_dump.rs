@@ -178,7 +178,10 @@ pub struct UnixDump {
 
 /// The socket inode in a `socket:[N]` link.
 pub(crate) fn socket_ino(link: &str) -> Option<u64> {
-    link.strip_prefix("socket:[")?.strip_suffix(']')?.parse().ok()
+    link.strip_prefix("socket:[")?
+        .strip_suffix(']')?
+        .parse()
+        .ok()
 }
 
 fn family_name(family: i32) -> String {
@@ -207,7 +210,11 @@ fn bound_path(sk: &UnixSocket) -> Result<Option<FilePermsEntry>, String> {
     if sk.name.first().is_none_or(|&b| b == 0) {
         return Ok(None);
     }
-    let end = sk.name.iter().position(|&b| b == 0).unwrap_or(sk.name.len());
+    let end = sk
+        .name
+        .iter()
+        .position(|&b| b == 0)
+        .unwrap_or(sk.name.len());
     let path = String::from_utf8_lossy(&sk.name[..end]).into_owned();
     if !path.starts_with('/') {
         return Err(format!("bound to the relative path {path}"));
@@ -331,8 +338,8 @@ impl FileTable {
                 peer,
                 why,
             };
-            let psk = crate::sys::sock_diag::unix_socket(peer)
-                .map_err(|_| unusable("which is gone"))?;
+            let psk =
+                crate::sys::sock_diag::unix_socket(peer).map_err(|_| unusable("which is gone"))?;
             if i32::from(psk.sock_type) != libc::SOCK_DGRAM {
                 return Err(unusable("and half of a stream connection cannot be dumped").into());
             }
@@ -344,7 +351,13 @@ impl FileTable {
             }
             externs.push(peer);
             let id = self.alloc();
-            tracing::info!(pid = pid.0, fd, ino, peer, "unix socket with an external peer");
+            tracing::info!(
+                pid = pid.0,
+                fd,
+                ino,
+                peer,
+                "unix socket with an external peer"
+            );
             self.entries.push(FileEntry {
                 r#type: FdTypes::Unixsk as i32,
                 id,
@@ -391,14 +404,13 @@ impl UnixDump {
     ) -> Result<UnixSkEntry, UnixDumpError> {
         let unsupported = |what: String| UnixDumpError::Unsupported { pid, fd, ino, what };
         let ino32 = u32::try_from(ino).map_err(|_| unsupported("with a 64-bit inode".into()))?;
-        let sk = crate::sys::sock_diag::unix_socket(ino32).map_err(|source| {
-            UnixDumpError::Diag {
+        let sk =
+            crate::sys::sock_diag::unix_socket(ino32).map_err(|source| UnixDumpError::Diag {
                 pid,
                 fd,
                 ino,
                 source,
-            }
-        })?;
+            })?;
         let ty = i32::from(sk.sock_type);
         if ![libc::SOCK_STREAM, libc::SOCK_DGRAM, libc::SOCK_SEQPACKET].contains(&ty) {
             return Err(unsupported(format!("of type {ty}")));
@@ -432,12 +444,14 @@ impl UnixDump {
                 source,
             };
             let packets = super::sk_queue::peek(&sock).map_err(queue_err)?;
-            if !packets.is_empty() && sk.peer == 0 && shutdown != SkShutdown::Both {
-                if ty != libc::SOCK_DGRAM || sk.name.is_empty() {
-                    return Err(unsupported(
-                        "with queued messages and no peer or name to resend them from".into(),
-                    ));
-                }
+            if !packets.is_empty()
+                && sk.peer == 0
+                && shutdown != SkShutdown::Both
+                && (ty != libc::SOCK_DGRAM || sk.name.is_empty())
+            {
+                return Err(unsupported(
+                    "with queued messages and no peer or name to resend them from".into(),
+                ));
             }
             for data in packets {
                 self.queues.push((

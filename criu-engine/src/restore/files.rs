@@ -244,7 +244,6 @@ impl FdPlan {
         fifo_data: &FifoData,
     ) -> Result<FdPlan, (u32, Errno)> {
         let mut unix = UnixPlan::default();
-        let mut unix_ids = Vec::new();
         let mut fifos_seen = Vec::new();
         let mut all_files = None;
         let mut objects: Vec<Object> = Vec::new();
@@ -279,7 +278,6 @@ impl FdPlan {
                             response: crate::files::unix_sk::restored_response(),
                         }
                     } else if fd.r#type == FdTypes::Unixsk as i32 {
-                        unix_ids.push(fd.id);
                         Source::Unix {
                             sock: unix.add(task.pid(), file, target).map_err(err)?,
                         }
@@ -341,7 +339,7 @@ impl FdPlan {
             per_task.push(mine);
             all_targets.push(targets);
         }
-        unix.resolve(all_files, sk_queues, &unix_ids)?;
+        unix.resolve(all_files, sk_queues)?;
         Ok(FdPlan {
             unix,
             objects,

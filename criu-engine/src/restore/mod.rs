@@ -222,7 +222,7 @@ pub fn run(opts: &RequestOpts, notify: &mut dyn Notify) -> Result<RestoreOutcome
         &tree_images.sk_queues,
         &tree_images.fifo_data,
     )
-        .map_err(|(pid, source)| RestoreError::FdPlan { pid, source })?;
+    .map_err(|(pid, source)| RestoreError::FdPlan { pid, source })?;
     let mut shared = shmem::load(&dir, &tree_images)?;
     tree::check_single_threaded()?;
     let tree = tree::create(&tree_images, fds, opts.shell_job, opts.restore_sibling)?;

@@ -86,6 +86,8 @@ enum Birth {
 struct Sock {
     /// Task (pid in the images) holding it, for planning errors.
     pid: u32,
+    /// File id (its queue's `id_for`).
+    id: u32,
     ino: u32,
     peer: u32,
     ty: SockType,
@@ -152,6 +154,7 @@ impl UnixPlan {
         };
         self.socks.push(Sock {
             pid,
+            id: ue.id,
             ino: ue.ino,
             peer: ue.peer,
             ty,
@@ -160,7 +163,7 @@ impl UnixPlan {
             name: ue.name.clone(),
             birth: Birth::Single,
             bind: false,
-            perms: ue.file_perms.clone(),
+            perms: ue.file_perms,
             listen: (ue.state == TCP_LISTEN).then(|| {
                 let max: i32 = Backlog::MAXCONN.into();
                 i32::try_from(ue.backlog).unwrap_or(max).min(max)
@@ -181,7 +184,6 @@ impl UnixPlan {
         &mut self,
         files: Option<&HashMap<u32, FileEntry>>,
         queues: &SkQueues,
-        ids: &[u32],
     ) -> Result<(), (u32, Errno)> {
         for i in 0..self.socks.len() {
             let s = &self.socks[i];
@@ -216,7 +218,7 @@ impl UnixPlan {
                 birth = Birth::HalfClosed;
             }
             let bind = named && (s.ty == SockType::Datagram || s.state != TCP_ESTABLISHED);
-            let queue = queues.get(&ids[i]).cloned().unwrap_or_default();
+            let queue = queues.get(&s.id).cloned().unwrap_or_default();
             let can_queue = matches!(birth, Birth::PairFirst { .. } | Birth::PairSecond { .. })
                 || birth == Birth::HalfClosed
                 || (bind && s.ty == SockType::Datagram);
@@ -285,8 +287,8 @@ impl UnixPlan {
         let ty = self.socks[i].ty;
         match self.socks[i].birth {
             Birth::Single => {
-                let s = socket(AddressFamily::Unix, ty, SockFlag::empty(), None)
-                    .map_err(sock_err)?;
+                let s =
+                    socket(AddressFamily::Unix, ty, SockFlag::empty(), None).map_err(sock_err)?;
                 self.building[i] = Some(s);
             }
             Birth::PairFirst { other } => {
@@ -350,7 +352,13 @@ impl UnixPlan {
             return Ok(());
         }
         let flags = MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_NOSIGNAL;
-        let whole = |n: usize, len: usize| if n == len { Ok(()) } else { Err(Errno::EMSGSIZE) };
+        let whole = |n: usize, len: usize| {
+            if n == len {
+                Ok(())
+            } else {
+                Err(Errno::EMSGSIZE)
+            }
+        };
         let from = match s.birth {
             Birth::PairFirst { other } | Birth::PairSecond { other } => {
                 self.building[other].as_ref()
