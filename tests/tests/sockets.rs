@@ -9,7 +9,7 @@
 use std::io::{Read, Write};
 use std::os::fd::AsRawFd;
 use std::os::linux::net::SocketAddrExt;
-use std::os::unix::net::{SocketAddr, UnixListener, UnixStream};
+use std::os::unix::net::{SocketAddr, UnixDatagram, UnixListener, UnixStream};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -154,6 +154,15 @@ fn log_of(dir: &Path, name: &str) -> String {
     std::fs::read_to_string(dir.join(name)).unwrap_or_default()
 }
 
+fn wait_gone(pids: [i32; 2]) {
+    // Killed (or still running) processes, zombies included, go away.
+    for pid in pids {
+        if Path::new(&format!("/proc/{pid}")).exists() {
+            kill_and_reap(pid);
+        }
+    }
+}
+
 fn dump_and_restore(leave_running: bool) {
     require_root();
     let wl = Wl::start(None);
@@ -168,12 +177,7 @@ fn dump_and_restore(leave_running: bool) {
         log_of(images.path(), "dump.log")
     );
     assert_eq!(alive(wl.pid), leave_running);
-    // Killed (or still running) processes, zombies included, go away.
-    for pid in [wl.pid, wl.helper] {
-        if Path::new(&format!("/proc/{pid}")).exists() {
-            kill_and_reap(pid);
-        }
-    }
+    wait_gone([wl.pid, wl.helper]);
     let resp = call(T::Restore, images.path(), |_| {});
     assert!(
         resp.success,
@@ -214,4 +218,54 @@ fn a_peer_outside_the_tree_is_refused_and_the_target_unharmed() {
     );
     assert!(alive(wl.pid), "the target keeps running");
     wl.check();
+}
+
+#[test]
+fn an_outside_datagram_peer_is_reconnected_with_ext_unix_sk() {
+    require_root();
+    let outside = TempDir::new("sockets-dgram");
+    let name = outside
+        .path()
+        .file_name()
+        .unwrap()
+        .to_string_lossy()
+        .into_owned();
+    let addr = SocketAddr::from_abstract_name(name.as_bytes()).unwrap();
+    let peer = UnixDatagram::bind_addr(&addr).unwrap();
+    peer.set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    let wl = Wl::start(Some(format!("external-dgram={name}")));
+    let images = TempDir::new("sockets-img");
+    let resp = call(T::Dump, images.path(), |o| o.pid = Some(wl.pid));
+    assert!(!resp.success, "an outside peer needs ext_unix_sk");
+    assert!(alive(wl.pid));
+    let resp = call(T::Dump, images.path(), |o| {
+        o.pid = Some(wl.pid);
+        o.ext_unix_sk = Some(true);
+    });
+    assert!(
+        resp.success,
+        "dump with ext_unix_sk: {resp:?}\n{}",
+        log_of(images.path(), "dump.log")
+    );
+    wait_gone([wl.pid, wl.helper]);
+    let resp = call(T::Restore, images.path(), |_| {});
+    let msg = resp.cr_errmsg.clone().unwrap_or_default();
+    assert!(
+        !resp.success && msg.contains("ext_unix_sk"),
+        "restore without ext_unix_sk is refused: {resp:?}"
+    );
+    let resp = call(T::Restore, images.path(), |o| o.ext_unix_sk = Some(true));
+    assert!(
+        resp.success,
+        "restore: {resp:?}\n{}",
+        log_of(images.path(), "restore.log")
+    );
+    wl.check();
+    let mut buf = [0u8; 16];
+    let n = peer
+        .recv(&mut buf)
+        .expect("the restored socket reaches the outside peer");
+    assert_eq!(&buf[..n], b"ext-hello");
+    assert!(wl.report().lines().any(|l| l == "external-dgram ok"));
 }

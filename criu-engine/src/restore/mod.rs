@@ -85,6 +85,9 @@ pub enum RestoreError {
     /// The images are unreadable, inconsistent or unsupported.
     #[error(transparent)]
     Images(#[from] ImagesError),
+    /// A unix socket cannot be restored as asked.
+    #[error(transparent)]
+    UnixSk(#[from] unix_sk::UnixRestoreError),
     /// The descriptors of the task cannot be planned.
     #[error("cannot plan the descriptors of task {pid}")]
     FdPlan {
@@ -215,6 +218,7 @@ pub fn run(opts: &RequestOpts, notify: &mut dyn Notify) -> Result<RestoreOutcome
             )?;
         }
     }
+    unix_sk::check_externals(&alive, opts.ext_unix_sk)?;
     let fds = files::FdPlan::new(
         &alive,
         inherit,

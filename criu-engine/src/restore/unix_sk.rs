@@ -44,6 +44,59 @@ const TCP_LISTEN: u32 = 10;
 /// Status flags restored on a socket.
 const SETFL_MASK: i32 = libc::O_NONBLOCK | libc::O_ASYNC;
 
+/// A unix socket of the images cannot be restored as asked.
+#[derive(Debug, thiserror::Error)]
+pub enum UnixRestoreError {
+    /// A socket's peer is outside the tree and `ext_unix_sk` was not given.
+    #[error(
+        "task {pid}: fd {fd} is unix socket {ino} connected to socket {peer} outside the \
+         tree; restoring it needs ext_unix_sk"
+    )]
+    External {
+        /// Task (pid in the images).
+        pid: u32,
+        /// Descriptor.
+        fd: u32,
+        /// Socket inode.
+        ino: u32,
+        /// External peer inode.
+        peer: u32,
+    },
+}
+
+/// Refuses sockets connected to an external peer unless `ext_unix_sk` is
+/// given, as CRIU does.
+pub(crate) fn check_externals(
+    tasks: &[Option<&super::images::TaskImages>],
+    ext_unix_sk: bool,
+) -> Result<(), UnixRestoreError> {
+    if ext_unix_sk {
+        return Ok(());
+    }
+    for task in tasks.iter().flatten() {
+        for fd in &task.fds {
+            let Some(ue) = task.files.get(&fd.id).and_then(|f| f.usk.as_ref()) else {
+                continue;
+            };
+            let external = ue.peer != 0
+                && task
+                    .files
+                    .values()
+                    .filter_map(|f| f.usk.as_ref())
+                    .any(|p| p.ino == ue.peer && p.uflags & USK_EXTERN != 0);
+            if external {
+                return Err(UnixRestoreError::External {
+                    pid: task.pid(),
+                    fd: fd.fd,
+                    ino: ue.ino,
+                    peer: ue.peer,
+                });
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Messages queued on each socket, by the socket's file id.
 pub(crate) type SkQueues = HashMap<u32, Vec<Vec<u8>>>;
 

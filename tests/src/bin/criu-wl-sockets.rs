@@ -1,6 +1,6 @@
 //! The unix socket and FIFO test target.
 //!
-//! `criu-wl-sockets DIR NAME [external=PATH]`
+//! `criu-wl-sockets DIR NAME [external=PATH] [external-dgram=NAME2]`
 //!
 //! It forks: the parent prints the child's pid on stdout and exits; the
 //! child (the root) calls `setsid`, points stdio at `/dev/null` and sets up,
@@ -22,7 +22,10 @@
 //!   a 128 KiB pipe size;
 //! * listeners on `DIR/listen.sock` and on the abstract name `\0NAME`;
 //! * with `external=PATH`, a stream socket connected to the listener at
-//!   PATH (outside the tree).
+//!   PATH (outside the tree);
+//! * with `external-dgram=NAME2`, a datagram socket connected to the
+//!   abstract name `\0NAME2` (outside the tree), which sends `ext-hello`
+//!   at check time (`external-dgram ok`).
 //!
 //! It then writes `helper PID` (the seqpacket child) and `ready` to
 //! `DIR/report` and waits for `DIR/go`. Then it
@@ -140,6 +143,9 @@ fn main() {
     let dir = std::path::PathBuf::from(&args[1]);
     let name = args[2].clone();
     let external = args[3..].iter().find_map(|a| a.strip_prefix("external="));
+    let external_dgram = args[3..]
+        .iter()
+        .find_map(|a| a.strip_prefix("external-dgram="));
 
     // SAFETY: close_range takes plain integers; no Rust object owns fds >= 3 yet.
     unsafe { libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, 0u32) };
@@ -286,6 +292,19 @@ fn main() {
         s
     });
 
+    let ext_dgram = external_dgram.map(|name| {
+        let s = socket(
+            AddressFamily::Unix,
+            SockType::Datagram,
+            SockFlag::empty(),
+            None,
+        )
+        .unwrap_or_else(|_| die("socket"));
+        let addr = UnixAddr::new_abstract(name.as_bytes()).unwrap_or_else(|_| die("addr"));
+        connect(s.as_raw_fd(), &addr).unwrap_or_else(|_| die("connect external dgram"));
+        s
+    });
+
     let report_path = dir.join("report");
     let mut report = std::fs::OpenOptions::new()
         .create(true)
@@ -379,6 +398,9 @@ fn main() {
                 check(&buf[..n] == b"fifo-new", "new data lost")
             })
     }));
+    if let Some(s) = &ext_dgram {
+        results.push(("external-dgram", send_all(s, b"ext-hello")));
+    }
     for (what, r) in results {
         match r {
             Ok(()) => say(format!("{what} ok")),
