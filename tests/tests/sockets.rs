@@ -1,6 +1,6 @@
 //! Unix sockets and FIFOs across a dump and restore (`criu-wl-sockets`):
 //! socketpairs of every type (one shared with a child process), an
-//! accepted connection, listeners on a path and an abstract name, a
+//! accepted connection, one not accepted yet, listeners on a path and an abstract name, a
 //! datagram server, shutdown and half-closed connections, a FIFO, each
 //! with data queued before the dump that the restored process then
 //! receives; new messages and new connections go through. A peer outside
@@ -19,11 +19,12 @@ use criu_tests::{
 };
 
 /// The checks the workload reports, in order.
-const CHECKS: [&str; 10] = [
+const CHECKS: [&str; 11] = [
     "stream",
     "dgram",
     "seqpacket",
     "accepted",
+    "in-flight",
     "shutdown",
     "dgram-server",
     "semi-closed",

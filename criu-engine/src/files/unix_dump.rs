@@ -10,10 +10,14 @@
 //! and only when it is a datagram socket with a name to connect to again:
 //! it gets an entry of its own flagged [`USK_EXTERN`].
 //!
+//! A connection still waiting in the queue of a listener of the tree gets
+//! that listener as its peer, as CRIU does, and connects to it again on
+//! restore.
+//!
 //! Not supported yet, and refused with the task, fd and socket named:
-//! listeners with connections not accepted yet, connections still in a
-//! listener's queue, sockets bound to a relative or removed path, and
-//! queued messages carrying descriptors.
+//! connections waiting in a listener's queue that already sent data or
+//! whose listener is outside the tree, sockets bound to a relative or
+//! removed path, and queued messages carrying descriptors.
 //!
 //! # References
 //!
@@ -162,9 +166,14 @@ impl UnixExternals {
 struct Dumped {
     pid: RealPid,
     fd: i32,
+    id: u32,
     ino: u32,
     peer: u32,
     icons: Vec<u32>,
+    /// A connection without peer: still waiting in a listener's queue.
+    in_flight: bool,
+    /// Bytes sent and not yet read by the peer.
+    wqlen: u32,
 }
 
 /// The unix sockets met while dumping a tree, their queues and the peers
@@ -311,6 +320,7 @@ impl FileTable {
     /// Once every task is dumped: checks that each socket's peer was dumped
     /// too, or adds an external entry for it where allowed.
     pub fn finish_sockets(&mut self) -> Result<(), FilesError> {
+        self.fix_in_flight()?;
         let mut externs: Vec<u32> = Vec::new();
         for i in 0..self.unix.sockets.len() {
             let s = &self.unix.sockets[i];
@@ -377,6 +387,41 @@ impl FileTable {
         Ok(())
     }
 
+    /// Points each connection still waiting in a listener's queue at that
+    /// listener, which it connects to again on restore (CRIU's in-flight
+    /// connections); one whose listener is not in the tree, or that already
+    /// sent data, is refused.
+    fn fix_in_flight(&mut self) -> Result<(), FilesError> {
+        for s in self.unix.sockets.iter().filter(|s| s.in_flight) {
+            let unsupported = |what: &str| UnixDumpError::Unsupported {
+                pid: s.pid,
+                fd: s.fd,
+                ino: u64::from(s.ino),
+                what: what.to_owned(),
+            };
+            let Some(listener) = self.unix.sockets.iter().find(|l| l.icons.contains(&s.ino)) else {
+                return Err(unsupported(
+                    "connected to a peer that is gone or to a listener outside the tree",
+                )
+                .into());
+            };
+            if s.wqlen != 0 {
+                return Err(
+                    unsupported("with data sent to a listener that has not accepted it").into(),
+                );
+            }
+            let entry = self
+                .entries
+                .iter_mut()
+                .filter_map(|e| e.usk.as_mut())
+                .find(|u| u.id == s.id);
+            if let Some(u) = entry {
+                u.peer = listener.ino;
+            }
+        }
+        Ok(())
+    }
+
     /// Writes `sk-queues.img` when a socket had messages queued.
     pub fn write_sk_queues(&self, dir: &ImagesDir) -> Result<(), ImageError> {
         if self.unix.queues.is_empty() {
@@ -416,19 +461,15 @@ impl UnixDump {
             return Err(unsupported(format!("of type {ty}")));
         }
         let shutdown = shutdown_of(sk.shutdown);
-        if sk.state == TCP_LISTEN && !sk.icons.is_empty() {
-            return Err(unsupported(format!(
-                "listening with {} connections not accepted yet",
-                sk.icons.len()
-            )));
+        if sk.state == TCP_LISTEN && sk.icons.contains(&0) {
+            return Err(unsupported(
+                "listening with a connection not accepted yet whose client is closed".into(),
+            ));
         }
-        if sk.state == TCP_ESTABLISHED
+        let in_flight = sk.state == TCP_ESTABLISHED
             && ty != libc::SOCK_DGRAM
             && sk.peer == 0
-            && shutdown != SkShutdown::Both
-        {
-            return Err(unsupported("connected to a peer that is gone".into()));
-        }
+            && shutdown != SkShutdown::Both;
         let perms = bound_path(&sk).map_err(unsupported)?;
         let opts = super::sk_opts::dump(&sock).map_err(|source| UnixDumpError::Options {
             pid,
@@ -467,9 +508,12 @@ impl UnixDump {
         self.sockets.push(Dumped {
             pid,
             fd,
+            id,
             ino: ino32,
             peer: sk.peer,
             icons: sk.icons.clone(),
+            in_flight,
+            wqlen: sk.rqlen.1,
         });
         Ok(UnixSkEntry {
             id,
@@ -483,8 +527,11 @@ impl UnixDump {
             fown: FownEntry::default(),
             opts,
             name: sk.name,
-            shutdown: Some(shutdown as i32),
+            // CRIU leaves the field out when nothing is shut down.
+            shutdown: (shutdown != SkShutdown::None).then_some(shutdown as i32),
             file_perms: perms,
+            // The tree shares the dumper's network namespace.
+            ns_id: crate::dump::inventory::root_ids().net_ns_id,
             ..Default::default()
         })
     }

@@ -14,6 +14,8 @@
 //!   process, which answers on it at check time;
 //! * `accepted`: a connection accepted by a listener bound to
 //!   `DIR/listen.sock`, both ends in the root;
+//! * `in-flight`: a connection to that listener not accepted yet (accepted
+//!   at check time);
 //! * `shutdown`: a stream socketpair shut down for writing on one side;
 //! * `dgram-server`: a datagram socket bound to the abstract name
 //!   `\0NAME-dgram` and an unnamed socket connected to it;
@@ -222,6 +224,14 @@ fn main() {
     // SAFETY: accept returned a fresh descriptor nothing else owns.
     let acc = unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(acc) };
     send_all(&client, b"accepted-queued").unwrap_or_else(|_| die("send"));
+    let pending = socket(
+        AddressFamily::Unix,
+        SockType::Stream,
+        SockFlag::empty(),
+        None,
+    )
+    .unwrap_or_else(|_| die("socket"));
+    connect(pending.as_raw_fd(), &lp_addr).unwrap_or_else(|_| die("connect"));
     fcntl(&lp, FcntlArg::F_SETFL(OFlag::O_NONBLOCK)).unwrap_or_else(|_| die("setfl"));
     let la = socket(
         AddressFamily::Unix,
@@ -363,6 +373,23 @@ fn main() {
             .and_then(|()| talks(&acc, &client, b"acc-new"))
             .and_then(|()| talks(&client, &acc, b"cli-new")),
     ));
+    results.push(("in-flight", {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            match accept(lp.as_raw_fd()) {
+                Ok(fd) => {
+                    // SAFETY: accept returned a fresh descriptor nothing else owns.
+                    let conn = unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) };
+                    break talks(&conn, &pending, b"late-accept")
+                        .and_then(|()| talks(&pending, &conn, b"late-reply"));
+                }
+                Err(nix::errno::Errno::EAGAIN) if Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+                Err(e) => break Err(format!("accept: {e}")),
+            }
+        }
+    }));
     results.push((
         "shutdown",
         recv_wait(&sh_b)
