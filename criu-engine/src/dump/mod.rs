@@ -129,6 +129,9 @@ pub enum DumpError {
         /// Processes in the tree.
         members: usize,
     },
+    /// The worker serving the request died; the dump agent gives up.
+    #[error("the worker serving this dump is gone; the dump is abandoned")]
+    WorkerGone,
     /// Releasing the task after the dump failed.
     #[error("cannot release task {pid} after the dump")]
     Release {
@@ -237,6 +240,11 @@ pub fn run(opts: &RequestOpts, notify: &mut dyn Notify) -> Result<DumpOutcome, D
         });
     }
 
+    if crate::agent::worker_gone() {
+        // Nobody will learn that the dump succeeded: the tree carries on.
+        forget_old_dump(&dir);
+        return Err(DumpError::WorkerGone);
+    }
     let release = |source| DumpError::Release { pid, source };
     match opts.final_state {
         FinalState::Dead => task.kill(),
@@ -251,38 +259,60 @@ pub fn run(opts: &RequestOpts, notify: &mut dyn Notify) -> Result<DumpOutcome, D
     Ok(DumpOutcome { stats })
 }
 
-/// Refuses processes that share their mm, fd table, fs or signal handlers
-/// with their parent: each is dumped as its own.
-fn check_unshared(tree: &SeizedTree) -> Result<(), DumpError> {
+/// Refuses processes that share their mm, fs or signal handlers with
+/// their parent, or a descriptor table with a task that is not their
+/// parent, as CRIU does (`dump_task_kobj_ids`). Returns, per member,
+/// whether it shares its parent's descriptor table (`CLONE_FILES`), which
+/// the images keep as equal `files_id`s.
+fn check_unshared(tree: &SeizedTree) -> Result<Vec<bool>, DumpError> {
     use crate::sys::task_query::kcmp_object;
-    const KINDS: [(i32, &str); 4] = [
+    const KCMP_FILES: i32 = 2;
+    const KINDS: [(i32, &str); 3] = [
         (1, "address space"),
-        (2, "descriptor table"),
         (3, "fs (cwd, root, umask)"),
         (4, "signal handlers"),
     ];
-    for m in tree.members.iter().skip(1) {
+    let alive = |pid: RealPid| {
+        tree.members
+            .iter()
+            .any(|p| p.pid == pid && matches!(p.kind, MemberKind::Alive(_)))
+    };
+    let mut shares = vec![false; tree.members.len()];
+    for (i, m) in tree.members.iter().enumerate().skip(1) {
         if !matches!(m.kind, MemberKind::Alive(_)) {
             continue;
         }
-        let parent_alive = tree
-            .members
-            .iter()
-            .any(|p| p.pid == m.ppid && matches!(p.kind, MemberKind::Alive(_)));
-        if !parent_alive {
+        if alive(m.ppid) {
+            for (kind, what) in KINDS {
+                if kcmp_object(m.pid.as_nix(), m.ppid.as_nix(), kind) == Ok(0) {
+                    return Err(DumpError::SharedObject {
+                        pid: m.pid,
+                        with: m.ppid,
+                        what,
+                    });
+                }
+            }
+            shares[i] = kcmp_object(m.pid.as_nix(), m.ppid.as_nix(), KCMP_FILES) == Ok(0);
+        }
+        if shares[i] {
             continue;
         }
-        for (kind, what) in KINDS {
-            if kcmp_object(m.pid.as_nix(), m.ppid.as_nix(), kind) == Ok(0) {
+        // A table of its own: no other member may hold it but through
+        // its parent.
+        for (j, o) in tree.members.iter().enumerate().take(i) {
+            if matches!(o.kind, MemberKind::Alive(_))
+                && !shares[j]
+                && kcmp_object(m.pid.as_nix(), o.pid.as_nix(), KCMP_FILES) == Ok(0)
+            {
                 return Err(DumpError::SharedObject {
                     pid: m.pid,
-                    with: m.ppid,
-                    what,
+                    with: o.pid,
+                    what: "descriptor table (not with its parent)",
                 });
             }
         }
     }
-    Ok(())
+    Ok(shares)
 }
 
 /// `TASK_DEAD` of `tc.task_state`.
@@ -334,8 +364,13 @@ fn dump_tree(
             what: "is in a pid namespace it is not the init of",
         });
     }
-    check_unshared(tree)?;
+    let shares_files = check_unshared(tree)?;
+    // The descriptor table id of every live member, by member index.
+    let mut files_ids = vec![0u32; tree.members.len()];
     for (i, m) in tree.members.iter().enumerate() {
+        if crate::agent::worker_gone() {
+            return Err(DumpError::WorkerGone);
+        }
         if inventory::pid_ns(Some(m.pid)).map_err(TaskDumpError::from)? != root_ns {
             return Err(DumpError::PidNamespace {
                 pid: m.pid,
@@ -355,10 +390,16 @@ fn dump_tree(
                     mode,
                     ..Default::default()
                 });
+                let parent_files = shares_files[i]
+                    .then(|| tree.members.iter().position(|p| p.pid == m.ppid))
+                    .flatten()
+                    .map(|at| files_ids[at]);
+                files_ids[i] = parent_files.unwrap_or(next_id);
                 let slot = task::TaskSlot {
                     id: next_id,
                     ppid,
                     own_pidns,
+                    parent_files,
                 };
                 let (mem, entry) = task::dump(p, dir, plan, stats, &mut files, &mut shmem, slot)?;
                 next_id += 1;

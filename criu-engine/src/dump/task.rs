@@ -93,6 +93,9 @@ pub struct TaskSlot {
     pub ppid: u32,
     /// Whether it lives in the tree's own pid namespace.
     pub own_pidns: bool,
+    /// Its parent's descriptor table id when it shares that table
+    /// (`CLONE_FILES`): its descriptors are the parent's `fdinfo` image.
+    pub parent_files: Option<u32>,
 }
 
 /// Checks that can be made without touching the task.
@@ -127,6 +130,7 @@ pub fn dump(
         id,
         ppid,
         own_pidns,
+        parent_files,
     } = slot;
     let task = process.leader();
     let pid = task.pid();
@@ -140,7 +144,10 @@ pub fn dump(
     if status.seccomp == 2 {
         return Err(TaskDumpError::SeccompFilter { pid });
     }
-    let ids = inventory::task_ids(pid, id, own_pidns)?;
+    let mut ids = inventory::task_ids(pid, id, own_pidns)?;
+    if let Some(files_id) = parent_files {
+        ids.files_id = files_id;
+    }
     let (vpid, vpgid, vsid) = inventory::inner_ids(pid, pid)?;
     let mut vtids = Vec::with_capacity(process.threads().len() + 1);
     for t in process.tids() {
@@ -172,7 +179,10 @@ pub fn dump(
     if let Some(fd) = tracking.kept_fd() {
         files.ignore_fd(pid, fd);
     }
-    let fdinfo = files.dump_fds(pid, &inj)?;
+    let fdinfo = match parent_files {
+        None => Some(files.dump_fds(pid, &inj)?),
+        Some(_) => None,
+    };
 
     let started = Instant::now();
     let mem = MemDump {
@@ -257,7 +267,9 @@ pub fn dump(
         umask: Some(status.umask.unwrap_or(0o22)),
     };
 
-    dir.write_all(ImageKind::Fdinfo, id.into(), &fdinfo)?;
+    if let Some(fdinfo) = fdinfo {
+        dir.write_all(ImageKind::Fdinfo, id.into(), &fdinfo)?;
+    }
     dir.write_single(ImageKind::Core, vpid.into(), &core)?;
     for ((_, core), vtid) in thread_cores.iter().zip(&vtids[1..]) {
         dir.write_single(ImageKind::Core, (*vtid).into(), core)?;

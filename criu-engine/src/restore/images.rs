@@ -213,6 +213,9 @@ pub(crate) struct TaskImages {
     pub(crate) threads: Vec<super::threads::ThreadImages>,
     /// Its pid namespace id (`ids-<pid>.img`).
     pub(crate) pid_ns_id: Option<u32>,
+    /// Its descriptor table id (`ids-<pid>.img`): equal to its parent's
+    /// when it shares the parent's table (`CLONE_FILES`).
+    pub(crate) files_id: u32,
     /// Where every saved page is, through the parent chain.
     pub(crate) pages: super::pages::TaskPages,
 }
@@ -297,6 +300,7 @@ pub(crate) fn load_task(
         files,
         pages,
         pid_ns_id: ids.pid_ns_id,
+        files_id: ids.files_id,
     };
     check_references(&task, ids.files_id, inherited)?;
     Ok(task)

@@ -24,6 +24,7 @@ mod creds;
 mod fifo;
 mod files;
 mod finish;
+mod helpers;
 mod images;
 mod mm;
 mod pages;
