@@ -270,3 +270,26 @@ fn an_outside_datagram_peer_is_reconnected_with_ext_unix_sk() {
     assert_eq!(&buf[..n], b"ext-hello");
     assert!(wl.report().lines().any(|l| l == "external-dgram ok"));
 }
+
+#[test]
+fn a_descriptor_in_flight_is_refused_and_the_target_unharmed() {
+    require_root();
+    let wl = Wl::start(Some("scm".into()));
+    let images = TempDir::new("sockets-img");
+    let resp = call(T::Dump, images.path(), |o| o.pid = Some(wl.pid));
+    assert!(
+        !resp.success,
+        "a queued SCM_RIGHTS message cannot be dumped yet"
+    );
+    let msg = format!(
+        "{}\n{}",
+        resp.cr_errmsg.clone().unwrap_or_default(),
+        log_of(images.path(), "dump.log")
+    );
+    assert!(
+        msg.contains("SCM_RIGHTS") && msg.contains(&format!("task {}", wl.pid)),
+        "the error names the task and the descriptor in flight: {msg}"
+    );
+    assert!(alive(wl.pid), "the target keeps running");
+    wl.check();
+}

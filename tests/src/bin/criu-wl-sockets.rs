@@ -1,6 +1,6 @@
 //! The unix socket and FIFO test target.
 //!
-//! `criu-wl-sockets DIR NAME [external=PATH] [external-dgram=NAME2]`
+//! `criu-wl-sockets DIR NAME [external=PATH] [external-dgram=NAME2] [scm]`
 //!
 //! It forks: the parent prints the child's pid on stdout and exits; the
 //! child (the root) calls `setsid`, points stdio at `/dev/null` and sets up,
@@ -27,7 +27,9 @@
 //!   PATH (outside the tree);
 //! * with `external-dgram=NAME2`, a datagram socket connected to the
 //!   abstract name `\0NAME2` (outside the tree), which sends `ext-hello`
-//!   at check time (`external-dgram ok`).
+//!   at check time (`external-dgram ok`);
+//! * with `scm`, a stream socketpair with a descriptor in flight
+//!   (`SCM_RIGHTS`), which the dump refuses.
 //!
 //! It then writes `helper PID` (the seqpacket child) and `ready` to
 //! `DIR/report` and waits for `DIR/go`. Then it
@@ -134,6 +136,14 @@ fn serve_one(listener: &OwnedFd) -> Result<(), String> {
     let conn = unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(conn) };
     expect(&conn, b"hello")?;
     send_all(&conn, b"welcome")
+}
+
+/// A descriptor on `DIR` to pass around (left open on purpose).
+fn dir_fd(dir: &std::path::Path) -> i32 {
+    use std::os::fd::IntoRawFd;
+    open(dir, OFlag::O_RDONLY | OFlag::O_DIRECTORY, Mode::empty())
+        .unwrap_or_else(|_| die("open dir"))
+        .into_raw_fd()
 }
 
 fn main() {
@@ -302,6 +312,20 @@ fn main() {
         s
     });
 
+    let scm = args[3..].iter().any(|a| a == "scm").then(|| {
+        let (a, b) = pair(SockType::Stream);
+        let fds = [dir_fd(&dir)];
+        let cm = [nix::sys::socket::ControlMessage::ScmRights(&fds)];
+        nix::sys::socket::sendmsg::<UnixAddr>(
+            a.as_raw_fd(),
+            &[std::io::IoSlice::new(b"with-fd")],
+            &cm,
+            MsgFlags::empty(),
+            None,
+        )
+        .unwrap_or_else(|_| die("sendmsg"));
+        (a, b)
+    });
     let ext_dgram = external_dgram.map(|name| {
         let s = socket(
             AddressFamily::Unix,
@@ -441,6 +465,7 @@ fn main() {
         }
     }
     drop(ext);
+    drop(scm);
     say("done".into());
     loop {
         std::thread::sleep(Duration::from_secs(1));
