@@ -642,7 +642,12 @@ fn check_references(
         }
         let kind = FdTypes::try_from(fd.r#type).unwrap_or(FdTypes::Und);
         match kind {
-            FdTypes::Unixsk if task.files.get(&fd.id).is_some_and(|f| f.usk.is_some()) => {}
+            FdTypes::Unixsk if task.files.get(&fd.id).is_some_and(|f| f.usk.is_some()) => {
+                let usk = task.files.get(&fd.id).and_then(|f| f.usk.as_ref());
+                if let Some(why) = usk.and_then(super::unix_sk::refused) {
+                    return Err(unsupported(format!("fd {} of task {pid}: {why}", fd.fd)));
+                }
+            }
             FdTypes::Fifo => {
                 let user = || format!("fd {} of task {pid}", fd.fd);
                 let fifo = task.files.get(&fd.id).and_then(|f| f.fifo.as_ref());

@@ -24,7 +24,9 @@
 use std::collections::HashMap;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 
-use criu_proto::images::{FileEntry, FilePermsEntry, SkOptsEntry, SkPacketEntry, SkShutdown};
+use criu_proto::images::{
+    FileEntry, FilePermsEntry, SkOptsEntry, SkPacketEntry, SkShutdown, UnixSkEntry,
+};
 use criu_proto::img::{ImageKind, ImagesDir};
 use nix::errno::Errno;
 use nix::sys::socket::{
@@ -95,6 +97,24 @@ pub(crate) fn check_externals(
         }
     }
     Ok(())
+}
+
+/// `uflags` of sockets handed over by a plugin or `inherit_fd`.
+const USK_CALLBACK_OR_INHERIT: u32 = (1 << 2) | (1 << 3);
+
+/// What in a socket's entry this engine cannot restore yet, if anything.
+pub(crate) fn refused(ue: &UnixSkEntry) -> Option<&'static str> {
+    if ue.uflags & USK_CALLBACK_OR_INHERIT != 0 {
+        Some("a unix socket restored by a plugin or inherit_fd")
+    } else if ue.deleted == Some(true) {
+        Some("a unix socket bound to a removed path")
+    } else if ue.name_dir.is_some() || ue.name.first().is_some_and(|&b| b != 0 && b != b'/') {
+        Some("a unix socket bound to a relative path")
+    } else if sock_type(ue.r#type).is_none() {
+        Some("a unix socket of an unknown type")
+    } else {
+        None
+    }
 }
 
 /// Messages queued on each socket, by the socket's file id.
@@ -240,7 +260,16 @@ impl UnixPlan {
     ) -> Result<(), (u32, Errno)> {
         for i in 0..self.socks.len() {
             let s = &self.socks[i];
-            let err = |e| (s.pid, e);
+            let err = |e, why: &str| {
+                tracing::error!(
+                    pid = s.pid,
+                    fd = s.first,
+                    ino = s.ino,
+                    peer = s.peer,
+                    "unix socket cannot be rebuilt: {why}"
+                );
+                (s.pid, e)
+            };
             let named = !s.name.is_empty();
             let mut birth = s.birth;
             let mut connect = None;
@@ -254,7 +283,7 @@ impl UnixPlan {
                             Birth::PairSecond { other: j }
                         };
                     } else if o.name.is_empty() {
-                        return Err(err(Errno::ENOTCONN));
+                        return Err(err(Errno::ENOTCONN, "its peer has no name to connect to"));
                     } else {
                         connect = Some(o.name.clone());
                     }
@@ -264,7 +293,7 @@ impl UnixPlan {
                         .flat_map(|f| f.values())
                         .filter_map(|f| f.usk.as_ref())
                         .find(|u| u.ino == s.peer && u.uflags & USK_EXTERN != 0)
-                        .ok_or(err(Errno::ENOENT))?;
+                        .ok_or_else(|| err(Errno::ENOENT, "its peer is not in the images"))?;
                     connect = Some(ext.name.clone());
                 }
             } else if s.state == TCP_ESTABLISHED && s.ty != SockType::Datagram {
@@ -276,7 +305,10 @@ impl UnixPlan {
                 || birth == Birth::HalfClosed
                 || (bind && s.ty == SockType::Datagram);
             if !queue.is_empty() && !can_queue {
-                return Err(err(Errno::ENOTCONN));
+                return Err(err(
+                    Errno::ENOTCONN,
+                    "its queued messages have no sender to come from",
+                ));
             }
             let s = &mut self.socks[i];
             s.birth = birth;
@@ -437,6 +469,23 @@ impl UnixPlan {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn removed_and_relative_names_are_refused() {
+        let mut ue = UnixSkEntry {
+            r#type: libc::SOCK_STREAM as u32,
+            name: b"/run/x.sock\0".to_vec(),
+            ..Default::default()
+        };
+        assert_eq!(refused(&ue), None);
+        ue.deleted = Some(true);
+        assert!(refused(&ue).is_some_and(|w| w.contains("removed")));
+        ue.deleted = None;
+        ue.name = b"x.sock\0".to_vec();
+        assert!(refused(&ue).is_some_and(|w| w.contains("relative")));
+        ue.name = b"\0abstract".to_vec();
+        assert_eq!(refused(&ue), None);
+    }
 
     #[test]
     fn names_map_to_abstract_or_path_addresses() {
