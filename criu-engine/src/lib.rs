@@ -15,6 +15,7 @@ pub mod features;
 pub mod files;
 pub mod inject;
 pub mod kerndat;
+pub mod lazy;
 pub mod log;
 pub mod mem;
 pub mod notify;

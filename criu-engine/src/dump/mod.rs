@@ -34,7 +34,7 @@ use crate::notify::Notify;
 use crate::opts::RequestOpts;
 use crate::pstree::RealPid;
 use crate::seize::{MemberKind, SeizeError, SeizeOptions, SeizedTree};
-use criu_proto::images::{CoreEntry, PstreeEntry, SeccompEntry, TaskCoreEntry};
+use criu_proto::images::{CoreEntry, PstreeEntry, TaskCoreEntry};
 
 pub use stats::DumpStats;
 pub use task::TaskDumpError;
@@ -214,12 +214,19 @@ pub fn run(opts: &RequestOpts, notify: &mut dyn Notify) -> Result<DumpOutcome, D
     }
 
     let unix_ext = crate::files::unix_dump::UnixExternals::new(opts.ext_unix_sk, &opts.externals);
+    let file_opts = crate::files::FileOptions {
+        ghost_limit: opts.ghost_limit,
+        link_remap: opts.link_remap,
+        file_locks: opts.file_locks,
+        leave_running: opts.final_state == FinalState::Alive,
+    };
     dump_tree(
         &task,
         &dir,
         track,
         opts.rpc_socket_ino,
         unix_ext,
+        file_opts,
         &mut stats,
     )?;
     stats.frozen_time = frozen_at.elapsed();
@@ -330,6 +337,26 @@ fn dump_tree(
     track: incremental::TrackPlan,
     rpc_socket_ino: Option<u64>,
     unix_ext: crate::files::unix_dump::UnixExternals,
+    file_opts: crate::files::FileOptions,
+    stats: &mut DumpStats,
+) -> Result<(), DumpError> {
+    let mut files = FileTable::new();
+    files.configure(file_opts);
+    files.set_unix_externals(unix_ext);
+    let result = dump_members(tree, dir, track, rpc_socket_ino, &mut files, stats);
+    if result.is_err() || file_opts.leave_running {
+        files.rollback();
+    }
+    result
+}
+
+/// [`dump_tree`] with its file table.
+fn dump_members(
+    tree: &SeizedTree,
+    dir: &ImagesDir,
+    track: incremental::TrackPlan,
+    rpc_socket_ino: Option<u64>,
+    files: &mut FileTable,
     stats: &mut DumpStats,
 ) -> Result<(), DumpError> {
     if track.remote.is_some() && tree.members.len() > 1 {
@@ -341,12 +368,9 @@ fn dump_tree(
     // (the other members of a tree are dumped whole).
     let mode = track.mode;
     let mut track = Some(track);
-    dir.write_single(ImageKind::Seccomp, 0, &SeccompEntry::default())
-        .map_err(TaskDumpError::from)?;
-    let mut files = FileTable::new();
+    let mut seccomp = crate::task_core::seccomp::SeccompDump::default();
     let mut shmem = crate::mem::shmem::ShmemDump::default();
     files.set_rpc_socket(rpc_socket_ino);
-    files.set_unix_externals(unix_ext);
     let mut pstree: Vec<PstreeEntry> = Vec::with_capacity(tree.members.len());
     let mut next_id = 2;
     let root = tree.members[0].pid;
@@ -401,7 +425,8 @@ fn dump_tree(
                     own_pidns,
                     parent_files,
                 };
-                let (mem, entry) = task::dump(p, dir, plan, stats, &mut files, &mut shmem, slot)?;
+                let (mem, entry) =
+                    task::dump(p, dir, plan, stats, files, &mut shmem, &mut seccomp, slot)?;
                 next_id += 1;
                 stats.mem.add(&mem);
                 pstree.push(entry);
@@ -436,6 +461,7 @@ fn dump_tree(
         .map_err(TaskDumpError::from)?;
     files.write_sk_queues(dir).map_err(TaskDumpError::from)?;
     files.write_fifo_data(dir).map_err(TaskDumpError::from)?;
+    files.write_extra(dir).map_err(TaskDumpError::from)?;
     if !files.pipes().is_empty() {
         let mut w = dir
             .create_image(ImageKind::PipesData, 0)
@@ -447,6 +473,8 @@ fn dump_tree(
         w.finish().map_err(TaskDumpError::from)?;
     }
     dir.write_all(ImageKind::Pstree, 0, &pstree)
+        .map_err(TaskDumpError::from)?;
+    dir.write_single(ImageKind::Seccomp, 0, &seccomp.entry())
         .map_err(TaskDumpError::from)?;
     dir.write_single(ImageKind::Timens, 0, &inventory::timens())
         .map_err(TaskDumpError::from)?;

@@ -65,6 +65,13 @@ enum Source {
         flags: OFlag,
         data: Option<(u32, Vec<u8>)>,
     },
+    /// A memfd the worker recreated: reopened through `path`
+    /// (`/proc/self/fd/<worker's fd>`) with the dumped flags and position.
+    Memfd {
+        path: CString,
+        flags: OFlag,
+        pos: u64,
+    },
 }
 
 /// One file object (one open file description of the dump).
@@ -125,6 +132,8 @@ pub(crate) enum FdStep {
     Fifo,
     /// Queueing the data of a FIFO.
     FifoData,
+    /// Reopening a memfd.
+    Memfd,
 }
 
 impl FdStep {
@@ -148,6 +157,7 @@ impl FdStep {
             FdStep::UnixShutdown => 26,
             FdStep::Fifo => 27,
             FdStep::FifoData => 28,
+            FdStep::Memfd => 40,
         }
     }
 
@@ -171,6 +181,7 @@ impl FdStep {
             26 => FdStep::UnixShutdown,
             27 => FdStep::Fifo,
             28 => FdStep::FifoData,
+            40 => FdStep::Memfd,
             _ => return None,
         })
     }
@@ -195,6 +206,7 @@ impl FdStep {
             FdStep::UnixShutdown => "shut a unix socket down",
             FdStep::Fifo => "open a fifo",
             FdStep::FifoData => "queue the data of a fifo",
+            FdStep::Memfd => "reopen a memfd",
         }
     }
 }
@@ -242,6 +254,7 @@ impl FdPlan {
         pipe_data: &HashMap<u32, (u32, Vec<u8>)>,
         sk_queues: &SkQueues,
         fifo_data: &FifoData,
+        memfds: &super::memfd::Memfds,
     ) -> Result<FdPlan, (u32, Errno)> {
         let mut unix = UnixPlan::default();
         let mut fifos_seen = Vec::new();
@@ -301,6 +314,18 @@ impl FdPlan {
                                 .map_err(|_| err(Errno::EINVAL))?,
                             flags: OFlag::from_bits_retain(flags),
                             data,
+                        }
+                    } else if let Some((worker_fd, flags, pos)) = memfds
+                        .source(fd.id)
+                        .filter(|_| fd.r#type == FdTypes::Memfd as i32)
+                    {
+                        let flags =
+                            i32::try_from(flags).map_err(|_| err(Errno::EINVAL))? & !REOPEN_MASK;
+                        Source::Memfd {
+                            path: CString::new(format!("/proc/self/fd/{worker_fd}"))
+                                .map_err(|_| err(Errno::EINVAL))?,
+                            flags: OFlag::from_bits_retain(flags),
+                            pos,
                         }
                     } else if fd.r#type == FdTypes::Pipe as i32 {
                         let pipe = file.pipe.as_ref().ok_or(err(Errno::ENOENT))?;
@@ -369,12 +394,30 @@ impl FdPlan {
     /// target number.
     pub(crate) fn relocate(&mut self, scratch: RawFd) -> Result<(), FdFailure> {
         for obj in &mut self.objects {
-            if let Source::Inherit { worker_fd } = obj.source {
-                obj.opened = dup_above(worker_fd, scratch).map_err(|errno| FdFailure {
-                    step: FdStep::Relocate,
-                    fd: worker_fd,
-                    errno,
-                })?;
+            match &obj.source {
+                Source::Inherit { worker_fd } => {
+                    obj.opened = dup_above(*worker_fd, scratch).map_err(|errno| FdFailure {
+                        step: FdStep::Relocate,
+                        fd: *worker_fd,
+                        errno,
+                    })?;
+                }
+                // Reopened now: the worker's descriptors are still here and
+                // /proc still reachable (no chroot yet).
+                Source::Memfd { path, flags, pos } => {
+                    let fail = |errno| FdFailure {
+                        step: FdStep::Memfd,
+                        fd: obj.first,
+                        errno,
+                    };
+                    let fd =
+                        nix::fcntl::open(path.as_c_str(), *flags | OFlag::O_CLOEXEC, Mode::empty())
+                            .map_err(fail)?;
+                    let pos = libc::off_t::try_from(*pos).map_err(|_| fail(Errno::EOVERFLOW))?;
+                    nix::unistd::lseek(&fd, pos, Whence::SeekSet).map_err(fail)?;
+                    obj.opened = dup_above(fd.as_raw_fd(), scratch).map_err(fail)?;
+                }
+                _ => {}
             }
         }
         Ok(())
@@ -394,7 +437,7 @@ impl FdPlan {
                 errno,
             };
             let src = match &self.objects[i].source {
-                Source::Inherit { .. } => self.objects[i].opened,
+                Source::Inherit { .. } | Source::Memfd { .. } => self.objects[i].opened,
                 Source::Open { path, flags, pos } => {
                     let fd = nix::fcntl::open(path.as_c_str(), *flags, Mode::empty())
                         .map_err(|e| fail(FdStep::Open, e))?;
