@@ -470,6 +470,81 @@ impl UnixPlan {
 mod tests {
     use super::*;
 
+    fn entry(id: u32, ino: u32, peer: u32, ty: i32, state: u32, name: &[u8]) -> FileEntry {
+        FileEntry {
+            id,
+            usk: Some(UnixSkEntry {
+                id,
+                ino,
+                peer,
+                r#type: ty as u32,
+                state,
+                flags: libc::O_RDWR as u32,
+                backlog: 4,
+                name: name.to_vec(),
+                opts: SkOptsEntry {
+                    so_sndbuf: 212_992,
+                    so_rcvbuf: 212_992,
+                    ..Default::default()
+                },
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn the_root_rebuilds_pairs_queues_listeners_and_waiting_connections() {
+        let name = format!("\0criu-rs-unit-{}", std::process::id());
+        let files: HashMap<u32, FileEntry> = [
+            entry(1, 101, 102, libc::SOCK_DGRAM, TCP_ESTABLISHED, b""),
+            entry(2, 102, 101, libc::SOCK_DGRAM, TCP_ESTABLISHED, b""),
+            entry(3, 103, 0, libc::SOCK_STREAM, TCP_LISTEN, name.as_bytes()),
+            entry(4, 104, 103, libc::SOCK_STREAM, TCP_ESTABLISHED, b""),
+        ]
+        .into_iter()
+        .map(|f| (f.id, f))
+        .collect();
+        let mut plan = UnixPlan::default();
+        let idx: Vec<usize> = (1..=4)
+            .map(|id| plan.add(1, &files[&id], 10 + id as RawFd).unwrap())
+            .collect();
+        let queues: SkQueues = [(2, vec![b"first".to_vec(), b"second!".to_vec()])].into();
+        plan.resolve(Some(&files), &queues).unwrap();
+        plan.open_all(500).unwrap();
+        let fd = |i: usize| plan.fd(idx[i]);
+        assert!(idx.iter().all(|&i| plan.fd(i) >= 500));
+        let mut buf = [0u8; 32];
+        let n = nix::sys::socket::recv(fd(1), &mut buf, MsgFlags::empty()).unwrap();
+        assert_eq!(&buf[..n], b"first", "boundaries kept");
+        let n = nix::sys::socket::recv(fd(1), &mut buf, MsgFlags::empty()).unwrap();
+        assert_eq!(&buf[..n], b"second!");
+        // The waiting connection is in the listener's queue.
+        let conn = nix::sys::socket::accept(fd(2)).unwrap();
+        assert!(conn >= 0);
+        for f in [fd(0), fd(1), fd(2), fd(3), conn] {
+            let _ = nix::unistd::close(f);
+        }
+    }
+
+    #[test]
+    fn fd_steps_use_the_reserved_wire_codes() {
+        for step in [
+            FdStep::UnixSocket,
+            FdStep::UnixBind,
+            FdStep::UnixListen,
+            FdStep::UnixConnect,
+            FdStep::UnixQueue,
+            FdStep::UnixOpts,
+            FdStep::UnixShutdown,
+            FdStep::Fifo,
+            FdStep::FifoData,
+        ] {
+            assert!((20..=29).contains(&step.code()));
+            assert_eq!(FdStep::from_code(step.code()), Some(step));
+        }
+    }
+
     #[test]
     fn removed_and_relative_names_are_refused() {
         let mut ue = UnixSkEntry {
