@@ -293,3 +293,65 @@ fn a_descriptor_in_flight_is_refused_and_the_target_unharmed() {
     assert!(alive(wl.pid), "the target keeps running");
     wl.check();
 }
+
+#[test]
+fn an_outside_stream_peer_is_handed_back_with_inherit_fd() {
+    use std::os::fd::AsRawFd;
+    require_root();
+    let outside = TempDir::new("sockets-stream");
+    let path = outside.path().join("ext.sock");
+    let listener = UnixListener::bind(&path).unwrap();
+    let wl = Wl::start(Some(format!("external={}", path.display())));
+    let (_old_peer, _) = listener.accept().unwrap();
+    let ino: u64 = wl
+        .report()
+        .lines()
+        .find_map(|l| l.strip_prefix("external-ino "))
+        .and_then(|n| n.parse().ok())
+        .expect("external socket inode reported");
+    let images = TempDir::new("sockets-img");
+    let resp = call(T::Dump, images.path(), |o| {
+        o.pid = Some(wl.pid);
+        o.external = vec![format!("unix[{ino}]")];
+    });
+    assert!(
+        resp.success,
+        "dump with external unix[{ino}]: {resp:?}\n{}",
+        log_of(images.path(), "dump.log")
+    );
+    wait_gone([wl.pid, wl.helper]);
+    // The restored process gets a new connection in place of the old one.
+    let (theirs, ours) = UnixStream::pair().unwrap();
+    ours.set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    let fd = theirs.as_raw_fd();
+    nix::fcntl::fcntl(
+        &theirs,
+        nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::empty()),
+    )
+    .unwrap();
+    let out = std::process::Command::new(bin("criu"))
+        .arg("restore")
+        .arg("-D")
+        .arg(images.path())
+        .arg("-d")
+        .arg("-o")
+        .arg("restore.log")
+        .arg("-v4")
+        .arg(format!("--inherit-fd=fd[{fd}]:socket:[{ino}]"))
+        .output()
+        .unwrap();
+    drop(theirs);
+    assert!(
+        out.status.success(),
+        "restore with inherit_fd: {}\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        log_of(images.path(), "restore.log")
+    );
+    wl.check();
+    let mut buf = [0u8; 10];
+    (&ours)
+        .read_exact(&mut buf)
+        .expect("the restored socket is the handed-over one");
+    assert_eq!(&buf, b"ext-stream");
+}

@@ -5,10 +5,11 @@
 //! lengths, connections not accepted yet, shutdown state); its options and
 //! queued messages are read from a copy of the descriptor taken from the
 //! task. Once every task is dumped, each socket's peer must be a socket of
-//! the dump too. A peer outside the tree is accepted only with
-//! `ext_unix_sk` (or `--external unix[<ino>]` naming the tree's socket),
-//! and only when it is a datagram socket with a name to connect to again:
-//! it gets an entry of its own flagged [`USK_EXTERN`].
+//! the dump too. A peer outside the tree is accepted with `ext_unix_sk`
+//! when it is a datagram socket with a name to connect to again, or, for
+//! any socket, with `--external unix[<ino>]` naming the tree's socket
+//! (which restore then expects through `inherit_fd` as `socket:[<ino>]`):
+//! the peer gets an entry of its own flagged [`USK_EXTERN`].
 //!
 //! A connection still waiting in the queue of a listener of the tree gets
 //! that listener as its peer, as CRIU does, and connects to it again on
@@ -338,7 +339,10 @@ impl FileTable {
                 .into());
             }
             let ext = &self.unix.externals;
-            if !ext.any && !ext.inos.contains(&ino) {
+            // `--external unix[<ino>]` names a socket to be handed back on
+            // restore (`inherit_fd`): its peer needs no name.
+            let excepted = ext.inos.contains(&ino);
+            if !ext.any && !excepted {
                 return Err(UnixDumpError::ExternalPeer { pid, fd, ino, peer }.into());
             }
             let unusable = |why| UnixDumpError::ExternalUnusable {
@@ -348,12 +352,15 @@ impl FileTable {
                 peer,
                 why,
             };
-            let psk =
-                crate::sys::sock_diag::unix_socket(peer).map_err(|_| unusable("which is gone"))?;
-            if i32::from(psk.sock_type) != libc::SOCK_DGRAM {
+            let psk = match crate::sys::sock_diag::unix_socket(peer) {
+                Ok(psk) => psk,
+                Err(_) if excepted => Default::default(),
+                Err(_) => return Err(unusable("which is gone").into()),
+            };
+            if !excepted && i32::from(psk.sock_type) != libc::SOCK_DGRAM {
                 return Err(unusable("and half of a stream connection cannot be dumped").into());
             }
-            if psk.name.is_empty() {
+            if !excepted && psk.name.is_empty() {
                 return Err(unusable("and it has no name to connect to again").into());
             }
             if externs.contains(&peer) {

@@ -233,14 +233,18 @@ pub(crate) struct FdPlan {
     unix: UnixPlan,
 }
 
-/// Whether `inherit_fd` key `key` names `file` (`pipe:[ID]` for pipes, the
-/// path with or without its leading `/` for files).
+/// Whether `inherit_fd` key `key` names `file` (`pipe:[ID]` for pipes,
+/// `socket:[INO]` for unix sockets, the path with or without its leading
+/// `/` for files).
 pub(crate) fn inherit_matches(key: &str, file: &FileEntry) -> bool {
     if let Some(reg) = &file.reg {
         return key == reg.name || key == reg.name.trim_start_matches('/');
     }
     if let Some(pipe) = &file.pipe {
         return key == format!("pipe:[{}]", pipe.pipe_id);
+    }
+    if let Some(usk) = &file.usk {
+        return key == format!("socket:[{}]", usk.ino);
     }
     false
 }

@@ -234,7 +234,9 @@ pub fn run(opts: &RequestOpts, notify: &mut dyn Notify) -> Result<RestoreOutcome
             )?;
         }
     }
-    unix_sk::check_externals(&alive, opts.ext_unix_sk)?;
+    unix_sk::check_externals(&alive, opts.ext_unix_sk, &|f| {
+        inherit.iter().any(|i| inherit_matches(&i.key, f))
+    })?;
     let fds = files::FdPlan::new(
         &alive,
         inherit,

@@ -52,7 +52,7 @@ pub enum UnixRestoreError {
     /// A socket's peer is outside the tree and `ext_unix_sk` was not given.
     #[error(
         "task {pid}: fd {fd} is unix socket {ino} connected to socket {peer} outside the \
-         tree; restoring it needs ext_unix_sk"
+         tree; restoring it needs ext_unix_sk or inherit_fd socket:[{ino}]"
     )]
     External {
         /// Task (pid in the images).
@@ -67,17 +67,21 @@ pub enum UnixRestoreError {
 }
 
 /// Refuses sockets connected to an external peer unless `ext_unix_sk` is
-/// given, as CRIU does.
+/// given or the socket itself is handed over (`inherited`), as CRIU does.
 pub(crate) fn check_externals(
     tasks: &[Option<&super::images::TaskImages>],
     ext_unix_sk: bool,
+    inherited: &dyn Fn(&FileEntry) -> bool,
 ) -> Result<(), UnixRestoreError> {
     if ext_unix_sk {
         return Ok(());
     }
     for task in tasks.iter().flatten() {
         for fd in &task.fds {
-            let Some(ue) = task.files.get(&fd.id).and_then(|f| f.usk.as_ref()) else {
+            let Some(file) = task.files.get(&fd.id).filter(|f| !inherited(f)) else {
+                continue;
+            };
+            let Some(ue) = file.usk.as_ref() else {
                 continue;
             };
             let external = ue.peer != 0

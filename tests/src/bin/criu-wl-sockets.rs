@@ -24,7 +24,8 @@
 //!   a 128 KiB pipe size;
 //! * listeners on `DIR/listen.sock` and on the abstract name `\0NAME`;
 //! * with `external=PATH`, a stream socket connected to the listener at
-//!   PATH (outside the tree);
+//!   PATH (outside the tree), its inode reported as `external-ino INO`; it
+//!   sends `ext-stream` at check time (`external ok`);
 //! * with `external-dgram=NAME2`, a datagram socket connected to the
 //!   abstract name `\0NAME2` (outside the tree), which sends `ext-hello`
 //!   at check time (`external-dgram ok`);
@@ -349,6 +350,10 @@ fn main() {
         let _ = report.write_all(format!("{line}\n").as_bytes());
     };
     say(format!("helper {helper}"));
+    if let Some(s) = &ext {
+        let st = nix::sys::stat::fstat(s).unwrap_or_else(|_| die("fstat"));
+        say(format!("external-ino {}", st.st_ino));
+    }
     say("ready".into());
     while !go.exists() {
         std::thread::sleep(Duration::from_millis(20));
@@ -449,6 +454,9 @@ fn main() {
                 check(&buf[..n] == b"fifo-new", "new data lost")
             })
     }));
+    if let Some(s) = &ext {
+        results.push(("external", send_all(s, b"ext-stream")));
+    }
     if let Some(s) = &ext_dgram {
         results.push(("external-dgram", send_all(s, b"ext-hello")));
     }
