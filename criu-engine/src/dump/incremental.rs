@@ -194,6 +194,34 @@ impl TrackPlan {
     }
 }
 
+impl TrackPlan {
+    /// The plan for another process of the same tree: same parent images,
+    /// mode and tracking, no page server (pages of a tree go to one only
+    /// through the root's connection, which trees do not use yet).
+    pub fn for_member(&self) -> Result<TrackPlan, IncrementalError> {
+        let parent = match &self.parent {
+            Some(p) => Some(ImagesDir::from_fd(
+                p.fd()
+                    .try_clone()
+                    .map_err(|e| IncrementalError::OpenParent {
+                        target: p.path().display().to_string(),
+                        source: Errno::from_raw(e.raw_os_error().unwrap_or(libc::EBADF)),
+                    })?,
+                p.path(),
+            )),
+            None => None,
+        };
+        Ok(TrackPlan {
+            mode: self.mode,
+            parent,
+            keep: self.keep,
+            skip_unreadable: self.skip_unreadable,
+            remote: None,
+            remote_parent: false,
+        })
+    }
+}
+
 /// The tracker of one dump, with what it found.
 pub struct Tracking {
     tracker: Option<Tracker>,

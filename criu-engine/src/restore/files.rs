@@ -65,6 +65,8 @@ enum Source {
         flags: OFlag,
         data: Option<(u32, Vec<u8>)>,
     },
+    /// An eventfd, signalfd, timerfd, epoll, inotify or fanotify.
+    Anon(super::anon_fd::AnonSource),
     /// A memfd the worker recreated: reopened through `path`
     /// (`/proc/self/fd/<worker's fd>`) with the dumped flags and position.
     Memfd {
@@ -132,6 +134,22 @@ pub(crate) enum FdStep {
     Fifo,
     /// Queueing the data of a FIFO.
     FifoData,
+    /// Creating an eventfd.
+    Eventfd,
+    /// Creating a signalfd.
+    Signalfd,
+    /// Creating a timerfd.
+    Timerfd,
+    /// Creating an epoll.
+    Epoll,
+    /// Creating an inotify.
+    Inotify,
+    /// Adding an inotify watch.
+    InotifyWatch,
+    /// Creating a fanotify.
+    Fanotify,
+    /// Adding a fanotify mark.
+    FanotifyMark,
     /// Reopening a memfd.
     Memfd,
 }
@@ -157,6 +175,14 @@ impl FdStep {
             FdStep::UnixShutdown => 26,
             FdStep::Fifo => 27,
             FdStep::FifoData => 28,
+            FdStep::Eventfd => 10,
+            FdStep::Signalfd => 11,
+            FdStep::Timerfd => 12,
+            FdStep::Epoll => 13,
+            FdStep::Inotify => 14,
+            FdStep::InotifyWatch => 15,
+            FdStep::Fanotify => 16,
+            FdStep::FanotifyMark => 17,
             FdStep::Memfd => 40,
         }
     }
@@ -181,6 +207,14 @@ impl FdStep {
             26 => FdStep::UnixShutdown,
             27 => FdStep::Fifo,
             28 => FdStep::FifoData,
+            10 => FdStep::Eventfd,
+            11 => FdStep::Signalfd,
+            12 => FdStep::Timerfd,
+            13 => FdStep::Epoll,
+            14 => FdStep::Inotify,
+            15 => FdStep::InotifyWatch,
+            16 => FdStep::Fanotify,
+            17 => FdStep::FanotifyMark,
             40 => FdStep::Memfd,
             _ => return None,
         })
@@ -206,6 +240,14 @@ impl FdStep {
             FdStep::UnixShutdown => "shut a unix socket down",
             FdStep::Fifo => "open a fifo",
             FdStep::FifoData => "queue the data of a fifo",
+            FdStep::Eventfd => "create an eventfd",
+            FdStep::Signalfd => "create a signalfd",
+            FdStep::Timerfd => "create a timerfd",
+            FdStep::Epoll => "create an epoll",
+            FdStep::Inotify => "create an inotify",
+            FdStep::InotifyWatch => "add an inotify watch",
+            FdStep::Fanotify => "create a fanotify",
+            FdStep::FanotifyMark => "add a fanotify mark",
             FdStep::Memfd => "reopen a memfd",
         }
     }
@@ -319,6 +361,8 @@ impl FdPlan {
                             flags: OFlag::from_bits_retain(flags),
                             data,
                         }
+                    } else if let Some(anon) = super::anon_fd::AnonSource::of(file) {
+                        Source::Anon(anon.map_err(err)?)
                     } else if let Some((worker_fd, flags, pos)) = memfds
                         .source(fd.id)
                         .filter(|_| fd.r#type == FdTypes::Memfd as i32)
@@ -473,6 +517,10 @@ impl FdPlan {
                 Source::Fifo { path, flags, data } => {
                     super::fifo::open(path, *flags, data.as_ref(), scratch)
                         .map_err(|(step, e)| fail(step, e))?
+                }
+                Source::Anon(anon) => {
+                    let fd = anon.open().map_err(|(step, e)| fail(step, e))?;
+                    dup_above(fd.as_raw_fd(), scratch).map_err(|e| fail(FdStep::Dup, e))?
                 }
                 Source::Pipe { pipe, write, flags } => {
                     let (pipe, write, flags) = (*pipe, *write, *flags);

@@ -109,6 +109,69 @@ pub(crate) fn plan_sessions(tree: &TreeImages, subreaper: bool) -> Result<Births
     })
 }
 
+/// Finds the session leaders that made children before calling `setsid`
+/// (CRIU's `born_sid`): a task whose session is an older ancestor's, not
+/// its parent's, was made before its parent (and every task up to that
+/// ancestor) left the session. Puts such children first and returns, per
+/// task, how many of its children it makes before `setsid`; the children's
+/// `born_in` become the session and group they were made in.
+pub(crate) fn plan_born_sessions(
+    tree: &TreeImages,
+    births: &mut Births,
+) -> Result<Vec<usize>, TreeError> {
+    let n = tree.tasks.len();
+    let mut born_sid: Vec<Option<u32>> = vec![None; n];
+    for (i, t) in tree.tasks.iter().enumerate() {
+        let p = &t.pstree;
+        let Some((parent_sid, _)) = births.born_in[i] else {
+            continue;
+        };
+        if p.sid == p.pid || p.sid == parent_sid {
+            continue;
+        }
+        let mut cur = t.parent;
+        loop {
+            let Some(c) = cur else {
+                return Err(unsupported(
+                    p.pid,
+                    format!("a session ({}) whose leader is not its ancestor", p.sid),
+                ));
+            };
+            let up = &tree.tasks[c].pstree;
+            if up.pid == p.sid {
+                break;
+            }
+            if up.sid != up.pid || born_sid[c].is_some_and(|s| s != p.sid) {
+                return Err(unsupported(
+                    p.pid,
+                    format!(
+                        "a session ({}) its parent's line left in more than one way",
+                        p.sid
+                    ),
+                ));
+            }
+            born_sid[c] = Some(p.sid);
+            cur = tree.tasks[c].parent;
+        }
+    }
+    let mut setsid_after = vec![0; births.children.len()];
+    for i in 0..n {
+        let Some(sid) = born_sid[i] else {
+            continue;
+        };
+        let born_pgid = births.born_in[i].map_or(0, |b| b.1);
+        let (early, late): (Vec<usize>, Vec<usize>) = births.children[i].iter().partition(|&&c| {
+            c < n && (tree.tasks[c].pstree.sid == sid || born_sid[c] == Some(sid))
+        });
+        for &c in &early {
+            births.born_in[c] = Some((sid, born_pgid));
+        }
+        setsid_after[i] = early.len();
+        births.children[i] = early.into_iter().chain(late).collect();
+    }
+    Ok(setsid_after)
+}
+
 /// Group helpers planned so far: the group's id and the task that creates
 /// its helper (tree or session-helper index).
 #[derive(Debug, Default)]

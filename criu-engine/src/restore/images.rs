@@ -672,6 +672,24 @@ fn check_references(
                     check_reg_on_disk(root, reg)?;
                 }
             }
+            FdTypes::Eventfd
+            | FdTypes::Eventpoll
+            | FdTypes::Signalfd
+            | FdTypes::Timerfd
+            | FdTypes::Inotify
+            | FdTypes::Fanotify => {
+                if !task
+                    .files
+                    .get(&fd.id)
+                    .is_some_and(|f| super::anon_fd::has_entry(f, kind))
+                {
+                    return Err(ImagesError::MissingFile {
+                        id: fd.id,
+                        kind: kind.as_str_name(),
+                        user: format!("fd {} of task {pid}", fd.fd),
+                    });
+                }
+            }
             FdTypes::Memfd => {
                 need_file(task, fd.id, kind, || format!("fd {} of task {pid}", fd.fd))?;
             }

@@ -19,6 +19,7 @@
 //! A failure at any step kills the new task ([`tree::RestoredTree`]); the
 //! images are only read.
 
+mod anon_fd;
 mod child;
 mod creds;
 mod fifo;
@@ -53,6 +54,7 @@ use crate::notify::Notify;
 use crate::opts::RequestOpts;
 use crate::pstree::RealPid;
 use crate::seize::{SeizeError, SeizedTask};
+pub use anon_fd::AnonFdError;
 use files::inherit_matches;
 pub use images::ImagesError;
 pub use mm::MmError;
@@ -96,6 +98,9 @@ pub enum RestoreError {
     /// A unix socket cannot be restored as asked.
     #[error(transparent)]
     UnixSk(#[from] unix_sk::UnixRestoreError),
+    /// An epoll or timerfd cannot be completed.
+    #[error(transparent)]
+    AnonFd(#[from] AnonFdError),
     /// The descriptors of the task cannot be planned.
     #[error("cannot plan the descriptors of task {pid}")]
     FdPlan {
@@ -327,6 +332,7 @@ fn restore_all(
     held: &mut Vec<Held>,
     mut lazy: Option<&mut lazy::LazyLink>,
 ) -> Result<(), RestoreError> {
+    let mut anon_done = std::collections::HashSet::new();
     for (t, &pid) in tree.tasks.iter().zip(host) {
         let Some(images) = t.alive() else {
             if let Some(link) = lazy.as_deref_mut() {
@@ -349,7 +355,14 @@ fn restore_all(
             stopped,
         });
         let h = held.last_mut().expect("just pushed");
-        restore_task(&h.task, images, shared, &mut h.threads, lazy.as_deref_mut())?;
+        restore_task(
+            &h.task,
+            images,
+            shared,
+            &mut h.threads,
+            lazy.as_deref_mut(),
+            &mut anon_done,
+        )?;
     }
     if !notify.notify("post-restore", Some(host[0].0)) {
         return Err(RestoreError::Aborted {
@@ -371,6 +384,7 @@ fn restore_task(
     shared: &mut shmem::SharedMemory,
     threads: &mut Vec<SeizedTask>,
     lazy: Option<&mut lazy::LazyLink>,
+    anon_done: &mut std::collections::HashSet<u32>,
 ) -> Result<(), RestoreError> {
     let pid = task.pid();
     let inject_err = |step| move |source| RestoreError::Inject { pid, step, source };
@@ -382,6 +396,7 @@ fn restore_task(
     locks::restore(&remote, images.pid(), &shared.locks)?;
     task::restore_state(&remote, task, images)?;
     threads::restore_all(&inj, &images.threads, threads)?;
+    anon_fd::finish(&remote, images, anon_done)?;
     if let Some(t) = &images.tc.timers {
         posix_timers::restore(&remote, &t.posix)?;
     }

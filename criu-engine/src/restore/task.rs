@@ -1,7 +1,7 @@
 //! Per-task kernel state restored with injected syscalls once the memory is
 //! back (the task part of CRIU's `criu/pie/restorer.c`: sigactions,
-//! alternate stack, rseq, TLS, robust list, timers, pending signals,
-//! personality; and `criu/cr-restore.c` for what the restorer gets from it).
+//! alternate stack, rseq, TLS, robust list, interval timers, membarrier
+//! registrations, pending signals, personality; and `criu/cr-restore.c` for what the restorer gets from it).
 //!
 //! # References
 //!
@@ -372,6 +372,17 @@ pub(crate) fn restore_state(
             1,
             nr::PRCTL,
             &[PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0],
+        )?;
+    }
+    // Each bit of the mask is the `MEMBARRIER_CMD_REGISTER_*` command that
+    // made it.
+    let membarrier = images.tc.membarrier_registration_mask.unwrap_or(0);
+    for bit in (0..32).filter(|b| membarrier & (1 << b) != 0) {
+        r.call(
+            "register for membarrier",
+            1 << bit,
+            libc::SYS_membarrier,
+            &[1 << bit, 0, 0],
         )?;
     }
     if let Some(t) = &images.tc.timers {

@@ -14,6 +14,7 @@
 #![allow(unsafe_code)]
 
 pub(crate) mod abi;
+pub(crate) mod anon_fd;
 pub(crate) mod clone3;
 #[cfg(target_arch = "x86_64")]
 pub(crate) mod cpuid;

@@ -12,10 +12,13 @@
 //! * forks `C`, which leads a new group and forks `D`, then exits: `D` is
 //!   reparented to the root, in the root's session and in group `C`,
 //!   leaderless;
-//! * reaps `A` and `C`.
+//! * reaps `A` and `C`;
+//! * forks `P`, which forks `Q` and only then calls `setsid`: `Q` stays in
+//!   the root's session under a parent leading another one.
 //!
-//! Then `B`, `D` and the root append `b N`, `d N` and `r N` lines to the
-//! log every 100 ms; the first lines are `pids B D A C`.
+//! Then `B`, `D`, `P`, `Q` and the root append `b N`, `d N`, `p N`, `q N`
+//! and `r N` lines to the log every 100 ms; the first line is
+//! `pids B D A C P Q`.
 
 use std::io::Write;
 use std::os::fd::AsRawFd;
@@ -113,6 +116,32 @@ fn main() {
         .unwrap_or_else(|_| die("open log"));
     let (a, b) = orphan(&mut log, true, "b");
     let (c, d) = orphan(&mut log, false, "d");
-    let _ = writeln!(log, "pids {b} {d} {a} {c}");
+    let (rd, wr) = nix::unistd::pipe().unwrap_or_else(|_| die("pipe"));
+    let p = match fork() {
+        Some(p) => p,
+        None => {
+            drop(rd);
+            match fork() {
+                Some(q) => {
+                    let _ = nix::unistd::write(&wr, &q.as_raw().to_ne_bytes());
+                    drop(wr);
+                    nix::unistd::setsid().unwrap_or_else(|_| die("setsid"));
+                    log_forever(&mut log, "p")
+                }
+                None => {
+                    drop(wr);
+                    log_forever(&mut log, "q")
+                }
+            }
+        }
+    };
+    drop(wr);
+    let mut buf = [0u8; 4];
+    if nix::unistd::read(&rd, &mut buf).ok() != Some(4) {
+        die("Q's pid");
+    }
+    drop(rd);
+    let q = i32::from_ne_bytes(buf);
+    let _ = writeln!(log, "pids {b} {d} {a} {c} {p} {q}");
     log_forever(&mut log, "r")
 }
