@@ -1,7 +1,7 @@
 //! Per-task kernel state restored with injected syscalls once the memory is
 //! back (the task part of CRIU's `criu/pie/restorer.c`: sigactions,
-//! alternate stack, rseq, TLS, robust list, timers, pending signals,
-//! personality; and `criu/cr-restore.c` for what the restorer gets from it).
+//! alternate stack, rseq, TLS, robust list, interval timers, membarrier
+//! registrations, pending signals, personality, login uid; and `criu/cr-restore.c` for what the restorer gets from it).
 //!
 //! # References
 //!
@@ -382,6 +382,34 @@ fn thread_state(c: &mut Calls, ti: &ThreadInfoX86, th: &ThreadCoreEntry, pdeath_
     }
 }
 
+/// The audit login uid (CRIU's `prepare_loginuid`): written by the task
+/// itself to `/proc/self/loginuid`, the only task the kernel lets change
+/// it. Unset (`u32::MAX`) or unknown ids, and a task that already has the
+/// dumped one, are left alone.
+fn loginuid(r: &Remote<'_, '_>, dumped: Option<u32>) -> Result<(), TaskError> {
+    let Some(uid) = dumped.filter(|&u| u != u32::MAX) else {
+        return Ok(());
+    };
+    let current = std::fs::read_to_string(format!("/proc/{}/loginuid", r.pid))
+        .ok()
+        .and_then(|t| t.trim().parse::<u32>().ok());
+    if current.is_none_or(|c| c == uid) {
+        return Ok(());
+    }
+    let fd = r.open("/proc/self/loginuid", libc::O_WRONLY)?;
+    let text = uid.to_string();
+    let addr = r.scratch("copy the login uid", 0, text.as_bytes())?;
+    let written = r.call(
+        "set the login uid",
+        uid.into(),
+        libc::SYS_write,
+        &[fd, addr, text.len() as u64],
+    );
+    r.call("close the login uid file", fd, libc::SYS_close, &[fd])?;
+    written?;
+    Ok(())
+}
+
 /// `prctl(PR_SET_PDEATHSIG, sig)` in the task (0: none).
 pub(crate) fn set_pdeath(r: &Remote<'_, '_>, sig: u64) -> Result<(), TaskError> {
     r.call(
@@ -399,6 +427,8 @@ pub(crate) fn restore_state(
     task: &SeizedTask,
     images: &TaskImages,
 ) -> Result<(), TaskError> {
+    // Before the credentials: setting it takes CAP_AUDIT_CONTROL.
+    loginuid(r, images.tc.loginuid)?;
     // First: everything after runs with the task's own credentials, so the
     // kernel itself refuses what they do not allow.
     super::creds::apply(r, images.thread_core.creds.as_ref(), images.mm.dumpable)?;
@@ -438,6 +468,17 @@ pub(crate) fn restore_state(
             nr::PRCTL,
             &[PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0],
         );
+    }
+    // Each bit of the mask is the `MEMBARRIER_CMD_REGISTER_*` command that
+    // made it.
+    let membarrier = images.tc.membarrier_registration_mask.unwrap_or(0);
+    for bit in (0..32).filter(|b| membarrier & (1 << b) != 0) {
+        r.call(
+            "register for membarrier",
+            1 << bit,
+            libc::SYS_membarrier,
+            &[1 << bit, 0, 0],
+        )?;
     }
     if let Some(t) = &images.tc.timers {
         itimer(&mut c, libc::ITIMER_REAL as u64, &t.real);
