@@ -58,6 +58,8 @@ use source::{lazy_layout, ImagePages, RemotePages};
 pub const FAULT_PAGES: u64 = 16;
 /// Pages copied per background step.
 pub const PUSH_PAGES: u64 = 256;
+/// Milliseconds before copies refused with `EAGAIN` are tried again.
+const RETRY_MS: u16 = 10;
 
 /// The lazy-pages daemon or the lazy page server failed.
 #[derive(Debug, thiserror::Error)]
@@ -311,6 +313,9 @@ impl State {
                 }
                 let timeout = if pushing {
                     PollTimeout::ZERO
+                } else if self.lpis.iter().any(|l| !l.retry.is_empty()) {
+                    // Copies refused while the address space was changing.
+                    PollTimeout::from(RETRY_MS)
                 } else {
                     PollTimeout::NONE
                 };
