@@ -538,8 +538,9 @@ echo $!"#;
     assert!(!images.join("inventory.img").exists());
 }
 
-/// A tree whose session and group leaders are gone, and a child left in
-/// the root's session by a parent that called `setsid` after making it
+/// A tree whose session and group leaders are gone, a child of the root in
+/// the session of a live leader that is not its parent, and a child left
+/// in the root's session by a parent that called `setsid` after making it
 /// (`criu-wl-orphans`): restored through helper tasks and a late `setsid`,
 /// every task has its pid, parent, group and session again, no helper is
 /// left, and all carry on.
@@ -563,14 +564,25 @@ fn orphaned_session_and_group_round_trip() {
         std::thread::sleep(Duration::from_millis(20));
     };
     let (b, d, a, c, p, q) = (pids[0], pids[1], pids[2], pids[3], pids[4], pids[5]);
-    let tasks = [root, b, d, p, q];
-    let tags = ["b", "d", "p", "q", "r"];
+    let (l, x) = (pids[6], pids[7]);
+    let tasks = [root, b, d, p, q, l, x];
+    let tags = ["b", "d", "p", "q", "l", "x", "r"];
     let deadline = Instant::now() + Duration::from_secs(10);
     while tags.iter().any(|t| last_tagged(&log, t).is_none()) {
         assert!(Instant::now() < deadline, "not every task logs");
         std::thread::sleep(Duration::from_millis(20));
     }
+    let children_of = |p: i32| {
+        let mut c: Vec<i32> = fs::read_to_string(format!("/proc/{p}/task/{p}/children"))
+            .unwrap_or_default()
+            .split_whitespace()
+            .map(|w| w.parse().unwrap())
+            .collect();
+        c.sort_unstable();
+        c
+    };
     let before: Vec<_> = tasks.iter().map(|&p| ids(p)).collect();
+    let children_before: Vec<_> = tasks.iter().map(|&p| children_of(p)).collect();
     let images = scratch.path().join("images");
     fs::create_dir(&images).unwrap();
     let dumped = run(&[
@@ -584,7 +596,7 @@ fn orphaned_session_and_group_round_trip() {
         kill_and_reap(t);
     }
     dumped.expect("dump");
-    wait_free([root, b, d, a, c, p, q]);
+    wait_free([root, b, d, a, c, p, q, l, x]);
     let counters = |tag: &str| last_tagged(&log, tag).unwrap();
     let dumped_at = tags.map(counters);
     let restored = run(&["restore", "-D", images.to_str().unwrap()]);
@@ -598,6 +610,7 @@ fn orphaned_session_and_group_round_trip() {
         std::thread::sleep(Duration::from_millis(20));
     }
     let after: Vec<_> = tasks.iter().map(|&p| ids(p)).collect();
+    let children_after: Vec<_> = tasks.iter().map(|&p| children_of(p)).collect();
     let helpers_left = [a, c].map(|p| Path::new(&format!("/proc/{p}")).exists());
     let now = tags.map(counters);
     for t in tasks {
@@ -617,9 +630,12 @@ fn orphaned_session_and_group_round_trip() {
     assert_eq!(before[1].unwrap().1, a, "B's group is A's");
     assert_eq!(before[1].unwrap().2, a, "B's session is A's");
     assert_eq!(before[2].unwrap().1, c, "D's group is C's");
-    let q_ids = before[4].map(|x| (x.0, x.1, x.2));
+    let q_ids = before[4].map(|t| (t.0, t.1, t.2));
     assert_eq!(q_ids, Some((p, root, root)), "Q: P's child in R's session");
+    let x_ids = before[6].map(|t| (t.0, t.1, t.2));
+    assert_eq!(x_ids, Some((root, l, l)), "X: R's child in L's session");
     assert_eq!(helpers_left, [false, false], "a helper is left");
+    assert_eq!(children_after, children_before, "a helper is left");
     for (i, (n, d)) in now.iter().zip(dumped_at).enumerate() {
         assert!(*n > d + 1, "counter {i} stuck at {n} (dumped at {d})");
     }

@@ -272,6 +272,39 @@ fn threads_sharing_a_seccomp_chain_get_it_back_through_the_leader() {
 }
 
 #[test]
+fn task_state_survives_in_a_pid_namespace() {
+    require_root();
+    let mut t = Target::start(&["pidns"]);
+    let images = TempDir::new("taskstate-img");
+    let resp = dump(t.pid, images.path(), false);
+    assert!(
+        resp.success,
+        "dump: {resp:?}\n{}",
+        log_of(images.path(), "dump.log")
+    );
+    let dir = ImagesDir::open(images.path()).unwrap();
+    let core: CoreEntry = dir
+        .read_single(ImageKind::Core, 1)
+        .unwrap()
+        .expect("core-1.img");
+    let posix = core.tc.expect("tc").timers.expect("timers").posix;
+    let targeted: Vec<Option<i32>> = posix.iter().map(|p| p.notify_thread_id).collect();
+    assert!(
+        targeted.contains(&Some(2)),
+        "the thread-targeted timer names the thread by its id in the namespace: {targeted:?}"
+    );
+    kill_and_reap(t.pid);
+    let resp = restore(images.path());
+    assert!(
+        resp.success,
+        "restore: {resp:?}\n{}",
+        log_of(images.path(), "restore.log")
+    );
+    t.pid = resp.restore.expect("restore answer").pid;
+    t.assert_all_ok("restored", &[]);
+}
+
+#[test]
 fn task_state_survives_leave_running_and_restore() {
     require_root();
     let t = Target::start(&["guard"]);
@@ -320,6 +353,8 @@ fn a_task_in_its_own_time_namespace_is_refused_clearly() {
             "sleep",
             "60",
         ])
+        // It complains about signals the test harness blocks.
+        .stderr(std::process::Stdio::null())
         .spawn()
         .expect("start unshare");
     let pid = i32::try_from(child.id()).unwrap();

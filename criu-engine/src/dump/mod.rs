@@ -221,6 +221,7 @@ pub fn run(opts: &RequestOpts, notify: &mut dyn Notify) -> Result<DumpOutcome, D
         });
     }
 
+    let unix_ext = crate::files::unix_dump::UnixExternals::new(opts.ext_unix_sk, &opts.externals);
     let file_opts = crate::files::FileOptions {
         ghost_limit: opts.ghost_limit,
         link_remap: opts.link_remap,
@@ -232,6 +233,7 @@ pub fn run(opts: &RequestOpts, notify: &mut dyn Notify) -> Result<DumpOutcome, D
         &dir,
         track,
         opts.rpc_socket_ino,
+        unix_ext,
         file_opts,
         &mut stats,
     )?;
@@ -352,11 +354,13 @@ fn dump_tree(
     dir: &ImagesDir,
     track: incremental::TrackPlan,
     rpc_socket_ino: Option<u64>,
+    unix_ext: crate::files::unix_dump::UnixExternals,
     file_opts: crate::files::FileOptions,
     stats: &mut DumpStats,
 ) -> Result<(), DumpError> {
     let mut files = FileTable::new();
     files.configure(file_opts);
+    files.set_unix_externals(unix_ext);
     let result = dump_members(tree, dir, track, rpc_socket_ino, &mut files, stats);
     if result.is_err() || file_opts.leave_running {
         files.rollback();
@@ -482,8 +486,11 @@ fn dump_members(
             }
         }
     }
+    files.finish_sockets().map_err(TaskDumpError::from)?;
     dir.write_all(ImageKind::Files, 0, files.entries())
         .map_err(TaskDumpError::from)?;
+    files.write_sk_queues(dir).map_err(TaskDumpError::from)?;
+    files.write_fifo_data(dir).map_err(TaskDumpError::from)?;
     files.write_extra(dir).map_err(TaskDumpError::from)?;
     if !files.pipes().is_empty() {
         let mut w = dir

@@ -8,18 +8,19 @@
 //! inode among everything recorded so far (newest first, as CRIU's cache
 //! answers) and get a fresh entry only on a miss; character devices always
 //! get a fresh one. Regular files, directories, character devices outside
-//! the terminal range and pipes ([`pipe`]) are supported, memfds
-//! ([`memfd`]), files reachable by no path ([`remap`]), locks held through
-//! descriptors ([`lock`]), eventfd, epoll, signalfd, timerfd, inotify and
-//! fanotify files ([`anon_inode`]), and the client's CRIU-RPC socket of a
-//! self-dump ([`unix_sk`]); any other kind of descriptor fails the dump
-//! with the task, fd and kind named.
+//! the terminal range, pipes ([`pipe`]), FIFOs ([`fifo`]), unix sockets
+//! ([`unix_dump`]), memfds ([`memfd`]), files reachable by no path
+//! ([`remap`]), locks held through descriptors ([`lock`]), eventfd, epoll,
+//! signalfd, timerfd, inotify and fanotify files ([`anon_inode`]), and the
+//! client's CRIU-RPC socket of a self-dump ([`unix_sk`]) are supported; any
+//! other kind of descriptor fails the dump with the task, fd and kind named.
 
 pub mod anon_inode;
 pub mod eventfd;
 pub mod eventpoll;
 pub mod fanotify;
 pub mod fhandle;
+pub mod fifo;
 pub mod inotify;
 pub mod lock;
 pub mod memfd;
@@ -27,7 +28,10 @@ pub mod pipe;
 pub mod reg;
 pub mod remap;
 pub mod signalfd;
+pub(crate) mod sk_opts;
+pub mod sk_queue;
 pub mod timerfd;
+pub mod unix_dump;
 pub mod unix_sk;
 
 use std::fs::{File, Metadata};
@@ -100,6 +104,9 @@ pub enum FilesError {
     /// The client's RPC socket could not be saved.
     #[error(transparent)]
     UnixSk(#[from] unix_sk::UnixSkError),
+    /// A unix socket could not be dumped.
+    #[error(transparent)]
+    UnixDump(#[from] unix_dump::UnixDumpError),
     /// An epoll's targets could not be described.
     #[error(transparent)]
     Eventpoll(#[from] eventpoll::EventpollError),
@@ -190,6 +197,8 @@ pub struct FileTable {
     pipes: Vec<pipe::PipeData>,
     rpc_socket: Option<u64>,
     ignored: Vec<(RealPid, i32)>,
+    unix: unix_dump::UnixDump,
+    fifos: Vec<pipe::PipeData>,
     memfds: memfd::MemfdTable,
     remaps: remap::RemapTable,
     locks: lock::LockTable,
@@ -516,6 +525,9 @@ impl FileTable {
         if let Some(entry) = self.service_socket(pid, fd, &name)? {
             return Ok(entry);
         }
+        if let Some(ino) = unix_dump::socket_ino(&name) {
+            return self.dump_socket(pid, inj, fd, &link, ino);
+        }
         if let Some(kind) = anon_inode::kind(&name) {
             return self.dump_anon(pid, inj, fd, &link, kind);
         }
@@ -532,7 +544,7 @@ impl FileTable {
             libc::S_IFREG | libc::S_IFDIR => {}
             libc::S_IFCHR if !is_tty(&meta) => {}
             libc::S_IFCHR => return Err(unsupported(format!("a terminal {name}"))),
-            libc::S_IFIFO => return Err(unsupported(format!("a fifo {name}"))),
+            libc::S_IFIFO => return self.dump_fifo(pid, inj, fd, &link, &name, &meta),
             _ => return Err(unsupported(format!("a special file {name}"))),
         }
         let memfd_name = memfd::memfd_name(&name, &meta);

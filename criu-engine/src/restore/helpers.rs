@@ -3,11 +3,13 @@
 //! `restore_one_helper` in `criu/cr-restore.c`). Helpers exist only during
 //! the restore; the images never list them.
 //!
-//! - A child of the root in a session whose leader is gone was reparented
-//!   to the root (a subreaper, or the init of the tree's pid namespace). A
+//! - A child of the root in another session than the root's, which it
+//!   does not lead, was reparented to the root (a subreaper, or the init of
+//!   the tree's pid namespace). When the session's leader is gone, a
 //!   session helper with the leader's pid calls `setsid`, creates such
 //!   children and exits; the root reaps it and they are reparented to the
-//!   root again.
+//!   root again. When the leader is in the tree, it makes the helper (any
+//!   pid), which creates them in its session and exits the same way.
 //! - A task in a process group whose leader is gone: before creating it,
 //!   its parent creates a group helper with the leader's pid, which makes
 //!   the group and stops; the task joins the group, and once every child is
@@ -30,8 +32,9 @@ use crate::sys::clone3::clone3_child;
 pub(crate) struct Births {
     /// Children of every task, tree tasks first, then session helpers.
     pub(crate) children: Vec<Vec<usize>>,
-    /// Session helpers, numbered after the tree's tasks: their pids
-    /// (each the id of the session it makes).
+    /// Session helpers, numbered after the tree's tasks: the pid of each
+    /// (the id of the session it makes), or 0 (any pid) for a helper that
+    /// the live leader of the session makes.
     pub(crate) sessions: Vec<i32>,
     /// `(sid, pgid)` every tree task inherits when it is created (its
     /// parent's, or its session helper's); `None` for the root.
@@ -72,13 +75,11 @@ pub(crate) fn plan_sessions(tree: &TreeImages, subreaper: bool) -> Result<Births
             root_children.push(c);
             continue;
         }
-        if tree.tasks.iter().any(|t| t.pstree.pid == p.sid) {
+        let leader = tree.tasks.iter().position(|t| t.pstree.pid == p.sid);
+        if leader.is_some_and(|l| tree.tasks[l].pstree.sid != p.sid) {
             return Err(unsupported(
                 p.pid,
-                format!(
-                    "a session whose leader {} is in the tree but not its ancestor",
-                    p.sid
-                ),
+                format!("a session ({}) whose leader left it", p.sid),
             ));
         }
         if !subreaper {
@@ -90,14 +91,25 @@ pub(crate) fn plan_sessions(tree: &TreeImages, subreaper: bool) -> Result<Births
                 ),
             ));
         }
+        // With the leader alive in the tree, a helper it makes (any pid)
+        // is in its session and group already; otherwise the helper takes
+        // the leader's pid and makes the session.
         let h = *helper_of.entry(p.sid).or_insert_with(|| {
-            sessions.push(i32::try_from(p.sid).unwrap_or(i32::MAX));
+            let h = n + sessions.len();
+            sessions.push(match leader {
+                Some(_) => 0,
+                None => i32::try_from(p.sid).unwrap_or(i32::MAX),
+            });
             children.push(Vec::new());
-            root_children.push(n + sessions.len() - 1);
-            n + sessions.len() - 1
+            match leader {
+                Some(l) => children[l].push(h),
+                None => root_children.push(h),
+            }
+            h
         });
         children[h].push(c);
-        born_in[c] = Some((p.sid, p.sid));
+        let pgid = leader.map_or(p.sid, |l| tree.tasks[l].pstree.pgid);
+        born_in[c] = Some((p.sid, pgid));
         by_helper[c] = true;
     }
     children[0] = root_children;

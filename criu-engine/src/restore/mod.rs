@@ -22,6 +22,7 @@
 mod anon_fd;
 mod child;
 mod creds;
+mod fifo;
 mod files;
 mod finish;
 mod guards;
@@ -40,6 +41,7 @@ mod shmem;
 mod task;
 mod threads;
 mod tree;
+mod unix_sk;
 
 use std::os::fd::AsFd;
 
@@ -93,6 +95,9 @@ pub enum RestoreError {
     /// The images are unreadable, inconsistent or unsupported.
     #[error(transparent)]
     Images(#[from] ImagesError),
+    /// A unix socket cannot be restored as asked.
+    #[error(transparent)]
+    UnixSk(#[from] unix_sk::UnixRestoreError),
     /// An epoll or timerfd cannot be completed.
     #[error(transparent)]
     AnonFd(#[from] AnonFdError),
@@ -234,8 +239,18 @@ pub fn run(opts: &RequestOpts, notify: &mut dyn Notify) -> Result<RestoreOutcome
             )?;
         }
     }
-    let fds = files::FdPlan::new(&alive, inherit, &tree_images.pipe_data, &memfds)
-        .map_err(|(pid, source)| RestoreError::FdPlan { pid, source })?;
+    unix_sk::check_externals(&alive, opts.ext_unix_sk, &|f| {
+        inherit.iter().any(|i| inherit_matches(&i.key, f))
+    })?;
+    let fds = files::FdPlan::new(
+        &alive,
+        inherit,
+        &tree_images.pipe_data,
+        &tree_images.sk_queues,
+        &tree_images.fifo_data,
+        &memfds,
+    )
+    .map_err(|(pid, source)| RestoreError::FdPlan { pid, source })?;
     let mut shared = shmem::load(&dir, &tree_images)?;
     shared.memfd = memfds;
     shared.locks = file_locks;

@@ -430,7 +430,11 @@ fn plan(tree: &TreeImages, fds: FdPlan, shell_job: bool) -> Result<TreePlan, Tre
     for (k, &sid) in births.sessions.iter().enumerate() {
         tasks.push(ChildPlan {
             pid: sid,
-            session: Session::Leader,
+            session: if sid == 0 {
+                Session::Inherit
+            } else {
+                Session::Leader
+            },
             pgid: None,
             children: births.children[tree.tasks.len() + k].clone(),
             share_files: false,

@@ -24,5 +24,6 @@ pub(crate) mod probe;
 pub(crate) mod probe_child;
 pub(crate) mod ptrace;
 pub(crate) mod sock_diag;
+pub(crate) mod sockopt;
 pub(crate) mod task_query;
 pub(crate) mod uffd;

@@ -2,7 +2,7 @@
 //! state, seccomp filters, rseq and `madvise`/`mlock` state, each checked
 //! from the inside after a restore.
 //!
-//! `criu-wl-taskstate DIR [guard] [tsync]`
+//! `criu-wl-taskstate DIR [guard] [tsync] [pidns]`
 //!
 //! It forks: the parent prints the child's pid and exits; the child leads
 //! its own session, sets everything up (see [`setup`]), appends
@@ -15,7 +15,8 @@
 //! `MADV_GUARD_INSTALL` guard, checked through `/proc/self/pagemap`. The
 //! main thread installs two seccomp filters, the first with
 //! `SECCOMP_FILTER_FLAG_TSYNC` (so the extra thread has it too); with
-//! `tsync`, both.
+//! `tsync`, both. With `pidns`, the process is the init of a new pid
+//! namespace (its pid printed as the host sees it).
 
 use std::io::Write;
 use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU64, AtomicUsize, Ordering};
@@ -33,6 +34,8 @@ const TIMER_A_VALUE: u64 = 0xabc;
 const RT_VALUES: [u32; 2] = [111, 222];
 const MAIN_USR2_VALUE: u32 = 444;
 const THREAD_USR2_VALUE: u32 = 333;
+/// Audit login uid set.
+const LOGINUID: u32 = 4321;
 /// Supplementary groups set.
 const GROUPS: [u32; 2] = [1234, 5678];
 /// `SECBIT_KEEP_CAPS`.
@@ -413,6 +416,7 @@ fn setup(guard: bool) -> Setup {
 
     sc(libc::SYS_membarrier, [MEMBARRIER_REGISTER, 0, 0, 0, 0])
         .unwrap_or_else(|_| die("membarrier"));
+    std::fs::write("/proc/self/loginuid", LOGINUID.to_string()).unwrap_or_else(|_| die("loginuid"));
     prctl(libc::PR_SET_CHILD_SUBREAPER, 1).unwrap_or_else(|_| die("subreaper"));
     prctl(libc::PR_SET_PDEATHSIG, libc::SIGWINCH as usize).unwrap_or_else(|_| die("pdeath"));
     prctl(PR_SET_THP_DISABLE, 1).unwrap_or_else(|_| die("thp"));
@@ -594,8 +598,9 @@ fn check_posix_timers(s: &Setup) -> Result<(), String> {
         Some(libc::EINVAL),
     )?;
     // Signal, value, target and clock as the kernel shows them.
-    let pid = MAIN_TID.load(Ordering::Relaxed);
-    let ttid = THREAD_TID.load(Ordering::Relaxed);
+    // `/proc` is the host's: it names threads by their host ids.
+    let pid = host_tid(MAIN_TID.load(Ordering::Relaxed))?;
+    let ttid = host_tid(THREAD_TID.load(Ordering::Relaxed))?;
     let mut want = vec![
         format!(
             "ID: {}|signal: 39/0000000000000abc|notify: signal/pid.{pid}|ClockID: 1",
@@ -618,6 +623,28 @@ fn check_posix_timers(s: &Setup) -> Result<(), String> {
     expect("/proc/self/timers", got, want)
 }
 
+/// The host id of our thread `tid` (as `gettid` says it), from the
+/// `NSpid:` lines of `/proc/self/task/*/status`.
+fn host_tid(tid: i32) -> Result<i32, String> {
+    let tasks = std::fs::read_dir("/proc/self/task").map_err(|e| e.to_string())?;
+    for t in tasks.flatten() {
+        let status = std::fs::read_to_string(t.path().join("status")).unwrap_or_default();
+        let ids: Vec<i32> = status
+            .lines()
+            .find_map(|l| l.strip_prefix("NSpid:"))
+            .map(|v| {
+                v.split_whitespace()
+                    .filter_map(|w| w.parse().ok())
+                    .collect()
+            })
+            .unwrap_or_default();
+        if ids.last() == Some(&tid) {
+            return Ok(ids[0]);
+        }
+    }
+    Err(format!("no thread {tid} in /proc/self/task"))
+}
+
 fn check_prctl() -> Result<(), String> {
     let mut v = 0i32;
     prctl(libc::PR_GET_CHILD_SUBREAPER, &raw mut v as usize).map_err(|e| e.to_string())?;
@@ -636,6 +663,13 @@ fn check_prctl() -> Result<(), String> {
         "personality",
         sc(libc::SYS_personality, [0xffff_ffff, 0, 0, 0, 0]),
         Ok(PERSONALITY as i64),
+    )?;
+    expect(
+        "login uid",
+        std::fs::read_to_string("/proc/self/loginuid")
+            .map(|t| t.trim().to_owned())
+            .ok(),
+        Some(LOGINUID.to_string()),
     )?;
     expect(
         "membarrier registrations",
@@ -676,8 +710,7 @@ fn check_creds() -> Result<(), String> {
 
 /// The `Seccomp_filters:` count of this thread.
 fn seccomp_filters() -> Result<u32, String> {
-    let status = std::fs::read_to_string(format!("/proc/self/task/{}/status", gettid()))
-        .map_err(|e| e.to_string())?;
+    let status = std::fs::read_to_string("/proc/thread-self/status").map_err(|e| e.to_string())?;
     status
         .lines()
         .find_map(|l| l.strip_prefix("Seccomp_filters:"))
@@ -854,6 +887,12 @@ fn main() {
     };
     let guard = args[2..].iter().any(|a| a == "guard");
     TSYNC.store(args[2..].iter().any(|a| a == "tsync"), Ordering::Relaxed);
+    if args[2..].iter().any(|a| a == "pidns") {
+        // SAFETY: plain flag argument; the child forked below is the init.
+        if unsafe { libc::unshare(libc::CLONE_NEWPID) } != 0 {
+            die("unshare(CLONE_NEWPID)");
+        }
+    }
     // SAFETY: close_range takes plain integers; no Rust object owns fds >= 3 yet.
     unsafe { libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, 0u32) };
     // SAFETY: getpid cannot fail.
