@@ -284,3 +284,97 @@ fn lazy_restore_without_a_daemon_fails_clearly() {
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("--lazy-pages"));
 }
+
+/// `N ok|bad` lines of a `criu-wl-lazyfork` log: (last N, all ok).
+fn fork_log(log: &Path) -> (Option<u64>, bool) {
+    let text = std::fs::read_to_string(log).unwrap_or_default();
+    let mut last = None;
+    let mut all_ok = true;
+    for l in text.lines() {
+        if let Some((n, v)) = l.split_once(' ') {
+            last = n.parse().ok();
+            all_ok &= v == "ok";
+        }
+    }
+    (last, all_ok)
+}
+
+fn wait_fork_log_after(log: &Path, after: Option<u64>) -> u64 {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        if let (Some(n), _) = fork_log(log) {
+            if after.is_none_or(|a| n > a + 2) {
+                return n;
+            }
+        }
+        assert!(Instant::now() < deadline, "no new checks after {after:?}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn lazy_restore_of_a_program_that_keeps_forking() {
+    require_root();
+    criu_tests::become_subreaper();
+    let top = TempDir::new("lazy-fork");
+    let log = top.path().join("wl.log");
+    let images = top.path().join("images");
+    std::fs::create_dir(&images).unwrap();
+    let out = Command::new(bin("criu-wl-lazyfork"))
+        .arg(&log)
+        .arg("32")
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let pid: i32 = String::from_utf8_lossy(&out.stdout).trim().parse().unwrap();
+    wait_fork_log_after(&log, None);
+    let i = s(&images);
+    criu(
+        &[
+            "dump",
+            "-t",
+            &pid.to_string(),
+            "-D",
+            &i,
+            "-o",
+            "dump.log",
+            "-v4",
+        ],
+        &images,
+        "dump.log",
+    );
+    // A checker caught by the dump is gone with it: reap every task of the
+    // images so that their pids are free again.
+    let tree = criu_proto::img::ImagesDir::open(&images)
+        .unwrap()
+        .pstree()
+        .unwrap();
+    for t in &tree {
+        kill_and_reap(i32::try_from(t.pid).unwrap());
+    }
+    let (last, ok) = fork_log(&log);
+    assert!(ok, "checks failed before the dump");
+
+    let daemon = LazyDaemon::start(&["-D", &i], &images);
+    criu(
+        &[
+            "restore",
+            "-d",
+            "-D",
+            &i,
+            "--lazy-pages",
+            "-o",
+            "restore.log",
+            "-v4",
+        ],
+        &images,
+        "restore.log",
+    );
+    let st = daemon.finish();
+    assert_lazy_stats(&st, 32 * 256);
+    wait_fork_log_after(&log, last);
+    let (_, ok) = fork_log(&log);
+    assert!(alive(pid));
+    kill_and_reap(pid);
+    assert!(ok, "a forked checker saw wrong memory: {st:?}");
+}

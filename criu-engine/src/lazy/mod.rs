@@ -13,8 +13,9 @@
 //! - the non-cooperative events: `fork` (the child gets its own copy of the
 //!   missing set), `mremap` (missing ranges move), `munmap` and
 //!   `madvise(MADV_DONTNEED)`-like removals (missing ranges are dropped);
-//! - once the restore reports that every task runs, the remaining pages, in
-//!   chunks of [`PUSH_PAGES`], between which faults are served first.
+//! - once the restore reports that every task runs and the tree has
+//!   faulted once (or [`PUSH_DELAY`] passed), the remaining pages, in chunks
+//!   of [`PUSH_PAGES`], between which faults are served first.
 //!
 //! Each saved page arrives once: a page leaves the missing set when copied
 //! and is never copied again. When nothing is missing for any task the
@@ -40,6 +41,7 @@ use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::PathBuf;
 use std::rc::Rc;
+use std::time::{Duration, Instant};
 
 use criu_proto::img::pages::PAGE_SIZE;
 use criu_proto::img::{ImageError, ImagesDir};
@@ -58,6 +60,10 @@ use source::{lazy_layout, ImagePages, RemotePages};
 pub const FAULT_PAGES: u64 = 16;
 /// Pages copied per background step.
 pub const PUSH_PAGES: u64 = 256;
+/// How long the background push waits for the running tree's first fault.
+pub const PUSH_DELAY: Duration = Duration::from_millis(500);
+/// Milliseconds before copies refused with `EAGAIN` are tried again.
+const RETRY_MS: u16 = 10;
 
 /// The lazy-pages daemon or the lazy page server failed.
 #[derive(Debug, thiserror::Error)]
@@ -176,7 +182,8 @@ pub struct LazyStats {
     pub tasks: u64,
     /// Address spaces added by `fork` in restored tasks.
     pub forks: u64,
-    /// Lazy pages of the received tasks.
+    /// Lazy pages of the received tasks and, at the fork, of the address
+    /// spaces they forked (each address space gets each page once).
     pub pages_total: u64,
     /// Pages copied in (each once).
     pub pages_copied: u64,
@@ -256,6 +263,7 @@ struct State {
     lpis: Vec<Lpi>,
     stats: LazyStats,
     finished: bool,
+    push_at: Option<Instant>,
     buf: Vec<u8>,
 }
 
@@ -279,6 +287,7 @@ impl Daemon {
             lpis: Vec::new(),
             stats: LazyStats::default(),
             finished: false,
+            push_at: None,
             buf: vec![0u8; usize::try_from(PUSH_PAGES * PAGE_SIZE).unwrap_or(1 << 20)],
         };
         st.serve(control)?;
@@ -300,7 +309,16 @@ impl State {
             if self.finished && self.lpis.is_empty() {
                 return Ok(());
             }
-            let pushing = self.finished && self.lpis.iter().any(|l| l.retry.is_empty());
+            // Demand first: the background push starts with the first
+            // fault of the running tree, or after PUSH_DELAY without one.
+            let wait = match self.push_at {
+                Some(at) if self.stats.faults_after_finish == 0 => {
+                    at.saturating_duration_since(Instant::now())
+                }
+                _ => Duration::ZERO,
+            };
+            let pushing =
+                self.finished && wait.is_zero() && self.lpis.iter().any(|l| l.retry.is_empty());
             let (ctl_ready, ready) = {
                 let mut fds: Vec<PollFd<'_>> = Vec::with_capacity(self.lpis.len() + 1);
                 if let Some(c) = &control {
@@ -311,6 +329,12 @@ impl State {
                 }
                 let timeout = if pushing {
                     PollTimeout::ZERO
+                } else if self.lpis.iter().any(|l| !l.retry.is_empty()) {
+                    // Copies refused while the address space was changing.
+                    PollTimeout::from(RETRY_MS)
+                } else if self.finished {
+                    let ms = u16::try_from(wait.as_millis() + 1).unwrap_or(u16::MAX);
+                    PollTimeout::from(ms)
                 } else {
                     PollTimeout::NONE
                 };
@@ -384,6 +408,7 @@ impl State {
         if u32::from_ne_bytes(word) == RESTORE_FINISHED {
             tracing::debug!("restore finished");
             self.finished = true;
+            self.push_at = Some(Instant::now() + PUSH_DELAY);
             return Ok(true);
         }
         let pid = i32::from_ne_bytes(word);
@@ -459,6 +484,7 @@ impl State {
                         retry: Vec::new(),
                     };
                     self.stats.forks += 1;
+                    self.stats.pages_total += child.pending.bytes() / PAGE_SIZE;
                     self.lpis.push(child);
                 }
             }
