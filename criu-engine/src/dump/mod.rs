@@ -210,7 +210,12 @@ pub fn run(opts: &RequestOpts, notify: &mut dyn Notify) -> Result<DumpOutcome, D
         });
     }
 
-    dump_tree(&task, &dir, track, opts.rpc_socket_ino, &mut stats)?;
+    let ttys = crate::files::tty::TtyOptions {
+        shell_job: opts.shell_job,
+        orphan_pts_master: opts.orphan_pts_master,
+        keep_data: opts.final_state != FinalState::Dead,
+    };
+    dump_tree(&task, &dir, track, opts.rpc_socket_ino, ttys, &mut stats)?;
     stats.frozen_time = frozen_at.elapsed();
     dir.write_single(ImageKind::StatsDump, 0, &stats.entry())
         .map_err(DumpError::Finish)?;
@@ -285,12 +290,14 @@ const MARCH_X86_64: i32 = 1;
 /// Writes the images of every task of the frozen tree, then the images
 /// they share (`files.img`, `pstree.img`, `seccomp.img`, `timens-0.img`).
 /// `rpc_socket_ino` is the worker's end of a CRIU-RPC connection, whose peer
-/// in the tree is saved as the service socket (self-dump).
+/// in the tree is saved as the service socket (self-dump); `ttys` says which
+/// terminals are accepted.
 fn dump_tree(
     tree: &SeizedTree,
     dir: &ImagesDir,
     track: incremental::TrackPlan,
     rpc_socket_ino: Option<u64>,
+    ttys: crate::files::tty::TtyOptions,
     stats: &mut DumpStats,
 ) -> Result<(), DumpError> {
     if track.remote.is_some() && tree.members.len() > 1 {
@@ -380,6 +387,9 @@ fn dump_tree(
             }
         }
     }
+    files
+        .finish_ttys(ttys, &pstree, dir)
+        .map_err(TaskDumpError::from)?;
     dir.write_all(ImageKind::Files, 0, files.entries())
         .map_err(TaskDumpError::from)?;
     if !files.pipes().is_empty() {

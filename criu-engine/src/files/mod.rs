@@ -7,13 +7,14 @@
 //! executable, cwd, root and mapped files are looked up by device and
 //! inode among everything recorded so far (newest first, as CRIU's cache
 //! answers) and get a fresh entry only on a miss; character devices always
-//! get a fresh one. Regular files, directories, character devices outside
-//! the terminal range and pipes ([`pipe`]) are supported, and the client's
+//! get a fresh one. Regular files, directories, character devices, pty
+//! ends ([`tty`]) and pipes ([`pipe`]) are supported, and the client's
 //! CRIU-RPC socket of a self-dump ([`unix_sk`]); any other kind of
 //! descriptor fails the dump with the task, fd and kind named.
 
 pub mod pipe;
 pub mod reg;
+pub mod tty;
 pub mod unix_sk;
 
 use std::fs::{File, Metadata};
@@ -86,6 +87,9 @@ pub enum FilesError {
     /// The client's RPC socket could not be saved.
     #[error(transparent)]
     UnixSk(#[from] unix_sk::UnixSkError),
+    /// A terminal could not be dumped.
+    #[error(transparent)]
+    Tty(#[from] tty::TtyError),
     /// The client's RPC socket could not be taken from the task.
     #[error("cannot take fd {fd} of task {pid}")]
     Steal {
@@ -136,12 +140,7 @@ pub struct FileTable {
     pipes: Vec<pipe::PipeData>,
     rpc_socket: Option<u64>,
     ignored: Vec<(RealPid, i32)>,
-}
-
-fn is_tty(meta: &Metadata) -> bool {
-    let major = libc::major(meta.rdev());
-    meta.mode() & libc::S_IFMT == libc::S_IFCHR
-        && (major == 4 || major == 5 || (136..=143).contains(&major))
+    ttys: tty::TtyTable,
 }
 
 impl FileTable {
@@ -338,8 +337,8 @@ impl FileTable {
         let meta = std::fs::metadata(&link).map_err(io_err)?;
         match meta.mode() & libc::S_IFMT {
             libc::S_IFREG | libc::S_IFDIR => {}
-            libc::S_IFCHR if !is_tty(&meta) => {}
-            libc::S_IFCHR => return Err(unsupported(format!("a terminal {name}"))),
+            libc::S_IFCHR if !tty::is_tty(&meta) => {}
+            libc::S_IFCHR => return self.dump_tty(pid, inj, fd, &name, &meta),
             libc::S_IFIFO => return Err(unsupported(format!("a fifo {name}"))),
             _ => return Err(unsupported(format!("a special file {name}"))),
         }

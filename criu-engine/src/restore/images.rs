@@ -645,6 +645,7 @@ fn check_references(
                     .files
                     .get(&fd.id)
                     .is_some_and(crate::files::unix_sk::is_service_socket) => {}
+            FdTypes::Tty if task.files.get(&fd.id).is_some_and(|f| f.tty.is_some()) => {}
             FdTypes::Reg | FdTypes::Pipe => {
                 let file = need_file(task, fd.id, kind, || format!("fd {} of task {pid}", fd.fd))?;
                 if let (Some(reg), false) = (file.reg.as_ref(), inherited(file)) {

@@ -31,6 +31,7 @@ mod shmem;
 mod task;
 mod threads;
 mod tree;
+mod tty;
 
 use std::os::fd::AsFd;
 
@@ -49,6 +50,7 @@ pub use mm::MmError;
 pub use task::TaskError;
 pub use threads::ThreadError;
 pub use tree::TreeError;
+pub use tty::TtyRestoreError;
 
 /// What a successful restore produced.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -61,6 +63,9 @@ pub struct RestoreOutcome {
 /// returned.
 #[derive(Debug, thiserror::Error)]
 pub enum RestoreError {
+    /// A terminal of the images cannot be restored.
+    #[error(transparent)]
+    Tty(#[from] tty::TtyRestoreError),
     /// The request named no images directory.
     #[error("no images directory")]
     NoImagesDir,
@@ -213,12 +218,21 @@ pub fn run(opts: &RequestOpts, notify: &mut dyn Notify) -> Result<RestoreOutcome
             )?;
         }
     }
-    let fds = files::FdPlan::new(&alive, inherit, &tree_images.pipe_data)
+    let mut ttys = tty::TtyImages::load(&dir)?;
+    ttys.prepare(
+        &tree_images,
+        inherit,
+        opts.shell_job,
+        opts.orphan_pts_master,
+        notify,
+    )?;
+    let fds = files::FdPlan::new(&alive, inherit, &tree_images.pipe_data, &ttys)
         .map_err(|(pid, source)| RestoreError::FdPlan { pid, source })?;
     let mut shared = shmem::load(&dir, &tree_images)?;
     tree::check_single_threaded()?;
     let tree = tree::create(&tree_images, fds, opts.shell_job, opts.restore_sibling)?;
     tracing::info!(pid = %tree.pid(), tasks = tree_images.tasks.len(), "tree created");
+    ttys.release_orphan();
     let mut held: Vec<Held> = Vec::new();
     let result = restore_all(
         &tree_images,

@@ -24,4 +24,5 @@ pub(crate) mod probe_child;
 pub(crate) mod ptrace;
 pub(crate) mod sock_diag;
 pub(crate) mod task_query;
+pub(crate) mod tty;
 pub(crate) mod uffd;
