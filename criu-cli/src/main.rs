@@ -39,7 +39,7 @@ fn main() -> ExitCode {
         "restore" => commands::restore::run(&cfg),
         "pre-dump" => commands::pre_dump::run(&cfg),
         "page-server" => commands::page_server::run(&cfg),
-        "lazy-pages" => commands::pending::run(&cfg, &action),
+        "lazy-pages" => commands::lazy_pages::run(&cfg),
         "swrk" | "service" => {
             // `criu service` keeps CRIU's default: a socket in the work directory.
             let default_address = Path::new("criu_service.socket");

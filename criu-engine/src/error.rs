@@ -25,6 +25,9 @@ pub enum Error {
     /// The restore failed.
     #[error(transparent)]
     Restore(#[from] crate::restore::RestoreError),
+    /// The dump agent failed, or the dump failed in it.
+    #[error(transparent)]
+    Agent(#[from] crate::agent::AgentError),
     /// The page server failed to start.
     #[error(transparent)]
     PageServer(#[from] crate::page_server::PageServerActionError),
@@ -75,6 +78,7 @@ impl Error {
             Error::NotImplemented { .. } => Some(libc::ENOSYS),
             Error::Dump(e) => e.cr_errno(),
             Error::Restore(e) => e.cr_errno(),
+            Error::Agent(e) => e.cr_errno(),
             Error::NoImagesDir => Some(libc::EBADRQC),
             _ => None,
         }

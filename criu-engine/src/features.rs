@@ -19,7 +19,7 @@ pub const fn engine_supports_mem_track() -> bool {
 /// Whether the engine implements lazy restore (lazy-pages daemon, page
 /// server serving faults).
 pub const fn engine_supports_lazy_pages() -> bool {
-    false
+    true
 }
 
 /// Whether the engine implements `pidfd_store_sk` (keeping pidfds of dumped

@@ -2,6 +2,7 @@
 #![deny(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod agent;
 pub mod arch;
 pub mod authz;
 pub mod check;
@@ -14,6 +15,7 @@ pub mod features;
 pub mod files;
 pub mod inject;
 pub mod kerndat;
+pub mod lazy;
 pub mod log;
 pub mod mem;
 pub mod notify;

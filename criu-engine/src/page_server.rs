@@ -54,6 +54,9 @@ pub enum PageServerActionError {
         #[source]
         source: crate::inject::InjectError,
     },
+    /// Serving a lazy-pages daemon failed.
+    #[error(transparent)]
+    Lazy(#[from] crate::lazy::LazyError),
     /// Forking the server failed.
     #[error("cannot start the page server process")]
     Fork(#[source] nix::errno::Errno),
@@ -71,6 +74,7 @@ pub struct Ready {
     dir: ImagesDir,
     parent: Option<ImagesDir>,
     status_fd: Option<OwnedFd>,
+    lazy: bool,
 }
 
 /// Binds the listener of the page server `opts` asks for.
@@ -110,6 +114,7 @@ pub fn prepare(opts: &RequestOpts) -> Result<Ready, PageServerActionError> {
         dir,
         parent,
         status_fd,
+        lazy: opts.lazy_pages,
     })
 }
 
@@ -119,7 +124,8 @@ impl Ready {
         self.port
     }
 
-    /// Signals readiness on `status_fd`, accepts one sender and serves it.
+    /// Signals readiness on `status_fd`, accepts one sender and serves it
+    /// (with `--lazy-pages`: one lazy-pages daemon, from the images).
     pub fn serve(self) -> Result<ServeStats, PageServerActionError> {
         if let Some(fd) = self.status_fd {
             let _ = nix::unistd::write(fd.as_fd(), &[0u8]);
@@ -135,6 +141,18 @@ impl Ready {
                     .0
             }
         };
+        if self.lazy {
+            let lazy = crate::lazy::serve_lazy(sk, &self.dir)?;
+            tracing::info!(
+                pages = lazy.pages,
+                requests = lazy.requests,
+                "lazy page server session over"
+            );
+            return Ok(ServeStats {
+                pages: lazy.pages,
+                ..ServeStats::default()
+            });
+        }
         let stats = page_server::serve(sk, &self.dir, self.parent.as_ref())?;
         tracing::info!(pages = stats.pages, "page server session over");
         Ok(stats)

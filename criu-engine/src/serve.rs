@@ -151,14 +151,19 @@ impl Engine {
                 return Err(err);
             }
         }
-        let mut notify = RpcNotify::new(ctx, ro.notify_scripts);
-        // The reply carries the error; the log keeps it too, since runc and
-        // people read the "Error" lines of the log file.
-        let outcome = crate::dump::run(&ro, &mut notify)
-            .inspect_err(|e| tracing::error!("{}", crate::worker::error_chain(e)))?;
-        if ro.display_stats {
-            println!("{outcome:?}");
-        }
+        // The tree is traced by an agent process, which unwinds the dump
+        // cleanly if this worker is killed (see [`crate::agent`]).
+        let relay = ro.notify_scripts;
+        crate::agent::run(ctx, relay, |notify| {
+            // The reply carries the error; the log keeps it too, since runc
+            // and people read the "Error" lines of the log file.
+            let outcome = crate::dump::run(&ro, notify)
+                .inspect_err(|e| tracing::error!("{}", crate::worker::error_chain(e)))?;
+            if ro.display_stats {
+                println!("{outcome:?}");
+            }
+            Ok(())
+        })?;
         resp.dump = Some(CriuDumpResp {
             restored: Some(false),
         });
@@ -205,11 +210,14 @@ impl Engine {
                 return Err(err);
             }
         }
-        let outcome = crate::dump::pre_dump::run(&ro)
-            .inspect_err(|e| tracing::error!("{}", crate::worker::error_chain(e)))?;
-        if ro.display_stats {
-            println!("{outcome:?}");
-        }
+        crate::agent::run(ctx, false, |_| {
+            let outcome = crate::dump::pre_dump::run(&ro)
+                .inspect_err(|e| tracing::error!("{}", crate::worker::error_chain(e)))?;
+            if ro.display_stats {
+                println!("{outcome:?}");
+            }
+            Ok(())
+        })?;
         Ok(())
     }
 

@@ -3,7 +3,8 @@
 //!
 //! The 62 catchable signals of x86-64 (1..=64 without `SIGKILL` and
 //! `SIGSTOP`) are asked with an injected `rt_sigaction(sig, NULL, old, 8)`
-//! each, the kernel's `struct sigaction` landing in the injection scratch:
+//! each (in the batch of [`crate::task_core::Queried::ask`]), the kernel's
+//! `struct sigaction` landing in the injection scratch:
 //!
 //! ```text
 //! 0 handler   8 flags   16 restorer   24 mask   (u64 each)
@@ -11,36 +12,19 @@
 
 use criu_proto::images::SaEntry;
 
-use crate::arch::nr;
-use crate::inject::{InjectError, Injection};
-use crate::pstree::RealPid;
-
 /// Highest signal number on x86-64.
 pub const SIGMAX: u32 = 64;
-
-/// A disposition could not be read.
-#[derive(Debug, thiserror::Error)]
-pub enum SigactError {
-    /// The injected call did not run.
-    #[error("cannot read the action of signal {sig} of task {pid}")]
-    Inject {
-        /// The task.
-        pid: RealPid,
-        /// The signal.
-        sig: u32,
-        /// Why.
-        #[source]
-        source: InjectError,
-    },
-}
 
 /// The signals CRIU stores, in image order.
 pub fn dumped_signals() -> impl Iterator<Item = u32> {
     (1..=SIGMAX).filter(|&s| s != libc::SIGKILL as u32 && s != libc::SIGSTOP as u32)
 }
 
+/// Bytes of the kernel's `struct sigaction`.
+pub const RAW_LEN: usize = 32;
+
 /// Decodes the kernel's `struct sigaction` (32 bytes).
-pub fn decode(raw: &[u8; 32]) -> SaEntry {
+pub fn decode(raw: &[u8; RAW_LEN]) -> SaEntry {
     let w = |i: usize| u64::from_le_bytes(raw[i * 8..i * 8 + 8].try_into().expect("8 bytes"));
     SaEntry {
         sigaction: w(0),
@@ -50,22 +34,6 @@ pub fn decode(raw: &[u8; 32]) -> SaEntry {
         compat_sigaction: Some(false),
         mask_extended: None,
     }
-}
-
-/// Reads the 62 dispositions of the task.
-#[doc(alias = "dump_sigact")]
-pub fn dump(inj: &Injection<'_>, pid: RealPid) -> Result<Vec<SaEntry>, SigactError> {
-    let out = inj.scratch().0;
-    dumped_signals()
-        .map(|sig| {
-            let err = |source| SigactError::Inject { pid, sig, source };
-            inj.syscall_ok(nr::RT_SIGACTION, &[sig.into(), 0, out, 8])
-                .map_err(err)?;
-            let mut raw = [0u8; 32];
-            inj.read_scratch(0, &mut raw).map_err(err)?;
-            Ok(decode(&raw))
-        })
-        .collect()
 }
 
 #[cfg(test)]

@@ -132,6 +132,52 @@ fn seize_sleeping_child_and_inject_getpid() {
 }
 
 #[test]
+fn syscall_batch_runs_in_order_with_one_trap() {
+    let kid = sleeper();
+    wait_for("sleep to sleep", || stat_state(kid.pid()) == 'S');
+    let task = SeizedTask::seize(kid.pid(), &opts()).expect("seize");
+    let regs = task.regs().expect("regs");
+    let inj = Injection::new(&task).expect("inject");
+    let out = inj.scratch().0;
+    // getpid; a failing call in the middle; write 8 bytes into the scratch
+    // with a pipe and read them back: later calls see earlier effects.
+    inj.write_scratch(64, b"batched!").expect("scratch");
+    let pipe_at = inj.scratch().offset(128);
+    let rets = inj
+        .syscall_batch(&[
+            (nr::GETPID, &[]),
+            (nr::CLOSE, &[u64::MAX >> 33]),
+            (nr::PIPE2, &[pipe_at.0, 0]),
+        ])
+        .expect("batch");
+    assert_eq!(rets.len(), 3);
+    assert_eq!(rets[0], i64::from(kid.pid().0));
+    assert_eq!(rets[1], -i64::from(libc::EBADF));
+    assert_eq!(rets[2], 0);
+    let mut fds = [0u8; 8];
+    inj.read_scratch(128, &mut fds).expect("fds");
+    let rfd = u64::from(u32::from_le_bytes(fds[..4].try_into().unwrap()));
+    let wfd = u64::from(u32::from_le_bytes(fds[4..].try_into().unwrap()));
+    let rets = inj
+        .syscall_batch(&[
+            (nr::WRITE, &[wfd, out + 64, 8]),
+            (nr::READ, &[rfd, out + 256, 8]),
+            (nr::CLOSE, &[rfd]),
+            (nr::CLOSE, &[wfd]),
+        ])
+        .expect("batch");
+    assert_eq!(rets, vec![8, 8, 0, 0]);
+    let mut back = [0u8; 8];
+    inj.read_scratch(256, &mut back).expect("read back");
+    assert_eq!(&back, b"batched!");
+    assert!(inj.syscall_batch(&[]).expect("empty batch").is_empty());
+    assert_eq!(task.regs().expect("regs"), regs, "registers are back");
+    inj.cure().expect("cure");
+    task.detach().expect("detach");
+    wait_for("sleep to run again", || stat_state(kid.pid()) == 'S');
+}
+
+#[test]
 fn mmap_munmap_and_scratch_round_trip() {
     let kid = sleeper();
     let task = SeizedTask::seize(kid.pid(), &opts()).expect("seize");

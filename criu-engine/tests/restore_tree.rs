@@ -402,9 +402,17 @@ echo $!"#;
     assert!(sizes.iter().all(|&n| n >= 1), "{sizes:?}");
 }
 
-/// A child sharing its parent's descriptor table (`CLONE_FILES`) is
-/// refused with a clear error, and the tree carries on untouched.
-fn shared_fd_table_refused() {
+/// `kcmp(a, b, KCMP_FILES)`: 0 when both share one descriptor table.
+fn same_fd_table(a: i32, b: i32) -> bool {
+    // SAFETY: kcmp takes two pids, a type and two integers by value.
+    let ret = unsafe { libc::syscall(libc::SYS_kcmp, a, b, 2, 0, 0) };
+    ret == 0
+}
+
+/// A child sharing its parent's descriptor table (`CLONE_FILES`): dumped
+/// as CRIU does (its `files_id` is the parent's, one `fdinfo` image for
+/// both), restored with `CLONE_FILES` again, and both carry on.
+fn shared_fd_table_round_trip() {
     let scratch = tempfile::tempdir().unwrap();
     let log = scratch.path().join("workload.log");
     let out = std::process::Command::new(workload_bin())
@@ -414,6 +422,90 @@ fn shared_fd_table_refused() {
     assert!(out.status.success(), "{out:?}");
     let pid: i32 = String::from_utf8_lossy(&out.stdout).trim().parse().unwrap();
     wait_lines(&log, 2);
+    let child: i32 = fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    assert!(same_fd_table(pid, child));
+    let images = scratch.path().join("images");
+    fs::create_dir(&images).unwrap();
+    let dumped = run(&[
+        "dump",
+        "-t",
+        &pid.to_string(),
+        "-D",
+        images.to_str().unwrap(),
+    ]);
+    kill_and_reap(pid);
+    kill_and_reap(child);
+    dumped.expect("dump");
+    let dir = criu_proto::img::ImagesDir::open(&images).unwrap();
+    let files_id = |p: i32| {
+        dir.read_single::<criu_proto::images::TaskKobjIdsEntry>(
+            criu_proto::img::ImageKind::Ids,
+            p as u64,
+        )
+        .unwrap()
+        .unwrap()
+        .files_id
+    };
+    assert_eq!(files_id(pid), files_id(child));
+    let f_dumped = last_tagged(&log, "f").unwrap();
+    let n = lines(&log).len();
+    let restored = run(&["restore", "-D", images.to_str().unwrap()]);
+    let after = wait_lines(&log, n + 2);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while last_tagged(&log, "f").unwrap() <= f_dumped + 1 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let f_after = last_tagged(&log, "f").unwrap();
+    let shared = same_fd_table(pid, child);
+    let both_alive = alive(pid) && alive(child);
+    kill_and_reap(pid);
+    kill_and_reap(child);
+    assert_eq!(restored.expect("restore"), pid);
+    assert!(both_alive);
+    assert!(shared, "the restored child has a table of its own");
+    assert!(after.len() >= n + 2, "the root stopped logging");
+    assert!(f_after > f_dumped + 1, "the child stopped at {f_after}");
+}
+
+/// A tree with a nested pid namespace (a child that is the init of its
+/// own) is refused with a clear error, and the tree carries on.
+fn nested_pidns_refused() {
+    let script = r#"for fd in $(ls /proc/$$/fd); do [ "$fd" -gt 2 ] && eval "exec $fd>&-"; done
+setsid bash -c 'unshare --pid --fork sleep 1000 & wait' </dev/null >/dev/null 2>&1 &
+echo $!"#;
+    let out = std::process::Command::new("bash")
+        .args(["-c", script])
+        .stdout(std::process::Stdio::piped())
+        .output()
+        .expect("run bash");
+    let pid: i32 = String::from_utf8_lossy(&out.stdout).trim().parse().unwrap();
+    // Wait for the grandchild (the inner init) to exist.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let inner = loop {
+        let unshare = fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))
+            .unwrap_or_default()
+            .split_whitespace()
+            .next()
+            .and_then(|c| c.parse::<i32>().ok());
+        let sleep = unshare.and_then(|u| {
+            fs::read_to_string(format!("/proc/{u}/task/{u}/children"))
+                .ok()?
+                .split_whitespace()
+                .next()?
+                .parse::<i32>()
+                .ok()
+        });
+        if let Some(s) = sleep {
+            break s;
+        }
+        assert!(Instant::now() < deadline, "no nested pid namespace came up");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let scratch = tempfile::tempdir().unwrap();
     let images = scratch.path().join("images");
     fs::create_dir(&images).unwrap();
     let err = run(&[
@@ -423,20 +515,98 @@ fn shared_fd_table_refused() {
         "-D",
         images.to_str().unwrap(),
     ]);
-    let n = lines(&log).len();
-    let after = wait_lines(&log, n + 2);
-    let child = fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")).unwrap_or_default();
+    let inner_state = fs::read_to_string(format!("/proc/{inner}/stat"))
+        .unwrap_or_default()
+        .rsplit_once(") ")
+        .and_then(|(_, rest)| rest.chars().next());
+    let root_alive = alive(pid);
+    let _ = kill(Pid::from_raw(-pid), Signal::SIGKILL);
     kill_and_reap(pid);
-    for c in child.split_whitespace() {
-        kill_and_reap(c.parse().unwrap());
-    }
     let err = err.unwrap_err();
-    assert!(err.contains("SharedObject"), "{err}");
-    assert!(err.contains("descriptor table"), "{err}");
+    assert!(err.contains("nested pid namespace"), "{err}");
+    assert!(root_alive);
+    // Running or sleeping: neither stopped, traced, nor gone.
     assert!(
-        after.len() >= n + 2,
-        "the workload stopped after the refused dump"
+        matches!(inner_state, Some('R' | 'S')),
+        "inner init {inner}: {inner_state:?}"
     );
+    assert!(!images.join("inventory.img").exists());
+}
+
+/// A tree whose session and group leaders are gone (`criu-wl-orphans`):
+/// restored through helper tasks, every task has its pid, parent, group
+/// and session again, no helper is left, and all carry on.
+fn orphaned_session_and_group_round_trip() {
+    let scratch = tempfile::tempdir().unwrap();
+    let log = scratch.path().join("orphans.log");
+    let bin = workload_bin().with_file_name("criu-wl-orphans");
+    let out = std::process::Command::new(&bin)
+        .arg(&log)
+        .output()
+        .expect("run criu-wl-orphans");
+    assert!(out.status.success(), "{out:?}");
+    let root: i32 = String::from_utf8_lossy(&out.stdout).trim().parse().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let pids: Vec<i32> = loop {
+        let text = fs::read_to_string(&log).unwrap_or_default();
+        if let Some(l) = text.lines().find_map(|l| l.strip_prefix("pids ")) {
+            break l.split(' ').map(|w| w.parse().unwrap()).collect();
+        }
+        assert!(Instant::now() < deadline, "no pids logged");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let (b, d, a, c) = (pids[0], pids[1], pids[2], pids[3]);
+    let before: Vec<_> = [root, b, d].iter().map(|&p| ids(p)).collect();
+    let images = scratch.path().join("images");
+    fs::create_dir(&images).unwrap();
+    let dumped = run(&[
+        "dump",
+        "-t",
+        &root.to_string(),
+        "-D",
+        images.to_str().unwrap(),
+    ]);
+    for p in [root, b, d] {
+        kill_and_reap(p);
+    }
+    dumped.expect("dump");
+    wait_free([root, b, d, a, c]);
+    let counters = |tag: &str| last_tagged(&log, tag).unwrap();
+    let dumped_at = [counters("b"), counters("d"), counters("r")];
+    let restored = run(&["restore", "-D", images.to_str().unwrap()]);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while ["b", "d", "r"]
+        .iter()
+        .zip(dumped_at)
+        .any(|(t, n)| last_tagged(&log, t).unwrap() <= n + 1)
+        && Instant::now() < deadline
+    {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let after: Vec<_> = [root, b, d].iter().map(|&p| ids(p)).collect();
+    let helpers_left = [a, c].map(|p| Path::new(&format!("/proc/{p}")).exists());
+    let now = [counters("b"), counters("d"), counters("r")];
+    for p in [root, b, d] {
+        kill_and_reap(p);
+    }
+    assert_eq!(restored.expect("restore"), root);
+    let me = std::process::id() as i32;
+    assert_eq!(after[0].map(|a| (a.0, a.1, a.2)), Some((me, root, root)));
+    for i in 1..3 {
+        let (bf, af) = (before[i].unwrap(), after[i].unwrap());
+        assert_eq!(
+            (af.0, af.1, af.2),
+            (bf.0, bf.1, bf.2),
+            "{before:?} {after:?}"
+        );
+    }
+    assert_eq!(before[1].unwrap().1, a, "B's group is A's");
+    assert_eq!(before[1].unwrap().2, a, "B's session is A's");
+    assert_eq!(before[2].unwrap().1, c, "D's group is C's");
+    assert_eq!(helpers_left, [false, false], "a helper is left");
+    for (i, (n, d)) in now.iter().zip(dumped_at).enumerate() {
+        assert!(*n > d + 1, "counter {i} stuck at {n} (dumped at {d})");
+    }
 }
 
 fn workload_bin() -> PathBuf {
@@ -675,7 +845,12 @@ fn main() {
         ("own_tree_round_trip", own_tree_round_trip),
         ("criu_pidns_scenario", criu_pidns_scenario),
         ("own_pidns_round_trip", own_pidns_round_trip),
-        ("shared_fd_table_refused", shared_fd_table_refused),
+        ("shared_fd_table_round_trip", shared_fd_table_round_trip),
+        ("nested_pidns_refused", nested_pidns_refused),
+        (
+            "orphaned_session_and_group_round_trip",
+            orphaned_session_and_group_round_trip,
+        ),
         (
             "forking_tree_is_frozen_consistently",
             forking_tree_is_frozen_consistently,

@@ -110,11 +110,12 @@ fn feature_check_answers_all_three_fields() {
         let resp = client.call(&r).unwrap();
         assert_ok(&resp, T::FeatureCheck);
         let f = resp.features.expect("features present");
-        // Memory tracking works here (uffd-wp async + PAGEMAP_SCAN); the
-        // engine restores nothing lazily and keeps no pidfds yet: each is
-        // false until its issue lands, whatever the kernel has.
+        // Memory tracking (uffd-wp async + PAGEMAP_SCAN) and lazy restore
+        // (userfaultfd with its non-cooperative events) work here; the
+        // engine keeps no pidfds yet: false until its issue lands, whatever
+        // the kernel has.
         assert_eq!(f.mem_track, Some(true));
-        assert_eq!(f.lazy_pages, Some(false));
+        assert_eq!(f.lazy_pages, Some(true));
         assert_eq!(f.pidfd_store, Some(false));
         finish(client, c, 0);
 

@@ -8,8 +8,8 @@ use criu_engine::worker::error_chain;
 pub mod check;
 pub mod cpuinfo;
 pub mod dump;
+pub mod lazy_pages;
 pub mod page_server;
-pub mod pending;
 pub mod pre_dump;
 pub mod restore;
 
@@ -22,7 +22,7 @@ Usage:
   criu page-server -D DIR [--address A] [--port N] [-d] [--prev-images-dir D]
   criu service [<options>]
   criu swrk <fd>
-  criu lazy-pages -D DIR [<options>]
+  criu lazy-pages -D DIR [-W DIR] [--page-server --address A --port N]
   criu cpuinfo dump|check
 
 Common options:
@@ -45,8 +45,13 @@ Page server:
   page-server prints its port (--port 0: any free one), then with -d the
   daemon's pid
 
-lazy-pages accepts every CRIU option but is not implemented yet by this
-engine: it fails with exit status 1.
+Lazy pages:
+  lazy-pages            serve the memory of one 'restore --lazy-pages' from
+                        the images (or, with --page-server, from a
+                        'page-server --lazy-pages'); start it first: it
+                        listens on lazy-pages.socket in the work dir, exits
+                        once every page has arrived and prints statistics
+  restore --lazy-pages  leave private anonymous memory to the daemon
 ";
 
 /// The validated options of an action and its log, opened where CRIU puts

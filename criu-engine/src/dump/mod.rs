@@ -34,7 +34,7 @@ use crate::notify::Notify;
 use crate::opts::RequestOpts;
 use crate::pstree::RealPid;
 use crate::seize::{MemberKind, SeizeError, SeizeOptions, SeizedTree};
-use criu_proto::images::{CoreEntry, PstreeEntry, SeccompEntry, TaskCoreEntry};
+use criu_proto::images::{CoreEntry, PstreeEntry, TaskCoreEntry};
 
 pub use stats::DumpStats;
 pub use task::TaskDumpError;
@@ -129,6 +129,9 @@ pub enum DumpError {
         /// Processes in the tree.
         members: usize,
     },
+    /// The worker serving the request died; the dump agent gives up.
+    #[error("the worker serving this dump is gone; the dump is abandoned")]
+    WorkerGone,
     /// Releasing the task after the dump failed.
     #[error("cannot release task {pid} after the dump")]
     Release {
@@ -210,12 +213,25 @@ pub fn run(opts: &RequestOpts, notify: &mut dyn Notify) -> Result<DumpOutcome, D
         });
     }
 
-    let ttys = crate::files::tty::TtyOptions {
-        shell_job: opts.shell_job,
-        orphan_pts_master: opts.orphan_pts_master,
-        keep_data: opts.final_state != FinalState::Dead,
+    let file_opts = crate::files::FileOptions {
+        ghost_limit: opts.ghost_limit,
+        link_remap: opts.link_remap,
+        file_locks: opts.file_locks,
+        leave_running: opts.final_state == FinalState::Alive,
+        ttys: crate::files::tty::TtyOptions {
+            shell_job: opts.shell_job,
+            orphan_pts_master: opts.orphan_pts_master,
+            keep_data: opts.final_state != FinalState::Dead,
+        },
     };
-    dump_tree(&task, &dir, track, opts.rpc_socket_ino, ttys, &mut stats)?;
+    dump_tree(
+        &task,
+        &dir,
+        track,
+        opts.rpc_socket_ino,
+        file_opts,
+        &mut stats,
+    )?;
     stats.frozen_time = frozen_at.elapsed();
     dir.write_single(ImageKind::StatsDump, 0, &stats.entry())
         .map_err(DumpError::Finish)?;
@@ -234,6 +250,11 @@ pub fn run(opts: &RequestOpts, notify: &mut dyn Notify) -> Result<DumpOutcome, D
         });
     }
 
+    if crate::agent::worker_gone() {
+        // Nobody will learn that the dump succeeded: the tree carries on.
+        forget_old_dump(&dir);
+        return Err(DumpError::WorkerGone);
+    }
     let release = |source| DumpError::Release { pid, source };
     match opts.final_state {
         FinalState::Dead => task.kill(),
@@ -248,38 +269,60 @@ pub fn run(opts: &RequestOpts, notify: &mut dyn Notify) -> Result<DumpOutcome, D
     Ok(DumpOutcome { stats })
 }
 
-/// Refuses processes that share their mm, fd table, fs or signal handlers
-/// with their parent: each is dumped as its own.
-fn check_unshared(tree: &SeizedTree) -> Result<(), DumpError> {
+/// Refuses processes that share their mm, fs or signal handlers with
+/// their parent, or a descriptor table with a task that is not their
+/// parent, as CRIU does (`dump_task_kobj_ids`). Returns, per member,
+/// whether it shares its parent's descriptor table (`CLONE_FILES`), which
+/// the images keep as equal `files_id`s.
+fn check_unshared(tree: &SeizedTree) -> Result<Vec<bool>, DumpError> {
     use crate::sys::task_query::kcmp_object;
-    const KINDS: [(i32, &str); 4] = [
+    const KCMP_FILES: i32 = 2;
+    const KINDS: [(i32, &str); 3] = [
         (1, "address space"),
-        (2, "descriptor table"),
         (3, "fs (cwd, root, umask)"),
         (4, "signal handlers"),
     ];
-    for m in tree.members.iter().skip(1) {
+    let alive = |pid: RealPid| {
+        tree.members
+            .iter()
+            .any(|p| p.pid == pid && matches!(p.kind, MemberKind::Alive(_)))
+    };
+    let mut shares = vec![false; tree.members.len()];
+    for (i, m) in tree.members.iter().enumerate().skip(1) {
         if !matches!(m.kind, MemberKind::Alive(_)) {
             continue;
         }
-        let parent_alive = tree
-            .members
-            .iter()
-            .any(|p| p.pid == m.ppid && matches!(p.kind, MemberKind::Alive(_)));
-        if !parent_alive {
+        if alive(m.ppid) {
+            for (kind, what) in KINDS {
+                if kcmp_object(m.pid.as_nix(), m.ppid.as_nix(), kind) == Ok(0) {
+                    return Err(DumpError::SharedObject {
+                        pid: m.pid,
+                        with: m.ppid,
+                        what,
+                    });
+                }
+            }
+            shares[i] = kcmp_object(m.pid.as_nix(), m.ppid.as_nix(), KCMP_FILES) == Ok(0);
+        }
+        if shares[i] {
             continue;
         }
-        for (kind, what) in KINDS {
-            if kcmp_object(m.pid.as_nix(), m.ppid.as_nix(), kind) == Ok(0) {
+        // A table of its own: no other member may hold it but through
+        // its parent.
+        for (j, o) in tree.members.iter().enumerate().take(i) {
+            if matches!(o.kind, MemberKind::Alive(_))
+                && !shares[j]
+                && kcmp_object(m.pid.as_nix(), o.pid.as_nix(), KCMP_FILES) == Ok(0)
+            {
                 return Err(DumpError::SharedObject {
                     pid: m.pid,
-                    with: m.ppid,
-                    what,
+                    with: o.pid,
+                    what: "descriptor table (not with its parent)",
                 });
             }
         }
     }
-    Ok(())
+    Ok(shares)
 }
 
 /// `TASK_DEAD` of `tc.task_state`.
@@ -290,14 +333,31 @@ const MARCH_X86_64: i32 = 1;
 /// Writes the images of every task of the frozen tree, then the images
 /// they share (`files.img`, `pstree.img`, `seccomp.img`, `timens-0.img`).
 /// `rpc_socket_ino` is the worker's end of a CRIU-RPC connection, whose peer
-/// in the tree is saved as the service socket (self-dump); `ttys` says which
-/// terminals are accepted.
+/// in the tree is saved as the service socket (self-dump).
 fn dump_tree(
     tree: &SeizedTree,
     dir: &ImagesDir,
     track: incremental::TrackPlan,
     rpc_socket_ino: Option<u64>,
-    ttys: crate::files::tty::TtyOptions,
+    file_opts: crate::files::FileOptions,
+    stats: &mut DumpStats,
+) -> Result<(), DumpError> {
+    let mut files = FileTable::new();
+    files.configure(file_opts);
+    let result = dump_members(tree, dir, track, rpc_socket_ino, &mut files, stats);
+    if result.is_err() || file_opts.leave_running {
+        files.rollback();
+    }
+    result
+}
+
+/// [`dump_tree`] with its file table.
+fn dump_members(
+    tree: &SeizedTree,
+    dir: &ImagesDir,
+    track: incremental::TrackPlan,
+    rpc_socket_ino: Option<u64>,
+    files: &mut FileTable,
     stats: &mut DumpStats,
 ) -> Result<(), DumpError> {
     if track.remote.is_some() && tree.members.len() > 1 {
@@ -309,9 +369,7 @@ fn dump_tree(
     // (the other members of a tree are dumped whole).
     let mode = track.mode;
     let mut track = Some(track);
-    dir.write_single(ImageKind::Seccomp, 0, &SeccompEntry::default())
-        .map_err(TaskDumpError::from)?;
-    let mut files = FileTable::new();
+    let mut seccomp = crate::task_core::seccomp::SeccompDump::default();
     let mut shmem = crate::mem::shmem::ShmemDump::default();
     files.set_rpc_socket(rpc_socket_ino);
     let mut pstree: Vec<PstreeEntry> = Vec::with_capacity(tree.members.len());
@@ -331,8 +389,13 @@ fn dump_tree(
             what: "is in a pid namespace it is not the init of",
         });
     }
-    check_unshared(tree)?;
+    let shares_files = check_unshared(tree)?;
+    // The descriptor table id of every live member, by member index.
+    let mut files_ids = vec![0u32; tree.members.len()];
     for (i, m) in tree.members.iter().enumerate() {
+        if crate::agent::worker_gone() {
+            return Err(DumpError::WorkerGone);
+        }
         if inventory::pid_ns(Some(m.pid)).map_err(TaskDumpError::from)? != root_ns {
             return Err(DumpError::PidNamespace {
                 pid: m.pid,
@@ -352,12 +415,19 @@ fn dump_tree(
                     mode,
                     ..Default::default()
                 });
+                let parent_files = shares_files[i]
+                    .then(|| tree.members.iter().position(|p| p.pid == m.ppid))
+                    .flatten()
+                    .map(|at| files_ids[at]);
+                files_ids[i] = parent_files.unwrap_or(next_id);
                 let slot = task::TaskSlot {
                     id: next_id,
                     ppid,
                     own_pidns,
+                    parent_files,
                 };
-                let (mem, entry) = task::dump(p, dir, plan, stats, &mut files, &mut shmem, slot)?;
+                let (mem, entry) =
+                    task::dump(p, dir, plan, stats, files, &mut shmem, &mut seccomp, slot)?;
                 next_id += 1;
                 stats.mem.add(&mem);
                 pstree.push(entry);
@@ -388,10 +458,11 @@ fn dump_tree(
         }
     }
     files
-        .finish_ttys(ttys, &pstree, dir)
+        .finish_ttys(&pstree, dir)
         .map_err(TaskDumpError::from)?;
     dir.write_all(ImageKind::Files, 0, files.entries())
         .map_err(TaskDumpError::from)?;
+    files.write_extra(dir).map_err(TaskDumpError::from)?;
     if !files.pipes().is_empty() {
         let mut w = dir
             .create_image(ImageKind::PipesData, 0)
@@ -403,6 +474,8 @@ fn dump_tree(
         w.finish().map_err(TaskDumpError::from)?;
     }
     dir.write_all(ImageKind::Pstree, 0, &pstree)
+        .map_err(TaskDumpError::from)?;
+    dir.write_single(ImageKind::Seccomp, 0, &seccomp.entry())
         .map_err(TaskDumpError::from)?;
     dir.write_single(ImageKind::Timens, 0, &inventory::timens())
         .map_err(TaskDumpError::from)?;

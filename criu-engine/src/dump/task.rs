@@ -15,6 +15,7 @@ use crate::mem::{MemDump, MemError, MemStats};
 use crate::proc::ProcError;
 use crate::pstree::RealPid;
 use crate::seize::SeizedProcess;
+use crate::task_core::seccomp::SeccompDump;
 use crate::task_core::thread::{self, ThreadQueried};
 use crate::task_core::{self, CoreError, FromProc, Frozen, Queried};
 
@@ -42,12 +43,6 @@ pub enum TaskDumpError {
         /// The task.
         pid: RealPid,
     },
-    /// The task uses seccomp filters.
-    #[error("task {pid} has seccomp filters, which cannot be dumped yet")]
-    SeccompFilter {
-        /// The task.
-        pid: RealPid,
-    },
     /// Namespace checks failed.
     #[error(transparent)]
     Namespace(#[from] NamespaceError),
@@ -60,6 +55,9 @@ pub enum TaskDumpError {
     /// Memory could not be dumped.
     #[error(transparent)]
     Mem(#[from] MemError),
+    /// Guard pages could not be listed.
+    #[error(transparent)]
+    Guard(#[from] crate::mem::guard::GuardError),
     /// Shared memory could not be dumped.
     #[error(transparent)]
     Shmem(#[from] ShmemError),
@@ -93,6 +91,9 @@ pub struct TaskSlot {
     pub ppid: u32,
     /// Whether it lives in the tree's own pid namespace.
     pub own_pidns: bool,
+    /// Its parent's descriptor table id when it shares that table
+    /// (`CLONE_FILES`): its descriptors are the parent's `fdinfo` image.
+    pub parent_files: Option<u32>,
 }
 
 /// Checks that can be made without touching the task.
@@ -111,9 +112,11 @@ pub fn precheck(
 }
 
 /// Writes the images of one frozen process (`core-*`, `ids`, `mm`, `fs`,
-/// `fdinfo`, `pagemap`, `pages`), adding its files to `files`.
+/// `fdinfo`, `pagemap`, `pages`), adding its files to `files` and its
+/// seccomp filters to `seccomp`.
 /// Returns its memory counters (time spent in memory goes to `timing`)
 /// and its `pstree.img` entry.
+#[allow(clippy::too_many_arguments)] // the tree-wide tables each task adds to
 pub fn dump(
     process: &SeizedProcess,
     dir: &ImagesDir,
@@ -121,12 +124,14 @@ pub fn dump(
     timing: &mut super::stats::DumpStats,
     files: &mut FileTable,
     shmem: &mut ShmemDump,
+    seccomp: &mut SeccompDump,
     slot: TaskSlot,
 ) -> Result<(MemStats, PstreeEntry), TaskDumpError> {
     let TaskSlot {
         id,
         ppid,
         own_pidns,
+        parent_files,
     } = slot;
     let task = process.leader();
     let pid = task.pid();
@@ -137,10 +142,10 @@ pub fn dump(
     let status = crate::proc::read(pid.0, "status")
         .and_then(|t| crate::proc::status::parse(&t))
         .map_err(perr)?;
-    if status.seccomp == 2 {
-        return Err(TaskDumpError::SeccompFilter { pid });
+    let mut ids = inventory::task_ids(pid, id, own_pidns)?;
+    if let Some(files_id) = parent_files {
+        ids.files_id = files_id;
     }
-    let ids = inventory::task_ids(pid, id, own_pidns)?;
     let (vpid, vpgid, vsid) = inventory::inner_ids(pid, pid)?;
     let mut vtids = Vec::with_capacity(process.threads().len() + 1);
     for t in process.tids() {
@@ -154,12 +159,10 @@ pub fn dump(
     }
 
     let mut vmas = vma::collect(pid.0)?;
+    let guards = crate::mem::guard::collect(pid.0)?;
     for v in &mut vmas {
         if let Some(f) = &v.file {
-            let link = f.link.clone();
-            v.entry.shmid = files
-                .special(&f.path, &f.meta, || std::fs::File::open(link).ok())
-                .into();
+            v.entry.shmid = files.mapped(pid, f, v.is(vma::status::MEMFD))?.into();
         }
     }
     dir.write_single(ImageKind::Ids, vpid.into(), &ids)?;
@@ -172,7 +175,10 @@ pub fn dump(
     if let Some(fd) = tracking.kept_fd() {
         files.ignore_fd(pid, fd);
     }
-    let fdinfo = files.dump_fds(pid, &inj)?;
+    let fdinfo = match parent_files {
+        None => Some(files.dump_fds(pid, vpid, &inj)?),
+        Some(_) => None,
+    };
 
     let started = Instant::now();
     let mem = MemDump {
@@ -190,6 +196,12 @@ pub fn dump(
     timing.memwrite_time += mem.write_time;
 
     let queried = Queried::ask(&inj, pid)?;
+    let posix = task_core::posix_timers::dump(&inj, pid, &|tid| {
+        let at = process.tids().iter().position(|t| t.0 == tid)?;
+        vtids.get(at).copied()
+    })
+    .map_err(CoreError::from)?;
+    let mut seccomp_modes = vec![(pid, status.seccomp)];
     let mut thread_cores = Vec::with_capacity(thread_frozen.len());
     for (t, f) in process.threads().iter().zip(thread_frozen) {
         let tid = t.pid();
@@ -201,9 +213,7 @@ pub fn dump(
         let tstatus = crate::proc::read(pid.0, &format!("task/{tid}/status"))
             .and_then(|t| crate::proc::status::parse(&t))
             .map_err(tperr)?;
-        if tstatus.seccomp == 2 {
-            return Err(TaskDumpError::SeccompFilter { pid: tid });
-        }
+        seccomp_modes.push((tid, tstatus.seccomp));
         let creds = crate::creds::entry(&tstatus, queried.secbits);
         let core = thread::thread_entry(f, &q, &tstat, tstatus.seccomp, creds);
         thread_cores.push((tid, core));
@@ -222,7 +232,20 @@ pub fn dump(
         stop_signo: task.stop_signal().map(|s| s as u32),
     };
     let creds = crate::creds::entry(&status, queried.secbits);
-    let core = task_core::entry(frozen, &queried, &from_proc, creds);
+    let mut core = task_core::entry(frozen, &queried, &from_proc, creds);
+    if let Some(t) = core.tc.as_mut().and_then(|tc| tc.timers.as_mut()) {
+        t.posix = posix;
+    }
+    let modes = seccomp
+        .add_process(&seccomp_modes)
+        .map_err(CoreError::from)?;
+    let cores = std::iter::once(&mut core).chain(thread_cores.iter_mut().map(|(_, c)| c));
+    for (c, m) in cores.zip(modes) {
+        if let Some(th) = c.thread_core.as_mut() {
+            th.seccomp_mode = m.mode;
+            th.seccomp_filter = m.filter;
+        }
+    }
 
     let auxv = crate::proc::read_bytes(pid.0, "auxv").map_err(perr)?;
     let mut saved_auxv: Vec<u64> = auxv
@@ -244,7 +267,7 @@ pub fn dump(
         mm_env_end: stat.env_end,
         exe_file_id,
         mm_saved_auxv: saved_auxv,
-        vmas: vmas.into_iter().map(|v| v.entry).collect(),
+        vmas: vmas.into_iter().map(|v| v.entry).chain(guards).collect(),
         dumpable: Some(queried.dumpable),
         aios: Vec::new(),
         thp_disabled: Some(queried.thp_disabled),
@@ -257,7 +280,9 @@ pub fn dump(
         umask: Some(status.umask.unwrap_or(0o22)),
     };
 
-    dir.write_all(ImageKind::Fdinfo, id.into(), &fdinfo)?;
+    if let Some(fdinfo) = fdinfo {
+        dir.write_all(ImageKind::Fdinfo, id.into(), &fdinfo)?;
+    }
     dir.write_single(ImageKind::Core, vpid.into(), &core)?;
     for ((_, core), vtid) in thread_cores.iter().zip(&vtids[1..]) {
         dir.write_single(ImageKind::Core, (*vtid).into(), core)?;

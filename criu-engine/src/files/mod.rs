@@ -8,12 +8,17 @@
 //! inode among everything recorded so far (newest first, as CRIU's cache
 //! answers) and get a fresh entry only on a miss; character devices always
 //! get a fresh one. Regular files, directories, character devices, pty
-//! ends ([`tty`]) and pipes ([`pipe`]) are supported, and the client's
-//! CRIU-RPC socket of a self-dump ([`unix_sk`]); any other kind of
-//! descriptor fails the dump with the task, fd and kind named.
+//! ends ([`tty`]) and pipes ([`pipe`]) are supported, memfds
+//! ([`memfd`]), files reachable by no path ([`remap`]), locks held through
+//! descriptors ([`lock`]), and the client's CRIU-RPC socket of a self-dump
+//! ([`unix_sk`]); any other kind of descriptor fails the dump with the
+//! task, fd and kind named.
 
+pub mod lock;
+pub mod memfd;
 pub mod pipe;
 pub mod reg;
+pub mod remap;
 pub mod tty;
 pub mod unix_sk;
 
@@ -90,6 +95,31 @@ pub enum FilesError {
     /// A terminal could not be dumped.
     #[error(transparent)]
     Tty(#[from] tty::TtyError),
+    /// A memfd could not be saved.
+    #[error("task {pid}: fd {fd}")]
+    Memfd {
+        /// The task.
+        pid: RealPid,
+        /// The descriptor (-1 for a mapping).
+        fd: i32,
+        /// Why.
+        #[source]
+        source: memfd::MemfdError,
+    },
+    /// A file whose path vanished could not be saved.
+    #[error("task {pid}: fd {fd}")]
+    Remap {
+        /// The task.
+        pid: RealPid,
+        /// The descriptor (-1 for a mapping).
+        fd: i32,
+        /// Why.
+        #[source]
+        source: remap::RemapError,
+    },
+    /// A file lock could not be saved.
+    #[error(transparent)]
+    Lock(#[from] lock::LockError),
     /// The client's RPC socket could not be taken from the task.
     #[error("cannot take fd {fd} of task {pid}")]
     Steal {
@@ -141,6 +171,29 @@ pub struct FileTable {
     rpc_socket: Option<u64>,
     ignored: Vec<(RealPid, i32)>,
     ttys: tty::TtyTable,
+    tty_opts: tty::TtyOptions,
+    memfds: memfd::MemfdTable,
+    remaps: remap::RemapTable,
+    locks: lock::LockTable,
+    /// Memfd files made for mappings: `(dev, ino, id)`.
+    memfd_maps: Vec<(u64, u64, u32)>,
+}
+
+/// Options of the dump that change how files are saved.
+#[derive(Debug, Clone, Copy)]
+pub struct FileOptions {
+    /// `ghost_limit`: biggest unlinked file saved, in bytes.
+    pub ghost_limit: u64,
+    /// `link_remap`: files unlinked while other links remain get a new one.
+    pub link_remap: bool,
+    /// `file_locks`: held file locks are saved (otherwise they fail the dump).
+    pub file_locks: bool,
+    /// Whether the dumped tasks keep running, so link remaps made for the
+    /// images are removed again once the dump ends (as CRIU does).
+    pub leave_running: bool,
+    /// Which terminals are accepted and whether their queued bytes are
+    /// written back.
+    pub ttys: tty::TtyOptions,
 }
 
 impl FileTable {
@@ -172,6 +225,112 @@ impl FileTable {
     /// Every entry, in allocation order.
     pub fn entries(&self) -> &[FileEntry] {
         &self.entries
+    }
+
+    /// Applies the dump's file options.
+    pub fn configure(&mut self, opts: FileOptions) {
+        self.remaps.configure(opts.ghost_limit, opts.link_remap);
+        self.locks.configure(opts.file_locks);
+        self.tty_opts = opts.ttys;
+    }
+
+    /// Writes the images that follow `files.img`: `memfd.img` with memfd
+    /// contents, ghost files, `remap-fpath.img` and `filelocks.img`.
+    pub fn write_extra(&mut self, dir: &criu_proto::img::ImagesDir) -> Result<(), FilesError> {
+        let pid = RealPid(0);
+        self.memfds.write(dir).map_err(|source| FilesError::Memfd {
+            pid,
+            fd: -1,
+            source,
+        })?;
+        self.remaps.write(dir).map_err(|source| FilesError::Remap {
+            pid,
+            fd: -1,
+            source,
+        })?;
+        self.locks.write(dir)?;
+        Ok(())
+    }
+
+    /// Undoes what a failed dump left on disk (link remaps).
+    pub fn rollback(&mut self) {
+        self.remaps.rollback();
+    }
+
+    /// The id of the file behind a mapping of task `pid`: a memfd, an
+    /// unlinked (ghost) file or a plain file found by path.
+    pub fn mapped(
+        &mut self,
+        pid: RealPid,
+        file: &crate::mem::vma::MappedFile,
+        memfd: bool,
+    ) -> Result<u32, FilesError> {
+        let link = file.link.clone();
+        let meta = &file.meta;
+        if memfd {
+            if let Some(&(_, _, id)) = self
+                .memfd_maps
+                .iter()
+                .find(|m| (m.0, m.1) == (meta.dev(), meta.ino()))
+            {
+                return Ok(id);
+            }
+            let name = memfd::memfd_name(&file.path, meta).unwrap_or_default();
+            let inode = self
+                .memfds
+                .inode(&name, meta, || File::open(&link))
+                .map_err(|source| FilesError::Memfd {
+                    pid,
+                    fd: -1,
+                    source,
+                })?;
+            let id = self.alloc();
+            // As CRIU: no flags, the mapping's own access is in its VMA.
+            self.entries.push(memfd::file_entry(id, 0, 0, inode));
+            self.memfd_maps.push((meta.dev(), meta.ino(), id));
+            return Ok(id);
+        }
+        if file.path.ends_with(remap::DELETED) {
+            if let Some(k) = self
+                .known
+                .iter()
+                .rev()
+                .find(|k| k.dev == meta.dev() && k.ino == meta.ino())
+            {
+                return Ok(k.id);
+            }
+            let id = self.alloc();
+            let name = self.remap(pid, -1, id, &file.path, meta, &link)?;
+            let e = reg::entry(id, &name, 0, 0, meta, File::open(&link).ok());
+            return Ok(self.push(e, meta));
+        }
+        Ok(self.special(&file.path, meta, || File::open(link).ok()))
+    }
+
+    fn remap(
+        &mut self,
+        pid: RealPid,
+        fd: i32,
+        id: u32,
+        name: &str,
+        meta: &Metadata,
+        link: &Path,
+    ) -> Result<String, FilesError> {
+        let mut next = self.next_id;
+        let mut alloc = || {
+            let id = next;
+            next += 1;
+            id
+        };
+        let (path, extra) = self
+            .remaps
+            .remap(id, name, meta, link, &mut alloc)
+            .map_err(|source| FilesError::Remap { pid, fd, source })?;
+        self.next_id = next;
+        if let Some(e) = extra {
+            self.entries.push(e);
+        }
+        Ok(path)
     }
 
     fn push(&mut self, reg: criu_proto::images::RegFileEntry, meta: &Metadata) -> u32 {
@@ -290,6 +449,7 @@ impl FileTable {
     pub fn dump_fds(
         &mut self,
         pid: RealPid,
+        vpid: u32,
         inj: &Injection<'_>,
     ) -> Result<Vec<FdinfoEntry>, FilesError> {
         let dir = crate::proc::path(pid.0, "fd");
@@ -301,7 +461,7 @@ impl FileTable {
         fds.sort_unstable();
         let mut out = Vec::with_capacity(fds.len());
         for fd in fds {
-            let (fdinfo, key) = self.dump_fd(pid, inj, fd, &dir)?;
+            let (fdinfo, key) = self.dump_fd(pid, vpid, inj, fd, &dir)?;
             self.seen.push((pid, fd, key.0, key.1, key.2, fdinfo.id));
             out.push(fdinfo);
         }
@@ -311,6 +471,7 @@ impl FileTable {
     fn dump_fd(
         &mut self,
         pid: RealPid,
+        vpid: u32,
         inj: &Injection<'_>,
         fd: i32,
         dir: &Path,
@@ -342,16 +503,23 @@ impl FileTable {
             libc::S_IFIFO => return Err(unsupported(format!("a fifo {name}"))),
             _ => return Err(unsupported(format!("a special file {name}"))),
         }
-        if name.ends_with(" (deleted)") {
-            return Err(unsupported(format!("a deleted file {name}")));
+        let memfd_name = memfd::memfd_name(&name, &meta);
+        let vanished = memfd_name.is_none()
+            && match std::fs::metadata(&name) {
+                Ok(m) => m.dev() != meta.dev() || m.ino() != meta.ino(),
+                Err(_) => true,
+            };
+        if vanished && !name.ends_with(remap::DELETED) {
+            return Err(unsupported(format!("a file no longer reachable as {name}")));
         }
-        match std::fs::metadata(&name) {
-            Ok(m) if m.dev() == meta.dev() && m.ino() == meta.ino() => {}
-            _ => return Err(unsupported(format!("a file no longer reachable as {name}"))),
-        }
-        let info = crate::proc::read(pid.0, &format!("fdinfo/{fd}"))
-            .and_then(|t| crate::proc::fdinfo::parse(&t))
+        let text = crate::proc::read(pid.0, &format!("fdinfo/{fd}"))
             .map_err(|source| FilesError::FdInfo { pid, fd, source })?;
+        let info = crate::proc::fdinfo::parse(&text).map_err(|source| FilesError::FdInfo {
+            pid,
+            fd,
+            source,
+        })?;
+
         let owner = inj
             .syscall(nr::FCNTL, &[fd as u64, libc::F_GETOWN as u64])
             .map_err(|source| FilesError::Owner { pid, fd, source })?;
@@ -364,10 +532,27 @@ impl FileTable {
         let shared = self.seen.iter().find(|s| {
             (s.2, s.3, s.4) == key && kcmp_file(pid.as_nix(), s.0.as_nix(), fd, s.1) == Ok(0)
         });
+        self.locks.note(pid, vpid, fd, &text, shared.is_none())?;
         let id = match shared {
             Some(s) => s.5,
+            None if memfd_name.is_some() => {
+                let mname = memfd_name.as_deref().unwrap_or_default();
+                let inode = self
+                    .memfds
+                    .inode(mname, &meta, || File::open(&link))
+                    .map_err(|source| FilesError::Memfd { pid, fd, source })?;
+                let id = self.alloc();
+                self.entries
+                    .push(memfd::file_entry(id, flags, info.pos, inode));
+                id
+            }
             None => {
                 let id = self.alloc();
+                let name = if vanished {
+                    self.remap(pid, fd, id, &name, &meta, &link)?
+                } else {
+                    name
+                };
                 let open = (meta.mode() & libc::S_IFMT == libc::S_IFREG
                     && reg::should_check_size(flags))
                 .then(|| File::open(&link).ok())
@@ -376,11 +561,16 @@ impl FileTable {
                 self.push(e, &meta)
             }
         };
+        let r#type = if memfd_name.is_some() {
+            FdTypes::Memfd
+        } else {
+            FdTypes::Reg
+        };
         Ok((
             FdinfoEntry {
                 id,
                 flags: if cloexec { libc::FD_CLOEXEC as u32 } else { 0 },
-                r#type: FdTypes::Reg as i32,
+                r#type: r#type as i32,
                 fd: fd as u32,
                 xattr_security_selinux: None,
             },

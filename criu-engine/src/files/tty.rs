@@ -542,15 +542,12 @@ impl FileTable {
         Ok((fdinfo(id), key))
     }
 
-    /// See [`TtyTable::finish`].
-    pub fn finish_ttys(
-        &self,
-        opts: TtyOptions,
-        pstree: &[PstreeEntry],
-        dir: &ImagesDir,
-    ) -> Result<(), FilesError> {
+    /// Checks the terminals met against the whole tree (`pstree`) and the
+    /// options, saves the bytes queued in pty pairs and writes
+    /// `tty-info.img` and `tty-data.img`.
+    pub fn finish_ttys(&self, pstree: &[PstreeEntry], dir: &ImagesDir) -> Result<(), FilesError> {
         self.ttys
-            .finish(opts, pstree, dir)
+            .finish(self.tty_opts, pstree, dir)
             .map_err(FilesError::from)
     }
 }

@@ -27,6 +27,7 @@
 //! - [mmap(2)](https://man7.org/linux/man-pages/man2/mmap.2.html)
 
 mod area;
+pub mod batch;
 mod fd;
 mod finish;
 mod run;
@@ -36,7 +37,7 @@ use nix::sys::signal::Signal;
 
 pub use self::fd::{close_remote, remote_pipe, steal_fd};
 use crate::arch::nr;
-use crate::arch::x86_64::{is_native, SYSCALL_STUB};
+use crate::arch::x86_64::{is_native, CHAIN_ENTRY_LEN, CHAIN_OFFSET, SYSCALL_CHAIN, SYSCALL_STUB};
 pub use crate::arch::RemoteAddr;
 use crate::pstree::RealPid;
 use crate::seize::{read_status, SeizeError, SeizedTask};
@@ -212,9 +213,16 @@ pub struct Injection<'t> {
 }
 
 impl<'t> Injection<'t> {
-    /// Bytes of scratch space after the stub page: 64 KiB of data plus room
-    /// for `IOV_MAX` (1024) iovecs of 16 bytes, rounded up to 128 KiB.
-    pub const SCRATCH_LEN: usize = 128 * 1024;
+    /// Bytes of scratch space after the stub page: room for the iovecs of
+    /// several page pipes below [`Injection::BATCH_TABLE`], the syscall
+    /// batch table there, and a few words at the very end. Pages never
+    /// touched cost the task nothing.
+    pub const SCRATCH_LEN: usize = 512 * 1024;
+    /// Offset in the scratch area of the table [`Injection::syscall_batch`]
+    /// writes; callers keep their own data below it.
+    pub const BATCH_TABLE: usize = 256 * 1024;
+    /// Most syscalls in one [`Injection::syscall_batch`].
+    pub const MAX_BATCH: usize = 1024;
 
     /// Maps the stub wherever the kernel likes.
     #[tracing::instrument(level = "debug", skip_all, fields(pid = %task.pid()))]
@@ -270,7 +278,7 @@ impl<'t> Injection<'t> {
                 _ => Ok(()),
             }
             .and_then(|()| {
-                task.write_mem(stub, &SYSCALL_STUB)
+                task.write_mem(stub, &stub_code())
                     .map_err(InjectError::from)
             })
             .and_then(|()| {
@@ -385,10 +393,60 @@ impl<'t> Injection<'t> {
         run::run_at(self.task, self.stub, nr, args)
     }
 
+    /// Runs the syscalls `calls` (number and up to six arguments each) one
+    /// after the other in the task, with a single trap back to the engine,
+    /// and returns their raw results in order (negative = `-errno`). Every
+    /// call runs whatever the results before it; data the calls read or
+    /// write must lie in the scratch area below [`Injection::BATCH_TABLE`].
+    #[doc(alias = "compel_rpc_call")]
+    pub fn syscall_batch(&self, calls: &[(i64, &[u64])]) -> Result<Vec<i64>, InjectError> {
+        let pid = self.task.pid();
+        if calls.is_empty() {
+            return Ok(Vec::new());
+        }
+        if calls.len() > Self::MAX_BATCH {
+            return Err(InjectError::ScratchRange {
+                pid,
+                offset: Self::BATCH_TABLE,
+                len: calls.len() * CHAIN_ENTRY_LEN,
+            });
+        }
+        let mut table = Vec::with_capacity(calls.len() * CHAIN_ENTRY_LEN);
+        for (nr, args) in calls {
+            if args.len() > 6 {
+                return Err(InjectError::TooManyArgs {
+                    pid,
+                    nr: *nr,
+                    count: args.len(),
+                });
+            }
+            let mut entry = [0u64; CHAIN_ENTRY_LEN / 8];
+            entry[0] = *nr as u64;
+            entry[1..=args.len()].copy_from_slice(args);
+            entry[7] = u64::MAX;
+            for w in entry {
+                table.extend_from_slice(&w.to_le_bytes());
+            }
+        }
+        let at = self.write_scratch(Self::BATCH_TABLE, &table)?;
+        run::run_chain(self.task, self.stub.offset(CHAIN_OFFSET), at, calls.len())?;
+        self.read_scratch(Self::BATCH_TABLE, &mut table)?;
+        Ok(table
+            .chunks_exact(CHAIN_ENTRY_LEN)
+            .map(|e| i64::from_le_bytes(e[56..64].try_into().expect("8 bytes")))
+            .collect())
+    }
+
     /// [`Injection::syscall`], with a negative result turned into
     /// [`InjectError::Syscall`].
     pub fn syscall_ok(&self, nr: i64, args: &[u64]) -> Result<u64, InjectError> {
         let ret = self.syscall(nr, args)?;
+        self.result_ok(nr, ret)
+    }
+
+    /// A raw result of syscall `nr` (from [`Injection::syscall_batch`]) as
+    /// [`Injection::syscall_ok`] would give it.
+    pub fn result_ok(&self, nr: i64, ret: i64) -> Result<u64, InjectError> {
         errno_result(ret).map_err(|source| InjectError::Syscall {
             pid: self.task.pid(),
             nr,
@@ -433,6 +491,14 @@ impl Drop for Injection<'_> {
             }
         }
     }
+}
+
+/// The start of the stub page: the single-syscall stub, then the chain.
+fn stub_code() -> Vec<u8> {
+    let mut code = SYSCALL_STUB.to_vec();
+    code.resize(CHAIN_OFFSET as usize, 0xcc);
+    code.extend_from_slice(&SYSCALL_CHAIN);
+    code
 }
 
 /// Splits a raw syscall result into a value or an `Errno`.

@@ -15,7 +15,9 @@ use nix::sys::signal::Signal;
 use nix::sys::wait::WaitStatus;
 
 use super::InjectError;
-use crate::arch::x86_64::{syscall_regs, syscall_result, STUB_TRAP_OFFSET};
+use crate::arch::x86_64::{
+    chain_regs, syscall_regs, syscall_result, CHAIN_TRAP_OFFSET, STUB_TRAP_OFFSET,
+};
 use crate::arch::{RemoteAddr, UserRegs};
 use crate::seize::{is_stop_signal, sig_bit, SeizedTask};
 
@@ -36,16 +38,47 @@ pub(super) fn run_at(
             count: args.len(),
         });
     }
+    run_code(
+        task,
+        |saved| syscall_regs(saved, ip.0, nr, args),
+        ip.offset(STUB_TRAP_OFFSET),
+    )
+    .map(|regs| syscall_result(&regs))
+}
+
+/// Runs the syscall chain at `ip` over `count` entries of the table at
+/// `table` (see [`crate::arch::x86_64::SYSCALL_CHAIN`]): one trap for all.
+pub(super) fn run_chain(
+    task: &SeizedTask,
+    ip: RemoteAddr,
+    table: RemoteAddr,
+    count: usize,
+) -> Result<(), InjectError> {
+    run_code(
+        task,
+        |saved| chain_regs(saved, ip.0, table.0, count as u64),
+        ip.offset(CHAIN_TRAP_OFFSET),
+    )
+    .map(drop)
+}
+
+/// Runs the task with the registers `regs` makes from its own until it
+/// traps at `trap`; returns the registers at the trap. The task's registers
+/// and signal mask are put back whatever happened.
+fn run_code(
+    task: &SeizedTask,
+    regs: impl FnOnce(&UserRegs) -> UserRegs,
+    trap: RemoteAddr,
+) -> Result<UserRegs, InjectError> {
     let saved = task.regs()?;
     let mask = task.sigmask()?;
     debug_assert_eq!(INJECT_SIGMASK & sig_bit(Signal::SIGTRAP), 0);
     task.set_sigmask(INJECT_SIGMASK)?;
     let result = task
-        .set_regs(&syscall_regs(&saved, ip.0, nr, args))
+        .set_regs(&regs(&saved))
         .map_err(InjectError::from)
         .and_then(|()| task.resume(None).map_err(InjectError::from))
-        .and_then(|()| wait_trap(task, ip.offset(STUB_TRAP_OFFSET)))
-        .map(|regs| syscall_result(&regs));
+        .and_then(|()| wait_trap(task, trap));
     let restored = task.set_regs(&saved).and_then(|()| task.set_sigmask(mask));
     match (result, restored) {
         (Ok(v), Ok(())) => Ok(v),

@@ -8,6 +8,7 @@
 //!   the matching `pagemap-<pid>.img` entries.
 
 pub mod dirty;
+pub mod guard;
 pub mod page_pipe;
 pub mod page_server;
 pub mod page_xfer;
@@ -239,6 +240,21 @@ pub fn write_planned(
     Ok(())
 }
 
+/// Whether a VMA has any page to save (the pagemap scan finds a run).
+fn has_pages(
+    pagemap: &File,
+    vma: &Vma,
+    zero_pfn: Option<u64>,
+    flags: u32,
+) -> Result<bool, ProcError> {
+    struct Found;
+    match pagemap::scan_vma(pagemap, vma, zero_pfn, flags, |_| Err(Found)) {
+        Ok(_) => Ok(false),
+        Err(ScanError::Emit(Found)) => Ok(true),
+        Err(ScanError::Pagemap(e)) => Err(e),
+    }
+}
+
 impl MemDump<'_, '_> {
     /// Writes `pagemap-<vpid>.img` and `pages-<id>.img` for the private VMAs
     /// of `vmas` (CRIU's `parasite_dump_pages_seized`).
@@ -272,6 +288,11 @@ impl MemDump<'_, '_> {
             }
             let flags = pagemap::run_flags(vma, self.sp);
             let unreadable = vma.entry.prot & libc::PROT_READ as u32 == 0;
+            if unreadable && !has_pages(&pagemap, vma, zero_pfn, flags).map_err(pm_err)? {
+                // Nothing to read (a guard page): no mprotect round trips.
+                stats.pages_scanned += vma.len() / crate::proc::pagemap::PAGE_SIZE;
+                continue;
+            }
             if unreadable {
                 xfer.flush()?;
                 self.protect(vma, vma.entry.prot | libc::PROT_READ as u32)?;
@@ -312,6 +333,7 @@ impl MemDump<'_, '_> {
         }
         let x = xfer.finish()?;
         if let Some(p) = pipe {
+            stats.page_pipes = p.count() as u64;
             p.close()?;
         }
         stats.pages_written = x.pages_written;

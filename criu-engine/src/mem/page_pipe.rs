@@ -1,27 +1,31 @@
-//! Page pipes: a pipe created inside the frozen task, filled by the task
-//! itself with an injected `vmsplice`, drained by the engine (CRIU's
+//! Page pipes: pipes created inside the frozen task, filled by the task
+//! itself with injected `vmsplice`s, drained by the engine (CRIU's
 //! `criu/page-pipe.c` and the parasite's `dump_pages`).
 //!
 //! The task's `pipe2` gives two descriptors in *its* table. We take the read
 //! end into the engine with `pidfd_getfd`, close the task's copy, and keep
-//! the write end there for `vmsplice`. The pipe is grown with
+//! the write end there for `vmsplice`. Each pipe is grown with
 //! `F_SETPIPE_SZ` (halving the request on `EPERM`, which the per-user pipe
-//! limits return), so that one injected syscall moves as many pages as the
-//! pipe holds. The [`PagePipe`] guard closes the task's write end when
-//! dropped, so nothing stays behind in the task on any path.
+//! limits return). Up to [`MAX_PIPES`] pipes are made as the batches need
+//! them, and one trap has the task fill all of them (a batch of
+//! `vmsplice`s), so the ptrace round trips stay few whatever the memory
+//! size. The [`PagePipe`] guard closes the task's write ends when dropped,
+//! so nothing stays behind in the task on any path.
 //!
 //! # References
 //!
 //! - [vmsplice(2)](https://man7.org/linux/man-pages/man2/vmsplice.2.html),
 //!   [pipe(7)](https://man7.org/linux/man-pages/man7/pipe.7.html) (`F_SETPIPE_SZ`)
 
+use std::cell::{Cell, Ref, RefCell};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 
 use nix::errno::Errno;
 use nix::fcntl::{fcntl, FcntlArg};
 
 use crate::arch::nr;
-use crate::inject::{close_remote, remote_pipe, steal_fd, InjectError, Injection};
+use crate::inject::batch::QueryBatch;
+use crate::inject::{steal_fd, InjectError, Injection};
 use crate::proc::pagemap::PAGE_SIZE;
 use crate::pstree::RealPid;
 
@@ -57,6 +61,12 @@ pub enum PagePipeError {
         #[source]
         source: Errno,
     },
+    /// The task could not make a single pipe.
+    #[error("task {pid} cannot make a page pipe")]
+    NoPipe {
+        /// The task.
+        pid: RealPid,
+    },
     /// `F_SETPIPE_SZ` failed even at the smallest size.
     #[error("cannot size the page pipe of task {pid}")]
     Resize {
@@ -68,114 +78,233 @@ pub enum PagePipeError {
     },
 }
 
-/// A pipe whose write end lives in the task and whose read end is ours.
-pub struct PagePipe<'i, 't> {
-    inj: &'i Injection<'t>,
-    pid: RealPid,
+/// Most pipes filled by one trap (so one trap moves up to this many pipe
+/// capacities of pages).
+pub const MAX_PIPES: usize = 16;
+
+/// One pipe: the write end in the task, the read end ours.
+struct Pipe {
     read: OwnedFd,
     remote_write: Option<i32>,
     capacity: usize,
 }
 
+/// Page pipes whose write ends live in the task and whose read ends are
+/// ours: up to [`MAX_PIPES`] of them, made on demand, all filled by the
+/// task with one trap ([`PagePipe::fill`]).
+pub struct PagePipe<'i, 't> {
+    inj: &'i Injection<'t>,
+    pid: RealPid,
+    want: usize,
+    pipes: RefCell<Vec<Pipe>>,
+    /// Set once the task could not make another pipe (descriptor limits).
+    full: Cell<bool>,
+}
+
 impl<'i, 't> PagePipe<'i, 't> {
-    /// Creates the pipe in the task and sizes it to at most `want` bytes.
+    /// Creates the first pipe in the task and sizes it to at most `want`
+    /// bytes (later pipes get the size the first one got).
     pub fn open(inj: &'i Injection<'t>, pid: RealPid, want: usize) -> Result<Self, PagePipeError> {
-        let err = |source| PagePipeError::Inject { pid, source };
-        let (rfd, wfd) = remote_pipe(inj, libc::O_CLOEXEC).map_err(err)?;
-        let mut pipe = PagePipe {
+        let pipe = PagePipe {
             inj,
             pid,
-            read: match steal_fd(pid, rfd) {
-                Ok(fd) => fd,
-                Err(e) => {
-                    let _ = close_remote(inj, rfd);
-                    let _ = close_remote(inj, wfd);
-                    return Err(err(e));
-                }
-            },
-            remote_write: Some(wfd),
-            capacity: 0,
+            want: want.max(MIN_PIPE),
+            pipes: RefCell::new(Vec::new()),
+            full: Cell::new(false),
         };
-        close_remote(inj, rfd).map_err(err)?;
-        pipe.capacity = grow(pipe.read.as_fd(), want.max(MIN_PIPE))
-            .map_err(|source| PagePipeError::Resize { pid, source })?;
+        if pipe.ensure(1)? == 0 {
+            return Err(PagePipeError::NoPipe { pid });
+        }
         Ok(pipe)
     }
 
-    /// The task that fills the pipe.
+    /// The task that fills the pipes.
     pub fn pid(&self) -> RealPid {
         self.pid
     }
 
-    /// Bytes the pipe holds.
+    /// Pipes made so far.
+    pub fn count(&self) -> usize {
+        self.pipes.borrow().len()
+    }
+
+    /// Bytes one pipe holds.
     pub fn capacity(&self) -> usize {
-        self.capacity
+        self.pipes.borrow().first().map_or(MIN_PIPE, |p| p.capacity)
     }
 
-    /// Most iovecs one [`PagePipe::fill`] takes.
+    /// Most iovecs one pipe takes per fill.
     pub fn max_iovs(&self) -> usize {
-        IOV_MAX.min(Injection::SCRATCH_LEN / IOVEC_LEN)
+        IOV_MAX.min(Injection::BATCH_TABLE / IOVEC_LEN / MAX_PIPES)
     }
 
-    /// The engine's read end.
-    pub fn read_end(&self) -> BorrowedFd<'_> {
-        self.read.as_fd()
+    /// The read end of pipe `i` (do not hold it across [`PagePipe::ensure`]).
+    pub fn read_end(&self, i: usize) -> Ref<'_, OwnedFd> {
+        Ref::map(self.pipes.borrow(), |p| &p[i].read)
     }
 
-    /// Has the task `vmsplice` the page runs `iovs` (`(address, bytes)`,
-    /// page aligned, at most [`PagePipe::max_iovs`] of them, at most
-    /// [`PagePipe::capacity`] bytes in all) into the pipe; returns the bytes
-    /// now in the pipe. The task must be frozen, so the pages cannot change
-    /// before they are drained. One injected syscall per call.
-    #[doc(alias = "dump_pages")]
-    pub fn fill(&self, iovs: &[(u64, u64)]) -> Result<usize, PagePipeError> {
-        let total: u64 = iovs.iter().map(|(_, l)| l).sum();
-        debug_assert!(iovs.len() <= self.max_iovs() && total as usize <= self.capacity);
-        let mut bytes = Vec::with_capacity(iovs.len() * IOVEC_LEN);
-        for (addr, len) in iovs {
-            bytes.extend_from_slice(&addr.to_le_bytes());
-            bytes.extend_from_slice(&len.to_le_bytes());
+    /// Makes sure there are `n` pipes (at most [`MAX_PIPES`]); returns how
+    /// many there are (fewer when the task cannot open more descriptors).
+    pub fn ensure(&self, n: usize) -> Result<usize, PagePipeError> {
+        let n = n.min(MAX_PIPES);
+        let have = self.pipes.borrow().len();
+        if have >= n || self.full.get() {
+            return Ok(have);
         }
         let err = |source| PagePipeError::Inject {
             pid: self.pid,
             source,
         };
-        let at = self.inj.write_scratch(0, &bytes).map_err(err)?;
-        let wfd = self.remote_write.expect("write end open until drop");
-        let flags = (libc::SPLICE_F_GIFT | libc::SPLICE_F_NONBLOCK) as u64;
-        let ret = self
-            .inj
-            .syscall(nr::VMSPLICE, &[wfd as u64, at.0, iovs.len() as u64, flags])
-            .map_err(err)?;
-        if ret < 0 {
-            return Err(PagePipeError::Vmsplice {
-                pid: self.pid,
-                addr: iovs.first().map_or(0, |i| i.0),
-                len: total as usize,
-                source: Errno::from_raw(-ret as i32),
-            });
+        let mut batch = QueryBatch::new(self.inj);
+        let made: Vec<(usize, usize)> = (have..n)
+            .map(|_| {
+                let (off, at) = batch.out(8);
+                (
+                    batch.push("pipe2", nr::PIPE2, &[at, libc::O_CLOEXEC as u64]),
+                    off,
+                )
+            })
+            .collect();
+        let answers = batch.run().map_err(|e| err(e.source))?;
+        let mut remote = Vec::with_capacity(made.len());
+        for (i, off) in made {
+            match answers.ok(i) {
+                Ok(_) => {
+                    let [fds] = answers.words::<1>(off);
+                    remote.push((fds as u32 as i32, (fds >> 32) as u32 as i32));
+                }
+                Err(e) if remote.is_empty() && have == 0 => return Err(err(e.source)),
+                Err(_) => {
+                    self.full.set(true);
+                    break;
+                }
+            }
         }
-        Ok(ret as usize)
+        // Take the read ends, then close the task's copies in one batch.
+        let mut taken = Vec::with_capacity(remote.len());
+        let mut failed = None;
+        for &(r, _) in &remote {
+            match steal_fd(self.pid, r) {
+                Ok(fd) if failed.is_none() => taken.push(fd),
+                Ok(_) => {}
+                Err(e) => failed = failed.or(Some(e)),
+            }
+        }
+        let mut closes: Vec<[u64; 1]> = remote.iter().map(|&(r, _)| [r as u64]).collect();
+        if failed.is_some() {
+            closes.extend(remote.iter().map(|&(_, w)| [w as u64]));
+        }
+        let calls: Vec<(i64, &[u64])> = closes.iter().map(|c| (nr::CLOSE, &c[..])).collect();
+        let closed = self.inj.syscall_batch(&calls).map_err(err);
+        if let Some(e) = failed {
+            return Err(err(e));
+        }
+        for ret in closed? {
+            self.inj.result_ok(nr::CLOSE, ret).map_err(err)?;
+        }
+        let mut pipes = self.pipes.borrow_mut();
+        for (read, &(_, w)) in taken.into_iter().zip(&remote) {
+            let want = pipes.first().map_or(self.want, |p| p.capacity);
+            let pipe = Pipe {
+                capacity: 0,
+                read,
+                remote_write: Some(w),
+            };
+            pipes.push(pipe);
+            let last = pipes.last_mut().expect("just pushed");
+            last.capacity =
+                grow(last.read.as_fd(), want).map_err(|source| PagePipeError::Resize {
+                    pid: self.pid,
+                    source,
+                })?;
+        }
+        Ok(pipes.len())
     }
 
-    /// Closes the task's write end now, reporting a failure.
-    pub fn close(mut self) -> Result<(), PagePipeError> {
-        let pid = self.pid;
-        match self.remote_write.take() {
-            Some(fd) => {
-                close_remote(self.inj, fd).map_err(|source| PagePipeError::Inject { pid, source })
+    /// Has the task `vmsplice` the page runs of `chunks[i]` (`(address,
+    /// bytes)`, page aligned, at most [`PagePipe::max_iovs`] of them and at
+    /// most [`PagePipe::capacity`] bytes each) into pipe `i`, all with one
+    /// trap; returns the bytes each pipe now holds. The task must be frozen,
+    /// so the pages cannot change before they are drained. Needs
+    /// [`PagePipe::ensure`]`(chunks.len())` first.
+    #[doc(alias = "dump_pages")]
+    pub fn fill(&self, chunks: &[&[(u64, u64)]]) -> Result<Vec<usize>, PagePipeError> {
+        let err = |source| PagePipeError::Inject {
+            pid: self.pid,
+            source,
+        };
+        let mut bytes = Vec::new();
+        let mut offsets = Vec::with_capacity(chunks.len());
+        for iovs in chunks {
+            debug_assert!(iovs.len() <= self.max_iovs());
+            offsets.push(bytes.len());
+            for (addr, len) in *iovs {
+                bytes.extend_from_slice(&addr.to_le_bytes());
+                bytes.extend_from_slice(&len.to_le_bytes());
             }
-            None => Ok(()),
         }
+        let at = self.inj.write_scratch(0, &bytes).map_err(err)?;
+        let flags = (libc::SPLICE_F_GIFT | libc::SPLICE_F_NONBLOCK) as u64;
+        let args: Vec<[u64; 4]> = {
+            let pipes = self.pipes.borrow();
+            chunks
+                .iter()
+                .zip(&offsets)
+                .enumerate()
+                .map(|(i, (iovs, off))| {
+                    let wfd = pipes[i].remote_write.expect("write end open until drop");
+                    [wfd as u64, at.0 + *off as u64, iovs.len() as u64, flags]
+                })
+                .collect()
+        };
+        let calls: Vec<(i64, &[u64])> = args.iter().map(|a| (nr::VMSPLICE, &a[..])).collect();
+        let rets = self.inj.syscall_batch(&calls).map_err(err)?;
+        rets.into_iter()
+            .zip(chunks)
+            .map(|(ret, iovs)| {
+                if ret < 0 {
+                    Err(PagePipeError::Vmsplice {
+                        pid: self.pid,
+                        addr: iovs.first().map_or(0, |i| i.0),
+                        len: iovs.iter().map(|i| i.1 as usize).sum(),
+                        source: Errno::from_raw(-ret as i32),
+                    })
+                } else {
+                    Ok(ret as usize)
+                }
+            })
+            .collect()
+    }
+
+    /// Closes the task's write ends now (one trap), reporting a failure.
+    pub fn close(self) -> Result<(), PagePipeError> {
+        self.close_remote()
+    }
+
+    fn close_remote(&self) -> Result<(), PagePipeError> {
+        let fds: Vec<[u64; 1]> = self
+            .pipes
+            .borrow_mut()
+            .iter_mut()
+            .filter_map(|p| p.remote_write.take())
+            .map(|fd| [fd as u64])
+            .collect();
+        let err = |source| PagePipeError::Inject {
+            pid: self.pid,
+            source,
+        };
+        let calls: Vec<(i64, &[u64])> = fds.iter().map(|c| (nr::CLOSE, &c[..])).collect();
+        for ret in self.inj.syscall_batch(&calls).map_err(err)? {
+            self.inj.result_ok(nr::CLOSE, ret).map_err(err)?;
+        }
+        Ok(())
     }
 }
 
 impl Drop for PagePipe<'_, '_> {
     fn drop(&mut self) {
-        if let Some(fd) = self.remote_write.take() {
-            if let Err(err) = close_remote(self.inj, fd) {
-                tracing::error!(pid = %self.pid, fd, ?err, "cannot close the page pipe left in the task");
-            }
+        if let Err(err) = self.close_remote() {
+            tracing::error!(pid = %self.pid, ?err, "cannot close the page pipes left in the task");
         }
     }
 }

@@ -395,7 +395,11 @@ pub fn serve(
                 }
                 return Ok(stats);
             }
-            PS_IOV_GET => return Err(proto("lazy pages are not supported yet".into())),
+            PS_IOV_GET => {
+                return Err(proto(
+                    "PS_IOV_GET needs a page server started with --lazy-pages".into(),
+                ))
+            }
             other => return Err(proto(format!("unknown command {other:#x}"))),
         }
     }

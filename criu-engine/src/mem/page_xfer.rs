@@ -201,7 +201,10 @@ impl<'p, 'i, 't> PageXfer<'p, 'i, 't> {
 
     fn limits(&self) -> (usize, usize) {
         match &self.source {
-            PageSource::Pipe(p) => (p.capacity(), p.max_iovs()),
+            PageSource::Pipe(p) => (
+                p.capacity() * super::page_pipe::MAX_PIPES,
+                p.max_iovs() * super::page_pipe::MAX_PIPES,
+            ),
             PageSource::Read(_, buf) | PageSource::ReadTolerant(_, buf) => {
                 (*buf, super::page_pipe::IOV_MAX)
             }
@@ -269,12 +272,13 @@ impl<'p, 'i, 't> PageXfer<'p, 'i, 't> {
     fn drain_pieces(
         &mut self,
         pipe: &PagePipe<'_, '_>,
+        index: usize,
         batch: &[(u64, u64)],
         flags: &[u32],
         n: usize,
     ) -> Result<(), PageXferError> {
         if matches!(self.dest, Dest::Local { .. }) {
-            return self.drain(pipe, n);
+            return self.drain(pipe, index, n);
         }
         let mut left = n as u64;
         for ((addr, len), f) in batch.iter().zip(flags) {
@@ -292,7 +296,7 @@ impl<'p, 'i, 't> PageXfer<'p, 'i, 't> {
                 sender.add(*f, *addr, take / PAGE_SIZE)?;
             }
             self.stats.entries += 1;
-            self.drain(pipe, take as usize)?;
+            self.drain(pipe, index, take as usize)?;
             left -= take;
         }
         Ok(())
@@ -310,19 +314,42 @@ impl<'p, 'i, 't> PageXfer<'p, 'i, 't> {
                 let pipe: &'p PagePipe<'i, 't> = pipe;
                 let (mut todo, mut todo_flags) = (batch, flags);
                 while !todo.is_empty() {
-                    let n = pipe.fill(&todo)?;
+                    let (cap, per) = (pipe.capacity(), pipe.max_iovs());
+                    let total: u64 = todo.iter().map(|i| i.1).sum();
+                    let want = (total as usize).div_ceil(cap).max(todo.len().div_ceil(per));
+                    let pipes = pipe.ensure(want)?;
+                    let (chunks, covered) = split_chunks(&todo, &todo_flags, pipes, cap, per);
+                    let refs: Vec<&[(u64, u64)]> = chunks.iter().map(|c| &c.0[..]).collect();
+                    let got = pipe.fill(&refs)?;
                     self.stats.fills += 1;
-                    if n == 0 {
-                        return Err(PageXferError::ShortSplice {
-                            pid: pipe.pid(),
-                            got: 0,
-                            want: self.batch_bytes,
-                        });
+                    for (i, ((iovs, fl), n)) in chunks.iter().zip(got).enumerate() {
+                        self.drain_pieces(pipe, i, iovs, fl, n)?;
+                        // A short vmsplice: the rest of this chunk goes
+                        // through the first pipe (already drained) before
+                        // the next pipes are drained, keeping file order.
+                        let (mut rest, mut rest_flags) = (iovs.clone(), fl.clone());
+                        let mut n = n;
+                        loop {
+                            let before = rest.len();
+                            consume(&mut rest, n as u64);
+                            rest_flags.drain(..before - rest.len());
+                            if rest.is_empty() {
+                                break;
+                            }
+                            n = pipe.fill(&[&rest])?[0];
+                            self.stats.fills += 1;
+                            if n == 0 {
+                                return Err(PageXferError::ShortSplice {
+                                    pid: pipe.pid(),
+                                    got: 0,
+                                    want: rest.iter().map(|i| i.1 as usize).sum(),
+                                });
+                            }
+                            self.drain_pieces(pipe, 0, &rest, &rest_flags, n)?;
+                        }
                     }
-                    self.drain_pieces(pipe, &todo, &todo_flags, n)?;
-                    // A short vmsplice: go on after the bytes it took.
                     let before = todo.len();
-                    consume(&mut todo, n as u64);
+                    consume(&mut todo, covered);
                     todo_flags.drain(..before - todo.len());
                 }
             }
@@ -362,7 +389,12 @@ impl<'p, 'i, 't> PageXfer<'p, 'i, 't> {
 
     /// Splices exactly `len` bytes from the pipe to the pages file or the
     /// page server's socket.
-    fn drain(&mut self, pipe: &PagePipe<'_, '_>, len: usize) -> Result<(), PageXferError> {
+    fn drain(
+        &mut self,
+        pipe: &PagePipe<'_, '_>,
+        index: usize,
+        len: usize,
+    ) -> Result<(), PageXferError> {
         let started = std::time::Instant::now();
         let (out, what) = match &self.dest {
             Dest::Local {
@@ -370,10 +402,11 @@ impl<'p, 'i, 't> PageXfer<'p, 'i, 't> {
             } => (pages.as_fd(), pages_path.display().to_string()),
             Dest::Remote(sender) => (sender.socket(), sender.peer().to_owned()),
         };
+        let read = pipe.read_end(index);
         let mut done = 0;
         while done < len {
             let n = splice(
-                pipe.read_end(),
+                read.as_fd(),
                 None,
                 out,
                 None,
@@ -474,6 +507,48 @@ fn read_batch(
     Ok(buf)
 }
 
+/// One pipe's share of a batch: its iovecs and their flags.
+type Chunk = (Vec<(u64, u64)>, Vec<u32>);
+
+/// Cuts the head of `iovs` (flags alongside) into at most `pipes` chunks of
+/// at most `cap` bytes and `per` iovecs each; returns them and the bytes
+/// they cover.
+fn split_chunks(
+    iovs: &[(u64, u64)],
+    flags: &[u32],
+    pipes: usize,
+    cap: usize,
+    per: usize,
+) -> (Vec<Chunk>, u64) {
+    let mut chunks: Vec<Chunk> = Vec::with_capacity(pipes);
+    let mut covered = 0u64;
+    let mut bytes = 0usize;
+    'iovs: for (&(addr, len), &f) in iovs.iter().zip(flags) {
+        let (mut addr, mut len) = (addr, len);
+        while len > 0 {
+            let full = chunks
+                .last()
+                .is_none_or(|c| bytes == cap || c.0.len() == per);
+            if full {
+                if chunks.len() == pipes {
+                    break 'iovs;
+                }
+                chunks.push((Vec::new(), Vec::new()));
+                bytes = 0;
+            }
+            let take = len.min((cap - bytes) as u64);
+            let chunk = chunks.last_mut().expect("a chunk");
+            chunk.0.push((addr, take));
+            chunk.1.push(f);
+            bytes += take as usize;
+            covered += take;
+            addr += take;
+            len -= take;
+        }
+    }
+    (chunks, covered)
+}
+
 /// Drops the first `n` bytes of an iovec list.
 fn consume(iovs: &mut Vec<(u64, u64)>, mut n: u64) {
     let mut whole = 0;
@@ -493,6 +568,21 @@ fn consume(iovs: &mut Vec<(u64, u64)>, mut n: u64) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn chunks_respect_bytes_iovecs_and_pipes() {
+        let iovs = [(0x10000, 0x3000), (0x20000, 0x1000), (0x30000, 0x1000)];
+        let flags = [1, 2, 3];
+        let (chunks, covered) = split_chunks(&iovs, &flags, 2, 0x2000, 8);
+        assert_eq!(covered, 0x4000);
+        assert_eq!(chunks[0].0, vec![(0x10000, 0x2000)]);
+        assert_eq!(chunks[1].0, vec![(0x12000, 0x1000), (0x20000, 0x1000)]);
+        assert_eq!(chunks[1].1, vec![1, 2]);
+        let (chunks, covered) = split_chunks(&iovs, &flags, 3, 0x10000, 1);
+        assert_eq!(covered, 0x5000);
+        assert_eq!(chunks.len(), 3);
+        assert_eq!(chunks[2], (vec![(0x30000, 0x1000)], vec![3]));
+    }
 
     #[test]
     fn consume_partial_iovecs() {

@@ -5,10 +5,11 @@
 //! permission letters, `MAP_*` flags from the sharing letter and `VmFlags`,
 //! `madvise` bits from `VmFlags`, and a status saying what the mapping is
 //! (regular, private/shared file, private anonymous, heap, vDSO, vvar,
-//! vsyscall, shared anonymous). `[vvar]` and `[vvar_vclock]` are merged
-//! into one entry. Mappings the dump cannot handle yet (SysV shm, memfd,
-//! device memory, AIO rings, hugetlb, shadow stacks, deleted files) are
-//! refused with the VMA named.
+//! vsyscall, shared anonymous, memfd). `[vvar]` and `[vvar_vclock]` are
+//! merged into one entry. Mappings the dump cannot handle yet (SysV shm,
+//! which CRIU dumps only with an IPC namespace, device memory, AIO rings,
+//! hugetlb, shadow stacks) are refused with the VMA named. Unlinked mapped
+//! files are saved as ghost files by the file table.
 
 use std::os::unix::fs::MetadataExt;
 use std::path::PathBuf;
@@ -42,6 +43,8 @@ pub mod status {
     pub const VVAR: u32 = 1 << 12;
     /// AIO ring.
     pub const AIORING: u32 = 1 << 13;
+    /// Mapping of a memfd.
+    pub const MEMFD: u32 = 1 << 14;
 }
 
 /// `MAP_DROPPABLE` (Linux 6.11), not in every libc.
@@ -285,15 +288,24 @@ fn describe(pid: i32, s: &SmapsVma) -> Result<Vma, VmaError> {
         e.shmid = meta.ino();
     } else if link_meta.is_some() {
         let p = m.path.as_str();
-        if p.starts_with("/dev/zero") || p.starts_with("/SYSV") || p.starts_with("/memfd:") {
+        if p.starts_with("/SYSV") {
+            return Err(unsupported(&format!(
+                "SysV IPC shared memory {p}, which is dumped only with the task's own IPC \
+                 namespace"
+            )));
+        }
+        if p.starts_with("/dev/zero") {
             return Err(unsupported(&format!("shared memory {p}")));
         }
         let meta = std::fs::metadata(&link).map_err(map_err)?;
         if meta.mode() & libc::S_IFMT != libc::S_IFREG {
             return Err(unsupported(&format!("mapping of non-regular file {p}")));
         }
-        if p.ends_with(" (deleted)") {
-            return Err(unsupported(&format!("mapping of deleted file {p}")));
+        if p.starts_with("/memfd:") {
+            if crate::files::memfd::memfd_name(p, &meta).is_none() {
+                return Err(unsupported(&format!("memfd mapping {p} (hugetlb?)")));
+            }
+            e.status |= status::MEMFD;
         }
         e.status |= if m.shared {
             status::FILE_SHARED

@@ -97,7 +97,8 @@ pub fn from_config(cfg: &Config) -> Result<RequestOpts, OptsError> {
     };
     let work_dir = open_work_dir(work_path)?;
 
-    check_options(cfg, is_restore, Naming::Cli)?;
+    let lazy_ok = matches!(action, "restore" | "lazy-pages" | "page-server");
+    check_options(cfg, is_restore, lazy_ok, Naming::Cli)?;
     if !cfg.inherit_fds.is_empty() && !is_restore {
         return Err(OptsError::RestoreOnly {
             option: "--inherit-fd",

@@ -226,6 +226,9 @@ pub struct RequestOpts {
     pub auto_dedup: bool,
     /// `pre_dump_mode`.
     pub pre_dump_mode: PreDumpMode,
+    /// `lazy_pages` / `--lazy-pages`: restore memory on demand through the
+    /// lazy-pages daemon; `page-server --lazy-pages` serves pages to one.
+    pub lazy_pages: bool,
     /// Pages go to a page server (`ps` present without `lazy_pages`, `--page-server`).
     pub page_server: bool,
     /// `ps.address` / `--address`.
@@ -430,7 +433,14 @@ impl Naming {
 
 /// Upstream `check_options()` plus every option the engine cannot honour yet, checked on the merged
 /// configuration (so an option set by a configuration file is refused like one set over RPC).
-fn check_options(cfg: &Config, is_restore: bool, naming: Naming) -> Result<(), OptsError> {
+///
+/// `lazy_ok`: the action takes `lazy_pages` (restore, `lazy-pages`, `page-server`).
+fn check_options(
+    cfg: &Config,
+    is_restore: bool,
+    lazy_ok: bool,
+    naming: Naming,
+) -> Result<(), OptsError> {
     let n = |rpc, cli| naming.pick(rpc, cli);
     let unsupported = |option: &str| OptsError::Unsupported {
         option: option.to_owned(),
@@ -466,8 +476,18 @@ fn check_options(cfg: &Config, is_restore: bool, naming: Naming) -> Result<(), O
             option: n("track_mem", "--track-mem"),
         });
     }
-    if cfg.lazy_pages {
+    // Lazy dumps (pages kept in the dump's page server) are not done yet.
+    if cfg.lazy_pages && !lazy_ok {
         return Err(unsupported(n("lazy_pages", "--lazy-pages")));
+    }
+    if cfg.lazy_pages && is_restore && cfg.auto_dedup {
+        return Err(OptsError::Usage {
+            reason: format!(
+                "{} cannot be combined with {}: the lazy-pages daemon reads the pages",
+                n("lazy_pages", "--lazy-pages"),
+                n("auto_dedup", "--auto-dedup")
+            ),
+        });
     }
     if cfg.stream {
         return Err(unsupported("--stream"));
@@ -565,6 +585,7 @@ fn from_merged(cfg: Config, log_file: Option<LogTarget>) -> RequestOpts {
         auto_dedup: cfg.auto_dedup,
         pre_dump_mode: cfg.pre_dump_mode,
         page_server: cfg.page_server,
+        lazy_pages: cfg.lazy_pages,
         address: cfg.address,
         port: cfg.port,
         ps_socket: cfg.ps_socket,

@@ -160,7 +160,7 @@ pub fn from_rpc(
     if o.mntns_compat_mode == Some(true) {
         cfg.mntns_compat_mode = true;
     }
-    check_options(&cfg, is_restore, Naming::Rpc)?;
+    check_options(&cfg, is_restore, is_restore, Naming::Rpc)?;
     check_inherit_fds(&cfg.inherit_fds)?;
 
     let mut out = from_merged(cfg, Some(log_file));

@@ -350,17 +350,23 @@ fn swrk_only_options_are_refused_in_service_mode() {
     })
     .unwrap_err();
     assert!(matches!(e, OptsError::SwrkOnly { option: "ps.fd" }), "{e}");
-    // With lazy_pages the fd is not looked at; lazy pages themselves are not supported yet.
-    let e = in_service(CriuOpts {
+    // With lazy_pages the fd is not looked at (the restore gives it to
+    // nobody: the lazy-pages daemon talks to the page server).
+    let o = in_service(CriuOpts {
         ps: Some(ps),
         lazy_pages: Some(true),
         ..with_dir(&d)
     })
+    .unwrap();
+    assert!(o.lazy_pages && !o.page_server && o.ps_socket.is_none());
+    // Restoring lazily while punching holes in the pages is refused.
+    let e = in_service(CriuOpts {
+        auto_dedup: Some(true),
+        lazy_pages: Some(true),
+        ..with_dir(&d)
+    })
     .unwrap_err();
-    assert!(
-        matches!(&e, OptsError::Unsupported { option } if option == "lazy_pages"),
-        "{e}"
-    );
+    assert!(e.to_string().contains("auto_dedup"), "{e}");
     // The same options are fine in swrk mode.
     let o = rpc(
         CriuReqType::Restore,

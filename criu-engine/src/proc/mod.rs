@@ -20,6 +20,7 @@ pub mod pagemap;
 pub mod smaps;
 pub mod stat;
 pub mod status;
+pub mod timers;
 
 use std::path::PathBuf;
 

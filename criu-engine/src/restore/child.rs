@@ -24,7 +24,7 @@ use nix::sys::stat::Mode;
 use nix::unistd::Pid;
 
 use super::files::{FdFailure, FdPlan};
-use crate::sys::clone3::{clone3_with_pid, close_range, dup_above, set_default_action, write_raw};
+use crate::sys::clone3::{clone3_child, close_range, dup_above, set_default_action, write_raw};
 
 /// Steps of the child outside the descriptor table.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -95,6 +95,21 @@ pub(crate) struct ChildPlan {
     /// Group the parent puts this task in right after creating it.
     pub(crate) pgid: Option<i32>,
     pub(crate) children: Vec<usize>,
+    /// Whether it shares its parent's descriptor table (`CLONE_FILES`):
+    /// the parent (or the first ancestor that does not share) sets the
+    /// table up, after this task has made its own children.
+    pub(crate) share_files: bool,
+    /// A session helper: makes its session and children, reports, exits.
+    pub(crate) helper: bool,
+    /// Whether it dies with its parent until restored (not under a session
+    /// helper, which exits first).
+    pub(crate) guard: bool,
+    /// Whether it becomes a child subreaper first (a root whose session
+    /// helpers' children must come back to it).
+    pub(crate) subreaper: bool,
+    /// Groups whose helpers it makes before its children (see
+    /// [`super::helpers`]).
+    pub(crate) group_helpers: Vec<i32>,
     /// `Some(wait status)` for a zombie.
     pub(crate) zombie: Option<u32>,
     pub(crate) root: Option<CString>,
@@ -158,11 +173,15 @@ pub(crate) fn child_main(tp: &mut TreePlan, idx: usize, report: RawFd) -> u8 {
     if write_raw(report, &msg).is_err() || !ok {
         return 1;
     }
-    if crate::sys::clone3::close_raw(report).is_err() {
+    // In a shared table the report descriptor is the parent's too.
+    if !tp.tasks[idx].share_files && crate::sys::clone3::close_raw(report).is_err() {
         return 1;
     }
     if let Some(status) = tp.tasks[idx].zombie {
         return die_as(status);
+    }
+    if tp.tasks[idx].helper {
+        return 0;
     }
     // The engine seizes us in this stop and never lets this code run on:
     // it replaces the whole address space. The init of a pid namespace
@@ -195,8 +214,14 @@ fn die_as(status: u32) -> u8 {
 }
 
 fn child_setup(tp: &mut TreePlan, idx: usize, report: RawFd) -> Result<(), ChildFailure> {
-    nix::sys::prctl::set_pdeathsig(Signal::SIGKILL)
-        .map_err(|e| step_failure(ChildStep::Pdeath, e))?;
+    if tp.tasks[idx].guard {
+        nix::sys::prctl::set_pdeathsig(Signal::SIGKILL)
+            .map_err(|e| step_failure(ChildStep::Pdeath, e))?;
+    }
+    if tp.tasks[idx].subreaper {
+        nix::sys::prctl::set_child_subreaper(true)
+            .map_err(|e| step_failure(ChildStep::Session, e))?;
+    }
     match tp.tasks[idx].session {
         Session::Leader => nix::unistd::setsid()
             .map(drop)
@@ -220,12 +245,29 @@ fn child_setup(tp: &mut TreePlan, idx: usize, report: RawFd) -> Result<(), Child
         }
         tp.fds.open_all(scratch).map_err(fd_failure)?;
     }
+    let mut group_helpers = Vec::with_capacity(tp.tasks[idx].group_helpers.len());
+    for k in 0..tp.tasks[idx].group_helpers.len() {
+        let pgid = tp.tasks[idx].group_helpers[k];
+        let helper = super::helpers::start_group_helper(pgid)
+            .map_err(|e| (REPORT_STEP, ChildStep::Fork.code(), pgid, e))?;
+        group_helpers.push(helper);
+    }
     for k in 0..tp.tasks[idx].children.len() {
         let c = tp.tasks[idx].children[k];
-        let (pid, pgid) = (tp.tasks[c].pid, tp.tasks[c].pgid);
+        let (pid, pgid, share) = (tp.tasks[c].pid, tp.tasks[c].pgid, tp.tasks[c].share_files);
         // The report names the pid that could not be made in place of an fd.
-        let child = clone3_with_pid(pid, false, &mut || child_main(tp, c, report))
+        let child = clone3_child(pid, share, &mut || child_main(tp, c, report))
             .map_err(|e| (REPORT_STEP, ChildStep::Fork.code(), pid, e))?;
+        if share {
+            // Its own children copy the shared table when they are made:
+            // it must still hold every scratch descriptor then.
+            wait_settled(child).map_err(|e| step_failure(ChildStep::Fork, e))?;
+        }
+        if tp.tasks[c].helper {
+            // A session helper exits once its children exist; they come
+            // back to us (a subreaper or the namespace's init).
+            super::helpers::reap(child).map_err(|e| step_failure(ChildStep::Fork, e))?;
+        }
         if let Some(pgid) = pgid {
             match nix::unistd::setpgid(child, Pid::from_raw(pgid)) {
                 // A zombie may be gone already; it joined by itself.
@@ -234,13 +276,18 @@ fn child_setup(tp: &mut TreePlan, idx: usize, report: RawFd) -> Result<(), Child
             }
         }
     }
+    for helper in group_helpers {
+        super::helpers::end_helper(helper).map_err(|e| step_failure(ChildStep::Group, e))?;
+    }
     let plan = &tp.tasks[idx];
     nix::sys::prctl::set_name(plan.comm.as_c_str())
         .map_err(|e| step_failure(ChildStep::Name, e))?;
-    if plan.zombie.is_some() {
+    if plan.zombie.is_some() || plan.helper {
         return Ok(());
     }
-    tp.fds.apply(idx).map_err(fd_failure)?;
+    if !plan.share_files {
+        tp.fds.apply(idx).map_err(fd_failure)?;
+    }
     nix::unistd::chdir(plan.cwd.as_c_str()).map_err(|e| step_failure(ChildStep::Chdir, e))?;
     nix::sys::stat::umask(Mode::from_bits_truncate(plan.umask));
     if let Some(adj) = &plan.oom_score_adj {
@@ -267,7 +314,23 @@ fn child_setup(tp: &mut TreePlan, idx: usize, report: RawFd) -> Result<(), Child
             Err(e) => return Err(step_failure(ChildStep::Rlimit, e)),
         }
     }
+    if plan.share_files {
+        return Ok(());
+    }
     close_others(tp.fds.targets(idx), report).map_err(|e| step_failure(ChildStep::Close, e))
+}
+
+/// Waits, without reaping, until `child` has stopped itself or ended.
+pub(super) fn wait_settled(child: Pid) -> nix::Result<()> {
+    use nix::sys::wait::{waitid, Id, WaitPidFlag};
+    let flags = WaitPidFlag::WSTOPPED | WaitPidFlag::WEXITED | WaitPidFlag::WNOWAIT;
+    loop {
+        match waitid(Id::Pid(child), flags) {
+            Err(Errno::EINTR) => continue,
+            Ok(_) => return Ok(()),
+            Err(e) => return Err(e),
+        }
+    }
 }
 
 /// Closes every descriptor but the targets and `keep` (which is above them).

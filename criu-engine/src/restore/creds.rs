@@ -5,13 +5,12 @@
 //! The task is created by the worker and so starts with the worker's
 //! credentials (root). When the images carry other ones, the task, still
 //! privileged, first drops the bounding-set bits the images do not have,
-//! then sets its groups, gids and uids (which clears its capabilities when
-//! the uids stop being 0), then `capset`s the dumped sets, and finally sets
-//! the dumped `dumpable` flag again, since changing ids resets it. The result
-//! is read back from `/proc/<pid>/status` and compared with the images.
-//!
-//! Securebits and `PR_SET_KEEPCAPS` are not restored: a non-root task with
-//! capabilities in its permitted set is refused by the final comparison.
+//! sets `SECBIT_NO_SETUID_FIXUP` (so that changing ids keeps its
+//! capabilities), sets its groups, gids and uids, then the dumped
+//! securebits, `capset`s the dumped sets and raises the dumped ambient
+//! ones, and finally sets the dumped `dumpable` flag again, since changing
+//! ids resets it. `no_new_privs` comes last. The result is read back from
+//! `/proc/<pid>/status` and compared with the images.
 //!
 //! # References
 //!
@@ -31,9 +30,18 @@ use crate::arch::x86_64::nr;
 use crate::proc::status::ProcStatus;
 use crate::pstree::RealPid;
 
-/// `PR_SET_DUMPABLE`, `PR_CAPBSET_DROP`.
+/// `PR_SET_DUMPABLE`, `PR_CAPBSET_DROP`, `PR_GET_SECUREBITS`,
+/// `PR_SET_SECUREBITS`, `PR_SET_NO_NEW_PRIVS`, `PR_CAP_AMBIENT`.
 const PR_SET_DUMPABLE: u64 = 4;
 const PR_CAPBSET_DROP: u64 = 24;
+const PR_GET_SECUREBITS: u64 = 27;
+const PR_SET_SECUREBITS: u64 = 28;
+const PR_SET_NO_NEW_PRIVS: u64 = 38;
+const PR_CAP_AMBIENT: u64 = 47;
+/// `PR_CAP_AMBIENT_RAISE`.
+const PR_CAP_AMBIENT_RAISE: u64 = 2;
+/// `SECBIT_NO_SETUID_FIXUP`.
+const SECBIT_NO_SETUID_FIXUP: u64 = 1 << 2;
 /// `_LINUX_CAPABILITY_VERSION_3`: two 32-bit words per set.
 const CAP_VERSION_3: u32 = 0x2008_0522;
 
@@ -99,8 +107,52 @@ pub(crate) fn apply(
     let pid = r.pid;
     let now = status(pid)?;
     if difference(c, &now).is_none() {
-        return set_dumpable(r, dumpable, false);
+        securebits(r, c.secbits.into())?;
+        set_dumpable(r, dumpable, false)?;
+    } else {
+        change(r, c, &now)?;
+        set_dumpable(r, dumpable, true)?;
     }
+    for bit in 0..64u64 {
+        if cap_set(&c.cap_amb) & (1 << bit) != 0 {
+            r.call(
+                "raise an ambient capability",
+                bit,
+                nr::PRCTL,
+                &[PR_CAP_AMBIENT, PR_CAP_AMBIENT_RAISE, bit, 0, 0],
+            )?;
+        }
+    }
+    if c.no_new_privs.unwrap_or(0) != 0 {
+        r.call(
+            "set no_new_privs",
+            1,
+            nr::PRCTL,
+            &[PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0],
+        )?;
+    }
+    match difference(c, &status(pid)?) {
+        None => Ok(()),
+        Some(what) => Err(TaskError::Creds { pid, what }),
+    }
+}
+
+/// `PR_SET_SECUREBITS` unless the task already has `bits`.
+fn securebits(r: &Remote<'_, '_>, bits: u64) -> Result<(), TaskError> {
+    if r.call("read the securebits", 0, nr::PRCTL, &[PR_GET_SECUREBITS])? != bits {
+        r.call(
+            "set the securebits",
+            bits,
+            nr::PRCTL,
+            &[PR_SET_SECUREBITS, bits, 0, 0, 0],
+        )?;
+    }
+    Ok(())
+}
+
+/// Changes ids, groups and capabilities of a task that differ from `c`.
+fn change(r: &Remote<'_, '_>, c: &CredsEntry, now: &ProcStatus) -> Result<(), TaskError> {
+    let pid = r.pid;
     let bnd = cap_set(&c.cap_bnd);
     for bit in 0..64u64 {
         if now.cap_bnd & (1 << bit) != 0 && bnd & (1 << bit) == 0 {
@@ -120,6 +172,9 @@ pub(crate) fn apply(
         libc::SYS_setgroups,
         &[c.groups.len() as u64, addr],
     )?;
+    if now.uid == [0; 4] {
+        securebits(r, SECBIT_NO_SETUID_FIXUP)?;
+    }
     let ids = |a: u32, b: u32, c: u32| [u64::from(a), u64::from(b), u64::from(c)];
     r.call(
         "set the gids",
@@ -148,6 +203,7 @@ pub(crate) fn apply(
             step: "set the fs uid",
             source,
         })?;
+    securebits(r, c.secbits.into())?;
     let after = status(pid)?;
     let (eff, prm, inh) = (
         cap_set(&c.cap_eff),
@@ -171,11 +227,7 @@ pub(crate) fn apply(
             &[addr, addr + 8],
         )?;
     }
-    set_dumpable(r, dumpable, true)?;
-    match difference(c, &status(pid)?) {
-        None => Ok(()),
-        Some(what) => Err(TaskError::Creds { pid, what }),
-    }
+    Ok(())
 }
 
 /// `PR_SET_DUMPABLE` when the value differs from the default or the ids

@@ -56,6 +56,13 @@ enum Source {
     Service { sock_type: u32, response: Vec<u8> },
     /// A terminal end ([`super::tty`]).
     Tty(super::tty::TtySource),
+    /// A memfd the worker recreated: reopened through `path`
+    /// (`/proc/self/fd/<worker's fd>`) with the dumped flags and position.
+    Memfd {
+        path: CString,
+        flags: OFlag,
+        pos: u64,
+    },
 }
 
 /// One file object (one open file description of the dump).
@@ -116,6 +123,8 @@ pub(crate) enum FdStep {
     TtyCtty,
     /// Setting the foreground process group.
     TtyForeground,
+    /// Reopening a memfd.
+    Memfd,
 }
 
 impl FdStep {
@@ -139,6 +148,7 @@ impl FdStep {
             FdStep::TtyLock => 36,
             FdStep::TtyCtty => 37,
             FdStep::TtyForeground => 38,
+            FdStep::Memfd => 40,
         }
     }
 
@@ -162,6 +172,7 @@ impl FdStep {
             36 => FdStep::TtyLock,
             37 => FdStep::TtyCtty,
             38 => FdStep::TtyForeground,
+            40 => FdStep::Memfd,
             _ => return None,
         })
     }
@@ -186,6 +197,7 @@ impl FdStep {
             FdStep::TtyLock => "lock a pty",
             FdStep::TtyCtty => "take back its controlling terminal",
             FdStep::TtyForeground => "set a terminal's foreground process group",
+            FdStep::Memfd => "reopen a memfd",
         }
     }
 }
@@ -232,6 +244,7 @@ impl FdPlan {
         inherit: &[InheritFd],
         pipe_data: &HashMap<u32, (u32, Vec<u8>)>,
         ttys: &super::tty::TtyImages,
+        memfds: &super::memfd::Memfds,
     ) -> Result<FdPlan, (u32, Errno)> {
         let mut objects: Vec<Object> = Vec::new();
         let mut by_id: HashMap<u32, usize> = HashMap::new();
@@ -274,6 +287,18 @@ impl FdPlan {
                             err(Errno::ENOENT)
                         })?;
                         Source::Tty(src)
+                    } else if let Some((worker_fd, flags, pos)) = memfds
+                        .source(fd.id)
+                        .filter(|_| fd.r#type == FdTypes::Memfd as i32)
+                    {
+                        let flags =
+                            i32::try_from(flags).map_err(|_| err(Errno::EINVAL))? & !REOPEN_MASK;
+                        Source::Memfd {
+                            path: CString::new(format!("/proc/self/fd/{worker_fd}"))
+                                .map_err(|_| err(Errno::EINVAL))?,
+                            flags: OFlag::from_bits_retain(flags),
+                            pos,
+                        }
                     } else if fd.r#type == FdTypes::Pipe as i32 {
                         let pipe = file.pipe.as_ref().ok_or(err(Errno::ENOENT))?;
                         let next = pipes.len();
@@ -340,19 +365,40 @@ impl FdPlan {
     /// target number.
     pub(crate) fn relocate(&mut self, scratch: RawFd) -> Result<(), FdFailure> {
         for obj in &mut self.objects {
-            let worker_fd = match &obj.source {
-                Source::Inherit { worker_fd } => *worker_fd,
-                Source::Tty(tty) => match tty.worker_fd() {
-                    Some(fd) => fd,
-                    None => continue,
-                },
-                _ => continue,
-            };
-            obj.opened = dup_above(worker_fd, scratch).map_err(|errno| FdFailure {
-                step: FdStep::Relocate,
-                fd: worker_fd,
-                errno,
-            })?;
+            match &obj.source {
+                Source::Inherit { worker_fd } => {
+                    obj.opened = dup_above(*worker_fd, scratch).map_err(|errno| FdFailure {
+                        step: FdStep::Relocate,
+                        fd: *worker_fd,
+                        errno,
+                    })?;
+                }
+                // Reopened now: the worker's descriptors are still here and
+                // /proc still reachable (no chroot yet).
+                Source::Memfd { path, flags, pos } => {
+                    let fail = |errno| FdFailure {
+                        step: FdStep::Memfd,
+                        fd: obj.first,
+                        errno,
+                    };
+                    let fd =
+                        nix::fcntl::open(path.as_c_str(), *flags | OFlag::O_CLOEXEC, Mode::empty())
+                            .map_err(fail)?;
+                    let pos = libc::off_t::try_from(*pos).map_err(|_| fail(Errno::EOVERFLOW))?;
+                    nix::unistd::lseek(&fd, pos, Whence::SeekSet).map_err(fail)?;
+                    obj.opened = dup_above(fd.as_raw_fd(), scratch).map_err(fail)?;
+                }
+                Source::Tty(tty) => {
+                    if let Some(worker_fd) = tty.worker_fd() {
+                        obj.opened = dup_above(worker_fd, scratch).map_err(|errno| FdFailure {
+                            step: FdStep::Relocate,
+                            fd: worker_fd,
+                            errno,
+                        })?;
+                    }
+                }
+                _ => {}
+            }
         }
         Ok(())
     }
@@ -375,7 +421,7 @@ impl FdPlan {
                 errno,
             };
             let src = match &self.objects[i].source {
-                Source::Inherit { .. } => self.objects[i].opened,
+                Source::Inherit { .. } | Source::Memfd { .. } => self.objects[i].opened,
                 Source::Open { path, flags, pos } => {
                     let fd = nix::fcntl::open(path.as_c_str(), *flags, Mode::empty())
                         .map_err(|e| fail(FdStep::Open, e))?;

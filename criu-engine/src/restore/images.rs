@@ -12,8 +12,7 @@ use std::path::PathBuf;
 use criu_proto::images::core_entry::March;
 use criu_proto::images::{
     CoreEntry, FdTypes, FdinfoEntry, FileEntry, FsEntry, InventoryEntry, MmEntry, PstreeEntry,
-    RegFileEntry, SeccompEntry, TaskCoreEntry, TaskKobjIdsEntry, ThreadCoreEntry, ThreadInfoX86,
-    VmaEntry,
+    RegFileEntry, TaskCoreEntry, TaskKobjIdsEntry, ThreadCoreEntry, ThreadInfoX86, VmaEntry,
 };
 use criu_proto::img::pages::{PAGE_SIZE, PE_PARENT};
 use criu_proto::img::{ImageError, ImageKind, ImagesDir, PageRun};
@@ -34,12 +33,13 @@ pub(crate) const VMA_ANON_PRIVATE: u32 = 0x200;
 pub(crate) const VMA_AREA_VVAR: u32 = 0x1000;
 /// `VMA_ANON_SHARED`.
 pub(crate) const VMA_ANON_SHARED: u32 = 0x100;
+/// `VMA_AREA_MEMFD`.
+pub(crate) const VMA_AREA_MEMFD: u32 = 0x4000;
 /// Status bits of kinds we cannot restore yet: `VMA_AREA_SYSVIPC`,
-/// `VMA_AREA_SOCKET`, `VMA_AREA_AIORING`, `VMA_AREA_MEMFD`,
-/// `VMA_AREA_SHSTK`, `VMA_AREA_GUARD`, `VMA_AREA_UPROBES`,
-/// `VMA_EXT_PLUGIN`, `VMA_UNSUPP`.
-const VMA_UNSUPPORTED: u32 =
-    0x400 | 0x800 | 0x2000 | 0x4000 | 0x8000 | 0x1_0000 | 0x2_0000 | 0x800_0000 | 0x8000_0000;
+/// `VMA_AREA_SOCKET`, `VMA_AREA_AIORING`, `VMA_AREA_SHSTK`,
+/// `VMA_AREA_UPROBES`, `VMA_EXT_PLUGIN`, `VMA_UNSUPP` (`VMA_AREA_GUARD`
+/// entries are taken apart before the check).
+const VMA_UNSUPPORTED: u32 = 0x400 | 0x800 | 0x2000 | 0x8000 | 0x2_0000 | 0x800_0000 | 0x8000_0000;
 /// `MAP_HUGETLB`.
 const MAP_HUGETLB: u32 = 0x4_0000;
 /// Signal handlers stored per task on x86-64 (64 signals but SIGKILL, SIGSTOP).
@@ -180,6 +180,12 @@ pub enum ImagesError {
         #[source]
         source: nix::Error,
     },
+    /// A memfd of the dump cannot be recreated.
+    #[error(transparent)]
+    Memfd(#[from] super::memfd::MemfdError),
+    /// A file whose path vanished cannot be made reachable again.
+    #[error(transparent)]
+    Remap(#[from] super::remap::RemapError),
     /// Two descriptors with the same number.
     #[error("fdinfo-{files_id}.img lists fd {fd} twice")]
     DuplicateFd {
@@ -213,8 +219,15 @@ pub(crate) struct TaskImages {
     pub(crate) threads: Vec<super::threads::ThreadImages>,
     /// Its pid namespace id (`ids-<pid>.img`).
     pub(crate) pid_ns_id: Option<u32>,
+    /// Its descriptor table id (`ids-<pid>.img`): equal to its parent's
+    /// when it shares the parent's table (`CLONE_FILES`).
+    pub(crate) files_id: u32,
     /// Where every saved page is, through the parent chain.
     pub(crate) pages: super::pages::TaskPages,
+    /// Seccomp state of the leader, then of each other thread.
+    pub(crate) seccomp: Vec<super::seccomp::ThreadFilters>,
+    /// `MADV_GUARD_INSTALL` runs (taken out of `mm.vmas`).
+    pub(crate) guards: Vec<VmaEntry>,
 }
 
 impl TaskImages {
@@ -268,14 +281,20 @@ pub(crate) fn load_task(
     let threads = super::threads::load(dir, &pstree)?;
     let ids: TaskKobjIdsEntry = required(dir, ImageKind::Ids, pid.into())?;
     check_ids(inventory, &ids)?;
-    let mm: MmEntry = required(dir, ImageKind::Mm, pid.into())?;
+    let mut mm: MmEntry = required(dir, ImageKind::Mm, pid.into())?;
+    let (guards, vmas) = mm.vmas.into_iter().partition(crate::mem::guard::is_guard);
+    mm.vmas = vmas;
     check_vmas(pid, &mm)?;
+    super::guards::check(pid, &mm.vmas, &guards)?;
     let fs: FsEntry = required(dir, ImageKind::Fs, pid.into())?;
     let files = files.clone();
     let fds = dir
         .fdinfo(ids.files_id)
         .map_err(|source| read_error(ImageKind::Fdinfo, ids.files_id.into(), source))?;
-    check_seccomp(dir)?;
+    let cores: Vec<(u32, &ThreadCoreEntry)> = std::iter::once((pid, &thread_core))
+        .chain(threads.iter().map(|t| (t.tid, &t.thread_core)))
+        .collect();
+    let seccomp = super::seccomp::load(dir, &cores)?;
     let pagemap = dir
         .pagemap(pid)
         .map_err(|source| read_error(ImageKind::Pagemap, pid.into(), source))?
@@ -297,6 +316,9 @@ pub(crate) fn load_task(
         files,
         pages,
         pid_ns_id: ids.pid_ns_id,
+        files_id: ids.files_id,
+        seccomp,
+        guards,
     };
     check_references(&task, ids.files_id, inherited)?;
     Ok(task)
@@ -387,11 +409,8 @@ pub(crate) fn check_core(
     {
         return Err(bad("more than 16 resource limits"));
     }
-    if tc.timers.as_ref().is_some_and(|t| !t.posix.is_empty()) {
-        return Err(unsupported(format!("POSIX timers of task {pid}")));
-    }
-    if th.seccomp_mode.unwrap_or(0) != 0 || tc.old_seccomp_mode.unwrap_or(0) != 0 {
-        return Err(unsupported(format!("seccomp of task {pid}")));
+    if tc.old_seccomp_mode.unwrap_or(0) != 0 {
+        return Err(unsupported(format!("the old seccomp format of task {pid}")));
     }
     Ok((ti, tc, th))
 }
@@ -507,16 +526,6 @@ fn check_pagemap(pid: u32, vmas: &[VmaEntry], runs: &[PageRun]) -> Result<(), Im
     Ok(())
 }
 
-fn check_seccomp(dir: &ImagesDir) -> Result<(), ImagesError> {
-    let seccomp: Option<SeccompEntry> = dir
-        .read_single(ImageKind::Seccomp, 0)
-        .map_err(|source| read_error(ImageKind::Seccomp, 0, source))?;
-    if seccomp.is_some_and(|s| !s.seccomp_filters.is_empty()) {
-        return Err(unsupported("restoring seccomp filters"));
-    }
-    Ok(())
-}
-
 fn need_file(
     task: &TaskImages,
     id: u32,
@@ -530,6 +539,7 @@ fn need_file(
                 && match kind {
                     FdTypes::Reg => f.reg.as_ref().is_some_and(|r| r.id == id),
                     FdTypes::Pipe => f.pipe.as_ref().is_some_and(|p| p.id == id),
+                    FdTypes::Memfd => f.memfd.as_ref().is_some_and(|m| m.id == id),
                     _ => false,
                 }
         })
@@ -611,7 +621,12 @@ fn check_references(
     })?;
     check_reg_on_disk(root, cwd.reg.as_ref().expect("checked by need_file"))?;
     for vma in &task.mm.vmas {
-        if vma.status & (VMA_FILE_PRIVATE | VMA_FILE_SHARED) != 0 {
+        if vma.status & VMA_AREA_MEMFD != 0 {
+            let id = u32::try_from(vma.shmid).unwrap_or(u32::MAX);
+            need_file(task, id, FdTypes::Memfd, || {
+                format!("vma {:#x}-{:#x} of task {pid}", vma.start, vma.end)
+            })?;
+        } else if vma.status & (VMA_FILE_PRIVATE | VMA_FILE_SHARED) != 0 {
             let id = u32::try_from(vma.shmid).unwrap_or(u32::MAX);
             let file = need_file(task, id, FdTypes::Reg, || {
                 format!("vma {:#x}-{:#x} of task {pid}", vma.start, vma.end)
@@ -646,6 +661,9 @@ fn check_references(
                     .get(&fd.id)
                     .is_some_and(crate::files::unix_sk::is_service_socket) => {}
             FdTypes::Tty if task.files.get(&fd.id).is_some_and(|f| f.tty.is_some()) => {}
+            FdTypes::Memfd => {
+                need_file(task, fd.id, kind, || format!("fd {} of task {pid}", fd.fd))?;
+            }
             FdTypes::Reg | FdTypes::Pipe => {
                 let file = need_file(task, fd.id, kind, || format!("fd {} of task {pid}", fd.fd))?;
                 if let (Some(reg), false) = (file.reg.as_ref(), inherited(file)) {

@@ -27,8 +27,8 @@ use nix::errno::Errno;
 use nix::sys::uio::{process_vm_writev, RemoteIoVec};
 
 use super::images::{
-    is_private, TaskImages, VMA_AREA_REGULAR, VMA_AREA_VDSO, VMA_AREA_VSYSCALL, VMA_AREA_VVAR,
-    VMA_FILE_PRIVATE, VMA_FILE_SHARED,
+    is_private, TaskImages, VMA_AREA_MEMFD, VMA_AREA_REGULAR, VMA_AREA_VDSO, VMA_AREA_VSYSCALL,
+    VMA_AREA_VVAR, VMA_FILE_PRIVATE, VMA_FILE_SHARED,
 };
 use crate::arch::x86_64::nr;
 use crate::arch::x86_64::RemoteAddr;
@@ -126,6 +126,9 @@ pub enum MmError {
         #[source]
         source: Errno,
     },
+    /// The lazy VMAs cannot be handed to the lazy-pages daemon.
+    #[error(transparent)]
+    Lazy(#[from] super::lazy::LazyRestoreError),
     /// Pages cannot be written into the task.
     #[error("task {pid}: cannot write pages at {addr:#x}")]
     WritePages {
@@ -500,18 +503,24 @@ fn map_vmas(
             }
             let flags = u64::from(vma.flags & MAP_KEEP) | MAP_FIXED;
             let (fd, off) = if vma.status & (VMA_FILE_PRIVATE | VMA_FILE_SHARED) != 0 {
-                let access = if vma.status & VMA_FILE_SHARED != 0 {
+                let mut access = if vma.status & VMA_FILE_SHARED != 0 {
                     i32::try_from(vma.fdflags.unwrap_or(0)).unwrap_or(0) & libc::O_ACCMODE
                 } else {
                     libc::O_RDONLY
                 };
+                if vma.status & VMA_AREA_MEMFD != 0 {
+                    access = shmem.memfd.map_access(vma, access);
+                }
                 let key = (vma.shmid, access);
                 let fd = match files.get(&key) {
                     Some(&fd) => fd,
                     None => {
                         let id = u32::try_from(vma.shmid).unwrap_or(u32::MAX);
+                        let memfd = (vma.status & VMA_AREA_MEMFD != 0)
+                            .then(|| shmem.memfd.map_path(id))
+                            .flatten();
                         let name = images.reg(id).map(|r| r.name.as_str()).unwrap_or("");
-                        let fd = r.open(name, access)?;
+                        let fd = r.open(memfd.as_deref().unwrap_or(name), access)?;
                         files.insert(key, fd);
                         fd
                     }
@@ -553,7 +562,13 @@ fn map_vmas(
 
 /// Copies every saved page into the task, one `process_vm_writev` per batch
 /// of up to `IOV_MAX` runs.
-fn fill_pages(r: &Remote<'_, '_>, images: &TaskImages, pages: &[&[u8]]) -> Result<(), MmError> {
+/// With `lazy`, pages of lazy VMAs are left to the lazy-pages daemon.
+fn fill_pages(
+    r: &Remote<'_, '_>,
+    images: &TaskImages,
+    pages: &[&[u8]],
+    lazy: bool,
+) -> Result<(), MmError> {
     let mut local: Vec<IoSlice<'_>> = Vec::with_capacity(IOV_MAX);
     let mut remote: Vec<RemoteIoVec> = Vec::with_capacity(IOV_MAX);
     let vmas = &images.mm.vmas;
@@ -568,7 +583,8 @@ fn fill_pages(r: &Remote<'_, '_>, images: &TaskImages, pages: &[&[u8]]) -> Resul
             let vma = &vmas[vi];
             let stop = vma.end.min(end);
             // vDSO pages come from this kernel, never from the image.
-            if !is_special(vma) {
+            let left_to_daemon = lazy && super::lazy::is_lazy_vma(vma);
+            if !is_special(vma) && !left_to_daemon {
                 let off = usize::try_from(seg.offset + (addr - seg.vaddr)).unwrap_or(usize::MAX);
                 let len = usize::try_from(stop - addr).unwrap_or(0);
                 local.push(IoSlice::new(&pages[seg.file][off..off + len]));
@@ -705,11 +721,14 @@ fn set_mm_map(r: &Remote<'_, '_>, images: &TaskImages) -> Result<(), MmError> {
 }
 
 /// Rebuilds the whole address space of the seized, freshly created task.
+/// With `lazy`, its lazy VMAs are registered with a userfaultfd handed to
+/// the lazy-pages daemon as soon as they are mapped, and left empty.
 pub(crate) fn restore_mm(
     r: &Remote<'_, '_>,
     task: &SeizedTask,
     images: &TaskImages,
     shmem: &mut SharedMemory,
+    lazy: Option<&mut super::lazy::LazyLink>,
 ) -> Result<(), MmError> {
     let maps = map_pages(images)?;
     let pages: Vec<&[u8]> = maps
@@ -722,7 +741,14 @@ pub(crate) fn restore_mm(
     unmap_current(r, &current)?;
     move_vdso(r, task, images, pages, &current)?;
     map_vmas(r, images, shmem)?;
-    fill_pages(r, images, pages)?;
+    let is_lazy = lazy.is_some();
+    if let Some(link) = lazy {
+        if let Some(uffd) = super::lazy::register(r, images)? {
+            let pid = i32::try_from(images.pid()).unwrap_or(i32::MAX);
+            link.send_task(pid, &uffd)?;
+        }
+    }
+    fill_pages(r, images, pages, is_lazy)?;
     finish_vmas(r, images)?;
     set_mm_map(r, images)
 }

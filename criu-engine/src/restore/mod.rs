@@ -23,10 +23,18 @@ mod child;
 mod creds;
 mod files;
 mod finish;
+mod guards;
+mod helpers;
 mod images;
+pub mod lazy;
+mod locks;
+mod memfd;
 mod mm;
-mod pages;
+pub(crate) mod pages;
+mod posix_timers;
 mod pstree;
+mod remap;
+mod seccomp;
 mod shmem;
 mod task;
 mod threads;
@@ -126,6 +134,9 @@ pub enum RestoreError {
     /// The per-task state cannot be restored.
     #[error(transparent)]
     Task(#[from] TaskError),
+    /// A memfd cannot be sealed again.
+    #[error(transparent)]
+    Memfd(#[from] memfd::MemfdError),
     /// A thread cannot be restored.
     #[error(transparent)]
     Thread(#[from] ThreadError),
@@ -140,6 +151,9 @@ pub enum RestoreError {
         #[source]
         source: SeizeError,
     },
+    /// The lazy-pages daemon cannot be reached or fed.
+    #[error(transparent)]
+    Lazy(#[from] lazy::LazyRestoreError),
     /// The pid file cannot be written.
     #[error("cannot write the pid file {}", path.display())]
     Pidfile {
@@ -200,9 +214,11 @@ pub fn run(opts: &RequestOpts, notify: &mut dyn Notify) -> Result<RestoreOutcome
         .map_err(|source| RestoreError::ImagesDir { source })?;
     let dir = ImagesDir::from_fd(fd, dir.path.clone());
     let inherit = &opts.inherit_fds;
-    let tree_images = pstree::load(&dir, &|f| {
+    let mut tree_images = pstree::load(&dir, &|f| {
         inherit.iter().any(|i| inherit_matches(&i.key, f))
     })?;
+    let memfds = memfd::load(&dir, &tree_images.root().files)?;
+    let file_locks = locks::load(&dir, opts.file_locks)?;
     let alive: Vec<Option<&images::TaskImages>> =
         tree_images.tasks.iter().map(|t| t.alive()).collect();
     if let Some(caller) = &opts.caller {
@@ -226,9 +242,16 @@ pub fn run(opts: &RequestOpts, notify: &mut dyn Notify) -> Result<RestoreOutcome
         opts.orphan_pts_master,
         notify,
     )?;
-    let fds = files::FdPlan::new(&alive, inherit, &tree_images.pipe_data, &ttys)
+    let fds = files::FdPlan::new(&alive, inherit, &tree_images.pipe_data, &ttys, &memfds)
         .map_err(|(pid, source)| RestoreError::FdPlan { pid, source })?;
     let mut shared = shmem::load(&dir, &tree_images)?;
+    shared.memfd = memfds;
+    shared.locks = file_locks;
+    let mut lazy = if opts.lazy_pages {
+        Some(lazy::LazyLink::connect(opts.work_dir.as_ref())?)
+    } else {
+        None
+    };
     tree::check_single_threaded()?;
     let tree = tree::create(&tree_images, fds, opts.shell_job, opts.restore_sibling)?;
     tracing::info!(pid = %tree.pid(), tasks = tree_images.tasks.len(), "tree created");
@@ -241,13 +264,18 @@ pub fn run(opts: &RequestOpts, notify: &mut dyn Notify) -> Result<RestoreOutcome
         notify,
         &mut shared,
         &mut held,
+        lazy.as_mut(),
     );
+    let result = result.and_then(|()| Ok(shared.memfd.seal()?));
     if let Err(e) = result {
         for h in held.into_iter().rev() {
             h.kill();
         }
         return Err(e);
     }
+    // Every task opened and mapped its files: ghost files and link remaps
+    // vanish again.
+    tree_images.remaps.clean();
     // Children first: a parent never runs while its children are held.
     for h in held.into_iter().rev() {
         let pid = h.task.pid();
@@ -270,6 +298,9 @@ pub fn run(opts: &RequestOpts, notify: &mut dyn Notify) -> Result<RestoreOutcome
         }
     }
     let root = tree.commit();
+    if let Some(link) = lazy {
+        link.finish()?;
+    }
     notify.notify("post-resume", None);
     if let Some(path) = &opts.pidfile {
         write_pidfile(opts, path, root.as_raw())?;
@@ -293,9 +324,15 @@ fn restore_all(
     notify: &mut dyn Notify,
     shared: &mut shmem::SharedMemory,
     held: &mut Vec<Held>,
+    mut lazy: Option<&mut lazy::LazyLink>,
 ) -> Result<(), RestoreError> {
     for (t, &pid) in tree.tasks.iter().zip(host) {
-        let Some(images) = t.alive() else { continue };
+        let Some(images) = t.alive() else {
+            if let Some(link) = lazy.as_deref_mut() {
+                link.send_zombie(i32::try_from(t.pstree.pid).unwrap_or(i32::MAX))?;
+            }
+            continue;
+        };
         let task = SeizedTask::attach_child_stopped(pid)
             .map_err(|source| RestoreError::Seize { pid, source })?;
         // The new task has root's credentials until its restore sets its
@@ -311,7 +348,7 @@ fn restore_all(
             stopped,
         });
         let h = held.last_mut().expect("just pushed");
-        restore_task(&h.task, images, shared, &mut h.threads)?;
+        restore_task(&h.task, images, shared, &mut h.threads, lazy.as_deref_mut())?;
     }
     if !notify.notify("post-restore", Some(host[0].0)) {
         return Err(RestoreError::Aborted {
@@ -332,15 +369,22 @@ fn restore_task(
     images: &images::TaskImages,
     shared: &mut shmem::SharedMemory,
     threads: &mut Vec<SeizedTask>,
+    lazy: Option<&mut lazy::LazyLink>,
 ) -> Result<(), RestoreError> {
     let pid = task.pid();
     let inject_err = |step| move |source| RestoreError::Inject { pid, step, source };
     let at = mm::stub_place(pid, images)?;
     let inj = Injection::new_at(task, at).map_err(inject_err("map the injection stub"))?;
     let remote = mm::Remote { inj: &inj, pid };
-    mm::restore_mm(&remote, task, images, shared)?;
+    mm::restore_mm(&remote, task, images, shared, lazy)?;
+    guards::install(&remote, &images.guards)?;
+    locks::restore(&remote, images.pid(), &shared.locks)?;
     task::restore_state(&remote, task, images)?;
     threads::restore_all(&inj, &images.threads, threads)?;
+    if let Some(t) = &images.tc.timers {
+        posix_timers::restore(&remote, &t.posix)?;
+    }
+    seccomp::install_all(&inj, images, threads)?;
     // The dumped parent-death signal replaces the SIGKILL guard as late as
     // the stub allows: only the registers and the detach come after it.
     task::set_pdeath(&remote, images.thread_core.pdeath_sig.unwrap_or(0).into())?;

@@ -61,6 +61,8 @@ pub(crate) struct TreeImages {
     /// Whether the root is the init of its own pid namespace (the whole
     /// tree lives in it; the pids of the images are the ones inside).
     pub(crate) new_pidns: bool,
+    /// Ghost files and link remaps made for the restore.
+    pub(crate) remaps: super::remap::Remaps,
 }
 
 impl TreeImages {
@@ -89,7 +91,14 @@ pub(crate) fn load(
         });
     }
     images::check_pstree_pids(&entries)?;
-    let files = images::load_files(dir)?;
+    let mut files = images::load_files(dir)?;
+    let root_dir = dir
+        .fs(entries[0].pid)
+        .ok()
+        .flatten()
+        .and_then(|fs| files.get(&fs.root_id)?.reg.as_ref().map(|r| r.name.clone()))
+        .unwrap_or_else(|| "/".to_owned());
+    let remaps = super::remap::apply(dir, &mut files, &root_dir)?;
     let mut tasks: Vec<TreeTask> = Vec::with_capacity(entries.len());
     for (i, entry) in entries.into_iter().enumerate() {
         let pid = entry.pid;
@@ -167,6 +176,7 @@ pub(crate) fn load(
         tasks,
         pipe_data,
         new_pidns,
+        remaps,
     })
 }
 

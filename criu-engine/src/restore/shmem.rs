@@ -32,6 +32,10 @@ pub(crate) struct SharedMemory {
     contents: HashMap<u64, Vec<(u64, Vec<u8>)>>,
     /// The mapping that created each object: (task, start, end).
     creators: HashMap<u64, (RealPid, u64, u64)>,
+    /// The memfds of the dump, held by the worker.
+    pub(crate) memfd: super::memfd::Memfds,
+    /// File locks to take again (`file_locks`).
+    pub(crate) locks: Vec<criu_proto::images::FileLockEntry>,
 }
 
 /// Whether `vma` maps shared anonymous memory.

@@ -52,6 +52,16 @@ pub enum TaskError {
         /// What differs.
         what: &'static str,
     },
+    /// A POSIX timer could not get its dumped id.
+    #[error("task {pid}: POSIX timer {want} was created with id {got}")]
+    TimerId {
+        /// Task.
+        pid: RealPid,
+        /// The dumped id.
+        want: u32,
+        /// The id the kernel gave.
+        got: u32,
+    },
     /// `/proc/<pid>/status` cannot be read.
     #[error("task {pid}: cannot read its status")]
     Status {
@@ -177,14 +187,22 @@ fn tls(r: &Remote<'_, '_>, ti: &ThreadInfoX86) -> Result<(), TaskError> {
     Ok(())
 }
 
+/// The `struct itimerval` words (interval, then value) that arm `t` again:
+/// a periodic timer dumped with no time left (its signal was pending) gets
+/// one interval, as CRIU does.
+pub(crate) fn itimerval(t: &ItimerEntry) -> [u64; 4] {
+    if t.vsec == 0 && t.vusec == 0 {
+        [t.isec, t.iusec, t.isec, t.iusec]
+    } else {
+        [t.isec, t.iusec, t.vsec, t.vusec]
+    }
+}
+
 fn itimer(r: &Remote<'_, '_>, which: u64, t: &ItimerEntry) -> Result<(), TaskError> {
     if t.isec == 0 && t.iusec == 0 && t.vsec == 0 && t.vusec == 0 {
         return Ok(());
     }
-    let val: Vec<u8> = [t.isec, t.iusec, t.vsec, t.vusec]
-        .iter()
-        .flat_map(|w| w.to_le_bytes())
-        .collect();
+    let val: Vec<u8> = itimerval(t).iter().flat_map(|w| w.to_le_bytes()).collect();
     let addr = r.scratch("copy an interval timer", 0, &val)?;
     r.call(
         "set an interval timer",
@@ -377,6 +395,19 @@ mod tests {
         assert_eq!(sigaction_signo(16), 18);
         assert_eq!(sigaction_signo(17), 20);
         assert_eq!(sigaction_signo(61), 64);
+    }
+
+    #[test]
+    fn expired_itimer_gets_one_interval() {
+        let t = ItimerEntry {
+            isec: 0,
+            iusec: 50_000,
+            vsec: 0,
+            vusec: 0,
+        };
+        assert_eq!(itimerval(&t), [0, 50_000, 0, 50_000]);
+        let t = ItimerEntry { vsec: 3, ..t };
+        assert_eq!(itimerval(&t), [0, 50_000, 3, 0]);
     }
 
     #[test]

@@ -108,11 +108,6 @@ pub(crate) fn load(
         if thread_info.fpregs.st_space.len() < 32 || thread_info.fpregs.xmm_space.len() < 64 {
             return Err(bad("short FPU register arrays"));
         }
-        if thread_core.seccomp_mode.unwrap_or(0) != 0 {
-            return Err(ImagesError::Unsupported {
-                what: format!("seccomp of thread {tid}"),
-            });
-        }
         out.push(ThreadImages {
             tid,
             thread_info,

@@ -30,6 +30,7 @@ use super::child::{
     REPORT_STEP,
 };
 use super::files::{FdPlan, FdStep};
+use super::helpers;
 use super::pstree::{TaskKind, TreeImages};
 use crate::pstree::RealPid;
 use crate::sys::clone3::clone3_in;
@@ -244,6 +245,50 @@ fn unsupported(pid: i32, what: String) -> TreeError {
     TreeError::Unsupported { pid, what }
 }
 
+/// Whether task `i` shares its parent's descriptor table (CRIU's
+/// `CLONE_FILES` from equal `files_id`s in `prepare_pstree_kobj_ids`). A
+/// table shared with a task other than the parent cannot be made by
+/// `clone` and is refused, as CRIU refuses to dump it.
+fn shares_parent_files(tree: &TreeImages, i: usize) -> Result<bool, TreeError> {
+    // Whether task `i` is alive with the files id of its live parent.
+    let inherits = |i: usize| -> Option<(u32, bool)> {
+        let t = &tree.tasks[i];
+        let files_id = t.alive()?.files_id;
+        let parent = t.parent.and_then(|p| tree.tasks[p].alive());
+        Some((files_id, parent.is_some_and(|p| p.files_id == files_id)))
+    };
+    let Some((files_id, shared)) = inherits(i) else {
+        return Ok(false);
+    };
+    if shared {
+        return Ok(true);
+    }
+    // Every other task with this table must get it from its parent.
+    let other = (0..tree.tasks.len())
+        .filter(|&o| o != i)
+        .find(|&o| inherits(o) == Some((files_id, false)));
+    match other {
+        Some(o) => Err(unsupported(
+            tree.tasks[i].pstree.pid as i32,
+            format!(
+                "a descriptor table shared with task {}, which is not its parent",
+                tree.tasks[o].pstree.pid
+            ),
+        )),
+        None => Ok(false),
+    }
+}
+
+/// The task that creates task `i`: its parent, or its session helper.
+fn creator_of(tree: &TreeImages, births: &helpers::Births, i: usize) -> usize {
+    if births.by_helper[i] {
+        if let Some(h) = births.children.iter().position(|c| c.contains(&i)) {
+            return h;
+        }
+    }
+    tree.tasks[i].parent.unwrap_or(0)
+}
+
 /// Plans every task of `tree`.
 fn plan(tree: &TreeImages, fds: FdPlan, shell_job: bool) -> Result<TreePlan, TreeError> {
     let mut tasks = Vec::with_capacity(tree.tasks.len());
@@ -252,14 +297,17 @@ fn plan(tree: &TreeImages, fds: FdPlan, shell_job: bool) -> Result<TreePlan, Tre
         .reg(tree.root().fs.root_id)
         .map(|r| r.name.clone())
         .unwrap_or_else(|| "/".to_owned());
+    let subreaper = tree.root().tc.child_subreaper == Some(true);
+    let births = helpers::plan_sessions(tree, subreaper || tree.new_pidns)?;
+    let mut groups = helpers::GroupHelpers::default();
     for (i, t) in tree.tasks.iter().enumerate() {
         let p = &t.pstree;
         let pid = i32::try_from(p.pid).unwrap_or(i32::MAX);
-        let parent = t.parent.map(|i| &tree.tasks[i].pstree);
+        let parent = births.born_in[i];
         let session = if p.sid == p.pid {
             Session::Leader
-        } else if let Some(parent) = parent {
-            if parent.sid != p.sid {
+        } else if let Some((parent_sid, _)) = parent {
+            if parent_sid != p.sid {
                 return Err(unsupported(
                     pid,
                     format!("a session ({}) other than its parent's", p.sid),
@@ -286,9 +334,13 @@ fn plan(tree: &TreeImages, fds: FdPlan, shell_job: bool) -> Result<TreePlan, Tre
             // The parent makes the group at once, so that a sibling created
             // next can join it.
             (Session::GroupLeader, Some(_)) => Some(p.pgid as i32),
-            (Session::Inherit, Some(parent)) if p.pgid != parent.pgid => {
-                // The group must exist, led by a task created before.
-                if !tree.tasks[..i].iter().any(|o| o.pstree.pid == p.pgid) {
+            (Session::Inherit, Some((_, parent_pgid))) if p.pgid != parent_pgid => {
+                if tree.tasks.iter().all(|o| o.pstree.pid != p.pgid) {
+                    // Its leader is gone: a helper makes the group first.
+                    let creator = creator_of(tree, &births, i);
+                    groups.add(p.pid, p.pgid, creator)?;
+                } else if !tree.tasks[..i].iter().any(|o| o.pstree.pid == p.pgid) {
+                    // The group must exist, led by a task created before.
                     return Err(unsupported(
                         pid,
                         format!(
@@ -301,13 +353,19 @@ fn plan(tree: &TreeImages, fds: FdPlan, shell_job: bool) -> Result<TreePlan, Tre
             }
             _ => None,
         };
-        let children = t.children.clone();
+        let children = births.children[i].clone();
+        let share_files = shares_parent_files(tree, i)?;
         let plan = match &t.kind {
             TaskKind::Zombie { exit_code, comm } => ChildPlan {
                 pid,
                 session,
                 pgid,
                 children,
+                share_files,
+                helper: false,
+                guard: !births.by_helper[i],
+                subreaper: false,
+                group_helpers: Vec::new(),
                 zombie: Some(*exit_code),
                 root: None,
                 cwd: c"/".to_owned(),
@@ -342,6 +400,11 @@ fn plan(tree: &TreeImages, fds: FdPlan, shell_job: bool) -> Result<TreePlan, Tre
                     session,
                     pgid,
                     children,
+                    share_files,
+                    helper: false,
+                    guard: !births.by_helper[i],
+                    subreaper: i == 0 && !births.sessions.is_empty() && subreaper,
+                    group_helpers: Vec::new(),
                     zombie: None,
                     root: (i == 0 && root != "/")
                         .then(|| cstring(pid, "root", root))
@@ -360,6 +423,29 @@ fn plan(tree: &TreeImages, fds: FdPlan, shell_job: bool) -> Result<TreePlan, Tre
             }
         };
         tasks.push(plan);
+    }
+    for (k, &sid) in births.sessions.iter().enumerate() {
+        tasks.push(ChildPlan {
+            pid: sid,
+            session: Session::Leader,
+            pgid: None,
+            children: births.children[tree.tasks.len() + k].clone(),
+            share_files: false,
+            helper: true,
+            guard: true,
+            subreaper: false,
+            group_helpers: Vec::new(),
+            zombie: None,
+            root: None,
+            cwd: c"/".to_owned(),
+            umask: 0o022,
+            rlimits: Vec::new(),
+            comm: c"criu-helper".to_owned(),
+            oom_score_adj: None,
+        });
+    }
+    for (i, t) in tasks.iter_mut().enumerate() {
+        t.group_helpers = groups.made_by(i);
     }
     let scratch = max_open_fd()?.max(fds.max_target()) + 1;
     Ok(TreePlan {
@@ -386,6 +472,13 @@ pub(crate) fn create(
     })?;
     let wr_raw = wr.as_raw_fd();
     let new_pidns = tree.new_pidns;
+    // Session helpers report, then exit: their pids are not the tree's.
+    let helper_pids: Vec<i32> = tp
+        .tasks
+        .iter()
+        .filter(|t| t.helper)
+        .map(|t| t.pid)
+        .collect();
     let child = clone3_in(root_pid, sibling, new_pidns, &mut || {
         child_main(&mut tp, 0, wr_raw)
     })
@@ -437,7 +530,7 @@ pub(crate) fn create(
         reported += 1;
         // Inside a new pid namespace the reported pids are not ours; the
         // root's death ends the whole namespace anyway.
-        if !new_pidns {
+        if !new_pidns && !helper_pids.contains(&pid) {
             tree_guard.pids.push(Pid::from_raw(pid));
         }
     }

@@ -5,6 +5,8 @@
 
 /// `PTRACE_SECCOMP_GET_FILTER` (`linux/ptrace.h`).
 pub(crate) const PTRACE_SECCOMP_GET_FILTER: libc::c_uint = 0x420c;
+/// `PTRACE_SECCOMP_GET_METADATA` (`linux/ptrace.h`).
+pub(crate) const PTRACE_SECCOMP_GET_METADATA: libc::c_uint = 0x420d;
 /// `PTRACE_GET_RSEQ_CONFIGURATION` (`linux/ptrace.h`).
 pub(crate) const PTRACE_GET_RSEQ_CONFIGURATION: libc::c_uint = 0x420f;
 /// `PTRACE_O_SUSPEND_SECCOMP` (`linux/ptrace.h`).
@@ -78,3 +80,12 @@ pub(crate) const PM_SCAN_WP_MATCHING: u64 = 1 << 0;
 pub(crate) const PM_SCAN_CHECK_WPASYNC: u64 = 1 << 1;
 /// `PAGE_IS_WRITTEN` category of `PAGEMAP_SCAN`.
 pub(crate) const PAGE_IS_WRITTEN: u64 = 1 << 1;
+
+/// `UFFDIO_WAKE` = `_IOR(0xaa, 0x02, struct uffdio_range)`.
+pub(crate) const UFFDIO_WAKE: libc::c_ulong = 0x8010_aa02;
+/// `UFFDIO_COPY` = `_IOWR(0xaa, 0x03, struct uffdio_copy)`.
+pub(crate) const UFFDIO_COPY: libc::c_ulong = 0xc028_aa03;
+/// `UFFDIO_ZEROPAGE` = `_IOWR(0xaa, 0x04, struct uffdio_zeropage)`.
+pub(crate) const UFFDIO_ZEROPAGE: libc::c_ulong = 0xc020_aa04;
+/// `UFFDIO_REGISTER_MODE_MISSING`.
+pub(crate) const UFFDIO_REGISTER_MODE_MISSING: u64 = 1 << 0;

@@ -52,27 +52,32 @@ pub(super) unsafe fn raw_clone3(args: &CloneArgs) -> libc::c_long {
     }
 }
 
-/// Creates a process whose pid (in our pid namespace) is `pid`.
-///
-/// With `sibling`, the new process is a child of our parent
-/// (`CLONE_PARENT`); otherwise it is our child and sends `SIGCHLD` when it
-/// dies. In the child, `child` runs and its return value becomes the exit
-/// status (`_exit`); the function returns only in the parent.
+/// Creates our child whose pid (in our pid namespace) is `pid`; it sends
+/// `SIGCHLD` when it dies and, with `share_files`, shares our descriptor
+/// table (`CLONE_FILES`). In the child, `child` runs and its return value
+/// becomes the exit status (`_exit`); the function returns only in the
+/// parent.
 ///
 /// `EEXIST` means the pid is taken; `EPERM` that we lack
 /// `CAP_CHECKPOINT_RESTORE`.
 ///
 /// The caller must be single-threaded: the child continues with a copy of
 /// this address space, and `child` must only make async-signal-safe calls.
-pub(crate) fn clone3_with_pid(
+pub(crate) fn clone3_child(
     pid: libc::pid_t,
-    sibling: bool,
+    share_files: bool,
     child: &mut dyn FnMut() -> u8,
 ) -> nix::Result<Pid> {
-    clone3_in(pid, sibling, false, child)
+    let extra = if share_files {
+        libc::CLONE_FILES as u64
+    } else {
+        0
+    };
+    clone3_flags(pid, extra, false, child)
 }
 
-/// [`clone3_with_pid`], optionally in a new pid namespace (`new_pidns`),
+/// [`clone3_child`] without sharing, or with `sibling` a child of our
+/// parent (`CLONE_PARENT`), optionally in a new pid namespace (`new_pidns`),
 /// where the child is pid 1 whatever `pid` says.
 pub(crate) fn clone3_in(
     pid: libc::pid_t,
@@ -80,12 +85,22 @@ pub(crate) fn clone3_in(
     new_pidns: bool,
     child: &mut dyn FnMut() -> u8,
 ) -> nix::Result<Pid> {
-    let tid = [pid];
-    let mut flags = if sibling {
+    let flags = if sibling {
         libc::CLONE_PARENT as u64
     } else {
         0
     };
+    clone3_flags(pid, flags, new_pidns, child)
+}
+
+fn clone3_flags(
+    pid: libc::pid_t,
+    mut flags: u64,
+    new_pidns: bool,
+    child: &mut dyn FnMut() -> u8,
+) -> nix::Result<Pid> {
+    let sibling = flags & libc::CLONE_PARENT as u64 != 0;
+    let tid = [pid];
     if new_pidns {
         flags |= libc::CLONE_NEWPID as u64;
     }

@@ -88,11 +88,54 @@ pub(crate) fn get_sigmask(pid: Pid) -> nix::Result<u64> {
 }
 
 /// `PTRACE_SECCOMP_GET_FILTER` with a null buffer: the number of BPF
-/// instructions of the task's seccomp filter number `index` (0 = newest).
+/// instructions of the task's seccomp filter number `index` (0 = the
+/// first installed).
 pub(crate) fn seccomp_filter_len(pid: Pid, index: usize) -> nix::Result<usize> {
     // SAFETY: a null `data` asks only for the length; nothing is written.
     let n = unsafe { raw(abi::PTRACE_SECCOMP_GET_FILTER, pid, index, 0) }?;
     usize::try_from(n).map_err(|_| Errno::EINVAL)
+}
+
+/// Bytes of one BPF instruction (`struct sock_filter`).
+pub(crate) const SOCK_FILTER_SIZE: usize = 8;
+/// Most instructions of one BPF program (`BPF_MAXINSNS`).
+const BPF_MAXINSNS: usize = 4096;
+
+/// `PTRACE_SECCOMP_GET_FILTER`: the instructions (`struct sock_filter`s,
+/// 8 bytes each) of the task's seccomp filter number `index` (0 = the
+/// first installed). `ENOENT` past the last one.
+pub(crate) fn seccomp_filter(pid: Pid, index: usize) -> nix::Result<Vec<u8>> {
+    let mut buf = vec![0u8; BPF_MAXINSNS * SOCK_FILTER_SIZE];
+    // SAFETY: `data` points to a live buffer of BPF_MAXINSNS instructions,
+    // the most one filter can hold.
+    let n = unsafe {
+        raw(
+            abi::PTRACE_SECCOMP_GET_FILTER,
+            pid,
+            index,
+            buf.as_mut_ptr() as usize,
+        )
+    }?;
+    let n = usize::try_from(n).map_err(|_| Errno::EINVAL)?;
+    buf.truncate(n.min(BPF_MAXINSNS) * SOCK_FILTER_SIZE);
+    Ok(buf)
+}
+
+/// `PTRACE_SECCOMP_GET_METADATA`: the flags (`SECCOMP_FILTER_FLAG_LOG`)
+/// filter number `index` was installed with.
+pub(crate) fn seccomp_metadata(pid: Pid, index: usize) -> nix::Result<u64> {
+    // struct seccomp_metadata { __u64 filter_off; __u64 flags; }
+    let mut meta = [index as u64, 0u64];
+    // SAFETY: `addr` is the size of the live two-word buffer `data` points to.
+    unsafe {
+        raw(
+            abi::PTRACE_SECCOMP_GET_METADATA,
+            pid,
+            size_of_val(&meta),
+            meta.as_mut_ptr() as usize,
+        )
+    }?;
+    Ok(meta[1])
 }
 
 /// What `PTRACE_GET_RSEQ_CONFIGURATION` reports (`struct ptrace_rseq_configuration`).

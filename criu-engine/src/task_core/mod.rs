@@ -11,7 +11,9 @@
 //! injected syscalls writing into the injection scratch ([`Queried::ask`]);
 //! the rest comes from `/proc`.
 
+pub mod posix_timers;
 pub mod regs;
+pub mod seccomp;
 pub mod thread;
 
 use std::mem::MaybeUninit;
@@ -23,6 +25,7 @@ use criu_proto::images::{
 };
 
 use crate::arch::nr;
+use crate::inject::batch::{BatchCallError, QueryBatch};
 use crate::inject::{InjectError, Injection};
 use crate::proc::stat::ProcStat;
 use crate::proc::status::ProcStatus;
@@ -76,6 +79,12 @@ pub enum CoreError {
         #[source]
         source: InjectError,
     },
+    /// The POSIX timers could not be described.
+    #[error(transparent)]
+    PosixTimers(#[from] posix_timers::PosixTimerError),
+    /// A seccomp filter chain could not be read.
+    #[error(transparent)]
+    Seccomp(#[from] seccomp::SeccompError),
     /// The task runs 32-bit code.
     #[error("task {pid} runs in 32-bit compatibility mode, which is not supported yet")]
     Compat {
@@ -195,74 +204,96 @@ pub struct Queried {
     pub membarrier: u32,
 }
 
-struct Asker<'a, 't> {
-    inj: &'a Injection<'t>,
-    pid: RealPid,
-}
-
-impl Asker<'_, '_> {
-    fn out(&self, off: u64) -> u64 {
-        self.inj.scratch().0 + off
-    }
-    fn call(&self, what: &'static str, nr: i64, args: &[u64]) -> Result<u64, CoreError> {
-        self.inj
-            .syscall_ok(nr, args)
-            .map_err(|source| CoreError::Inject {
-                pid: self.pid,
-                what,
-                source,
-            })
-    }
-    fn read<const N: usize>(&self, what: &'static str) -> Result<[u8; N], CoreError> {
-        let mut b = [0u8; N];
-        self.inj
-            .read_scratch(0, &mut b)
-            .map_err(|source| CoreError::Inject {
-                pid: self.pid,
-                what,
-                source,
-            })?;
-        Ok(b)
-    }
-    fn u64s<const N: usize, const W: usize>(
-        &self,
-        what: &'static str,
-    ) -> Result<[u64; W], CoreError> {
-        let b = self.read::<N>(what)?;
-        Ok(std::array::from_fn(|i| {
-            u64::from_le_bytes(b[i * 8..i * 8 + 8].try_into().expect("8 bytes"))
-        }))
+impl From<BatchCallError> for CoreError {
+    fn from(e: BatchCallError) -> Self {
+        CoreError::Inject {
+            pid: e.pid,
+            what: e.what,
+            source: e.source,
+        }
     }
 }
 
 impl Queried {
-    /// Runs the injected queries.
-    pub fn ask(inj: &Injection<'_>, pid: RealPid) -> Result<Queried, CoreError> {
-        let a = Asker { inj, pid };
-        a.call(
+    /// Runs the injected queries, all in one batch (one trap).
+    pub fn ask(inj: &Injection<'_>, _pid: RealPid) -> Result<Queried, CoreError> {
+        let mut b = QueryBatch::new(inj);
+        let (tid_off, tid_at) = b.out(8);
+        let tid = b.push(
             "prctl(PR_GET_TID_ADDRESS)",
             nr::PRCTL,
-            &[PR_GET_TID_ADDRESS, a.out(0)],
-        )?;
-        let [clear_tid_addr] = a.u64s::<8, 1>("clear tid address")?;
-        a.call(
+            &[PR_GET_TID_ADDRESS, tid_at],
+        );
+        let (rla_off, rla_at) = b.out(16);
+        let rla = b.push(
             "get_robust_list",
             libc::SYS_get_robust_list,
-            &[0, a.out(0), a.out(8)],
-        )?;
-        let [head, len] = a.u64s::<16, 2>("robust list")?;
-        a.call("sigaltstack", nr::SIGALTSTACK, &[0, a.out(0)])?;
-        let [ss_sp, ss_flags, ss_size] = a.u64s::<24, 3>("sigaltstack")?;
-        a.call(
+            &[0, rla_at, rla_at + 8],
+        );
+        let (sas_off, sas_at) = b.out(24);
+        let sas = b.push("sigaltstack", nr::SIGALTSTACK, &[0, sas_at]);
+        let (pdeath_off, pdeath_at) = b.out(8);
+        let pdeath = b.push(
             "prctl(PR_GET_PDEATHSIG)",
             nr::PRCTL,
-            &[PR_GET_PDEATHSIG, a.out(0)],
-        )?;
-        let [pdeath] = a.u64s::<8, 1>("pdeath signal")?;
+            &[PR_GET_PDEATHSIG, pdeath_at],
+        );
+        let itimer_calls: Vec<(usize, usize)> = (0..3u64)
+            .map(|which| {
+                let (off, at) = b.out(32);
+                (b.push("getitimer", libc::SYS_getitimer, &[which, at]), off)
+            })
+            .collect();
+        let rlimit_calls: Vec<(usize, usize)> = (0..RLIM_NLIMITS)
+            .map(|res| {
+                let (off, at) = b.out(16);
+                (
+                    b.push("prlimit64", libc::SYS_prlimit64, &[0, res.into(), 0, at]),
+                    off,
+                )
+            })
+            .collect();
+        let secbits = b.push("prctl(PR_GET_SECUREBITS)", nr::PRCTL, &[PR_GET_SECUREBITS]);
+        let (subreaper_off, subreaper_at) = b.out(8);
+        let subreaper = b.push(
+            "prctl(PR_GET_CHILD_SUBREAPER)",
+            nr::PRCTL,
+            &[PR_GET_CHILD_SUBREAPER, subreaper_at],
+        );
+        let dumpable = b.push("prctl(PR_GET_DUMPABLE)", nr::PRCTL, &[PR_GET_DUMPABLE]);
+        let thp = b.push(
+            "prctl(PR_GET_THP_DISABLE)",
+            nr::PRCTL,
+            &[PR_GET_THP_DISABLE],
+        );
+        let brk = b.push("brk", libc::SYS_brk, &[0]);
+        let membarrier = b.push(
+            "membarrier",
+            libc::SYS_membarrier,
+            &[MEMBARRIER_CMD_GET_REGISTRATIONS, 0, 0],
+        );
+        let sigact_calls: Vec<(usize, usize)> = crate::sigact::dumped_signals()
+            .map(|sig| {
+                let (off, at) = b.out(crate::sigact::RAW_LEN);
+                (
+                    b.push("rt_sigaction", nr::RT_SIGACTION, &[sig.into(), 0, at, 8]),
+                    off,
+                )
+            })
+            .collect();
+
+        let a = b.run()?;
+        for i in [tid, rla, sas, pdeath, subreaper] {
+            a.ok(i)?;
+        }
+        let [clear_tid_addr] = a.words::<1>(tid_off);
+        let [head, len] = a.words::<2>(rla_off);
+        let [ss_sp, ss_flags, ss_size] = a.words::<3>(sas_off);
+        let [pdeath] = a.words::<1>(pdeath_off);
         let mut itimers = [ItimerEntry::default(); 3];
-        for (which, t) in itimers.iter_mut().enumerate() {
-            a.call("getitimer", libc::SYS_getitimer, &[which as u64, a.out(0)])?;
-            let [isec, iusec, vsec, vusec] = a.u64s::<32, 4>("itimer")?;
+        for (t, &(i, off)) in itimers.iter_mut().zip(&itimer_calls) {
+            a.ok(i)?;
+            let [isec, iusec, vsec, vusec] = a.words::<4>(off);
             *t = ItimerEntry {
                 isec,
                 iusec,
@@ -271,49 +302,21 @@ impl Queried {
             };
         }
         let mut rlimits = Vec::with_capacity(RLIM_NLIMITS as usize);
-        for res in 0..RLIM_NLIMITS {
-            a.call(
-                "prlimit64",
-                libc::SYS_prlimit64,
-                &[0, res.into(), 0, a.out(0)],
-            )?;
-            let [cur, max] = a.u64s::<16, 2>("rlimit")?;
+        for &(i, off) in &rlimit_calls {
+            a.ok(i)?;
+            let [cur, max] = a.words::<2>(off);
             rlimits.push(RlimitEntry { cur, max });
         }
-        let secbits = a.call("prctl(PR_GET_SECUREBITS)", nr::PRCTL, &[PR_GET_SECUREBITS])?;
-        a.call(
-            "prctl(PR_GET_CHILD_SUBREAPER)",
-            nr::PRCTL,
-            &[PR_GET_CHILD_SUBREAPER, a.out(0)],
-        )?;
-        let [subreaper] = a.u64s::<8, 1>("child subreaper")?;
-        let dumpable = a.call("prctl(PR_GET_DUMPABLE)", nr::PRCTL, &[PR_GET_DUMPABLE])?;
-        let thp = a.call(
-            "prctl(PR_GET_THP_DISABLE)",
-            nr::PRCTL,
-            &[PR_GET_THP_DISABLE],
-        )?;
-        let brk = a.call("brk", libc::SYS_brk, &[0])?;
-        let membarrier = inj
-            .syscall(
-                libc::SYS_membarrier,
-                &[MEMBARRIER_CMD_GET_REGISTRATIONS, 0, 0],
-            )
-            .map_err(|source| CoreError::Inject {
-                pid,
-                what: "membarrier",
-                source,
-            })?;
+        let [subreaper] = a.words::<1>(subreaper_off);
+        let mut sigactions = Vec::with_capacity(sigact_calls.len());
+        for &(i, off) in &sigact_calls {
+            a.ok(i)?;
+            sigactions.push(crate::sigact::decode(&a.bytes(off)));
+        }
         Ok(Queried {
             clear_tid_addr,
             futex_rla: (head, len as u32),
-            sigactions: crate::sigact::dump(inj, pid).map_err(|e| match e {
-                crate::sigact::SigactError::Inject { source, .. } => CoreError::Inject {
-                    pid,
-                    what: "rt_sigaction",
-                    source,
-                },
-            })?,
+            sigactions,
             sas: ThreadSasEntry {
                 ss_sp,
                 ss_size,
@@ -322,12 +325,12 @@ impl Queried {
             pdeath_sig: pdeath as u32,
             itimers,
             rlimits,
-            secbits: secbits as u32,
+            secbits: a.ok(secbits)? as u32,
             child_subreaper: subreaper as u32 != 0,
-            dumpable: dumpable as i32,
-            thp_disabled: thp != 0,
-            brk,
-            membarrier: u32::try_from(membarrier).unwrap_or(0),
+            dumpable: a.ok(dumpable)? as i32,
+            thp_disabled: a.ok(thp)? != 0,
+            brk: a.ok(brk)?,
+            membarrier: u32::try_from(a.raw(membarrier)).unwrap_or(0),
         })
     }
 }

@@ -13,6 +13,7 @@ use criu_proto::images::{
 
 use super::{CoreError, Frozen, MARCH_X86_64, PR_GET_TID_ADDRESS};
 use crate::arch::nr;
+use crate::inject::batch::QueryBatch;
 use crate::inject::Injection;
 use crate::proc::stat::ProcStat;
 
@@ -28,34 +29,37 @@ pub struct ThreadQueried {
 }
 
 impl ThreadQueried {
-    /// Runs the per-thread queries in the thread `inj` runs in.
+    /// Runs the per-thread queries in the thread `inj` runs in (one batch).
     pub fn ask(inj: &Injection<'_>) -> Result<ThreadQueried, CoreError> {
-        let pid = inj.task().pid();
-        let err = |what| move |source| CoreError::Inject { pid, what, source };
-        let out = inj.scratch().0;
-        let read = |what, n: usize| -> Result<Vec<u64>, CoreError> {
-            let mut b = vec![0u8; n * 8];
-            inj.read_scratch(0, &mut b).map_err(err(what))?;
-            Ok(b.chunks_exact(8)
-                .map(|c| u64::from_le_bytes(c.try_into().expect("8 bytes")))
-                .collect())
-        };
-        inj.syscall_ok(nr::PRCTL, &[PR_GET_TID_ADDRESS, out])
-            .map_err(err("prctl(PR_GET_TID_ADDRESS)"))?;
-        let clear_tid_addr = read("clear tid address", 1)?[0];
-        inj.syscall_ok(libc::SYS_get_robust_list, &[0, out, out + 8])
-            .map_err(err("get_robust_list"))?;
-        let rla = read("robust list", 2)?;
-        inj.syscall_ok(nr::SIGALTSTACK, &[0, out])
-            .map_err(err("sigaltstack"))?;
-        let sas = read("sigaltstack", 3)?;
+        let mut b = QueryBatch::new(inj);
+        let (tid_off, tid_at) = b.out(8);
+        let tid = b.push(
+            "prctl(PR_GET_TID_ADDRESS)",
+            nr::PRCTL,
+            &[PR_GET_TID_ADDRESS, tid_at],
+        );
+        let (rla_off, rla_at) = b.out(16);
+        let rla = b.push(
+            "get_robust_list",
+            libc::SYS_get_robust_list,
+            &[0, rla_at, rla_at + 8],
+        );
+        let (sas_off, sas_at) = b.out(24);
+        let sas = b.push("sigaltstack", nr::SIGALTSTACK, &[0, sas_at]);
+        let a = b.run()?;
+        for i in [tid, rla, sas] {
+            a.ok(i)?;
+        }
+        let [clear_tid_addr] = a.words::<1>(tid_off);
+        let [head, len] = a.words::<2>(rla_off);
+        let [ss_sp, ss_flags, ss_size] = a.words::<3>(sas_off);
         Ok(ThreadQueried {
             clear_tid_addr,
-            futex_rla: (rla[0], rla[1] as u32),
+            futex_rla: (head, len as u32),
             sas: ThreadSasEntry {
-                ss_sp: sas[0],
-                ss_flags: sas[1] as u32,
-                ss_size: sas[2],
+                ss_sp,
+                ss_flags: ss_flags as u32,
+                ss_size,
             },
         })
     }

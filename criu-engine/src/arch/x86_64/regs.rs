@@ -117,6 +117,49 @@ pub const SYSCALL_INSN_LEN: u64 = 2;
 /// Where `rip` points, relative to the stub, once its `int3` trapped.
 pub const STUB_TRAP_OFFSET: u64 = 3;
 
+/// Where the syscall chain starts in the stub page (after [`SYSCALL_STUB`]).
+pub const CHAIN_OFFSET: u64 = 16;
+/// Bytes of one syscall chain entry: `nr`, six arguments, the result.
+pub const CHAIN_ENTRY_LEN: usize = 64;
+/// Code running a table of syscalls in a row, one trap in all: `rbx` points
+/// at the table, `r12` holds the number of entries. Each entry is eight
+/// words (`nr`, `a1`..`a6`, result); the code stores `rax` in the result
+/// word after each `syscall`, then ends with `int3`.
+///
+/// ```text
+/// 0:  test r12, r12        4d 85 e4
+/// 3:  jz   47              74 2a
+/// 5:  mov  rax, [rbx]      48 8b 03
+///     mov  rdi, [rbx+8]    48 8b 7b 08
+///     mov  rsi, [rbx+16]   48 8b 73 10
+///     mov  rdx, [rbx+24]   48 8b 53 18
+///     mov  r10, [rbx+32]   4c 8b 53 20
+///     mov  r8,  [rbx+40]   4c 8b 43 28
+///     mov  r9,  [rbx+48]   4c 8b 4b 30
+///     syscall              0f 05
+///     mov  [rbx+56], rax   48 89 43 38
+///     add  rbx, 64         48 83 c3 40
+///     dec  r12             49 ff cc
+/// 45: jmp  0               eb d1
+/// 47: int3                 cc
+/// ```
+pub const SYSCALL_CHAIN: [u8; 48] = [
+    0x4d, 0x85, 0xe4, 0x74, 0x2a, 0x48, 0x8b, 0x03, 0x48, 0x8b, 0x7b, 0x08, 0x48, 0x8b, 0x73, 0x10,
+    0x48, 0x8b, 0x53, 0x18, 0x4c, 0x8b, 0x53, 0x20, 0x4c, 0x8b, 0x43, 0x28, 0x4c, 0x8b, 0x4b, 0x30,
+    0x0f, 0x05, 0x48, 0x89, 0x43, 0x38, 0x48, 0x83, 0xc3, 0x40, 0x49, 0xff, 0xcc, 0xeb, 0xd1, 0xcc,
+];
+/// Where `rip` points, relative to the chain, once its `int3` trapped.
+pub const CHAIN_TRAP_OFFSET: u64 = SYSCALL_CHAIN.len() as u64;
+
+/// Registers that run the syscall chain at `ip` over `count` entries at
+/// `table`, starting from `base` (see [`syscall_regs`]).
+pub fn chain_regs(base: &UserRegs, ip: u64, table: u64, count: u64) -> UserRegs {
+    let mut regs = syscall_regs(base, ip, 0, &[]);
+    regs.rbx = table;
+    regs.r12 = count;
+    regs
+}
+
 /// Code segment selector of 64-bit user mode (`__USER_CS`).
 pub const USER_CS: u64 = 0x33;
 /// Code segment selector of 32-bit compat user mode (`__USER32_CS`).

@@ -1,0 +1,118 @@
+//! A tree whose session and process group leaders are gone, the target of
+//! the helper-task restore tests.
+//!
+//! `criu-wl-orphans LOGPATH`
+//!
+//! It forks: the parent prints the child's pid on stdout and exits. The
+//! child (the root) calls `setsid`, points stdio at `/dev/null`, becomes a
+//! child subreaper, then:
+//!
+//! * forks `A`, which calls `setsid` and forks `B`, then exits: `B` is
+//!   reparented to the root, in session `A` and group `A`, both leaderless;
+//! * forks `C`, which leads a new group and forks `D`, then exits: `D` is
+//!   reparented to the root, in the root's session and in group `C`,
+//!   leaderless;
+//! * reaps `A` and `C`.
+//!
+//! Then `B`, `D` and the root append `b N`, `d N` and `r N` lines to the
+//! log every 100 ms; the first lines are `pids B D A C`.
+
+use std::io::Write;
+use std::os::fd::AsRawFd;
+use std::time::Duration;
+
+use nix::fcntl::{open, OFlag};
+use nix::sys::stat::Mode;
+use nix::unistd::{ForkResult, Pid};
+
+fn die(what: &str) -> ! {
+    eprintln!("criu-wl-orphans: {what} failed");
+    std::process::exit(1)
+}
+
+fn fork() -> Option<Pid> {
+    // SAFETY: the process is single-threaded; the child only runs plain code.
+    match unsafe { nix::unistd::fork() }.unwrap_or_else(|_| die("fork")) {
+        ForkResult::Parent { child } => Some(child),
+        ForkResult::Child => None,
+    }
+}
+
+fn log_forever(log: &mut std::fs::File, tag: &str) -> ! {
+    for n in 0u64.. {
+        if log.write_all(format!("{tag} {n}\n").as_bytes()).is_err() {
+            std::process::exit(3);
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    unreachable!("the counter never ends")
+}
+
+/// Forks a child that runs `then` in a new session (`session`) or a new
+/// group, forks the returned grandchild and exits; returns both pids once
+/// the child is reaped.
+fn orphan(log: &mut std::fs::File, session: bool, tag: &str) -> (Pid, Pid) {
+    let (rd, wr) = nix::unistd::pipe().unwrap_or_else(|_| die("pipe"));
+    match fork() {
+        Some(child) => {
+            drop(wr);
+            let mut buf = [0u8; 4];
+            let got = nix::unistd::read(&rd, &mut buf).unwrap_or_else(|_| die("read"));
+            if got != 4 {
+                die("grandchild pid");
+            }
+            let _ = nix::sys::wait::waitpid(child, None);
+            (child, Pid::from_raw(i32::from_ne_bytes(buf)))
+        }
+        None => {
+            drop(rd);
+            if session {
+                nix::unistd::setsid().unwrap_or_else(|_| die("setsid"));
+            } else {
+                nix::unistd::setpgid(Pid::from_raw(0), Pid::from_raw(0))
+                    .unwrap_or_else(|_| die("setpgid"));
+            }
+            match fork() {
+                Some(grand) => {
+                    let _ = nix::unistd::write(&wr, &grand.as_raw().to_ne_bytes());
+                    std::process::exit(0)
+                }
+                None => {
+                    drop(wr);
+                    log_forever(log, tag)
+                }
+            }
+        }
+    }
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let Some(log_path) = args.get(1) else {
+        eprintln!("usage: criu-wl-orphans LOGPATH");
+        std::process::exit(2);
+    };
+    // SAFETY: close_range takes plain integers; no Rust object owns fds >= 3 yet.
+    unsafe { libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, 0u32) };
+    if let Some(child) = fork() {
+        println!("{child}");
+        std::process::exit(0);
+    }
+    nix::unistd::setsid().unwrap_or_else(|_| die("setsid"));
+    let null = open("/dev/null", OFlag::O_RDWR, Mode::empty()).unwrap_or_else(|_| die("open"));
+    for fd in 0..3 {
+        // SAFETY: dup2 takes plain descriptor numbers.
+        unsafe { libc::dup2(null.as_raw_fd(), fd) };
+    }
+    drop(null);
+    nix::sys::prctl::set_child_subreaper(true).unwrap_or_else(|_| die("subreaper"));
+    let mut log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log_path)
+        .unwrap_or_else(|_| die("open log"));
+    let (a, b) = orphan(&mut log, true, "b");
+    let (c, d) = orphan(&mut log, false, "d");
+    let _ = writeln!(log, "pids {b} {d} {a} {c}");
+    log_forever(&mut log, "r")
+}
