@@ -84,6 +84,12 @@ impl Pty {
     /// Runs `cmd` with the slave as its standard streams, leading a new
     /// session whose controlling terminal is the slave.
     fn spawn(&self, cmd: &mut Command) -> Child {
+        self.spawn_with(cmd, false)
+    }
+
+    /// [`Pty::spawn`]; with `dev_tty` the process also holds `/dev/tty`
+    /// open.
+    fn spawn_with(&self, cmd: &mut Command, dev_tty: bool) -> Child {
         let open = || {
             std::fs::OpenOptions::new()
                 .read(true)
@@ -96,9 +102,12 @@ impl Pty {
         cmd.stdin(open()).stdout(open()).stderr(open());
         // SAFETY: only async-signal-safe calls between fork and exec.
         unsafe {
-            cmd.pre_exec(|| {
+            cmd.pre_exec(move || {
                 nix::unistd::setsid()?;
                 if libc::ioctl(0, libc::TIOCSCTTY, 0) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                if dev_tty && libc::open(c"/dev/tty".as_ptr(), libc::O_RDWR) < 0 {
                     return Err(std::io::Error::last_os_error());
                 }
                 Ok(())
@@ -226,6 +235,14 @@ fn shell_job_session_leader_comes_back_on_the_restorers_terminal() {
     );
     target.wait().unwrap();
 
+    // No terminal to hand over: a clear failure, nothing left running.
+    let d = dir.path().display().to_string();
+    let out = criu(&["restore", "-D", &d, "--shell-job", "-o", "r0.log"]);
+    assert!(!out.status.success());
+    let msg = text(dir.path(), &out, "r0.log");
+    assert!(msg.contains("standard input is not a terminal"), "{msg}");
+    assert!(std::fs::metadata(format!("/proc/{pid}")).is_err());
+
     let mut b = Pty::open();
     let restorer = restore_on(&b, dir.path());
     cleanup.0.push(restorer.id() as i32);
@@ -347,6 +364,22 @@ fn pty_pair_inside_the_tree_keeps_queued_data_window_and_ctty() {
     // Let `ping 0` reach the child's terminal, where it waits unread.
     std::thread::sleep(Duration::from_millis(200));
 
+    // A dump that leaves the pair running reads the queued line and
+    // writes it back: the final dump finds it again.
+    let first_images = dir.path().join("img0");
+    std::fs::create_dir(&first_images).unwrap();
+    let out = dump(&first_images, pid, &["--leave-running"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        text(&first_images, &out, "dump.log")
+    );
+    let data: Vec<TtyDataEntry> = ImagesDir::open(&first_images)
+        .unwrap()
+        .read_all(ImageKind::TtyData, 0)
+        .unwrap();
+    assert!(data.iter().any(|d| d.data == b"ping 0\n"), "{data:?}");
+
     let images = dir.path().join("img");
     std::fs::create_dir(&images).unwrap();
     let out = dump(&images, pid, &[]);
@@ -442,4 +475,28 @@ fn orphan_pts_master_is_handed_to_the_rpc_client() {
     );
     kill_and_reap(pid);
     let _ = client.wait();
+}
+
+#[test]
+fn dev_tty_is_refused_and_the_job_goes_on() {
+    require_root();
+    become_subreaper();
+    let _turn = take_turn();
+    let dir = TempDir::new("tty-devtty");
+    let mut a = Pty::open();
+    let mut target = a.spawn_with(Command::new(bin("criu-wl-tty")).arg("shell"), true);
+    let pid = target.id() as i32;
+    let _cleanup = Cleanup(vec![pid]);
+    a.wait_line("tick");
+    let out = dump(dir.path(), pid, &["--shell-job"]);
+    assert!(!out.status.success());
+    let msg = text(dir.path(), &out, "dump.log");
+    assert!(
+        msg.contains("is the current terminal /dev/tty, which cannot be dumped yet"),
+        "{msg}"
+    );
+    a.write("after\n");
+    a.wait_line("got after");
+    target.kill().unwrap();
+    target.wait().unwrap();
 }

@@ -166,7 +166,7 @@ fn kind(meta: &Metadata) -> Option<Kind> {
     let (major, minor) = (libc::major(meta.rdev()), libc::minor(meta.rdev()));
     Some(match major {
         TTYAUX_MAJOR => match minor {
-            0 => Kind::Other("the current terminal /dev/tty"),
+            0 => Kind::Other("the current terminal"),
             1 => Kind::Other("a console"),
             2 => Kind::Master,
             _ => return None,
@@ -451,11 +451,7 @@ impl FileTable {
         let master = match kind(meta) {
             Some(Kind::Master) => true,
             Some(Kind::Slave) => false,
-            Some(Kind::Other(what)) => {
-                return Err(unsupported(format!(
-                    "{what} ({name}), a terminal kind not supported yet"
-                )))
-            }
+            Some(Kind::Other(what)) => return Err(unsupported(format!("{what} {name}"))),
             None => return Err(unsupported(format!("a special file {name}"))),
         };
         let info = crate::proc::read(pid.0, &format!("fdinfo/{fd}"))
