@@ -422,6 +422,11 @@ fn shared_fd_table_round_trip() {
     assert!(out.status.success(), "{out:?}");
     let pid: i32 = String::from_utf8_lossy(&out.stdout).trim().parse().unwrap();
     wait_lines(&log, 2);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while last_tagged(&log, "f").is_none() {
+        assert!(Instant::now() < deadline, "the child does not log");
+        std::thread::sleep(Duration::from_millis(20));
+    }
     let child: i32 = fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))
         .unwrap()
         .trim()
@@ -533,9 +538,12 @@ echo $!"#;
     assert!(!images.join("inventory.img").exists());
 }
 
-/// A tree whose session and group leaders are gone (`criu-wl-orphans`):
-/// restored through helper tasks, every task has its pid, parent, group
-/// and session again, no helper is left, and all carry on.
+/// A tree whose session and group leaders are gone, a child of the root in
+/// the session of a live leader that is not its parent, and a child left
+/// in the root's session by a parent that called `setsid` after making it
+/// (`criu-wl-orphans`): restored through helper tasks and a late `setsid`,
+/// every task has its pid, parent, group and session again, no helper is
+/// left, and all carry on.
 fn orphaned_session_and_group_round_trip() {
     let scratch = tempfile::tempdir().unwrap();
     let log = scratch.path().join("orphans.log");
@@ -555,8 +563,26 @@ fn orphaned_session_and_group_round_trip() {
         assert!(Instant::now() < deadline, "no pids logged");
         std::thread::sleep(Duration::from_millis(20));
     };
-    let (b, d, a, c) = (pids[0], pids[1], pids[2], pids[3]);
-    let before: Vec<_> = [root, b, d].iter().map(|&p| ids(p)).collect();
+    let (b, d, a, c, p, q) = (pids[0], pids[1], pids[2], pids[3], pids[4], pids[5]);
+    let (l, x) = (pids[6], pids[7]);
+    let tasks = [root, b, d, p, q, l, x];
+    let tags = ["b", "d", "p", "q", "l", "x", "r"];
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while tags.iter().any(|t| last_tagged(&log, t).is_none()) {
+        assert!(Instant::now() < deadline, "not every task logs");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let children_of = |p: i32| {
+        let mut c: Vec<i32> = fs::read_to_string(format!("/proc/{p}/task/{p}/children"))
+            .unwrap_or_default()
+            .split_whitespace()
+            .map(|w| w.parse().unwrap())
+            .collect();
+        c.sort_unstable();
+        c
+    };
+    let before: Vec<_> = tasks.iter().map(|&p| ids(p)).collect();
+    let children_before: Vec<_> = tasks.iter().map(|&p| children_of(p)).collect();
     let images = scratch.path().join("images");
     fs::create_dir(&images).unwrap();
     let dumped = run(&[
@@ -566,16 +592,16 @@ fn orphaned_session_and_group_round_trip() {
         "-D",
         images.to_str().unwrap(),
     ]);
-    for p in [root, b, d] {
-        kill_and_reap(p);
+    for t in tasks {
+        kill_and_reap(t);
     }
     dumped.expect("dump");
-    wait_free([root, b, d, a, c]);
+    wait_free([root, b, d, a, c, p, q, l, x]);
     let counters = |tag: &str| last_tagged(&log, tag).unwrap();
-    let dumped_at = [counters("b"), counters("d"), counters("r")];
+    let dumped_at = tags.map(counters);
     let restored = run(&["restore", "-D", images.to_str().unwrap()]);
     let deadline = Instant::now() + Duration::from_secs(10);
-    while ["b", "d", "r"]
+    while tags
         .iter()
         .zip(dumped_at)
         .any(|(t, n)| last_tagged(&log, t).unwrap() <= n + 1)
@@ -583,16 +609,17 @@ fn orphaned_session_and_group_round_trip() {
     {
         std::thread::sleep(Duration::from_millis(20));
     }
-    let after: Vec<_> = [root, b, d].iter().map(|&p| ids(p)).collect();
+    let after: Vec<_> = tasks.iter().map(|&p| ids(p)).collect();
+    let children_after: Vec<_> = tasks.iter().map(|&p| children_of(p)).collect();
     let helpers_left = [a, c].map(|p| Path::new(&format!("/proc/{p}")).exists());
-    let now = [counters("b"), counters("d"), counters("r")];
-    for p in [root, b, d] {
-        kill_and_reap(p);
+    let now = tags.map(counters);
+    for t in tasks {
+        kill_and_reap(t);
     }
     assert_eq!(restored.expect("restore"), root);
     let me = std::process::id() as i32;
     assert_eq!(after[0].map(|a| (a.0, a.1, a.2)), Some((me, root, root)));
-    for i in 1..3 {
+    for i in 1..tasks.len() {
         let (bf, af) = (before[i].unwrap(), after[i].unwrap());
         assert_eq!(
             (af.0, af.1, af.2),
@@ -603,10 +630,73 @@ fn orphaned_session_and_group_round_trip() {
     assert_eq!(before[1].unwrap().1, a, "B's group is A's");
     assert_eq!(before[1].unwrap().2, a, "B's session is A's");
     assert_eq!(before[2].unwrap().1, c, "D's group is C's");
+    let q_ids = before[4].map(|t| (t.0, t.1, t.2));
+    assert_eq!(q_ids, Some((p, root, root)), "Q: P's child in R's session");
+    let x_ids = before[6].map(|t| (t.0, t.1, t.2));
+    assert_eq!(x_ids, Some((root, l, l)), "X: R's child in L's session");
     assert_eq!(helpers_left, [false, false], "a helper is left");
+    assert_eq!(children_after, children_before, "a helper is left");
     for (i, (n, d)) in now.iter().zip(dumped_at).enumerate() {
         assert!(*n > d + 1, "counter {i} stuck at {n} (dumped at {d})");
     }
+}
+
+/// A child sharing its parent's fs information (`CLONE_FS`), which CRIU
+/// refuses to dump too, is refused with a clear error, and both carry on.
+fn shared_fs_refused() {
+    let scratch = tempfile::tempdir().unwrap();
+    let log = scratch.path().join("clone-fs.log");
+    let bin = workload_bin().with_file_name("criu-wl-clone-fs");
+    let out = std::process::Command::new(&bin)
+        .arg(&log)
+        .output()
+        .expect("run criu-wl-clone-fs");
+    assert!(out.status.success(), "{out:?}");
+    let pid: i32 = String::from_utf8_lossy(&out.stdout).trim().parse().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while last_tagged(&log, "s").is_none() || last_tagged(&log, "r").is_none() {
+        assert!(Instant::now() < deadline, "the workload does not log");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let child: i32 = fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    let images = scratch.path().join("images");
+    fs::create_dir(&images).unwrap();
+    let err = run(&[
+        "dump",
+        "-t",
+        &pid.to_string(),
+        "-D",
+        images.to_str().unwrap(),
+    ]);
+    let at = [
+        last_tagged(&log, "r").unwrap(),
+        last_tagged(&log, "s").unwrap(),
+    ];
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while (last_tagged(&log, "r").unwrap() <= at[0] + 1
+        || last_tagged(&log, "s").unwrap() <= at[1] + 1)
+        && Instant::now() < deadline
+    {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let now = [
+        last_tagged(&log, "r").unwrap(),
+        last_tagged(&log, "s").unwrap(),
+    ];
+    kill_and_reap(pid);
+    kill_and_reap(child);
+    let err = err.unwrap_err();
+    assert!(err.contains("SharedObject"), "{err}");
+    assert!(err.contains("fs (cwd, root, umask)"), "{err}");
+    assert!(
+        now[0] > at[0] + 1 && now[1] > at[1] + 1,
+        "stopped after the refusal"
+    );
+    assert!(!images.join("inventory.img").exists());
 }
 
 fn workload_bin() -> PathBuf {
@@ -837,15 +927,166 @@ fn own_tree_round_trip() {
     assert!(log_ids.windows(2).all(|w| w[0] == w[1]), "{fdinfo_ids:?}");
 }
 
+/// Values of the `TAG N` lines of `log` from line `from` on.
+fn tagged_from(log: &Path, tag: &str, from: usize) -> Vec<u64> {
+    fs::read_to_string(log)
+        .unwrap_or_default()
+        .lines()
+        .skip(from)
+        .filter_map(|l| l.strip_prefix(tag)?.strip_prefix(' ')?.parse().ok())
+        .collect()
+}
+
+/// The issue's tree under `leave_running`: the dump leaves every task
+/// running untouched (same ids, counters going on, no stub); restored from
+/// those images once the tree is killed, every task comes back with its
+/// pid, parent, group and session, the zombie as a zombie, all 17 tids,
+/// the unread pipe data, the shared page still shared, and every counter
+/// resuming from the value it had when frozen.
+fn own_tree_leave_running_round_trip() {
+    let scratch = tempfile::tempdir().unwrap();
+    let log = scratch.path().join("workload.log");
+    let out = std::process::Command::new(workload_bin())
+        .args([log.to_str().unwrap(), "4", "tree", "threads", "16"])
+        .output()
+        .expect("run criu-workload");
+    assert!(out.status.success(), "{out:?}");
+    let root: i32 = String::from_utf8_lossy(&out.stdout).trim().parse().unwrap();
+    let (w0, w1, w2, zombie, grand) = tree_pids(&log);
+    let all = [root, w0, w1, w2, zombie, grand];
+    let tags = ["w0", "w1", "w2", "g"];
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while tags.iter().any(|t| last_tagged(&log, t).is_none()) {
+        assert!(Instant::now() < deadline, "the tree does not log");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let before: Vec<_> = all.iter().map(|&p| ids(p)).collect();
+    let before_tids = tids(root);
+    let pre: Vec<u64> = tags.iter().map(|t| last_tagged(&log, t).unwrap()).collect();
+    let images = scratch.path().join("images");
+    fs::create_dir(&images).unwrap();
+    let dumped = run(&[
+        "dump",
+        "-t",
+        &root.to_string(),
+        "-D",
+        images.to_str().unwrap(),
+        "-R",
+    ]);
+    let post: Vec<u64> = tags.iter().map(|t| last_tagged(&log, t).unwrap()).collect();
+    // Still running: every counter moves on past what it was after the dump.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while tags
+        .iter()
+        .zip(&post)
+        .any(|(t, &v)| last_tagged(&log, t).unwrap() <= v + 1)
+        && Instant::now() < deadline
+    {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let running: Vec<u64> = tags.iter().map(|t| last_tagged(&log, t).unwrap()).collect();
+    let kept: Vec<_> = all.iter().map(|&p| ids(p)).collect();
+    let stub_free = all[..4].iter().chain(std::iter::once(&grand)).all(|&p| {
+        !fs::read_to_string(format!("/proc/{p}/maps"))
+            .unwrap_or_default()
+            .lines()
+            .any(|l| {
+                let f: Vec<&str> = l.split_whitespace().collect();
+                f.len() == 5 && f[1].contains('x')
+            })
+    });
+    for p in all {
+        kill_and_reap(p);
+    }
+    dumped.expect("dump");
+    assert_eq!(kept, before, "the dump changed the running tree");
+    assert!(stub_free, "a stub is left in the running tree");
+    for (i, (r, p)) in running.iter().zip(&post).enumerate() {
+        assert!(r > &(p + 1), "{} stopped after the dump", tags[i]);
+    }
+    wait_free(all);
+    let from = lines_total(&log);
+    run(&["restore", "-D", images.to_str().unwrap()]).expect("restore");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while tags.iter().any(|t| tagged_from(&log, t, from).len() < 3) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let after: Vec<_> = all.iter().map(|&p| ids(p)).collect();
+    let after_tids = tids(root);
+    let zombie_status = fs::read_to_string(format!("/proc/{zombie}/stat")).unwrap_or_default();
+    let (pipe_r, _) = tree_pipe(&log);
+    let mut unread = Vec::new();
+    if let Ok(mut f) = fs::File::options()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(format!("/proc/{root}/fd/{pipe_r}"))
+    {
+        let _ = std::io::Read::read_to_end(&mut f, &mut unread);
+    }
+    let resumed: Vec<Vec<u64>> = tags.iter().map(|t| tagged_from(&log, t, from)).collect();
+    let shm: Vec<Vec<u64>> = fs::read_to_string(&log)
+        .unwrap_or_default()
+        .lines()
+        .skip(from)
+        .filter_map(|l| {
+            l.strip_prefix("shm ")?
+                .split(' ')
+                .map(|w| w.parse().ok())
+                .collect()
+        })
+        .collect();
+    for p in all {
+        kill_and_reap(p);
+    }
+    let me = std::process::id() as i32;
+    assert_eq!(after[0].map(|a| (a.0, a.1, a.2)), Some((me, root, root)));
+    for i in 1..all.len() {
+        let (b, a) = (before[i].unwrap(), after[i].unwrap());
+        assert_eq!((a.0, a.1, a.2), (b.0, b.1, b.2), "task {}", all[i]);
+    }
+    assert_eq!(after[4].unwrap().3, 'Z');
+    assert_eq!(zombie_status.trim().rsplit(' ').next(), Some("1792"));
+    assert_eq!(after_tids, before_tids);
+    assert_eq!(unread, b"unread pipe data\n");
+    for (i, r) in resumed.iter().enumerate() {
+        assert!(r.len() >= 3, "{} did not resume: {r:?}", tags[i]);
+        // Frozen somewhere between the values logged before and after the
+        // dump, it goes on from there.
+        assert!(
+            (pre[i] + 1..=post[i] + 1).contains(&r[0]),
+            "{} resumed at {} (dumped between {} and {})",
+            tags[i],
+            r[0],
+            pre[i],
+            post[i]
+        );
+        assert!(r.windows(2).all(|w| w[1] == w[0] + 1), "{}: {r:?}", tags[i]);
+    }
+    let (first, last) = (shm.first().unwrap(), shm.last().unwrap());
+    for slot in 0..3 {
+        assert!(last[slot] > first[slot], "slot {slot}: {shm:?}");
+    }
+}
+
+/// Lines in `log` so far.
+fn lines_total(log: &Path) -> usize {
+    fs::read_to_string(log).unwrap_or_default().lines().count()
+}
+
 fn main() {
     let cases: &[(&str, fn())] = &[
         ("criu_threads_scenario", criu_threads_scenario),
         ("own_threads_round_trip", own_threads_round_trip),
         ("criu_tree_scenario", criu_tree_scenario),
         ("own_tree_round_trip", own_tree_round_trip),
+        (
+            "own_tree_leave_running_round_trip",
+            own_tree_leave_running_round_trip,
+        ),
         ("criu_pidns_scenario", criu_pidns_scenario),
         ("own_pidns_round_trip", own_pidns_round_trip),
         ("shared_fd_table_round_trip", shared_fd_table_round_trip),
+        ("shared_fs_refused", shared_fs_refused),
         ("nested_pidns_refused", nested_pidns_refused),
         (
             "orphaned_session_and_group_round_trip",

@@ -10,11 +10,14 @@ use std::path::Path;
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
-use criu_tests::{alive, become_subreaper, bin, kill_and_reap, require_root, TempDir};
+use criu_proto::rpc::CriuOpts;
+use criu_tests::{alive, become_subreaper, bin, kill_and_reap, require_root, Connect, TempDir};
 
 /// A running `criu-wl-memfiles` with its directory.
 struct Target {
     pid: i32,
+    /// Its children, when it has some (reaped with it).
+    children: Vec<i32>,
     dir: TempDir,
 }
 
@@ -34,7 +37,11 @@ impl Target {
             "criu-wl-memfiles {mode} did not start"
         );
         let pid = String::from_utf8_lossy(&out.stdout).trim().parse().unwrap();
-        Target { pid, dir }
+        Target {
+            pid,
+            children: Vec::new(),
+            dir,
+        }
     }
 
     fn img(&self) -> String {
@@ -43,9 +50,14 @@ impl Target {
 
     /// Asks the target to check itself and returns its verdict.
     fn verdict(&self) -> String {
-        let result = self.dir.path().join("result");
+        self.verdict_of("")
+    }
+
+    /// The verdict of the process answering `go<suffix>`.
+    fn verdict_of(&self, suffix: &str) -> String {
+        let result = self.dir.path().join(format!("result{suffix}"));
         let _ = std::fs::remove_file(&result);
-        std::fs::write(self.dir.path().join("go"), b"").unwrap();
+        std::fs::write(self.dir.path().join(format!("go{suffix}")), b"").unwrap();
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
             if let Ok(v) = std::fs::read_to_string(&result) {
@@ -123,6 +135,9 @@ impl Target {
         self.dump(dump_opts);
         assert!(!alive(self.pid), "the dumped target is gone");
         kill_and_reap(self.pid);
+        for &c in &self.children {
+            kill_and_reap(c);
+        }
         self.restore(restore_opts);
         assert_eq!(self.verdict(), "ok", "after the restore");
     }
@@ -130,8 +145,11 @@ impl Target {
 
 impl Drop for Target {
     fn drop(&mut self) {
-        if alive(self.pid) {
-            kill_and_reap(self.pid);
+        // The root first: its children are then reparented to us.
+        for &pid in [&self.pid].into_iter().chain(&self.children) {
+            if alive(pid) {
+                kill_and_reap(pid);
+            }
         }
     }
 }
@@ -179,6 +197,43 @@ fn ghost_files_keep_content_offset_and_stay_unlinked() {
 }
 
 #[test]
+fn unlinked_executable_is_a_ghost_file() {
+    let t = Target::start("ghost-exe");
+    t.round_trip(&["--ghost-limit", "64M"], &[]);
+    assert!(!t.dir.path().join("exe-copy").exists());
+    let left: Vec<_> = std::fs::read_dir(t.dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.contains("ghost"))
+        .collect();
+    assert!(left.is_empty(), "ghost files left behind: {left:?}");
+}
+
+#[test]
+fn tree_shares_memfd_ghost_and_flock() {
+    let mut t = Target::start("tree");
+    assert_eq!(t.verdict_of("-child"), "ok");
+    let child = child_of(t.pid);
+    t.children.push(child);
+    t.round_trip(&["--file-locks"], &["--file-locks"]);
+    assert!(alive(child), "the child is restored too");
+    assert_eq!(t.verdict_of("-child"), "ok");
+    let f = std::fs::File::options()
+        .write(true)
+        .open(t.dir.path().join("tree-flock"))
+        .unwrap();
+    // SAFETY: flock on a descriptor this test owns.
+    let r = unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+    assert_eq!(r, -1, "the inherited flock is held again");
+}
+
+/// The only child of `pid`.
+fn child_of(pid: i32) -> i32 {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")).unwrap();
+    text.split_whitespace().next().unwrap().parse().unwrap()
+}
+
+#[test]
 fn ghost_file_over_the_limit_is_refused() {
     let t = Target::start("ghost-huge");
     let msg = t.dump_fails(&[]);
@@ -209,6 +264,16 @@ fn sysv_shared_memory_outside_an_ipc_namespace_is_refused() {
     let msg = t.dump_fails(&[]);
     assert!(msg.contains("SysV IPC shared memory"), "{msg}");
     assert!(msg.contains("IPC namespace"), "{msg}");
+}
+
+#[test]
+fn file_leases_are_refused() {
+    let t = Target::start("lease");
+    // Taking a lease also makes the process the file's owner (F_SETOWN),
+    // which is refused first.
+    let msg = t.dump_fails(&["--file-locks"]);
+    assert!(msg.contains("cannot be dumped yet"), "{msg}");
+    assert!(msg.contains("/lease"), "{msg}");
 }
 
 /// What another process sees of the target's locks.
@@ -252,4 +317,56 @@ fn file_locks_need_the_option_then_are_taken_again() {
     assert!(msg.contains("file_locks"), "{msg}");
     t.round_trip(&["--file-locks"], &["--file-locks"]);
     locks_held(t.dir.path(), t.pid);
+}
+
+/// DUMP or RESTORE through a `criu-swrk` worker with `set` applied to the
+/// options; returns whether it succeeded.
+fn swrk(t: &Target, ty: criu_proto::rpc::CriuReqType, set: impl FnOnce(&mut CriuOpts)) -> bool {
+    let img = std::fs::File::open(t.dir.path().join("img")).unwrap();
+    let mut opts = CriuOpts {
+        images_dir_fd: img.as_raw_fd(),
+        log_file: Some("rpc.log".into()),
+        log_level: Some(4),
+        ..Default::default()
+    };
+    set(&mut opts);
+    let mut r = criu_tests::req(ty);
+    r.opts = Some(opts);
+    let client = Connect::Swrk(bin("criu-swrk")).open();
+    let resp = client.call(&r).expect("answered");
+    let _ = client.wait();
+    resp.success
+}
+
+#[test]
+fn rpc_options_file_locks_and_link_remap() {
+    use criu_proto::rpc::CriuReqType as T;
+    let t = Target::start("locks");
+    assert!(!swrk(&t, T::Dump, |o| o.pid = Some(t.pid)));
+    assert!(
+        t.log("rpc.log").contains("file_locks"),
+        "{}",
+        t.log("rpc.log")
+    );
+    assert!(alive(t.pid));
+    assert!(swrk(&t, T::Dump, |o| {
+        o.pid = Some(t.pid);
+        o.file_locks = Some(true);
+    }));
+    kill_and_reap(t.pid);
+    assert!(
+        swrk(&t, T::Restore, |o| o.file_locks = Some(true)),
+        "{}",
+        t.log("rpc.log")
+    );
+    locks_held(t.dir.path(), t.pid);
+
+    let l = Target::start("linked");
+    assert!(swrk(&l, T::Dump, |o| {
+        o.pid = Some(l.pid);
+        o.link_remap = Some(true);
+    }));
+    kill_and_reap(l.pid);
+    assert!(swrk(&l, T::Restore, |_| {}), "{}", l.log("rpc.log"));
+    assert_eq!(l.verdict(), "ok");
 }

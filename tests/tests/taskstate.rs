@@ -170,7 +170,7 @@ fn log_of(dir: &Path, name: &str) -> String {
 }
 
 /// The images say what the workload set up, in CRIU's layout.
-fn assert_images(t: &Target, images: &Path) {
+fn assert_images(t: &Target, images: &Path, tsync: bool) {
     let dir = ImagesDir::open(images).unwrap();
     let core: CoreEntry = dir
         .read_single(ImageKind::Core, t.pid as u64)
@@ -197,13 +197,33 @@ fn assert_images(t: &Target, images: &Path) {
         .read_single(ImageKind::Seccomp, 0)
         .unwrap()
         .expect("seccomp.img");
-    assert_eq!(
-        seccomp.seccomp_filters.len(),
-        3,
-        "two filters of the leader and one of the thread"
-    );
+    let filters = &seccomp.seccomp_filters;
     let at = th.seccomp_filter.expect("leader's filter index") as usize;
-    assert!(at < 3);
+    assert!(at < filters.len());
+    let tid = core.thread_core.as_ref().map(|_| ()).and_then(|()| {
+        let pstree = dir.pstree().unwrap();
+        pstree[0].threads.get(1).copied()
+    });
+    let thread: CoreEntry = dir
+        .read_single(ImageKind::Core, tid.expect("a second thread").into())
+        .unwrap()
+        .expect("core image of the thread");
+    let tth = thread.thread_core.expect("thread_core");
+    if tsync {
+        assert_eq!(filters.len(), 2, "one chain, kept by the leader");
+        assert!(
+            filters.iter().all(|f| f.flags.unwrap_or(0) & 1 != 0),
+            "TSYNC"
+        );
+        assert_eq!((tth.seccomp_mode, tth.seccomp_filter), (None, None));
+    } else {
+        assert_eq!(
+            filters.len(),
+            3,
+            "two filters of the leader, one of the thread"
+        );
+        assert_eq!(tth.seccomp_mode, Some(2));
+    }
 }
 
 #[test]
@@ -217,7 +237,7 @@ fn task_state_survives_dump_and_restore() {
         "dump: {resp:?}\n{}",
         log_of(images.path(), "dump.log")
     );
-    assert_images(&t, images.path());
+    assert_images(&t, images.path(), false);
     kill_and_reap(t.pid);
     let resp = restore(images.path());
     assert!(
@@ -227,6 +247,61 @@ fn task_state_survives_dump_and_restore() {
     );
     assert_eq!(resp.restore.map(|r| r.pid), Some(t.pid));
     t.assert_all_ok("restored", &["guard"]);
+}
+
+#[test]
+fn threads_sharing_a_seccomp_chain_get_it_back_through_the_leader() {
+    require_root();
+    let t = Target::start(&["tsync"]);
+    let images = TempDir::new("taskstate-img");
+    let resp = dump(t.pid, images.path(), false);
+    assert!(
+        resp.success,
+        "dump: {resp:?}\n{}",
+        log_of(images.path(), "dump.log")
+    );
+    assert_images(&t, images.path(), true);
+    kill_and_reap(t.pid);
+    let resp = restore(images.path());
+    assert!(
+        resp.success,
+        "restore: {resp:?}\n{}",
+        log_of(images.path(), "restore.log")
+    );
+    t.assert_all_ok("restored", &[]);
+}
+
+#[test]
+fn task_state_survives_in_a_pid_namespace() {
+    require_root();
+    let mut t = Target::start(&["pidns"]);
+    let images = TempDir::new("taskstate-img");
+    let resp = dump(t.pid, images.path(), false);
+    assert!(
+        resp.success,
+        "dump: {resp:?}\n{}",
+        log_of(images.path(), "dump.log")
+    );
+    let dir = ImagesDir::open(images.path()).unwrap();
+    let core: CoreEntry = dir
+        .read_single(ImageKind::Core, 1)
+        .unwrap()
+        .expect("core-1.img");
+    let posix = core.tc.expect("tc").timers.expect("timers").posix;
+    let targeted: Vec<Option<i32>> = posix.iter().map(|p| p.notify_thread_id).collect();
+    assert!(
+        targeted.contains(&Some(2)),
+        "the thread-targeted timer names the thread by its id in the namespace: {targeted:?}"
+    );
+    kill_and_reap(t.pid);
+    let resp = restore(images.path());
+    assert!(
+        resp.success,
+        "restore: {resp:?}\n{}",
+        log_of(images.path(), "restore.log")
+    );
+    t.pid = resp.restore.expect("restore answer").pid;
+    t.assert_all_ok("restored", &[]);
 }
 
 #[test]
@@ -251,4 +326,59 @@ fn task_state_survives_leave_running_and_restore() {
         log_of(images.path(), "restore.log")
     );
     t.assert_all_ok("restored", &["guard"]);
+}
+
+/// Children of `pid` (its main thread's).
+fn children(pid: i32) -> Vec<i32> {
+    std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))
+        .unwrap_or_default()
+        .split_whitespace()
+        .filter_map(|c| c.parse().ok())
+        .collect()
+}
+
+#[test]
+fn a_task_in_its_own_time_namespace_is_refused_clearly() {
+    require_root();
+    become_subreaper();
+    // `setsid` makes `unshare` a session leader; its child `sleep` runs in a
+    // new time namespace.
+    let mut child = std::process::Command::new("setsid")
+        .args([
+            "unshare",
+            "--time",
+            "--boottime",
+            "1000",
+            "--fork",
+            "sleep",
+            "60",
+        ])
+        // It complains about signals the test harness blocks.
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("start unshare");
+    let pid = i32::try_from(child.id()).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let inner = loop {
+        if let Some(&c) = children(pid).first() {
+            let ns = |p: i32| std::fs::read_link(format!("/proc/{p}/ns/time")).ok();
+            if ns(c).is_some() && ns(c) != ns(pid) {
+                break c;
+            }
+        }
+        assert!(Instant::now() < deadline, "unshare --time never forked");
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    let images = TempDir::new("taskstate-timens");
+    let resp = dump(pid, images.path(), false);
+    let msg = resp.cr_errmsg.clone().unwrap_or_default();
+    assert!(!resp.success, "{resp:?}");
+    assert!(
+        msg.contains("time namespace") && msg.contains(&inner.to_string()),
+        "{msg}"
+    );
+    assert!(alive(pid) && alive(inner), "the tree is left running");
+    kill_and_reap(inner);
+    child.kill().unwrap();
+    child.wait().unwrap();
 }

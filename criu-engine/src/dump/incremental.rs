@@ -3,8 +3,10 @@
 //! handling in `criu/image.c` and the `PE_PARENT` decisions of
 //! `criu/mem.c`, with [`crate::mem::dirty`] in place of soft-dirty bits).
 
+use std::cell::RefCell;
 use std::net::TcpStream;
 use std::os::fd::OwnedFd;
+use std::rc::Rc;
 
 use criu_proto::img::{ImageError, ImagesDir};
 use nix::errno::Errno;
@@ -152,6 +154,25 @@ pub struct TrackPlan {
     pub remote: Option<Sender>,
     /// The page server has parent images for this task.
     pub remote_parent: bool,
+    /// Where the engine's tracker descriptors wait to be closed.
+    pub deferred: DeferredClose,
+}
+
+/// Tracker descriptors whose close waits until the tree is released: the
+/// last close of a userfaultfd unprotects every tracked page, which takes
+/// long on a large address space and must not keep the tree frozen.
+#[derive(Debug, Clone, Default)]
+pub struct DeferredClose(Rc<RefCell<Vec<OwnedFd>>>);
+
+impl DeferredClose {
+    fn push(&self, fd: OwnedFd) {
+        self.0.borrow_mut().push(fd);
+    }
+
+    /// Closes every descriptor left here.
+    pub fn close_all(&self) {
+        self.0.borrow_mut().clear();
+    }
 }
 
 impl TrackPlan {
@@ -190,6 +211,36 @@ impl TrackPlan {
             skip_unreadable: opts.pre_dump_mode == PreDumpMode::Read && keep,
             remote,
             remote_parent,
+            deferred: DeferredClose::default(),
+        })
+    }
+}
+
+impl TrackPlan {
+    /// The plan for another process of the same tree: same parent images,
+    /// mode and tracking, no page server (pages of a tree go to one only
+    /// through the root's connection, which trees do not use yet).
+    pub fn for_member(&self) -> Result<TrackPlan, IncrementalError> {
+        let parent = match &self.parent {
+            Some(p) => Some(ImagesDir::from_fd(
+                p.fd()
+                    .try_clone()
+                    .map_err(|e| IncrementalError::OpenParent {
+                        target: p.path().display().to_string(),
+                        source: Errno::from_raw(e.raw_os_error().unwrap_or(libc::EBADF)),
+                    })?,
+                p.path(),
+            )),
+            None => None,
+        };
+        Ok(TrackPlan {
+            mode: self.mode,
+            parent,
+            keep: self.keep,
+            skip_unreadable: self.skip_unreadable,
+            remote: None,
+            remote_parent: false,
+            deferred: self.deferred.clone(),
         })
     }
 }
@@ -201,6 +252,15 @@ pub struct Tracking {
     /// `Some(Some(coverage))`: a local parent pagemap; `Some(None)`: a
     /// page server's parent; `None`: no usable parent.
     parent: Option<Option<Ranges>>,
+    deferred: DeferredClose,
+}
+
+impl Drop for Tracking {
+    fn drop(&mut self) {
+        if let Some(t) = self.tracker.take() {
+            self.deferred.push(t.into_fd());
+        }
+    }
 }
 
 impl Tracking {
@@ -219,6 +279,7 @@ impl Tracking {
             tracker: None,
             written: Ranges::default(),
             parent: None,
+            deferred: plan.deferred.clone(),
         };
         let wanted = plan.keep || plan.parent.is_some() || dirty::find_in_task(pid).is_some();
         if !wanted || !dirty::kernel_supports() {
@@ -257,6 +318,7 @@ impl Tracking {
             tracker: Some(tracker),
             written,
             parent,
+            deferred: plan.deferred.clone(),
         })
     }
 

@@ -18,6 +18,7 @@
 //! Any failure before the final state drops the guards: the injection is
 //! cured and the task detached, so it carries on untouched.
 
+pub mod dedup;
 pub mod incremental;
 pub mod inventory;
 pub mod pre_dump;
@@ -91,8 +92,9 @@ pub enum DumpError {
     /// Dumping the task failed.
     #[error(transparent)]
     Task(#[from] TaskDumpError),
-    /// Two processes share a kernel object (`CLONE_VM`, `CLONE_FILES`,
-    /// `CLONE_FS` or `CLONE_SIGHAND` without `CLONE_THREAD`).
+    /// Two processes share a kernel object CRIU cannot dump shared either
+    /// (`CLONE_VM`, `CLONE_FS` or `CLONE_SIGHAND` without `CLONE_THREAD`,
+    /// or `CLONE_FILES` other than with the parent).
     #[error("task {pid} shares its {what} with task {with}; dumping that is not supported yet")]
     SharedObject {
         /// The task.
@@ -113,14 +115,15 @@ pub enum DumpError {
     /// Writing the inventory or statistics failed.
     #[error("cannot finish the images")]
     Finish(#[source] ImageError),
-    /// A pre-dump of more than one task.
-    #[error("task {pid} has {what}; pre-dumps of several tasks are not supported yet")]
-    PreDumpSingleTask {
-        /// The task.
-        pid: RealPid,
-        /// Its threads or children.
-        what: String,
-    },
+    /// Holes cannot be punched in the parent images (`auto_dedup`).
+    #[error(transparent)]
+    Dedup(#[from] dedup::DedupError),
+    /// `auto_dedup` with pages going to a page server: the parent images
+    /// are on the server's side.
+    #[error(
+        "auto_dedup with a page server is not supported yet (the server holds the parent images)"
+    )]
+    DedupRemote,
     /// Pages of a process tree were to go to a page server.
     #[error(
         "sending the pages of a tree of {members} processes to a page server is not supported yet"
@@ -176,6 +179,9 @@ pub fn run(opts: &RequestOpts, notify: &mut dyn Notify) -> Result<DumpOutcome, D
         return Err(DumpError::Notify { script: "pre-dump" });
     }
     forget_old_dump(&dir);
+    if opts.auto_dedup && opts.page_server {
+        return Err(DumpError::DedupRemote);
+    }
     task::precheck(pid, opts.shell_job)?;
     if opts.network_lock != NetworkLock::Skip
         && inventory::own_netns(pid).map_err(TaskDumpError::from)?
@@ -187,6 +193,8 @@ pub fn run(opts: &RequestOpts, notify: &mut dyn Notify) -> Result<DumpOutcome, D
     let track =
         incremental::TrackPlan::new(opts, &dir, pid.0 as u32, keep).map_err(TaskDumpError::from)?;
 
+    // Declared before the tree: dropped (closed) after its release.
+    let deferred = track.deferred.clone();
     let mut stats = DumpStats::default();
     let t0 = Instant::now();
     let seize_opts = SeizeOptions {
@@ -213,6 +221,7 @@ pub fn run(opts: &RequestOpts, notify: &mut dyn Notify) -> Result<DumpOutcome, D
         });
     }
 
+    let unix_ext = crate::files::unix_dump::UnixExternals::new(opts.ext_unix_sk, &opts.externals);
     let file_opts = crate::files::FileOptions {
         ghost_limit: opts.ghost_limit,
         link_remap: opts.link_remap,
@@ -229,6 +238,7 @@ pub fn run(opts: &RequestOpts, notify: &mut dyn Notify) -> Result<DumpOutcome, D
         &dir,
         track,
         opts.rpc_socket_ino,
+        unix_ext,
         file_opts,
         &mut stats,
     )?;
@@ -260,6 +270,15 @@ pub fn run(opts: &RequestOpts, notify: &mut dyn Notify) -> Result<DumpOutcome, D
         FinalState::Dead => task.kill(),
         FinalState::Alive => task.detach().map_err(release)?,
         FinalState::Stopped => task.detach_stopped().map_err(release)?,
+    }
+    // After the release: the tree need not stay frozen for these.
+    deferred.close_all();
+    if opts.auto_dedup {
+        let d = dedup::dedup(&dir)?;
+        tracing::info!(
+            pages = d.pages,
+            "older copies punched out of the parent images"
+        );
     }
     tracing::info!(
         pages = stats.mem.pages_written,
@@ -330,8 +349,9 @@ const TASK_DEAD: u32 = 2;
 /// `CORE_ENTRY__MARCH__X86_64`.
 const MARCH_X86_64: i32 = 1;
 
-/// Writes the images of every task of the frozen tree, then the images
-/// they share (`files.img`, `pstree.img`, `seccomp.img`, `timens-0.img`).
+/// Writes `seccomp.img` (as CRIU, before any task), the images of every
+/// task of the frozen tree, then the images they share (`files.img`,
+/// `pstree.img`, `timens-0.img`).
 /// `rpc_socket_ino` is the worker's end of a CRIU-RPC connection, whose peer
 /// in the tree is saved as the service socket (self-dump).
 fn dump_tree(
@@ -339,11 +359,13 @@ fn dump_tree(
     dir: &ImagesDir,
     track: incremental::TrackPlan,
     rpc_socket_ino: Option<u64>,
+    unix_ext: crate::files::unix_dump::UnixExternals,
     file_opts: crate::files::FileOptions,
     stats: &mut DumpStats,
 ) -> Result<(), DumpError> {
     let mut files = FileTable::new();
     files.configure(file_opts);
+    files.set_unix_externals(unix_ext);
     let result = dump_members(tree, dir, track, rpc_socket_ino, &mut files, stats);
     if result.is_err() || file_opts.leave_running {
         files.rollback();
@@ -365,11 +387,23 @@ fn dump_members(
             members: tree.members.len(),
         });
     }
-    // Memory tracking and the page server follow the root process only
-    // (the other members of a tree are dumped whole).
-    let mode = track.mode;
+    // Every process of the tree is tracked and left to the same parent
+    // images; the page server serves single processes only.
+    let member_plan = track.for_member().map_err(TaskDumpError::from)?;
     let mut track = Some(track);
-    let mut seccomp = crate::task_core::seccomp::SeccompDump::default();
+    let modes: Vec<Vec<_>> = tree
+        .processes()
+        .map(|p| {
+            std::iter::once(p.leader())
+                .chain(p.threads())
+                .map(|t| (t.pid(), t.seccomp_mode()))
+                .collect()
+        })
+        .collect();
+    let seccomp = crate::task_core::seccomp::SeccompDump::collect(&modes)
+        .map_err(|e| TaskDumpError::Core(e.into()))?;
+    dir.write_single(ImageKind::Seccomp, 0, &seccomp.entry())
+        .map_err(TaskDumpError::from)?;
     let mut shmem = crate::mem::shmem::ShmemDump::default();
     files.set_rpc_socket(rpc_socket_ino);
     let mut pstree: Vec<PstreeEntry> = Vec::with_capacity(tree.members.len());
@@ -411,10 +445,10 @@ fn dump_members(
         };
         match &m.kind {
             MemberKind::Alive(p) => {
-                let plan = track.take().unwrap_or(incremental::TrackPlan {
-                    mode,
-                    ..Default::default()
-                });
+                let plan = match track.take() {
+                    Some(root) => root,
+                    None => member_plan.for_member().map_err(TaskDumpError::from)?,
+                };
                 let parent_files = shares_files[i]
                     .then(|| tree.members.iter().position(|p| p.pid == m.ppid))
                     .flatten()
@@ -427,7 +461,7 @@ fn dump_members(
                     parent_files,
                 };
                 let (mem, entry) =
-                    task::dump(p, dir, plan, stats, files, &mut shmem, &mut seccomp, slot)?;
+                    task::dump(p, dir, plan, stats, files, &mut shmem, &seccomp, slot)?;
                 next_id += 1;
                 stats.mem.add(&mem);
                 pstree.push(entry);
@@ -460,8 +494,11 @@ fn dump_members(
     files
         .finish_ttys(&pstree, dir)
         .map_err(TaskDumpError::from)?;
+    files.finish_sockets().map_err(TaskDumpError::from)?;
     dir.write_all(ImageKind::Files, 0, files.entries())
         .map_err(TaskDumpError::from)?;
+    files.write_sk_queues(dir).map_err(TaskDumpError::from)?;
+    files.write_fifo_data(dir).map_err(TaskDumpError::from)?;
     files.write_extra(dir).map_err(TaskDumpError::from)?;
     if !files.pipes().is_empty() {
         let mut w = dir
@@ -474,8 +511,6 @@ fn dump_members(
         w.finish().map_err(TaskDumpError::from)?;
     }
     dir.write_all(ImageKind::Pstree, 0, &pstree)
-        .map_err(TaskDumpError::from)?;
-    dir.write_single(ImageKind::Seccomp, 0, &seccomp.entry())
         .map_err(TaskDumpError::from)?;
     dir.write_single(ImageKind::Timens, 0, &inventory::timens())
         .map_err(TaskDumpError::from)?;

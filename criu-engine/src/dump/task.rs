@@ -112,8 +112,8 @@ pub fn precheck(
 }
 
 /// Writes the images of one frozen process (`core-*`, `ids`, `mm`, `fs`,
-/// `fdinfo`, `pagemap`, `pages`), adding its files to `files` and its
-/// seccomp filters to `seccomp`.
+/// `fdinfo`, `pagemap`, `pages`), adding its files to `files`; its
+/// threads' seccomp state comes from `seccomp`.
 /// Returns its memory counters (time spent in memory goes to `timing`)
 /// and its `pstree.img` entry.
 #[allow(clippy::too_many_arguments)] // the tree-wide tables each task adds to
@@ -124,7 +124,7 @@ pub fn dump(
     timing: &mut super::stats::DumpStats,
     files: &mut FileTable,
     shmem: &mut ShmemDump,
-    seccomp: &mut SeccompDump,
+    seccomp: &SeccompDump,
     slot: TaskSlot,
 ) -> Result<(MemStats, PstreeEntry), TaskDumpError> {
     let TaskSlot {
@@ -171,7 +171,7 @@ pub fn dump(
     }
 
     let inj = Injection::new(task).map_err(|source| TaskDumpError::Inject { pid, source })?;
-    let tracking = Tracking::start(&inj, pid, pid.0 as u32, &vmas, &track)?;
+    let tracking = Tracking::start(&inj, pid, vpid, &vmas, &track)?;
     if let Some(fd) = tracking.kept_fd() {
         files.ignore_fd(pid, fd);
     }
@@ -201,7 +201,6 @@ pub fn dump(
         vtids.get(at).copied()
     })
     .map_err(CoreError::from)?;
-    let mut seccomp_modes = vec![(pid, status.seccomp)];
     let mut thread_cores = Vec::with_capacity(thread_frozen.len());
     for (t, f) in process.threads().iter().zip(thread_frozen) {
         let tid = t.pid();
@@ -213,7 +212,6 @@ pub fn dump(
         let tstatus = crate::proc::read(pid.0, &format!("task/{tid}/status"))
             .and_then(|t| crate::proc::status::parse(&t))
             .map_err(tperr)?;
-        seccomp_modes.push((tid, tstatus.seccomp));
         let creds = crate::creds::entry(&tstatus, queried.secbits);
         let core = thread::thread_entry(f, &q, &tstat, tstatus.seccomp, creds);
         thread_cores.push((tid, core));
@@ -236,11 +234,10 @@ pub fn dump(
     if let Some(t) = core.tc.as_mut().and_then(|tc| tc.timers.as_mut()) {
         t.posix = posix;
     }
-    let modes = seccomp
-        .add_process(&seccomp_modes)
-        .map_err(CoreError::from)?;
-    let cores = std::iter::once(&mut core).chain(thread_cores.iter_mut().map(|(_, c)| c));
-    for (c, m) in cores.zip(modes) {
+    let cores =
+        std::iter::once((pid, &mut core)).chain(thread_cores.iter_mut().map(|(tid, c)| (*tid, c)));
+    for (tid, c) in cores {
+        let m = seccomp.thread(tid);
         if let Some(th) = c.thread_core.as_mut() {
             th.seccomp_mode = m.mode;
             th.seccomp_filter = m.filter;

@@ -8,18 +8,31 @@
 //! inode among everything recorded so far (newest first, as CRIU's cache
 //! answers) and get a fresh entry only on a miss; character devices always
 //! get a fresh one. Regular files, directories, character devices, pty
-//! ends ([`tty`]) and pipes ([`pipe`]) are supported, memfds
-//! ([`memfd`]), files reachable by no path ([`remap`]), locks held through
-//! descriptors ([`lock`]), and the client's CRIU-RPC socket of a self-dump
-//! ([`unix_sk`]); any other kind of descriptor fails the dump with the
-//! task, fd and kind named.
+//! ends ([`tty`]), pipes ([`pipe`]), FIFOs ([`fifo`]), unix sockets
+//! ([`unix_dump`]), memfds ([`memfd`]), files reachable by no path
+//! ([`remap`]), locks held through descriptors ([`lock`]), eventfd, epoll,
+//! signalfd, timerfd, inotify and fanotify files ([`anon_inode`]), and the
+//! client's CRIU-RPC socket of a self-dump ([`unix_sk`]) are supported; any
+//! other kind of descriptor fails the dump with the task, fd and kind named.
 
+pub mod anon_inode;
+pub mod eventfd;
+pub mod eventpoll;
+pub mod fanotify;
+pub mod fhandle;
+pub mod fifo;
+pub mod inotify;
 pub mod lock;
 pub mod memfd;
 pub mod pipe;
 pub mod reg;
 pub mod remap;
+pub mod signalfd;
+pub(crate) mod sk_opts;
+pub mod sk_queue;
+pub mod timerfd;
 pub mod tty;
+pub mod unix_dump;
 pub mod unix_sk;
 
 use std::fs::{File, Metadata};
@@ -95,8 +108,20 @@ pub enum FilesError {
     /// A terminal could not be dumped.
     #[error(transparent)]
     Tty(#[from] tty::TtyError),
+    /// A unix socket could not be dumped.
+    #[error(transparent)]
+    UnixDump(#[from] unix_dump::UnixDumpError),
+    /// An epoll's targets could not be described.
+    #[error(transparent)]
+    Eventpoll(#[from] eventpoll::EventpollError),
+    /// An inotify's watches could not be described.
+    #[error(transparent)]
+    Inotify(#[from] inotify::InotifyError),
+    /// A fanotify's marks could not be described.
+    #[error(transparent)]
+    Fanotify(#[from] fanotify::FanotifyError),
     /// A memfd could not be saved.
-    #[error("task {pid}: fd {fd}")]
+    #[error("task {pid}: fd {fd} (-1: a mapping) is a memfd")]
     Memfd {
         /// The task.
         pid: RealPid,
@@ -107,7 +132,7 @@ pub enum FilesError {
         source: memfd::MemfdError,
     },
     /// A file whose path vanished could not be saved.
-    #[error("task {pid}: fd {fd}")]
+    #[error("task {pid}: fd {fd} (-1: a mapping or the executable) has lost its path")]
     Remap {
         /// The task.
         pid: RealPid,
@@ -120,6 +145,12 @@ pub enum FilesError {
     /// A file lock could not be saved.
     #[error(transparent)]
     Lock(#[from] lock::LockError),
+    /// The contents of the memfds met could not be saved.
+    #[error("cannot save the memfds of the dump")]
+    MemfdImages(#[source] memfd::MemfdError),
+    /// The ghost files or `remap-fpath.img` could not be saved.
+    #[error("cannot save the ghost files of the dump")]
+    RemapImages(#[source] remap::RemapError),
     /// The client's RPC socket could not be taken from the task.
     #[error("cannot take fd {fd} of task {pid}")]
     Steal {
@@ -172,6 +203,8 @@ pub struct FileTable {
     ignored: Vec<(RealPid, i32)>,
     ttys: tty::TtyTable,
     tty_opts: tty::TtyOptions,
+    unix: unix_dump::UnixDump,
+    fifos: Vec<pipe::PipeData>,
     memfds: memfd::MemfdTable,
     remaps: remap::RemapTable,
     locks: lock::LockTable,
@@ -237,17 +270,8 @@ impl FileTable {
     /// Writes the images that follow `files.img`: `memfd.img` with memfd
     /// contents, ghost files, `remap-fpath.img` and `filelocks.img`.
     pub fn write_extra(&mut self, dir: &criu_proto::img::ImagesDir) -> Result<(), FilesError> {
-        let pid = RealPid(0);
-        self.memfds.write(dir).map_err(|source| FilesError::Memfd {
-            pid,
-            fd: -1,
-            source,
-        })?;
-        self.remaps.write(dir).map_err(|source| FilesError::Remap {
-            pid,
-            fd: -1,
-            source,
-        })?;
+        self.memfds.write(dir).map_err(FilesError::MemfdImages)?;
+        self.remaps.write(dir).map_err(FilesError::RemapImages)?;
         self.locks.write(dir)?;
         Ok(())
     }
@@ -291,20 +315,33 @@ impl FileTable {
             return Ok(id);
         }
         if file.path.ends_with(remap::DELETED) {
-            if let Some(k) = self
-                .known
-                .iter()
-                .rev()
-                .find(|k| k.dev == meta.dev() && k.ino == meta.ino())
-            {
-                return Ok(k.id);
-            }
-            let id = self.alloc();
-            let name = self.remap(pid, -1, id, &file.path, meta, &link)?;
-            let e = reg::entry(id, &name, 0, 0, meta, File::open(&link).ok());
-            return Ok(self.push(e, meta));
+            return self.vanished_special(pid, &file.path, meta, &link);
         }
         Ok(self.special(&file.path, meta, || File::open(link).ok()))
+    }
+
+    /// [`FileTable::special`] for a file its path no longer reaches (an
+    /// unlinked executable or mapped file): the entry met before for the
+    /// same inode, or a new one with a remap.
+    fn vanished_special(
+        &mut self,
+        pid: RealPid,
+        name: &str,
+        meta: &Metadata,
+        link: &Path,
+    ) -> Result<u32, FilesError> {
+        if let Some(k) = self
+            .known
+            .iter()
+            .rev()
+            .find(|k| k.dev == meta.dev() && k.ino == meta.ino())
+        {
+            return Ok(k.id);
+        }
+        let id = self.alloc();
+        let name = self.remap(pid, -1, id, name, meta, link)?;
+        let e = reg::entry(id, &name, 0, 0, meta, File::open(link).ok());
+        Ok(self.push(e, meta))
     }
 
     fn remap(
@@ -392,7 +429,12 @@ impl FileTable {
         let target = std::fs::read_link(&link).map_err(|e| err(String::new(), e))?;
         let name = target.to_string_lossy().into_owned();
         let meta = std::fs::metadata(&link).map_err(|e| err(name.clone(), e))?;
-        if !name.starts_with('/') || name.ends_with(" (deleted)") {
+        let regular = meta.mode() & libc::S_IFMT == libc::S_IFREG;
+        if name.starts_with('/') && name.ends_with(remap::DELETED) && regular {
+            // An unlinked executable: saved as a ghost file, like its mappings.
+            return self.vanished_special(pid, &name, &meta, &link);
+        }
+        if !name.starts_with('/') || name.ends_with(remap::DELETED) {
             return Err(err(name, std::io::ErrorKind::NotFound.into()));
         }
         Ok(self.special(&name, &meta, || File::open(&link).ok()))
@@ -487,6 +529,12 @@ impl FileTable {
         if let Some(entry) = self.service_socket(pid, fd, &name)? {
             return Ok(entry);
         }
+        if let Some(ino) = unix_dump::socket_ino(&name) {
+            return self.dump_socket(pid, inj, fd, &link, ino);
+        }
+        if let Some(kind) = anon_inode::kind(&name) {
+            return self.dump_anon(pid, inj, fd, &link, kind);
+        }
         if !name.starts_with('/') {
             let kind = match name.split_once(':') {
                 Some(("anon_inode", what)) => format!("an anonymous inode {what}"),
@@ -500,7 +548,7 @@ impl FileTable {
             libc::S_IFREG | libc::S_IFDIR => {}
             libc::S_IFCHR if !tty::is_tty(&meta) => {}
             libc::S_IFCHR => return self.dump_tty(pid, inj, fd, &name, &meta),
-            libc::S_IFIFO => return Err(unsupported(format!("a fifo {name}"))),
+            libc::S_IFIFO => return self.dump_fifo(pid, inj, fd, &link, &name, &meta),
             _ => return Err(unsupported(format!("a special file {name}"))),
         }
         let memfd_name = memfd::memfd_name(&name, &meta);

@@ -512,7 +512,27 @@ impl State {
     }
 
     /// Copies `[start, start + len)` (inside one missing range) of task `i`.
+    /// A copy must stay inside one VMA: when the task has split or unmapped
+    /// part of the range, shorter copies are tried down to the first page.
     fn copy(&mut self, i: usize, start: u64, len: u64, fault: bool) -> Result<Copied, LazyError> {
+        let mut len = len;
+        loop {
+            match self.copy_once(i, start, len, fault)? {
+                Some(c) => return Ok(c),
+                None => len = (len / 2).div_ceil(PAGE_SIZE) * PAGE_SIZE,
+            }
+        }
+    }
+
+    /// One `UFFDIO_COPY`; `None` when it crossed the end of a VMA and must be
+    /// retried shorter.
+    fn copy_once(
+        &mut self,
+        i: usize,
+        start: u64,
+        len: u64,
+        fault: bool,
+    ) -> Result<Option<Copied>, LazyError> {
         let l = &self.lpis[i];
         let m = l.pending.find(start).expect("inside a missing range");
         let img = m.img + (start - m.start);
@@ -541,18 +561,19 @@ impl State {
                 if fault {
                     self.stats.pages_on_fault += pages;
                 }
-                Ok(Copied::Done)
+                Ok(Some(Copied::Done))
             }
-            Err(Errno::EAGAIN) => Ok(Copied::Again),
+            Err(Errno::EAGAIN) => Ok(Some(Copied::Again)),
             Err(Errno::EEXIST) => {
                 self.stats.pages_present += l.pending.remove(start, start + PAGE_SIZE) / PAGE_SIZE;
                 let _ = uffd::wake(l.uffd.as_fd(), start, PAGE_SIZE);
-                Ok(Copied::Done)
+                Ok(Some(Copied::Done))
             }
-            // The range is no longer mapped and registered.
+            Err(Errno::ENOENT) if data.len() as u64 > PAGE_SIZE => Ok(None),
+            // The page is no longer mapped and registered.
             Err(Errno::ENOENT) => {
-                self.stats.pages_dropped += l.pending.remove(start, start + len) / PAGE_SIZE;
-                Ok(Copied::Done)
+                self.stats.pages_dropped += l.pending.remove(start, start + PAGE_SIZE) / PAGE_SIZE;
+                Ok(Some(Copied::Done))
             }
             // The address space is gone: the task exited.
             Err(Errno::ESRCH | Errno::ENOSPC) => {
@@ -560,7 +581,7 @@ impl State {
                 self.stats.pages_dropped += l.pending.bytes() / PAGE_SIZE;
                 l.pending = pending::Pending::default();
                 l.retry.clear();
-                Ok(Copied::Done)
+                Ok(Some(Copied::Done))
             }
             Err(source) => Err(LazyError::Uffd {
                 pid,

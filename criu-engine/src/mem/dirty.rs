@@ -360,6 +360,11 @@ impl Tracker {
         Ok(written)
     }
 
+    /// The engine's descriptor (its close may be the last one).
+    pub fn into_fd(self) -> OwnedFd {
+        self.uffd
+    }
+
     /// Closes the tracker in the task (the kernel unregisters every range
     /// once the engine's copy is dropped too).
     pub fn release(&mut self, inj: &Injection<'_>) -> Result<(), DirtyError> {
@@ -434,6 +439,34 @@ mod tests {
         let t = "pending:\t0\ntotal:\t0\nAPI:\taa:a000:8000000000000053\n";
         assert_eq!(uffd_features(t), Some(0xa000));
         assert_eq!(uffd_features("pos: 0\n"), None);
+    }
+
+    #[test]
+    fn armed_unpopulated_pages_are_markers_not_data() {
+        let buf = vec![0u8; 8 << 20];
+        let page = crate::proc::pagemap::PAGE_SIZE;
+        // Inside a fresh (never touched) mapping of the allocator.
+        let start = (buf.as_ptr() as u64).div_ceil(page) * page + (2 << 20);
+        let end = start + 16 * page;
+        let uffd = sysprobe::userfaultfd(libc::O_CLOEXEC | libc::O_NONBLOCK).unwrap();
+        sysprobe::uffdio_api(uffd.as_fd(), FEATURES).unwrap();
+        uffd::register_wp(uffd.as_fd(), start, end - start).unwrap();
+        let f = File::open("/proc/self/pagemap").unwrap();
+        let scan = PageScan {
+            flags: abi::PM_SCAN_WP_MATCHING,
+            start,
+            end,
+            category_mask: abi::PAGE_IS_WRITTEN,
+            return_mask: abi::PAGE_IS_WRITTEN,
+            ..PageScan::default()
+        };
+        let mut out = vec![PageRegion::default(); 16];
+        sysprobe::pagemap_scan_walk(f.as_fd(), &scan, &mut out).unwrap();
+        let words = crate::proc::pagemap::read_range(&f, start, end).unwrap();
+        for pme in words {
+            assert!(crate::proc::pagemap::is_pte_marker(pme), "{pme:#x}");
+        }
+        drop(buf);
     }
 
     #[test]

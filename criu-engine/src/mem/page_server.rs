@@ -19,11 +19,11 @@
 use std::fs::File;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::os::fd::{AsFd, BorrowedFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 
 use criu_proto::images::{PagemapEntry, PagemapHead};
 use criu_proto::img::{ImageError, ImageKind, ImageWriter, ImagesDir, Pagemap};
-use nix::fcntl::{openat, OFlag};
+use nix::fcntl::{openat, splice, OFlag, SpliceFFlags};
 use nix::sys::stat::Mode;
 
 use super::pagemap::{PE_PARENT, PE_PRESENT};
@@ -310,6 +310,7 @@ pub fn serve(
     let mut open: Option<Open> = None;
     let mut stats = ServeStats::default();
     let mut buf = vec![0u8; COPY_CHUNK];
+    let relay = Relay::new();
     let has_parent = |dst_id: u64| -> bool {
         match (parent, task_of(dst_id)) {
             (Some(p), Some(pid)) => p.pagemap(pid).is_ok_and(|m| m.is_some()),
@@ -372,6 +373,10 @@ pub fn serve(
                         .nr_pages
                         .checked_mul(PAGE_SIZE)
                         .ok_or_else(|| proto(format!("{} pages", iov.nr_pages)))?;
+                    if let Some(p) = &relay {
+                        p.relay(&sk, &o.pages, left).map_err(&ioe)?;
+                        left = 0;
+                    }
                     while left > 0 {
                         let n = (left as usize).min(buf.len());
                         sk.read_exact(&mut buf[..n]).map_err(&ioe)?;
@@ -402,6 +407,50 @@ pub fn serve(
             }
             other => return Err(proto(format!("unknown command {other:#x}"))),
         }
+    }
+}
+
+/// A pipe that moves page data from the socket to the pages file with
+/// `splice`, so the bytes are copied once (into the file) instead of twice
+/// through a buffer (CRIU's server splices the same way).
+struct Relay {
+    r: OwnedFd,
+    w: OwnedFd,
+    cap: usize,
+}
+
+impl Relay {
+    /// A pipe as large as allowed (`None`: use the buffer).
+    fn new() -> Option<Relay> {
+        let (r, w) = nix::unistd::pipe2(OFlag::O_CLOEXEC).ok()?;
+        let want = super::page_pipe::max_pipe_size().min(COPY_CHUNK);
+        let cap = nix::fcntl::fcntl(&w, nix::fcntl::FcntlArg::F_SETPIPE_SZ(want as i32))
+            .ok()
+            .and_then(|c| usize::try_from(c).ok())
+            .unwrap_or(64 << 10);
+        Some(Relay { r, w, cap })
+    }
+
+    /// Moves exactly `len` bytes from `sk` to the end of `file`.
+    fn relay(&self, sk: &TcpStream, file: &File, mut len: u64) -> std::io::Result<()> {
+        let flags = SpliceFFlags::SPLICE_F_MOVE | SpliceFFlags::SPLICE_F_MORE;
+        while len > 0 {
+            let want = usize::try_from(len).unwrap_or(usize::MAX).min(self.cap);
+            let n = splice(sk, None, &self.w, None, want, flags)?;
+            if n == 0 {
+                return Err(std::io::ErrorKind::UnexpectedEof.into());
+            }
+            let mut out = 0;
+            while out < n {
+                let m = splice(&self.r, None, file, None, n - out, flags)?;
+                if m == 0 {
+                    return Err(std::io::ErrorKind::WriteZero.into());
+                }
+                out += m;
+            }
+            len -= n as u64;
+        }
+        Ok(())
     }
 }
 

@@ -54,7 +54,9 @@ pub fn should_dump(vma: &Vma, pme: u64, zero_pfn: Option<u64>) -> bool {
     if vma.is(status::VDSO) {
         return true;
     }
-    if pme & PME_GUARD_REGION != 0 {
+    // Guard regions and the markers memory tracking leaves on pages never
+    // populated hold no data.
+    if pme & PME_GUARD_REGION != 0 || crate::proc::pagemap::is_pte_marker(pme) {
         return false;
     }
     if vma.is(status::FILE_PRIVATE) && pme & PME_FILE != 0 {

@@ -44,6 +44,17 @@ pub fn read_range(pagemap: &File, start: u64, end: u64) -> Result<Vec<u64>, Proc
         .collect())
 }
 
+/// Swap type of the kernel's PTE markers (`SWP_PTE_MARKER`: the last of
+/// the 32 types of the 5-bit field).
+const SWP_PTE_MARKER: u64 = 31;
+
+/// Whether `pme` is a PTE marker: no page, only a note such as the
+/// write-protect bit a userfaultfd leaves on a never-populated page. The
+/// type is only visible with PFNs shown (`CAP_SYS_ADMIN`).
+pub fn is_pte_marker(pme: u64) -> bool {
+    pme & PME_PRESENT == 0 && pme & PME_SWAP != 0 && pme & 0x1f == SWP_PTE_MARKER
+}
+
 /// A page of our own `.bss` that is only ever read: the kernel backs it with
 /// the shared zero page.
 #[repr(C, align(4096))]

@@ -99,6 +99,10 @@ pub(crate) struct ChildPlan {
     /// the parent (or the first ancestor that does not share) sets the
     /// table up, after this task has made its own children.
     pub(crate) share_files: bool,
+    /// A session leader born in another session calls `setsid` only after
+    /// making its first `setsid_after` children, which stay in that one
+    /// (CRIU's `born_sid`).
+    pub(crate) setsid_after: usize,
     /// A session helper: makes its session and children, reports, exits.
     pub(crate) helper: bool,
     /// Whether it dies with its parent until restored (not under a session
@@ -222,7 +226,10 @@ fn child_setup(tp: &mut TreePlan, idx: usize, report: RawFd) -> Result<(), Child
         nix::sys::prctl::set_child_subreaper(true)
             .map_err(|e| step_failure(ChildStep::Session, e))?;
     }
+    // Children born in our first session are made before `setsid`.
+    let setsid_after = tp.tasks[idx].setsid_after;
     match tp.tasks[idx].session {
+        Session::Leader if setsid_after > 0 => {}
         Session::Leader => nix::unistd::setsid()
             .map(drop)
             .map_err(|e| step_failure(ChildStep::Session, e))?,
@@ -253,6 +260,9 @@ fn child_setup(tp: &mut TreePlan, idx: usize, report: RawFd) -> Result<(), Child
         group_helpers.push(helper);
     }
     for k in 0..tp.tasks[idx].children.len() {
+        if k == setsid_after && setsid_after > 0 {
+            nix::unistd::setsid().map_err(|e| step_failure(ChildStep::Session, e))?;
+        }
         let c = tp.tasks[idx].children[k];
         let (pid, pgid, share) = (tp.tasks[c].pid, tp.tasks[c].pgid, tp.tasks[c].share_files);
         // The report names the pid that could not be made in place of an fd.
@@ -275,6 +285,9 @@ fn child_setup(tp: &mut TreePlan, idx: usize, report: RawFd) -> Result<(), Child
                 Err(e) => return Err(step_failure(ChildStep::Group, e)),
             }
         }
+    }
+    if setsid_after > 0 && setsid_after == tp.tasks[idx].children.len() {
+        nix::unistd::setsid().map_err(|e| step_failure(ChildStep::Session, e))?;
     }
     for helper in group_helpers {
         super::helpers::end_helper(helper).map_err(|e| step_failure(ChildStep::Group, e))?;

@@ -24,7 +24,9 @@ use nix::fcntl::OFlag;
 use nix::sys::stat::Mode;
 use nix::unistd::Whence;
 
+use super::fifo::FifoData;
 use super::images::TaskImages;
+use super::unix_sk::{SkQueues, UnixPlan};
 use crate::config::InheritFd;
 use crate::sys::clone3::{dup_above, dup_to, set_status_flags, write_raw};
 
@@ -56,6 +58,17 @@ enum Source {
     Service { sock_type: u32, response: Vec<u8> },
     /// A terminal end ([`super::tty`]).
     Tty(super::tty::TtySource),
+    /// Unix socket number `sock` of the plan's [`UnixPlan`].
+    Unix { sock: usize },
+    /// A FIFO reopened by path; `data` (pipe size, bytes) is queued by the
+    /// first object of each FIFO.
+    Fifo {
+        path: CString,
+        flags: OFlag,
+        data: Option<(u32, Vec<u8>)>,
+    },
+    /// An eventfd, signalfd, timerfd, epoll, inotify or fanotify.
+    Anon(super::anon_fd::AnonSource),
     /// A memfd the worker recreated: reopened through `path`
     /// (`/proc/self/fd/<worker's fd>`) with the dumped flags and position.
     Memfd {
@@ -123,6 +136,40 @@ pub(crate) enum FdStep {
     TtyCtty,
     /// Setting the foreground process group.
     TtyForeground,
+    /// Creating a unix socket.
+    UnixSocket,
+    /// Binding a unix socket to its name.
+    UnixBind,
+    /// Making a unix socket listen.
+    UnixListen,
+    /// Connecting a unix socket to its peer's name.
+    UnixConnect,
+    /// Queueing the saved messages of a unix socket.
+    UnixQueue,
+    /// Setting the options of a unix socket.
+    UnixOpts,
+    /// Shutting a unix socket down as it was.
+    UnixShutdown,
+    /// Opening a FIFO.
+    Fifo,
+    /// Queueing the data of a FIFO.
+    FifoData,
+    /// Creating an eventfd.
+    Eventfd,
+    /// Creating a signalfd.
+    Signalfd,
+    /// Creating a timerfd.
+    Timerfd,
+    /// Creating an epoll.
+    Epoll,
+    /// Creating an inotify.
+    Inotify,
+    /// Adding an inotify watch.
+    InotifyWatch,
+    /// Creating a fanotify.
+    Fanotify,
+    /// Adding a fanotify mark.
+    FanotifyMark,
     /// Reopening a memfd.
     Memfd,
 }
@@ -148,6 +195,23 @@ impl FdStep {
             FdStep::TtyLock => 36,
             FdStep::TtyCtty => 37,
             FdStep::TtyForeground => 38,
+            FdStep::UnixSocket => 20,
+            FdStep::UnixBind => 21,
+            FdStep::UnixListen => 22,
+            FdStep::UnixConnect => 23,
+            FdStep::UnixQueue => 24,
+            FdStep::UnixOpts => 25,
+            FdStep::UnixShutdown => 26,
+            FdStep::Fifo => 27,
+            FdStep::FifoData => 28,
+            FdStep::Eventfd => 10,
+            FdStep::Signalfd => 11,
+            FdStep::Timerfd => 12,
+            FdStep::Epoll => 13,
+            FdStep::Inotify => 14,
+            FdStep::InotifyWatch => 15,
+            FdStep::Fanotify => 16,
+            FdStep::FanotifyMark => 17,
             FdStep::Memfd => 40,
         }
     }
@@ -172,6 +236,23 @@ impl FdStep {
             36 => FdStep::TtyLock,
             37 => FdStep::TtyCtty,
             38 => FdStep::TtyForeground,
+            20 => FdStep::UnixSocket,
+            21 => FdStep::UnixBind,
+            22 => FdStep::UnixListen,
+            23 => FdStep::UnixConnect,
+            24 => FdStep::UnixQueue,
+            25 => FdStep::UnixOpts,
+            26 => FdStep::UnixShutdown,
+            27 => FdStep::Fifo,
+            28 => FdStep::FifoData,
+            10 => FdStep::Eventfd,
+            11 => FdStep::Signalfd,
+            12 => FdStep::Timerfd,
+            13 => FdStep::Epoll,
+            14 => FdStep::Inotify,
+            15 => FdStep::InotifyWatch,
+            16 => FdStep::Fanotify,
+            17 => FdStep::FanotifyMark,
             40 => FdStep::Memfd,
             _ => return None,
         })
@@ -197,6 +278,23 @@ impl FdStep {
             FdStep::TtyLock => "lock a pty",
             FdStep::TtyCtty => "take back its controlling terminal",
             FdStep::TtyForeground => "set a terminal's foreground process group",
+            FdStep::UnixSocket => "create a unix socket",
+            FdStep::UnixBind => "bind a unix socket",
+            FdStep::UnixListen => "make a unix socket listen",
+            FdStep::UnixConnect => "connect a unix socket",
+            FdStep::UnixQueue => "queue the messages of a unix socket",
+            FdStep::UnixOpts => "set the options of a unix socket",
+            FdStep::UnixShutdown => "shut a unix socket down",
+            FdStep::Fifo => "open a fifo",
+            FdStep::FifoData => "queue the data of a fifo",
+            FdStep::Eventfd => "create an eventfd",
+            FdStep::Signalfd => "create a signalfd",
+            FdStep::Timerfd => "create a timerfd",
+            FdStep::Epoll => "create an epoll",
+            FdStep::Inotify => "create an inotify",
+            FdStep::InotifyWatch => "add an inotify watch",
+            FdStep::Fanotify => "create a fanotify",
+            FdStep::FanotifyMark => "add a fanotify mark",
             FdStep::Memfd => "reopen a memfd",
         }
     }
@@ -222,16 +320,22 @@ pub(crate) struct FdPlan {
     targets: Vec<Vec<RawFd>>,
     /// Per task: the controlling terminal it takes as session leader.
     cttys: Vec<Option<super::tty::Ctty>>,
+    /// Every unix socket.
+    unix: UnixPlan,
 }
 
-/// Whether `inherit_fd` key `key` names `file` (`pipe:[ID]` for pipes, the
-/// path with or without its leading `/` for files).
+/// Whether `inherit_fd` key `key` names `file` (`pipe:[ID]` for pipes,
+/// `socket:[INO]` for unix sockets, the path with or without its leading
+/// `/` for files).
 pub(crate) fn inherit_matches(key: &str, file: &FileEntry) -> bool {
     if let Some(reg) = &file.reg {
         return key == reg.name || key == reg.name.trim_start_matches('/');
     }
     if let Some(pipe) = &file.pipe {
         return key == format!("pipe:[{}]", pipe.pipe_id);
+    }
+    if let Some(usk) = &file.usk {
+        return key == format!("socket:[{}]", usk.ino);
     }
     false
 }
@@ -244,8 +348,13 @@ impl FdPlan {
         inherit: &[InheritFd],
         pipe_data: &HashMap<u32, (u32, Vec<u8>)>,
         ttys: &super::tty::TtyImages,
+        sk_queues: &SkQueues,
+        fifo_data: &FifoData,
         memfds: &super::memfd::Memfds,
     ) -> Result<FdPlan, (u32, Errno)> {
+        let mut unix = UnixPlan::default();
+        let mut fifos_seen = Vec::new();
+        let mut all_files = None;
         let mut objects: Vec<Object> = Vec::new();
         let mut by_id: HashMap<u32, usize> = HashMap::new();
         let mut pipes: HashMap<u32, usize> = HashMap::new();
@@ -260,6 +369,7 @@ impl FdPlan {
             let mut targets = Vec::new();
             if let Some(task) = task {
                 let err = |e| (task.pid(), e);
+                all_files.get_or_insert(&task.files);
                 for fd in &task.fds {
                     let target = RawFd::try_from(fd.fd).map_err(|_| err(Errno::EBADF))?;
                     let cloexec = fd.flags & 1 != 0;
@@ -287,6 +397,33 @@ impl FdPlan {
                             err(Errno::ENOENT)
                         })?;
                         Source::Tty(src)
+                    } else if fd.r#type == FdTypes::Unixsk as i32 {
+                        Source::Unix {
+                            sock: unix.add(task.pid(), file, target).map_err(err)?,
+                        }
+                    } else if fd.r#type == FdTypes::Fifo as i32 {
+                        let fifo = file.fifo.as_ref().ok_or(err(Errno::ENOENT))?;
+                        let reg = task
+                            .files
+                            .get(&fifo.regf_id.unwrap_or(fifo.id))
+                            .and_then(|f| f.reg.as_ref())
+                            .ok_or(err(Errno::ENOENT))?;
+                        let flags = i32::try_from(reg.flags).map_err(|_| err(Errno::EINVAL))?
+                            & !REOPEN_MASK;
+                        let data = if fifos_seen.contains(&fifo.pipe_id) {
+                            None
+                        } else {
+                            fifos_seen.push(fifo.pipe_id);
+                            fifo_data.get(&fifo.pipe_id).cloned()
+                        };
+                        Source::Fifo {
+                            path: CString::new(reg.name.as_str())
+                                .map_err(|_| err(Errno::EINVAL))?,
+                            flags: OFlag::from_bits_retain(flags),
+                            data,
+                        }
+                    } else if let Some(anon) = super::anon_fd::AnonSource::of(file) {
+                        Source::Anon(anon.map_err(err)?)
                     } else if let Some((worker_fd, flags, pos)) = memfds
                         .source(fd.id)
                         .filter(|_| fd.r#type == FdTypes::Memfd as i32)
@@ -336,7 +473,9 @@ impl FdPlan {
             per_task.push(mine);
             all_targets.push(targets);
         }
+        unix.resolve(all_files, sk_queues)?;
         Ok(FdPlan {
+            unix,
             objects,
             pipes: vec![[-1, -1]; pipes.len()],
             pipe_data: plan_data,
@@ -406,6 +545,9 @@ impl FdPlan {
     /// In the root task: opens every file object above `scratch` (after
     /// [`FdPlan::relocate`]), creating each pipe once and queueing its data.
     pub(crate) fn open_all(&mut self, scratch: RawFd) -> Result<(), FdFailure> {
+        self.unix
+            .open_all(scratch)
+            .map_err(|(step, fd, errno)| FdFailure { step, fd, errno })?;
         // Two rounds: pty masters first, as their slaves are reopened by
         // path; then everything else.
         let n = self.objects.len();
@@ -452,6 +594,15 @@ impl FdPlan {
                 Source::Tty(tty) => tty
                     .open(self.objects[i].opened, scratch)
                     .map_err(|(step, e)| fail(step, e))?,
+                Source::Unix { sock } => self.unix.fd(*sock),
+                Source::Fifo { path, flags, data } => {
+                    super::fifo::open(path, *flags, data.as_ref(), scratch)
+                        .map_err(|(step, e)| fail(step, e))?
+                }
+                Source::Anon(anon) => {
+                    let fd = anon.open().map_err(|(step, e)| fail(step, e))?;
+                    dup_above(fd.as_raw_fd(), scratch).map_err(|e| fail(FdStep::Dup, e))?
+                }
                 Source::Pipe { pipe, write, flags } => {
                     let (pipe, write, flags) = (*pipe, *write, *flags);
                     if self.pipes[pipe][0] < 0 {

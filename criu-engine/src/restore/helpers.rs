@@ -3,11 +3,13 @@
 //! `restore_one_helper` in `criu/cr-restore.c`). Helpers exist only during
 //! the restore; the images never list them.
 //!
-//! - A child of the root in a session whose leader is gone was reparented
-//!   to the root (a subreaper, or the init of the tree's pid namespace). A
+//! - A child of the root in another session than the root's, which it
+//!   does not lead, was reparented to the root (a subreaper, or the init of
+//!   the tree's pid namespace). When the session's leader is gone, a
 //!   session helper with the leader's pid calls `setsid`, creates such
 //!   children and exits; the root reaps it and they are reparented to the
-//!   root again.
+//!   root again. When the leader is in the tree, it makes the helper (any
+//!   pid), which creates them in its session and exits the same way.
 //! - A task in a process group whose leader is gone: before creating it,
 //!   its parent creates a group helper with the leader's pid, which makes
 //!   the group and stops; the task joins the group, and once every child is
@@ -30,8 +32,9 @@ use crate::sys::clone3::clone3_child;
 pub(crate) struct Births {
     /// Children of every task, tree tasks first, then session helpers.
     pub(crate) children: Vec<Vec<usize>>,
-    /// Session helpers, numbered after the tree's tasks: their pids
-    /// (each the id of the session it makes).
+    /// Session helpers, numbered after the tree's tasks: the pid of each
+    /// (the id of the session it makes), or 0 (any pid) for a helper that
+    /// the live leader of the session makes.
     pub(crate) sessions: Vec<i32>,
     /// `(sid, pgid)` every tree task inherits when it is created (its
     /// parent's, or its session helper's); `None` for the root.
@@ -72,13 +75,11 @@ pub(crate) fn plan_sessions(tree: &TreeImages, subreaper: bool) -> Result<Births
             root_children.push(c);
             continue;
         }
-        if tree.tasks.iter().any(|t| t.pstree.pid == p.sid) {
+        let leader = tree.tasks.iter().position(|t| t.pstree.pid == p.sid);
+        if leader.is_some_and(|l| tree.tasks[l].pstree.sid != p.sid) {
             return Err(unsupported(
                 p.pid,
-                format!(
-                    "a session whose leader {} is in the tree but not its ancestor",
-                    p.sid
-                ),
+                format!("a session ({}) whose leader left it", p.sid),
             ));
         }
         if !subreaper {
@@ -90,14 +91,25 @@ pub(crate) fn plan_sessions(tree: &TreeImages, subreaper: bool) -> Result<Births
                 ),
             ));
         }
+        // With the leader alive in the tree, a helper it makes (any pid)
+        // is in its session and group already; otherwise the helper takes
+        // the leader's pid and makes the session.
         let h = *helper_of.entry(p.sid).or_insert_with(|| {
-            sessions.push(i32::try_from(p.sid).unwrap_or(i32::MAX));
+            let h = n + sessions.len();
+            sessions.push(match leader {
+                Some(_) => 0,
+                None => i32::try_from(p.sid).unwrap_or(i32::MAX),
+            });
             children.push(Vec::new());
-            root_children.push(n + sessions.len() - 1);
-            n + sessions.len() - 1
+            match leader {
+                Some(l) => children[l].push(h),
+                None => root_children.push(h),
+            }
+            h
         });
         children[h].push(c);
-        born_in[c] = Some((p.sid, p.sid));
+        let pgid = leader.map_or(p.sid, |l| tree.tasks[l].pstree.pgid);
+        born_in[c] = Some((p.sid, pgid));
         by_helper[c] = true;
     }
     children[0] = root_children;
@@ -107,6 +119,69 @@ pub(crate) fn plan_sessions(tree: &TreeImages, subreaper: bool) -> Result<Births
         born_in,
         by_helper,
     })
+}
+
+/// Finds the session leaders that made children before calling `setsid`
+/// (CRIU's `born_sid`): a task whose session is an older ancestor's, not
+/// its parent's, was made before its parent (and every task up to that
+/// ancestor) left the session. Puts such children first and returns, per
+/// task, how many of its children it makes before `setsid`; the children's
+/// `born_in` become the session and group they were made in.
+pub(crate) fn plan_born_sessions(
+    tree: &TreeImages,
+    births: &mut Births,
+) -> Result<Vec<usize>, TreeError> {
+    let n = tree.tasks.len();
+    let mut born_sid: Vec<Option<u32>> = vec![None; n];
+    for (i, t) in tree.tasks.iter().enumerate() {
+        let p = &t.pstree;
+        let Some((parent_sid, _)) = births.born_in[i] else {
+            continue;
+        };
+        if p.sid == p.pid || p.sid == parent_sid {
+            continue;
+        }
+        let mut cur = t.parent;
+        loop {
+            let Some(c) = cur else {
+                return Err(unsupported(
+                    p.pid,
+                    format!("a session ({}) whose leader is not its ancestor", p.sid),
+                ));
+            };
+            let up = &tree.tasks[c].pstree;
+            if up.pid == p.sid {
+                break;
+            }
+            if up.sid != up.pid || born_sid[c].is_some_and(|s| s != p.sid) {
+                return Err(unsupported(
+                    p.pid,
+                    format!(
+                        "a session ({}) its parent's line left in more than one way",
+                        p.sid
+                    ),
+                ));
+            }
+            born_sid[c] = Some(p.sid);
+            cur = tree.tasks[c].parent;
+        }
+    }
+    let mut setsid_after = vec![0; births.children.len()];
+    for i in 0..n {
+        let Some(sid) = born_sid[i] else {
+            continue;
+        };
+        let born_pgid = births.born_in[i].map_or(0, |b| b.1);
+        let (early, late): (Vec<usize>, Vec<usize>) = births.children[i].iter().partition(|&&c| {
+            c < n && (tree.tasks[c].pstree.sid == sid || born_sid[c] == Some(sid))
+        });
+        for &c in &early {
+            births.born_in[c] = Some((sid, born_pgid));
+        }
+        setsid_after[i] = early.len();
+        births.children[i] = early.into_iter().chain(late).collect();
+    }
+    Ok(setsid_after)
 }
 
 /// Group helpers planned so far: the group's id and the task that creates

@@ -343,7 +343,7 @@ pub(super) fn required<M: prost::Message + prost::Name + Default>(
         })
 }
 
-fn unsupported(what: impl Into<String>) -> ImagesError {
+pub(super) fn unsupported(what: impl Into<String>) -> ImagesError {
     ImagesError::Unsupported { what: what.into() }
 }
 
@@ -653,13 +653,43 @@ fn check_references(
         }
         let kind = FdTypes::try_from(fd.r#type).unwrap_or(FdTypes::Und);
         match kind {
-            // The client's RPC socket of a self-dump is rebuilt; other unix
-            // sockets are not supported yet.
-            FdTypes::Unixsk
-                if task
+            FdTypes::Unixsk if task.files.get(&fd.id).is_some_and(|f| f.usk.is_some()) => {
+                let usk = task.files.get(&fd.id).and_then(|f| f.usk.as_ref());
+                if let Some(why) = usk.and_then(super::unix_sk::refused) {
+                    return Err(unsupported(format!("fd {} of task {pid}: {why}", fd.fd)));
+                }
+            }
+            FdTypes::Fifo => {
+                let user = || format!("fd {} of task {pid}", fd.fd);
+                let fifo = task.files.get(&fd.id).and_then(|f| f.fifo.as_ref());
+                let fifo = fifo.ok_or_else(|| ImagesError::MissingFile {
+                    id: fd.id,
+                    kind: kind.as_str_name(),
+                    user: user(),
+                })?;
+                let file = need_file(task, fifo.regf_id.unwrap_or(fifo.id), FdTypes::Reg, user)?;
+                if let (Some(reg), false) = (file.reg.as_ref(), inherited(file)) {
+                    check_reg_on_disk(root, reg)?;
+                }
+            }
+            FdTypes::Eventfd
+            | FdTypes::Eventpoll
+            | FdTypes::Signalfd
+            | FdTypes::Timerfd
+            | FdTypes::Inotify
+            | FdTypes::Fanotify => {
+                if !task
                     .files
                     .get(&fd.id)
-                    .is_some_and(crate::files::unix_sk::is_service_socket) => {}
+                    .is_some_and(|f| super::anon_fd::has_entry(f, kind))
+                {
+                    return Err(ImagesError::MissingFile {
+                        id: fd.id,
+                        kind: kind.as_str_name(),
+                        user: format!("fd {} of task {pid}", fd.fd),
+                    });
+                }
+            }
             FdTypes::Tty if task.files.get(&fd.id).is_some_and(|f| f.tty.is_some()) => {}
             FdTypes::Memfd => {
                 need_file(task, fd.id, kind, || format!("fd {} of task {pid}", fd.fd))?;

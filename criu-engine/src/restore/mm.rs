@@ -206,6 +206,10 @@ pub(crate) fn stub_place(pid: RealPid, images: &TaskImages) -> Result<RemoteAddr
         .ok_or(MmError::NoRoom { pid })
 }
 
+/// One call of [`Remote::batch`]: what it does, the address or value
+/// named in its error, the syscall number and its arguments.
+pub(crate) type RemoteCall = (&'static str, u64, i64, Vec<u64>);
+
 /// Injected syscalls with this module's error context.
 pub(crate) struct Remote<'a, 't> {
     pub(crate) inj: &'a Injection<'t>,
@@ -238,6 +242,37 @@ impl Remote<'_, '_> {
             });
         }
         Ok(ret.unsigned_abs())
+    }
+
+    /// Runs `calls` (`(step, addr, nr, args)`) as injected batches (one
+    /// trap per [`Injection::MAX_BATCH`] calls); the first negative result
+    /// becomes [`MmError::Syscall`]. Every call of a batch runs whatever the
+    /// results before it. Returns the results.
+    pub(crate) fn batch(&self, calls: &[RemoteCall]) -> Result<Vec<u64>, MmError> {
+        let mut out = Vec::with_capacity(calls.len());
+        for part in calls.chunks(Injection::MAX_BATCH) {
+            let raw: Vec<(i64, &[u64])> = part.iter().map(|c| (c.2, &c.3[..])).collect();
+            let rets = self
+                .inj
+                .syscall_batch(&raw)
+                .map_err(|source| MmError::Inject {
+                    pid: self.pid,
+                    step: part[0].0,
+                    source,
+                })?;
+            for (c, ret) in part.iter().zip(rets) {
+                if ret < 0 {
+                    return Err(MmError::Syscall {
+                        pid: self.pid,
+                        step: c.0,
+                        addr: c.1,
+                        source: Errno::from_raw(i32::try_from(-ret).unwrap_or(libc::EINVAL)),
+                    });
+                }
+                out.push(ret.unsigned_abs());
+            }
+        }
+        Ok(out)
     }
 
     /// Copies `bytes` into the stub's scratch area at `offset`.
@@ -320,10 +355,11 @@ fn unmap_current(r: &Remote<'_, '_>, current: &[MapsLine]) -> Result<(), MmError
             }
         }
     }
-    for (s, e) in ranges {
-        r.call("unmap an old mapping", s, nr::MUNMAP, &[s, e - s])?;
-    }
-    Ok(())
+    let calls: Vec<RemoteCall> = ranges
+        .into_iter()
+        .map(|(s, e)| ("unmap an old mapping", s, nr::MUNMAP, vec![s, e - s]))
+        .collect();
+    r.batch(&calls).map(drop)
 }
 
 /// The function symbols of a vDSO image with their offsets, sorted (what
@@ -493,6 +529,7 @@ fn map_vmas(
 ) -> Result<(), MmError> {
     let mut files: HashMap<(u64, i32), u64> = HashMap::new();
     let mut result = (|| {
+        let mut maps: Vec<RemoteCall> = Vec::new();
         for vma in images.mm.vmas.iter().filter(|v| !is_special(v)) {
             if is_shared_anon(vma) {
                 continue;
@@ -529,26 +566,30 @@ fn map_vmas(
             } else {
                 (u64::MAX, 0)
             };
-            let got = r.call(
+            maps.push((
                 "map a vma",
                 vma.start,
                 nr::MMAP,
-                &[vma.start, vma.end - vma.start, prot, flags, fd, off],
-            )?;
-            if got != vma.start {
+                vec![vma.start, vma.end - vma.start, prot, flags, fd, off],
+            ));
+        }
+        for (c, got) in maps.iter().zip(r.batch(&maps)?) {
+            if got != c.1 {
                 return Err(MmError::Syscall {
                     pid: r.pid,
                     step: "map a vma at its address",
-                    addr: vma.start,
+                    addr: c.1,
                     source: Errno::EADDRNOTAVAIL,
                 });
             }
         }
         Ok(())
     })();
-    for fd in files.into_values() {
-        r.call("close a mapped file", fd, nr::CLOSE, &[fd])?;
-    }
+    let closes: Vec<RemoteCall> = files
+        .into_values()
+        .map(|fd| ("close a mapped file", fd, nr::CLOSE, vec![fd]))
+        .collect();
+    r.batch(&closes)?;
     if result.is_ok() {
         result = images
             .mm
@@ -560,17 +601,42 @@ fn map_vmas(
     result
 }
 
+/// Bytes of image pages copied per `process_vm_writev` at most: the pages
+/// file is mapped whole, but only this much of it is in the engine's page
+/// tables at a time (see [`FileMap::release`]).
+const WINDOW: usize = 32 << 20;
+
 /// Copies every saved page into the task, one `process_vm_writev` per batch
-/// of up to `IOV_MAX` runs.
+/// of up to `IOV_MAX` runs and [`WINDOW`] bytes.
 /// With `lazy`, pages of lazy VMAs are left to the lazy-pages daemon.
 fn fill_pages(
     r: &Remote<'_, '_>,
     images: &TaskImages,
+    maps: &[Option<FileMap>],
     pages: &[&[u8]],
     lazy: bool,
 ) -> Result<(), MmError> {
     let mut local: Vec<IoSlice<'_>> = Vec::with_capacity(IOV_MAX);
     let mut remote: Vec<RemoteIoVec> = Vec::with_capacity(IOV_MAX);
+    let mut sources: Vec<(usize, usize, usize)> = Vec::with_capacity(IOV_MAX);
+    let mut bytes = 0usize;
+    let flush = |local: &mut Vec<IoSlice<'_>>,
+                 remote: &mut Vec<RemoteIoVec>,
+                 sources: &mut Vec<(usize, usize, usize)>|
+     -> Result<(), MmError> {
+        if local.is_empty() {
+            return Ok(());
+        }
+        write_batch(r.pid, local, remote)?;
+        for (file, off, len) in sources.drain(..) {
+            if let Some(m) = &maps[file] {
+                m.release(off, len);
+            }
+        }
+        local.clear();
+        remote.clear();
+        Ok(())
+    };
     let vmas = &images.mm.vmas;
     let mut vi = 0;
     for seg in &images.pages.segs {
@@ -581,7 +647,8 @@ fn fill_pages(
                 vi += 1;
             }
             let vma = &vmas[vi];
-            let stop = vma.end.min(end);
+            let room = (WINDOW - bytes) as u64;
+            let stop = vma.end.min(end).min(addr + room);
             // vDSO pages come from this kernel, never from the image.
             let left_to_daemon = lazy && super::lazy::is_lazy_vma(vma);
             if !is_special(vma) && !left_to_daemon {
@@ -592,19 +659,17 @@ fn fill_pages(
                     base: usize::try_from(addr).unwrap_or(0),
                     len,
                 });
-                if local.len() == IOV_MAX {
-                    write_batch(r.pid, &local, &remote)?;
-                    local.clear();
-                    remote.clear();
+                sources.push((seg.file, off, len));
+                bytes += len;
+                if local.len() == IOV_MAX || bytes >= WINDOW {
+                    flush(&mut local, &mut remote, &mut sources)?;
+                    bytes = 0;
                 }
             }
             addr = stop;
         }
     }
-    if !local.is_empty() {
-        write_batch(r.pid, &local, &remote)?;
-    }
-    Ok(())
+    flush(&mut local, &mut remote, &mut sources)
 }
 
 fn write_batch(pid: RealPid, local: &[IoSlice<'_>], remote: &[RemoteIoVec]) -> Result<(), MmError> {
@@ -649,29 +714,30 @@ fn write_batch(pid: RealPid, local: &[IoSlice<'_>], remote: &[RemoteIoVec]) -> R
 
 /// Final protections and `madvise` advice of every VMA.
 fn finish_vmas(r: &Remote<'_, '_>, images: &TaskImages) -> Result<(), MmError> {
+    let mut calls: Vec<RemoteCall> = Vec::new();
     for vma in images.mm.vmas.iter().filter(|v| !is_special(v)) {
         let len = vma.end - vma.start;
         if is_private(vma) && vma.prot & libc::PROT_WRITE as u32 == 0 {
-            r.call(
+            calls.push((
                 "protect a vma",
                 vma.start,
                 nr::MPROTECT,
-                &[vma.start, len, u64::from(vma.prot)],
-            )?;
+                vec![vma.start, len, u64::from(vma.prot)],
+            ));
         }
         let madv = vma.madv.unwrap_or(0);
         for bit in 0..64u64 {
             if madv & (1 << bit) != 0 {
-                r.call(
+                calls.push((
                     "advise a vma",
                     vma.start,
                     nr::MADVISE,
-                    &[vma.start, len, bit],
-                )?;
+                    vec![vma.start, len, bit],
+                ));
             }
         }
     }
-    Ok(())
+    r.batch(&calls).map(drop)
 }
 
 /// `PR_SET_MM_MAP`: code/data/brk/stack/args/env bounds, auxv and the
@@ -748,7 +814,7 @@ pub(crate) fn restore_mm(
             link.send_task(pid, &uffd)?;
         }
     }
-    fill_pages(r, images, pages, is_lazy)?;
+    fill_pages(r, images, &maps, pages, is_lazy)?;
     finish_vmas(r, images)?;
     set_mm_map(r, images)
 }

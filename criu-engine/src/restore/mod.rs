@@ -19,8 +19,10 @@
 //! A failure at any step kills the new task ([`tree::RestoredTree`]); the
 //! images are only read.
 
+mod anon_fd;
 mod child;
 mod creds;
+mod fifo;
 mod files;
 mod finish;
 mod guards;
@@ -40,6 +42,7 @@ mod task;
 mod threads;
 mod tree;
 mod tty;
+mod unix_sk;
 
 use std::os::fd::AsFd;
 
@@ -52,6 +55,7 @@ use crate::notify::Notify;
 use crate::opts::RequestOpts;
 use crate::pstree::RealPid;
 use crate::seize::{SeizeError, SeizedTask};
+pub use anon_fd::AnonFdError;
 use files::inherit_matches;
 pub use images::ImagesError;
 pub use mm::MmError;
@@ -96,6 +100,12 @@ pub enum RestoreError {
     /// The images are unreadable, inconsistent or unsupported.
     #[error(transparent)]
     Images(#[from] ImagesError),
+    /// A unix socket cannot be restored as asked.
+    #[error(transparent)]
+    UnixSk(#[from] unix_sk::UnixRestoreError),
+    /// An epoll or timerfd cannot be completed.
+    #[error(transparent)]
+    AnonFd(#[from] AnonFdError),
     /// The descriptors of the task cannot be planned.
     #[error("cannot plan the descriptors of task {pid}")]
     FdPlan {
@@ -242,8 +252,19 @@ pub fn run(opts: &RequestOpts, notify: &mut dyn Notify) -> Result<RestoreOutcome
         opts.orphan_pts_master,
         notify,
     )?;
-    let fds = files::FdPlan::new(&alive, inherit, &tree_images.pipe_data, &ttys, &memfds)
-        .map_err(|(pid, source)| RestoreError::FdPlan { pid, source })?;
+    unix_sk::check_externals(&alive, opts.ext_unix_sk, &|f| {
+        inherit.iter().any(|i| inherit_matches(&i.key, f))
+    })?;
+    let fds = files::FdPlan::new(
+        &alive,
+        inherit,
+        &tree_images.pipe_data,
+        &ttys,
+        &tree_images.sk_queues,
+        &tree_images.fifo_data,
+        &memfds,
+    )
+    .map_err(|(pid, source)| RestoreError::FdPlan { pid, source })?;
     let mut shared = shmem::load(&dir, &tree_images)?;
     shared.memfd = memfds;
     shared.locks = file_locks;
@@ -326,6 +347,7 @@ fn restore_all(
     held: &mut Vec<Held>,
     mut lazy: Option<&mut lazy::LazyLink>,
 ) -> Result<(), RestoreError> {
+    let mut anon_done = std::collections::HashSet::new();
     for (t, &pid) in tree.tasks.iter().zip(host) {
         let Some(images) = t.alive() else {
             if let Some(link) = lazy.as_deref_mut() {
@@ -348,7 +370,14 @@ fn restore_all(
             stopped,
         });
         let h = held.last_mut().expect("just pushed");
-        restore_task(&h.task, images, shared, &mut h.threads, lazy.as_deref_mut())?;
+        restore_task(
+            &h.task,
+            images,
+            shared,
+            &mut h.threads,
+            lazy.as_deref_mut(),
+            &mut anon_done,
+        )?;
     }
     if !notify.notify("post-restore", Some(host[0].0)) {
         return Err(RestoreError::Aborted {
@@ -370,6 +399,7 @@ fn restore_task(
     shared: &mut shmem::SharedMemory,
     threads: &mut Vec<SeizedTask>,
     lazy: Option<&mut lazy::LazyLink>,
+    anon_done: &mut std::collections::HashSet<u32>,
 ) -> Result<(), RestoreError> {
     let pid = task.pid();
     let inject_err = |step| move |source| RestoreError::Inject { pid, step, source };
@@ -381,6 +411,7 @@ fn restore_task(
     locks::restore(&remote, images.pid(), &shared.locks)?;
     task::restore_state(&remote, task, images)?;
     threads::restore_all(&inj, &images.threads, threads)?;
+    anon_fd::finish(&remote, images, anon_done)?;
     if let Some(t) = &images.tc.timers {
         posix_timers::restore(&remote, &t.posix)?;
     }

@@ -58,6 +58,10 @@ pub(crate) struct TreeImages {
     pub(crate) tasks: Vec<TreeTask>,
     /// Bytes queued in pipes at dump time, by `pipe_id`, with the pipe size.
     pub(crate) pipe_data: HashMap<u32, (u32, Vec<u8>)>,
+    /// Messages queued on unix sockets, by the socket's file id.
+    pub(crate) sk_queues: super::unix_sk::SkQueues,
+    /// Bytes queued in FIFOs, by `pipe_id`, with the pipe size.
+    pub(crate) fifo_data: super::fifo::FifoData,
     /// Whether the root is the init of its own pid namespace (the whole
     /// tree lives in it; the pids of the images are the ones inside).
     pub(crate) new_pidns: bool,
@@ -175,6 +179,8 @@ pub(crate) fn load(
     Ok(TreeImages {
         tasks,
         pipe_data,
+        sk_queues: super::unix_sk::load_queues(dir)?,
+        fifo_data: super::fifo::load(dir)?,
         new_pidns,
         remaps,
     })

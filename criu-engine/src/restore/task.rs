@@ -1,7 +1,7 @@
 //! Per-task kernel state restored with injected syscalls once the memory is
 //! back (the task part of CRIU's `criu/pie/restorer.c`: sigactions,
-//! alternate stack, rseq, TLS, robust list, timers, pending signals,
-//! personality; and `criu/cr-restore.c` for what the restorer gets from it).
+//! alternate stack, rseq, TLS, robust list, interval timers, membarrier
+//! registrations, pending signals, personality, login uid; and `criu/cr-restore.c` for what the restorer gets from it).
 //!
 //! # References
 //!
@@ -15,7 +15,7 @@
 use criu_proto::images::{ItimerEntry, ThreadCoreEntry, ThreadInfoX86, UserDescT};
 
 use super::images::TaskImages;
-use super::mm::{MmError, Remote};
+use super::mm::{MmError, Remote, RemoteCall};
 use crate::arch::x86_64::{nr, RemoteAddr};
 use crate::pstree::RealPid;
 use crate::seize::{SeizeError, SeizedTask};
@@ -84,28 +84,68 @@ pub(crate) fn sigaction_signo(i: usize) -> u64 {
     }
 }
 
-fn sigactions(r: &Remote<'_, '_>, images: &TaskImages) -> Result<(), TaskError> {
-    let mut table = Vec::with_capacity(images.tc.sigactions.len() * KSIGACTION);
-    for sa in &images.tc.sigactions {
-        for w in [sa.sigaction, sa.flags, sa.restorer, sa.mask] {
-            table.extend_from_slice(&w.to_le_bytes());
+/// Injected calls collected for one batch, with the data they point to
+/// laid out in the scratch area from [`Calls::BASE`] on.
+struct Calls {
+    calls: Vec<RemoteCall>,
+    data: Vec<u8>,
+    scratch: u64,
+}
+
+impl Calls {
+    /// Scratch offset of the batch's data.
+    const BASE: usize = 0;
+
+    fn new(r: &Remote<'_, '_>) -> Self {
+        Calls {
+            calls: Vec::new(),
+            data: Vec::new(),
+            scratch: r.inj.scratch().0 + Self::BASE as u64,
         }
     }
-    let base = r.scratch("copy signal actions", 0, &table)?;
-    for i in 0..images.tc.sigactions.len() {
-        let act = base + (i * KSIGACTION) as u64;
+
+    /// Places `bytes` in the batch's data; returns their address in the task.
+    fn put(&mut self, bytes: &[u8]) -> u64 {
+        let at = self.data.len();
+        self.data.extend_from_slice(bytes);
+        self.data.resize(self.data.len().div_ceil(8) * 8, 0);
+        self.scratch + at as u64
+    }
+
+    fn push(&mut self, step: &'static str, addr: u64, nr: i64, args: &[u64]) {
+        self.calls.push((step, addr, nr, args.to_vec()));
+    }
+
+    /// Copies the data into the scratch area and runs the calls (one trap).
+    fn run(self, r: &Remote<'_, '_>) -> Result<(), TaskError> {
+        if self.calls.is_empty() {
+            return Ok(());
+        }
+        r.scratch("copy the state to restore", Self::BASE, &self.data)?;
+        r.batch(&self.calls)?;
+        Ok(())
+    }
+}
+
+fn sigactions(c: &mut Calls, images: &TaskImages) {
+    for (i, sa) in images.tc.sigactions.iter().enumerate() {
+        let raw: Vec<u8> = [sa.sigaction, sa.flags, sa.restorer, sa.mask]
+            .iter()
+            .flat_map(|w| w.to_le_bytes())
+            .collect();
+        debug_assert_eq!(raw.len(), KSIGACTION);
+        let act = c.put(&raw);
         let sig = sigaction_signo(i);
-        r.call(
+        c.push(
             "set a signal action",
             sig,
             nr::RT_SIGACTION,
             &[sig, act, 0, 8],
-        )?;
+        );
     }
-    Ok(())
 }
 
-fn sigaltstack(r: &Remote<'_, '_>, th: &ThreadCoreEntry) -> Result<(), TaskError> {
+fn sigaltstack(c: &mut Calls, th: &ThreadCoreEntry) {
     let sas = th.sas.unwrap_or_default();
     let flags = if sas.ss_size == 0 && sas.ss_sp == 0 {
         libc::SS_DISABLE as u32
@@ -117,24 +157,20 @@ fn sigaltstack(r: &Remote<'_, '_>, th: &ThreadCoreEntry) -> Result<(), TaskError
     st.extend_from_slice(&sas.ss_sp.to_le_bytes());
     st.extend_from_slice(&u64::from(flags).to_le_bytes());
     st.extend_from_slice(&sas.ss_size.to_le_bytes());
-    let addr = r.scratch("copy the alternate stack", 0, &st)?;
-    r.call(
+    let addr = c.put(&st);
+    c.push(
         "set the alternate stack",
         sas.ss_sp,
         nr::SIGALTSTACK,
         &[addr, 0],
-    )?;
-    Ok(())
+    );
 }
 
-fn rseq(r: &Remote<'_, '_>, task: &SeizedTask, th: &ThreadCoreEntry) -> Result<(), TaskError> {
-    let Some(rs) = th.rseq_entry.as_ref() else {
-        return Ok(());
+fn rseq_register(c: &mut Calls, th: &ThreadCoreEntry) {
+    let Some(rs) = th.rseq_entry.as_ref().filter(|rs| rs.rseq_abi_pointer != 0) else {
+        return;
     };
-    if rs.rseq_abi_pointer == 0 {
-        return Ok(());
-    }
-    r.call(
+    c.push(
         "register rseq",
         rs.rseq_abi_pointer,
         nr::RSEQ,
@@ -144,7 +180,14 @@ fn rseq(r: &Remote<'_, '_>, task: &SeizedTask, th: &ThreadCoreEntry) -> Result<(
             0,
             rs.signature.into(),
         ],
-    )?;
+    );
+}
+
+/// Puts back the rseq critical section pointer (after the registration).
+fn rseq_cs(r: &Remote<'_, '_>, task: &SeizedTask, th: &ThreadCoreEntry) -> Result<(), TaskError> {
+    let Some(rs) = th.rseq_entry.as_ref().filter(|rs| rs.rseq_abi_pointer != 0) else {
+        return Ok(());
+    };
     if let Some(cs) = rs.rseq_cs_pointer.filter(|&cs| cs != 0) {
         // `struct rseq`: cpu_id_start, cpu_id, then the rseq_cs pointer.
         task.write_mem(RemoteAddr(rs.rseq_abi_pointer + 8), &cs.to_le_bytes())
@@ -171,20 +214,19 @@ fn user_desc(d: &UserDescT) -> Vec<u8> {
         .collect()
 }
 
-fn tls(r: &Remote<'_, '_>, ti: &ThreadInfoX86) -> Result<(), TaskError> {
+fn tls(c: &mut Calls, ti: &ThreadInfoX86) {
     for d in &ti.tls {
         if d.seg_not_present && d.base_addr == 0 && d.limit == 0 {
             continue;
         }
-        let addr = r.scratch("copy a TLS descriptor", 0, &user_desc(d))?;
-        r.call(
+        let addr = c.put(&user_desc(d));
+        c.push(
             "set a TLS descriptor",
             d.entry_number.into(),
             libc::SYS_set_thread_area,
             &[addr],
-        )?;
+        );
     }
-    Ok(())
 }
 
 /// The `struct itimerval` words (interval, then value) that arm `t` again:
@@ -198,19 +240,18 @@ pub(crate) fn itimerval(t: &ItimerEntry) -> [u64; 4] {
     }
 }
 
-fn itimer(r: &Remote<'_, '_>, which: u64, t: &ItimerEntry) -> Result<(), TaskError> {
+fn itimer(c: &mut Calls, which: u64, t: &ItimerEntry) {
     if t.isec == 0 && t.iusec == 0 && t.vsec == 0 && t.vusec == 0 {
-        return Ok(());
+        return;
     }
     let val: Vec<u8> = itimerval(t).iter().flat_map(|w| w.to_le_bytes()).collect();
-    let addr = r.scratch("copy an interval timer", 0, &val)?;
-    r.call(
+    let addr = c.put(&val);
+    c.push(
         "set an interval timer",
         which,
         libc::SYS_setitimer,
         &[which, addr, 0],
-    )?;
-    Ok(())
+    );
 }
 
 /// Queues `signals` again: to the thread `r` runs in when `private`, to
@@ -259,8 +300,9 @@ pub(crate) fn personality_value(stored: u32) -> Option<u64> {
     u64::from_str_radix(&stored.to_string(), 16).ok()
 }
 
-/// Restores what belongs to one thread (`r` runs in it): alternate stack, TLS, clear-tid address, robust list, rseq,
-/// nice value, scheduling policy, name and private pending signals.
+/// Restores what belongs to one thread (`r` runs in it): alternate stack,
+/// TLS, clear-tid address, robust list, rseq, nice value, scheduling policy,
+/// name and private pending signals.
 pub(crate) fn restore_thread_state(
     r: &Remote<'_, '_>,
     task: &SeizedTask,
@@ -268,28 +310,45 @@ pub(crate) fn restore_thread_state(
     th: &ThreadCoreEntry,
     pdeath_now: bool,
 ) -> Result<(), TaskError> {
-    sigaltstack(r, th)?;
-    tls(r, ti)?;
-    r.call(
+    let mut c = Calls::new(r);
+    thread_state(&mut c, ti, th, pdeath_now);
+    c.run(r)?;
+    rseq_cs(r, task, th)?;
+    let private = th.signals_p.iter().flat_map(|q| q.signals.iter());
+    queue_signals(r, private, true)
+}
+
+/// The calls of [`restore_thread_state`] (all but the rseq critical section
+/// and the pending signals).
+fn thread_state(c: &mut Calls, ti: &ThreadInfoX86, th: &ThreadCoreEntry, pdeath_now: bool) {
+    sigaltstack(c, th);
+    tls(c, ti);
+    c.push(
         "set the clear-tid address",
         ti.clear_tid_addr,
         nr::SET_TID_ADDRESS,
         &[ti.clear_tid_addr],
-    )?;
-    r.call(
+    );
+    c.push(
         "set the robust futex list",
         th.futex_rla,
         nr::SET_ROBUST_LIST,
         &[th.futex_rla, th.futex_rla_len.into()],
-    )?;
-    rseq(r, task, th)?;
+    );
+    rseq_register(c, th);
     // A main thread keeps SIGKILL (see `child`) until [`set_pdeath`] at
     // the very end of its restore; other threads get theirs now.
     if pdeath_now {
-        set_pdeath(r, th.pdeath_sig.unwrap_or(0).into())?;
+        let sig = th.pdeath_sig.unwrap_or(0).into();
+        c.push(
+            "set the parent-death signal",
+            sig,
+            nr::PRCTL,
+            &[libc::PR_SET_PDEATHSIG as u64, sig, 0, 0, 0],
+        );
     }
     if let Some(nice) = th.sched_nice.filter(|&n| n != 0) {
-        r.call(
+        c.push(
             "set the nice value",
             nice.unsigned_abs().into(),
             libc::SYS_setpriority,
@@ -298,31 +357,57 @@ pub(crate) fn restore_thread_state(
                 0,
                 u64::from_ne_bytes(i64::from(nice).to_ne_bytes()),
             ],
-        )?;
+        );
     }
     if let Some(policy) = th.sched_policy.filter(|&p| p != 0) {
         let param = th.sched_prio.unwrap_or(0).to_le_bytes();
-        let addr = r.scratch("copy the scheduling parameters", 0, &param)?;
-        r.call(
+        let addr = c.put(&param);
+        c.push(
             "set the scheduling policy",
             policy.into(),
             libc::SYS_sched_setscheduler,
             &[0, policy.into(), addr],
-        )?;
+        );
     }
     if let Some(comm) = th.comm.as_ref().filter(|c| !c.is_empty()) {
         let mut name = comm.as_bytes()[..comm.len().min(15)].to_vec();
         name.push(0);
-        let addr = r.scratch("copy the thread name", 0, &name)?;
-        r.call(
+        let addr = c.put(&name);
+        c.push(
             "set the thread name",
             addr,
             nr::PRCTL,
             &[libc::PR_SET_NAME as u64, addr, 0, 0, 0],
-        )?;
+        );
     }
-    let private = th.signals_p.iter().flat_map(|q| q.signals.iter());
-    queue_signals(r, private, true)
+}
+
+/// The audit login uid (CRIU's `prepare_loginuid`): written by the task
+/// itself to `/proc/self/loginuid`, the only task the kernel lets change
+/// it. Unset (`u32::MAX`) or unknown ids, and a task that already has the
+/// dumped one, are left alone.
+fn loginuid(r: &Remote<'_, '_>, dumped: Option<u32>) -> Result<(), TaskError> {
+    let Some(uid) = dumped.filter(|&u| u != u32::MAX) else {
+        return Ok(());
+    };
+    let current = std::fs::read_to_string(format!("/proc/{}/loginuid", r.pid))
+        .ok()
+        .and_then(|t| t.trim().parse::<u32>().ok());
+    if current.is_none_or(|c| c == uid) {
+        return Ok(());
+    }
+    let fd = r.open("/proc/self/loginuid", libc::O_WRONLY)?;
+    let text = uid.to_string();
+    let addr = r.scratch("copy the login uid", 0, text.as_bytes())?;
+    let written = r.call(
+        "set the login uid",
+        uid.into(),
+        libc::SYS_write,
+        &[fd, addr, text.len() as u64],
+    );
+    r.call("close the login uid file", fd, libc::SYS_close, &[fd])?;
+    written?;
+    Ok(())
 }
 
 /// `prctl(PR_SET_PDEATHSIG, sig)` in the task (0: none).
@@ -342,43 +427,72 @@ pub(crate) fn restore_state(
     task: &SeizedTask,
     images: &TaskImages,
 ) -> Result<(), TaskError> {
+    // Before the credentials: setting it takes CAP_AUDIT_CONTROL.
+    loginuid(r, images.tc.loginuid)?;
     // First: everything after runs with the task's own credentials, so the
     // kernel itself refuses what they do not allow.
     super::creds::apply(r, images.thread_core.creds.as_ref(), images.mm.dumpable)?;
+    // The rest runs as one batch, in this order.
+    let mut c = Calls::new(r);
     // New ids clear the parent-death signal: the task dies with the worker
     // until its restore completes.
-    set_pdeath(r, libc::SIGKILL as u64)?;
-    sigactions(r, images)?;
-    restore_thread_state(r, task, &images.thread_info, &images.thread_core, false)?;
+    let kill = libc::SIGKILL as u64;
+    c.push(
+        "set the parent-death signal",
+        kill,
+        nr::PRCTL,
+        &[libc::PR_SET_PDEATHSIG as u64, kill, 0, 0, 0],
+    );
+    sigactions(&mut c, images);
+    thread_state(&mut c, &images.thread_info, &images.thread_core, false);
     if let Some(p) = personality_value(images.tc.personality).filter(|&p| p != 0) {
-        r.call("set the personality", p, libc::SYS_personality, &[p])?;
+        c.push("set the personality", p, libc::SYS_personality, &[p]);
     }
     let mm = &images.mm;
     if let Some(d) = mm.dumpable.filter(|&d| d != 1) {
         let d = u64::try_from(d).unwrap_or(0);
-        r.call("set dumpable", d, nr::PRCTL, &[PR_SET_DUMPABLE, d, 0, 0, 0])?;
+        c.push("set dumpable", d, nr::PRCTL, &[PR_SET_DUMPABLE, d, 0, 0, 0]);
     }
     if mm.thp_disabled == Some(true) {
-        r.call(
+        c.push(
             "disable THP",
             1,
             nr::PRCTL,
             &[PR_SET_THP_DISABLE, 1, 0, 0, 0],
-        )?;
+        );
     }
     if images.tc.child_subreaper == Some(true) {
-        r.call(
+        c.push(
             "become a child subreaper",
             1,
             nr::PRCTL,
             &[PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0],
+        );
+    }
+    // Each bit of the mask is the `MEMBARRIER_CMD_REGISTER_*` command that
+    // made it.
+    let membarrier = images.tc.membarrier_registration_mask.unwrap_or(0);
+    for bit in (0..32).filter(|b| membarrier & (1 << b) != 0) {
+        r.call(
+            "register for membarrier",
+            1 << bit,
+            libc::SYS_membarrier,
+            &[1 << bit, 0, 0],
         )?;
     }
     if let Some(t) = &images.tc.timers {
-        itimer(r, libc::ITIMER_REAL as u64, &t.real)?;
-        itimer(r, libc::ITIMER_VIRTUAL as u64, &t.virt)?;
-        itimer(r, libc::ITIMER_PROF as u64, &t.prof)?;
+        itimer(&mut c, libc::ITIMER_REAL as u64, &t.real);
+        itimer(&mut c, libc::ITIMER_VIRTUAL as u64, &t.virt);
+        itimer(&mut c, libc::ITIMER_PROF as u64, &t.prof);
     }
+    c.run(r)?;
+    rseq_cs(r, task, &images.thread_core)?;
+    let private = images
+        .thread_core
+        .signals_p
+        .iter()
+        .flat_map(|q| q.signals.iter());
+    queue_signals(r, private, true)?;
     let shared = images.tc.signals_s.iter().flat_map(|q| q.signals.iter());
     queue_signals(r, shared, false)
 }

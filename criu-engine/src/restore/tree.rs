@@ -298,7 +298,8 @@ fn plan(tree: &TreeImages, fds: FdPlan, shell_job: bool) -> Result<TreePlan, Tre
         .map(|r| r.name.clone())
         .unwrap_or_else(|| "/".to_owned());
     let subreaper = tree.root().tc.child_subreaper == Some(true);
-    let births = helpers::plan_sessions(tree, subreaper || tree.new_pidns)?;
+    let mut births = helpers::plan_sessions(tree, subreaper || tree.new_pidns)?;
+    let setsid_after = helpers::plan_born_sessions(tree, &mut births)?;
     let mut groups = helpers::GroupHelpers::default();
     for (i, t) in tree.tasks.iter().enumerate() {
         let p = &t.pstree;
@@ -362,6 +363,7 @@ fn plan(tree: &TreeImages, fds: FdPlan, shell_job: bool) -> Result<TreePlan, Tre
                 pgid,
                 children,
                 share_files,
+                setsid_after: 0,
                 helper: false,
                 guard: !births.by_helper[i],
                 subreaper: false,
@@ -401,6 +403,7 @@ fn plan(tree: &TreeImages, fds: FdPlan, shell_job: bool) -> Result<TreePlan, Tre
                     pgid,
                     children,
                     share_files,
+                    setsid_after: setsid_after[i],
                     helper: false,
                     guard: !births.by_helper[i],
                     subreaper: i == 0 && !births.sessions.is_empty() && subreaper,
@@ -427,10 +430,15 @@ fn plan(tree: &TreeImages, fds: FdPlan, shell_job: bool) -> Result<TreePlan, Tre
     for (k, &sid) in births.sessions.iter().enumerate() {
         tasks.push(ChildPlan {
             pid: sid,
-            session: Session::Leader,
+            session: if sid == 0 {
+                Session::Inherit
+            } else {
+                Session::Leader
+            },
             pgid: None,
             children: births.children[tree.tasks.len() + k].clone(),
             share_files: false,
+            setsid_after: 0,
             helper: true,
             guard: true,
             subreaper: false,

@@ -52,7 +52,8 @@ pub(super) unsafe fn raw_clone3(args: &CloneArgs) -> libc::c_long {
     }
 }
 
-/// Creates our child whose pid (in our pid namespace) is `pid`; it sends
+/// Creates our child whose pid (in our pid namespace) is `pid` (any free
+/// pid if `pid` is 0); it sends
 /// `SIGCHLD` when it dies and, with `share_files`, shares our descriptor
 /// table (`CLONE_FILES`). In the child, `child` runs and its return value
 /// becomes the exit status (`_exit`); the function returns only in the
@@ -109,8 +110,12 @@ fn clone3_flags(
         // The kernel refuses an exit signal together with CLONE_PARENT: the
         // child then inherits ours.
         exit_signal: if sibling { 0 } else { libc::SIGCHLD as u64 },
-        set_tid: if new_pidns { 0 } else { tid.as_ptr() as u64 },
-        set_tid_size: u64::from(!new_pidns),
+        set_tid: if new_pidns || pid == 0 {
+            0
+        } else {
+            tid.as_ptr() as u64
+        },
+        set_tid_size: u64::from(!new_pidns && pid != 0),
         ..CloneArgs::default()
     };
     // SAFETY: `args` and `tid` are live for the call and of the sizes

@@ -55,6 +55,35 @@ impl FileMap {
     }
 }
 
+impl FileMap {
+    /// Drops the pages of `offset..offset + len` (whole pages inside it)
+    /// from this process's page tables, so that reading through the mapping
+    /// does not make the process's RSS grow with the file; the contents stay
+    /// in the page cache and read the same if touched again.
+    pub(crate) fn release(&self, offset: usize, len: usize) {
+        const PAGE: usize = 4096;
+        let start = offset.div_ceil(PAGE) * PAGE;
+        let end = (offset + len).min(self.len) / PAGE * PAGE;
+        if self.len == 0 || start >= end {
+            return;
+        }
+        // SAFETY: the range lies inside the live mapping owned by `self`;
+        // the mapping is read-only and never written, so MADV_DONTNEED only
+        // drops page-table entries: slices of it keep reading the same
+        // bytes (refaulted from the file).
+        let ret = unsafe {
+            libc::madvise(
+                self.addr.as_ptr().cast::<u8>().add(start).cast(),
+                end - start,
+                libc::MADV_DONTNEED,
+            )
+        };
+        if ret != 0 {
+            tracing::debug!(err = %std::io::Error::last_os_error(), "cannot release mapped pages");
+        }
+    }
+}
+
 impl Drop for FileMap {
     fn drop(&mut self) {
         if self.len == 0 {

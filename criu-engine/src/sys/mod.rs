@@ -14,6 +14,7 @@
 #![allow(unsafe_code)]
 
 pub(crate) mod abi;
+pub(crate) mod anon_fd;
 pub(crate) mod clone3;
 #[cfg(target_arch = "x86_64")]
 pub(crate) mod cpuid;
@@ -23,6 +24,7 @@ pub(crate) mod probe;
 pub(crate) mod probe_child;
 pub(crate) mod ptrace;
 pub(crate) mod sock_diag;
+pub(crate) mod sockopt;
 pub(crate) mod task_query;
 pub(crate) mod tty;
 pub(crate) mod uffd;

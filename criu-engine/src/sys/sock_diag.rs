@@ -143,25 +143,49 @@ pub(crate) fn dump_count(sock: &OwnedFd, family: DiagFamily) -> nix::Result<usiz
     }
 }
 
-/// `UDIAG_SHOW_PEER`: ask for the peer's inode.
-const UDIAG_SHOW_PEER: u32 = 0x4;
-/// `UNIX_DIAG_PEER` attribute type.
+/// `UDIAG_SHOW_*` bits: name, bound inode, peer, pending connections,
+/// queue lengths.
+const UDIAG_SHOW_ALL: u32 = 0x1 | 0x2 | 0x4 | 0x8 | 0x10;
+/// `UNIX_DIAG_*` attribute types.
+const UNIX_DIAG_NAME: u16 = 0;
+const UNIX_DIAG_VFS: u16 = 1;
 const UNIX_DIAG_PEER: u16 = 2;
+const UNIX_DIAG_ICONS: u16 = 3;
+const UNIX_DIAG_RQLEN: u16 = 4;
+const UNIX_DIAG_SHUTDOWN: u16 = 6;
 
 /// What `unix_diag` says about one unix socket.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub(crate) struct UnixSocket {
     /// `SOCK_STREAM`, `SOCK_DGRAM` or `SOCK_SEQPACKET`.
     pub(crate) sock_type: u8,
     /// TCP-like state (`TCP_ESTABLISHED` = 1, `TCP_CLOSE` = 7, `TCP_LISTEN` = 10).
     pub(crate) state: u8,
+    /// Inode of the socket.
+    pub(crate) ino: u32,
     /// Inode of the connected peer, 0 when none.
     pub(crate) peer: u32,
+    /// Bound address as the kernel keeps it (abstract names start with a
+    /// NUL byte, path names may end with one); empty when unbound.
+    pub(crate) name: Vec<u8>,
+    /// Inode and device of the file a path name is bound to.
+    pub(crate) vfs: Option<(u32, u32)>,
+    /// Receive queue length (pending connections for a listener) and
+    /// send queue length (the backlog for a listener).
+    pub(crate) rqlen: (u32, u32),
+    /// Inodes of connections not accepted yet (listeners only).
+    pub(crate) icons: Vec<u32>,
+    /// `sk_shutdown` bits (`RCV_SHUTDOWN` = 1, `SEND_SHUTDOWN` = 2).
+    pub(crate) shutdown: u8,
+}
+
+fn ne_u32(b: &[u8]) -> Option<u32> {
+    Some(u32::from_ne_bytes(b.get(..4)?.try_into().ok()?))
 }
 
 /// Looks up the unix socket with inode `ino` (an exact `unix_diag` request,
-/// no dump) and returns its type, state and peer; `ENOENT` when there is no
-/// such socket.
+/// no dump) and returns what the kernel says about it; `ENOENT` when there
+/// is no such socket.
 pub(crate) fn unix_socket(ino: u32) -> nix::Result<UnixSocket> {
     let sock = open()?;
     // unix_diag_req: family, protocol, pad, states, ino, show, cookie[2]
@@ -169,7 +193,7 @@ pub(crate) fn unix_socket(ino: u32) -> nix::Result<UnixSocket> {
     let mut body = vec![family_byte(libc::AF_UNIX), 0, 0, 0];
     body.extend_from_slice(&u32::MAX.to_ne_bytes());
     body.extend_from_slice(&ino.to_ne_bytes());
-    body.extend_from_slice(&UDIAG_SHOW_PEER.to_ne_bytes());
+    body.extend_from_slice(&UDIAG_SHOW_ALL.to_ne_bytes());
     body.extend_from_slice(&[0xff; 8]);
     let len = u32::try_from(NLMSG_HDRLEN + body.len()).map_err(|_| Errno::EINVAL)?;
     let mut msg = Vec::with_capacity(NLMSG_HDRLEN + body.len());
@@ -181,27 +205,30 @@ pub(crate) fn unix_socket(ino: u32) -> nix::Result<UnixSocket> {
     msg.extend_from_slice(&body);
     send(sock.as_raw_fd(), &msg, MsgFlags::empty())?;
 
-    let mut buf = vec![0u8; 8192];
+    let mut buf = vec![0u8; 64 * 1024];
     let n = recv(sock.as_raw_fd(), &mut buf, MsgFlags::empty())?;
     let buf = &buf[..n];
     let header = buf.get(..NLMSG_HDRLEN).ok_or(Errno::EPROTO)?;
-    let mlen = (u32::from_ne_bytes([header[0], header[1], header[2], header[3]]) as usize).min(n);
+    let mlen = (ne_u32(header).ok_or(Errno::EPROTO)? as usize).min(n);
     let mtype = u16::from_ne_bytes([header[4], header[5]]);
     let payload = buf.get(NLMSG_HDRLEN..mlen).ok_or(Errno::EPROTO)?;
     if mtype == NLMSG_ERROR {
-        let code = payload
-            .get(..4)
-            .map(|e| i32::from_ne_bytes([e[0], e[1], e[2], e[3]]))
-            .ok_or(Errno::EPROTO)?;
+        let code = ne_u32(payload).ok_or(Errno::EPROTO)? as i32;
         return Err(Errno::from_raw(-code));
     }
+    parse_unix_msg(payload).ok_or(Errno::EPROTO)
+}
+
+/// Decodes a `unix_diag_msg` and its attributes.
+fn parse_unix_msg(payload: &[u8]) -> Option<UnixSocket> {
     // unix_diag_msg: family, type, state, pad, ino, cookie[2]; then rtattrs.
     const MSG_LEN: usize = 16;
-    let head = payload.get(..MSG_LEN).ok_or(Errno::EPROTO)?;
+    let head = payload.get(..MSG_LEN)?;
     let mut found = UnixSocket {
         sock_type: head[1],
         state: head[2],
-        peer: 0,
+        ino: ne_u32(&head[4..])?,
+        ..Default::default()
     };
     let mut off = MSG_LEN;
     while off + 4 <= payload.len() {
@@ -210,11 +237,17 @@ pub(crate) fn unix_socket(ino: u32) -> nix::Result<UnixSocket> {
         if alen < 4 || off + alen > payload.len() {
             break;
         }
-        if atype == UNIX_DIAG_PEER && alen >= 8 {
-            let v = &payload[off + 4..off + 8];
-            found.peer = u32::from_ne_bytes([v[0], v[1], v[2], v[3]]);
+        let v = &payload[off + 4..off + alen];
+        match atype {
+            UNIX_DIAG_NAME => found.name = v.to_vec(),
+            UNIX_DIAG_VFS => found.vfs = Some((ne_u32(v)?, ne_u32(v.get(4..)?)?)),
+            UNIX_DIAG_PEER => found.peer = ne_u32(v)?,
+            UNIX_DIAG_ICONS => found.icons = v.chunks_exact(4).filter_map(ne_u32).collect(),
+            UNIX_DIAG_RQLEN => found.rqlen = (ne_u32(v)?, ne_u32(v.get(4..)?)?),
+            UNIX_DIAG_SHUTDOWN => found.shutdown = *v.first()?,
+            _ => {}
         }
         off += (alen + 3) & !3;
     }
-    Ok(found)
+    Some(found)
 }

@@ -13,6 +13,7 @@
 
 pub mod posix_timers;
 pub mod regs;
+pub mod rseq;
 pub mod seccomp;
 pub mod thread;
 
@@ -31,7 +32,7 @@ use crate::proc::stat::ProcStat;
 use crate::proc::status::ProcStatus;
 use crate::pstree::RealPid;
 use crate::seize::{SeizeError, SeizedTask};
-use crate::sys::ptrace::{peek_siginfo, rseq_configuration};
+use crate::sys::ptrace::peek_siginfo;
 use crate::sys::task_query::get_thread_area;
 
 /// `CORE_ENTRY__MARCH__X86_64`.
@@ -85,6 +86,14 @@ pub enum CoreError {
     /// A seccomp filter chain could not be read.
     #[error(transparent)]
     Seccomp(#[from] seccomp::SeccompError),
+    /// The thread is in an rseq critical section of an unknown layout.
+    #[error("task {pid}: rseq critical section of unsupported ABI version {version}")]
+    RseqVersion {
+        /// The thread.
+        pid: RealPid,
+        /// The `rseq_cs` version.
+        version: u32,
+    },
     /// The task runs 32-bit code.
     #[error("task {pid} runs in 32-bit compatibility mode, which is not supported yet")]
     Compat {
@@ -156,14 +165,18 @@ impl Frozen {
                 })?;
             tls.push(regs::tls(&d));
         }
-        let rseq = rseq_configuration(pid.as_nix()).ok().map(|c| RseqEntry {
-            rseq_abi_pointer: c.rseq_abi_pointer,
-            rseq_abi_size: c.rseq_abi_size,
-            signature: c.signature,
-            rseq_cs_pointer: None,
-        });
+        let (rseq, abort_ip) = rseq::capture(task, r.rip)?;
+        let mut gpregs = regs::gpregs(&r);
+        if let Some(ip) = abort_ip {
+            // The live thread goes there too (for `leave_running` or a
+            // failed dump): the kernel forgets the section once anything
+            // is injected.
+            tracing::warn!(%pid, ip, "thread stopped in an rseq critical section goes to its abort handler");
+            gpregs.ip = ip;
+            task.set_regs(&crate::arch::UserRegs { rip: ip, ..raw })?;
+        }
         Ok(Frozen {
-            gpregs: regs::gpregs(&r),
+            gpregs,
             fpregs: regs::fpregs(&xstate, regs::FpuFeatures::host()),
             sp: r.rsp,
             tls,

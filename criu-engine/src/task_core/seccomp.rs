@@ -13,15 +13,17 @@
 //! stored without seccomp: the restore then gives the chain to all of them
 //! at once, as CRIU does.
 //!
-//! Unlike CRIU, which numbers the programs after the whole tree is
-//! collected (ordered by host tid), programs are numbered in dump order;
-//! both layouts restore the same way.
+//! As in CRIU, the chains of the whole tree are collected right after the
+//! freeze, before any task is dumped, and numbered in ascending host tid
+//! order; `seccomp.img` is written first.
 //!
 //! # References
 //!
 //! - [seccomp(2)](https://man7.org/linux/man-pages/man2/seccomp.2.html),
 //!   [ptrace(2)](https://man7.org/linux/man-pages/man2/ptrace.2.html)
 //!   (`PTRACE_SECCOMP_GET_FILTER`, `PTRACE_SECCOMP_GET_METADATA`)
+
+use std::collections::HashMap;
 
 use criu_proto::images::{SeccompEntry, SeccompFilter};
 use nix::errno::Errno;
@@ -62,10 +64,12 @@ pub struct ThreadSeccomp {
 /// One program of a chain: instructions and flags.
 type Program = (Vec<u8>, u32);
 
-/// The programs of every dumped thread, in `seccomp.img` order.
+/// The programs of every dumped thread, in `seccomp.img` order, and what
+/// each thread's core says.
 #[derive(Debug, Default)]
 pub struct SeccompDump {
     filters: Vec<SeccompFilter>,
+    threads: HashMap<RealPid, ThreadSeccomp>,
 }
 
 /// The chain of `tid`, first installed first.
@@ -93,46 +97,73 @@ fn chain(tid: RealPid) -> Result<Vec<Program>, SeccompError> {
     Ok(out)
 }
 
+/// Applies the TSYNC rule to one process's `(tid, mode, chain)`s, leader
+/// first: when every thread has the leader's chain, only the leader keeps
+/// it, flagged `SECCOMP_FILTER_FLAG_TSYNC`.
+fn share_chains(threads: &mut [(RealPid, u32, Vec<Program>)]) {
+    let Some((first, rest)) = threads.split_first_mut() else {
+        return;
+    };
+    let same =
+        first.1 == SECCOMP_MODE_FILTER && rest.iter().all(|t| t.1 == first.1 && t.2 == first.2);
+    if !same {
+        return;
+    }
+    for p in &mut first.2 {
+        p.1 |= SECCOMP_FILTER_FLAG_TSYNC;
+    }
+    for t in rest {
+        t.1 = 0;
+        t.2.clear();
+    }
+}
+
 impl SeccompDump {
-    /// Reads the chains of one process's threads, given as `(tid, mode)`
-    /// with the leader first (mode as `/proc/<tid>/status` says), and
-    /// returns what each thread's core must say, in the same order.
-    pub fn add_process(
-        &mut self,
-        threads: &[(RealPid, u32)],
-    ) -> Result<Vec<ThreadSeccomp>, SeccompError> {
-        let mut chains = Vec::with_capacity(threads.len());
-        for &(tid, mode) in threads {
-            chains.push(if mode == SECCOMP_MODE_FILTER {
-                chain(tid)?
-            } else {
-                Vec::new()
-            });
-        }
-        let leader_mode = threads.first().map_or(0, |t| t.1);
-        let tsync = leader_mode == SECCOMP_MODE_FILTER
-            && threads.iter().all(|t| t.1 == leader_mode)
-            && chains.iter().all(|c| c == &chains[0]);
-        if tsync {
-            for p in &mut chains[0] {
-                p.1 |= SECCOMP_FILTER_FLAG_TSYNC;
+    /// Reads the chains of every thread of the frozen tree: `processes`
+    /// holds each process's `(tid, mode)`s, leader first (mode as
+    /// `/proc/<tid>/status` says).
+    pub fn collect(processes: &[Vec<(RealPid, u32)>]) -> Result<SeccompDump, SeccompError> {
+        let mut all = Vec::new();
+        for threads in processes {
+            let mut these = Vec::with_capacity(threads.len());
+            for &(tid, mode) in threads {
+                let programs = if mode == SECCOMP_MODE_FILTER {
+                    chain(tid)?
+                } else {
+                    Vec::new()
+                };
+                these.push((tid, mode, programs));
             }
+            share_chains(&mut these);
+            all.extend(these);
         }
-        Ok(threads
-            .iter()
-            .zip(&chains)
-            .enumerate()
-            .map(|(i, (&(_, mode), chain))| {
-                if tsync && i > 0 || mode == 0 {
-                    return ThreadSeccomp::default();
-                }
+        Ok(SeccompDump::number(all))
+    }
+
+    /// Numbers the programs in ascending tid order.
+    fn number(mut all: Vec<(RealPid, u32, Vec<Program>)>) -> SeccompDump {
+        all.sort_by_key(|t| t.0 .0);
+        let mut d = SeccompDump::default();
+        for (tid, mode, programs) in all {
+            if mode == 0 {
+                continue;
+            }
+            let filter = (mode == SECCOMP_MODE_FILTER && !programs.is_empty())
+                .then(|| d.push_chain(&programs));
+            d.threads.insert(
+                tid,
                 ThreadSeccomp {
                     mode: Some(mode as i32),
-                    filter: (mode == SECCOMP_MODE_FILTER && !chain.is_empty())
-                        .then(|| self.push_chain(chain)),
-                }
-            })
-            .collect())
+                    filter,
+                },
+            );
+        }
+        d
+    }
+
+    /// What the core of thread `tid` says.
+    pub fn thread(&self, tid: RealPid) -> ThreadSeccomp {
+        self.threads.get(&tid).copied().unwrap_or_default()
     }
 
     /// Stores `chain` newest first; returns the index of its oldest program.
@@ -206,18 +237,40 @@ mod tests {
     }
 
     #[test]
-    fn disabled_and_strict_threads() {
-        let mut d = SeccompDump::default();
-        let me = RealPid(std::process::id() as i32);
-        let got = d.add_process(&[(me, 0), (me, 1)]).unwrap();
-        assert_eq!(got[0], ThreadSeccomp::default());
+    fn identical_chains_go_to_the_leader_with_tsync() {
+        let (a, b) = (RealPid(20), RealPid(10));
+        let mut these = vec![
+            (a, 2, vec![prog(1), prog(2)]),
+            (b, 2, vec![prog(1), prog(2)]),
+        ];
+        share_chains(&mut these);
+        assert!(these[0].2.iter().all(|p| p.1 == SECCOMP_FILTER_FLAG_TSYNC));
+        assert_eq!((these[1].1, these[1].2.len()), (0, 0));
+        let d = SeccompDump::number(these);
+        assert_eq!(d.thread(b), ThreadSeccomp::default());
         assert_eq!(
-            got[1],
+            d.thread(a),
             ThreadSeccomp {
-                mode: Some(1),
-                filter: None
+                mode: Some(2),
+                filter: Some(1)
             }
         );
-        assert!(d.entry().seccomp_filters.is_empty());
+    }
+
+    #[test]
+    fn numbered_by_tid_and_differing_chains_kept() {
+        let (leader, thread, other) = (RealPid(30), RealPid(31), RealPid(5));
+        let mut these = vec![
+            (leader, 2, vec![prog(1), prog(2)]),
+            (thread, 2, vec![prog(1)]),
+        ];
+        share_chains(&mut these);
+        assert_eq!(these[0].2[0].1, 0, "no TSYNC");
+        these.push((other, 1, Vec::new()));
+        let d = SeccompDump::number(these);
+        assert_eq!(d.entry().seccomp_filters.len(), 3);
+        assert_eq!(d.thread(other).mode, Some(1));
+        assert_eq!(d.thread(leader).filter, Some(1), "lower tid first");
+        assert_eq!(d.thread(thread).filter, Some(2));
     }
 }

@@ -4,8 +4,14 @@
 //! machine's limit measured in the same run (this process vmsplice-ing the
 //! same amount of its own memory into a pipe and splicing it to a tmpfs file)
 //! and, when `CRIU_REF` names a reference `criu`, that binary's figures.
+//! Then one process with 2,000 small mappings (`criu-wl-maps`). Each `criu`
+//! run also reports its peak RSS (`ru_maxrss` of the `criu` process and what
+//! it waited for), which shows the engine's memory does not grow with the
+//! dumped size.
 //!
-//! `criu-dump-bench [MiB ...]` (default: 64 1024 4096).
+//! `criu-dump-bench [--4g] [MiB ...]` (default: 64 1024, plus 4096 with
+//! `--4g`; the 4 GiB case needs about 12 GiB of RAM and tmpfs with a
+//! reference, 8 without).
 
 use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
@@ -59,6 +65,23 @@ fn machine_limit(bytes: usize, dir: &Path) -> Duration {
     elapsed
 }
 
+/// [`machine_limit`] run in a child process (`--limit-child BYTES DIR`).
+fn limit_in_child(bytes: usize, dir: &Path) -> Duration {
+    let out = Command::new(std::env::current_exe().expect("own path"))
+        .arg("--limit-child")
+        .arg(bytes.to_string())
+        .arg(dir)
+        .stderr(Stdio::inherit())
+        .output()
+        .expect("run the limit measurement");
+    assert!(out.status.success(), "limit measurement failed");
+    let nanos: u64 = String::from_utf8_lossy(&out.stdout)
+        .trim()
+        .parse()
+        .expect("nanoseconds");
+    Duration::from_nanos(nanos)
+}
+
 /// Grows a pipe to the largest size allowed (`/proc/sys/fs/pipe-max-size`).
 fn grow_pipe(fd: &impl AsFd) -> usize {
     let max: i32 = std::fs::read_to_string("/proc/sys/fs/pipe-max-size")
@@ -74,16 +97,46 @@ struct Run {
     dump: Duration,
     frozen: Option<Duration>,
     restore: Duration,
+    /// Peak RSS of `criu dump` and `criu restore`, in KiB.
+    rss_kib: (i64, i64),
 }
 
-fn start_workload(bin_dir: &Path, log: &Path, mib: usize) -> i32 {
-    let out = Command::new(bin_dir.join("criu-workload"))
-        .arg(log)
-        .arg(mib.to_string())
+/// What is dumped.
+#[derive(Clone, Copy)]
+enum Target {
+    /// `criu-workload` with this many MiB of anonymous memory.
+    Memory(usize),
+    /// `criu-wl-maps` with this many small mappings.
+    Maps(usize),
+}
+
+impl Target {
+    fn label(self) -> String {
+        match self {
+            Target::Memory(mib) => format!("{mib} MiB"),
+            Target::Maps(n) => format!("{n} maps"),
+        }
+    }
+}
+
+fn start_workload(bin_dir: &Path, log: &Path, target: Target) -> i32 {
+    let mut cmd = match target {
+        Target::Memory(mib) => {
+            let mut c = Command::new(bin_dir.join("criu-workload"));
+            c.arg(log).arg(mib.to_string());
+            c
+        }
+        Target::Maps(n) => {
+            let mut c = Command::new(bin_dir.join("criu-wl-maps"));
+            c.arg(log).arg(n.to_string());
+            c
+        }
+    };
+    let out = cmd
         .stderr(Stdio::inherit())
         .output()
-        .expect("start criu-workload");
-    assert!(out.status.success(), "criu-workload failed");
+        .expect("start the workload");
+    assert!(out.status.success(), "the workload failed");
     let pid: i32 = String::from_utf8_lossy(&out.stdout)
         .trim()
         .parse()
@@ -97,27 +150,46 @@ fn start_workload(bin_dir: &Path, log: &Path, mib: usize) -> i32 {
     pid
 }
 
+/// Runs `cmd`, returning its exit status, wall time and peak RSS in KiB
+/// (`wait4`'s `ru_maxrss`: the process and the descendants it waited for).
+#[allow(
+    clippy::zombie_processes,
+    reason = "reaped by the wait4 that also gives its rusage"
+)]
+fn run_measured(cmd: &mut Command) -> (bool, Duration, i64) {
+    let start = Instant::now();
+    let child = cmd.spawn().expect("run criu");
+    let mut status = 0;
+    // SAFETY: an all-zero rusage is a valid value to be overwritten.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: wait4 on our own child with valid out-pointers.
+    let got = unsafe { libc::wait4(child.id() as i32, &mut status, 0, &mut usage) };
+    let wall = start.elapsed();
+    assert_eq!(got, child.id() as i32, "wait4 on criu");
+    let ok = libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0;
+    (ok, wall, usage.ru_maxrss)
+}
+
 fn frozen_time(dir: &Path) -> Option<Duration> {
     criu_tests::dump_stats(dir).map(|d| Duration::from_micros(u64::from(d.frozen_time)))
 }
 
-fn run_one(criu: &Path, bin_dir: &Path, work: &Path, mib: usize) -> Run {
-    let log = work.join(format!("workload-{mib}.log"));
-    let images = work.join(format!("images-{mib}"));
+fn run_one(criu: &Path, bin_dir: &Path, work: &Path, target: Target) -> Run {
+    let tag = target.label().replace(' ', "-");
+    let log = work.join(format!("workload-{tag}.log"));
+    let images = work.join(format!("images-{tag}"));
     let _ = std::fs::remove_dir_all(&images);
     std::fs::create_dir_all(&images).unwrap();
-    let pid = start_workload(bin_dir, &log, mib);
+    let pid = start_workload(bin_dir, &log, target);
 
-    let start = Instant::now();
-    let status = Command::new(criu)
-        .args(["dump", "-t", &pid.to_string(), "-D"])
-        .arg(&images)
-        .args(["-o", "dump.log", "-v2"])
-        .status()
-        .expect("run criu dump");
-    let dump = start.elapsed();
+    let (ok, dump, dump_rss) = run_measured(
+        Command::new(criu)
+            .args(["dump", "-t", &pid.to_string(), "-D"])
+            .arg(&images)
+            .args(["-o", "dump.log", "-v2"]),
+    );
     assert!(
-        status.success(),
+        ok,
         "{} dump failed (see {}/dump.log)",
         criu.display(),
         images.display()
@@ -125,16 +197,14 @@ fn run_one(criu: &Path, bin_dir: &Path, work: &Path, mib: usize) -> Run {
     criu_tests::kill_and_reap(pid);
     let frozen = frozen_time(&images);
 
-    let start = Instant::now();
-    let status = Command::new(criu)
-        .args(["restore", "-d", "-D"])
-        .arg(&images)
-        .args(["-o", "restore.log", "-v2"])
-        .status()
-        .expect("run criu restore");
-    let restore = start.elapsed();
+    let (ok, restore, restore_rss) = run_measured(
+        Command::new(criu)
+            .args(["restore", "-d", "-D"])
+            .arg(&images)
+            .args(["-o", "restore.log", "-v2"]),
+    );
     assert!(
-        status.success(),
+        ok,
         "{} restore failed (see {}/restore.log)",
         criu.display(),
         images.display()
@@ -146,6 +216,7 @@ fn run_one(criu: &Path, bin_dir: &Path, work: &Path, mib: usize) -> Run {
         dump,
         frozen,
         restore,
+        rss_kib: (dump_rss, restore_rss),
     }
 }
 
@@ -157,17 +228,31 @@ fn main() {
         .parent()
         .expect("binary directory")
         .to_owned();
-    let sizes: Vec<usize> = {
-        let args: Vec<usize> = std::env::args()
-            .skip(1)
-            .map(|a| a.parse().expect("sizes in MiB"))
-            .collect();
-        if args.is_empty() {
-            vec![64, 1024, 4096]
+    let args: Vec<String> = std::env::args().collect();
+    if args.get(1).map(String::as_str) == Some("--limit-child") {
+        // Measured in a child of its own: the memory it touches must not
+        // raise this process's RSS high-water mark, which `criu` children
+        // would inherit in their `ru_maxrss`.
+        let bytes: usize = args[2].parse().expect("bytes");
+        let took = machine_limit(bytes, Path::new(&args[3]));
+        println!("{}", took.as_nanos());
+        return;
+    }
+    let mut big = false;
+    let mut sizes: Vec<usize> = Vec::new();
+    for a in args.into_iter().skip(1) {
+        if a == "--4g" {
+            big = true;
         } else {
-            args
+            sizes.push(a.parse().expect("sizes in MiB, or --4g"));
         }
-    };
+    }
+    if sizes.is_empty() {
+        sizes = vec![64, 1024];
+    }
+    if big && !sizes.contains(&4096) {
+        sizes.push(4096);
+    }
     let tmpfs = Path::new("/dev/shm");
     let work = TempDir::new("dump-bench");
     let work_dir = if tmpfs.exists() {
@@ -180,49 +265,70 @@ fn main() {
     let reference = std::env::var_os("CRIU_REF").map(PathBuf::from);
     let ours = bin_dir.join("criu");
     println!(
-        "{:>6}  {:<9} {:>9} {:>9} {:>8} {:>9} {:>8}  vs limit / vs reference",
-        "MiB", "who", "dump ms", "frozen ms", "GiB/s", "restore ms", "GiB/s",
+        "{:>9}  {:<9} {:>9} {:>9} {:>8} {:>10} {:>8} {:>13}  vs limit / vs reference",
+        "target", "who", "dump ms", "frozen ms", "GiB/s", "restore ms", "GiB/s", "RSS MiB d/r",
     );
-    for mib in sizes {
-        let bytes = mib * MIB;
-        let limit = machine_limit(bytes, &work_dir);
-        println!(
-            "{mib:>6}  {:<9} {:>9.1} {:>9} {:>8.2}",
-            "limit",
-            limit.as_secs_f64() * 1e3,
-            "-",
-            gibs(bytes, limit)
-        );
+    let targets = sizes
+        .iter()
+        .map(|&m| Target::Memory(m))
+        .chain([Target::Maps(2000)]);
+    for target in targets {
+        let label = target.label();
+        // The maps case moves little memory: GiB/s and the limit mean
+        // nothing there.
+        let bytes = match target {
+            Target::Memory(mib) => Some(mib * MIB),
+            Target::Maps(_) => None,
+        };
+        let limit = bytes.map(|b| limit_in_child(b, &work_dir));
+        if let (Some(b), Some(l)) = (bytes, limit) {
+            println!(
+                "{label:>9}  {:<9} {:>9.1} {:>9} {:>8.2}",
+                "limit",
+                l.as_secs_f64() * 1e3,
+                "-",
+                gibs(b, l)
+            );
+        }
         let reference_run = reference
             .as_deref()
-            .map(|r| (r, run_one(r, &bin_dir, &work_dir, mib)));
-        let run = run_one(&ours, &bin_dir, &work_dir, mib);
+            .map(|r| (r, run_one(r, &bin_dir, &work_dir, target)));
+        let run = run_one(&ours, &bin_dir, &work_dir, target);
+        let rate = |d: Duration| bytes.map_or("-".to_owned(), |b| format!("{:.2}", gibs(b, d)));
         let show = |who: &str, r: &Run, extra: String| {
             println!(
-                "{mib:>6}  {who:<9} {:>9.1} {:>9} {:>8.2} {:>10.1} {:>8.2}  {extra}",
+                "{label:>9}  {who:<9} {:>9.1} {:>9} {:>8} {:>10.1} {:>8} {:>13}  {extra}",
                 r.dump.as_secs_f64() * 1e3,
                 r.frozen
                     .map_or("-".to_owned(), |f| format!("{:.1}", f.as_secs_f64() * 1e3)),
-                gibs(bytes, r.dump),
+                rate(r.dump),
                 r.restore.as_secs_f64() * 1e3,
-                gibs(bytes, r.restore),
+                rate(r.restore),
+                format!(
+                    "{:.1}/{:.1}",
+                    r.rss_kib.0 as f64 / 1024.0,
+                    r.rss_kib.1 as f64 / 1024.0
+                ),
             );
         };
         if let Some((_, r)) = &reference_run {
             show("reference", r, String::new());
         }
-        let mut extra = format!(
-            "dump at {:.0}% of the limit",
-            100.0 * limit.as_secs_f64() / run.dump.as_secs_f64()
-        );
+        let mut extra = Vec::new();
+        if let Some(l) = limit {
+            extra.push(format!(
+                "dump at {:.0}% of the limit",
+                100.0 * l.as_secs_f64() / run.dump.as_secs_f64()
+            ));
+        }
         if let Some((_, r)) = &reference_run {
-            extra += &format!(
-                ", dump {:.2}x and restore {:.2}x the reference's speed",
+            extra.push(format!(
+                "dump {:.2}x and restore {:.2}x the reference's speed",
                 r.dump.as_secs_f64() / run.dump.as_secs_f64(),
                 r.restore.as_secs_f64() / run.restore.as_secs_f64()
-            );
+            ));
         }
-        show("criu-rs", &run, extra);
+        show("criu-rs", &run, extra.join(", "));
     }
     let _ = std::fs::remove_dir_all(&work_dir);
 }

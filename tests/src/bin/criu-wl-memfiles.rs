@@ -15,7 +15,14 @@
 //! * `ghost-huge`: `DIR/huge` (2 MiB of data) open and unlinked;
 //! * `linked`: `DIR/linked` with a second hard link `DIR/other`, open at
 //!   offset 5, then `DIR/linked` unlinked;
+//! * `ghost-exe`: runs from a copy of its executable, `DIR/exe-copy`, which
+//!   it unlinks;
+//! * `tree`: memfd `wl-tree` (fd and shared mapping), `DIR/tree-ghost`
+//!   (open, unlinked) and `DIR/tree-flock` (locked with `flock`), then a
+//!   child inheriting all three, which answers `DIR/go-child` in
+//!   `DIR/result-child`;
 //! * `sysv`: a SysV shared memory segment attached;
+//! * `lease`: a read lease on `DIR/lease`;
 //! * `locks`: `DIR/flock` locked with `flock(LOCK_EX)`, `DIR/posix` with a
 //!   POSIX write lock on bytes 0..100, `DIR/ofd` with an OFD read lock on
 //!   bytes 10..20.
@@ -95,6 +102,14 @@ enum State {
     },
     Linked {
         fd: File,
+    },
+    Exe {
+        size: u64,
+    },
+    Tree {
+        memfd: File,
+        map: &'static mut [u8],
+        ghost: File,
     },
     /// Nothing to check from the inside (SysV, locks, refused kinds).
     Nothing,
@@ -195,6 +210,28 @@ fn setup(mode: &str, dir: &Path) -> State {
             std::fs::remove_file(&path).unwrap_or_else(|_| die("unlink"));
             State::Linked { fd }
         }
+        "tree" => {
+            let memfd = memfd("wl-tree", &pattern(10, 8192), false);
+            let map = map_shared(memfd.as_raw_fd(), 8192, true);
+            let path = dir.join("tree-ghost");
+            std::fs::write(&path, pattern(11, 300)).unwrap_or_else(|_| die("write"));
+            let ghost = File::open(&path).unwrap_or_else(|_| die("open"));
+            std::fs::remove_file(&path).unwrap_or_else(|_| die("unlink"));
+            let fl = File::create(dir.join("tree-flock")).unwrap_or_else(|_| die("create"));
+            // SAFETY: flock on a descriptor we own; kept open for good.
+            if unsafe { libc::flock(fl.into_raw_fd(), libc::LOCK_EX) } != 0 {
+                die("flock");
+            }
+            State::Tree { memfd, map, ghost }
+        }
+        "ghost-exe-run" => {
+            let path = dir.join("exe-copy");
+            let size = std::fs::metadata(&path)
+                .unwrap_or_else(|_| die("stat"))
+                .len();
+            std::fs::remove_file(&path).unwrap_or_else(|_| die("unlink"));
+            State::Exe { size }
+        }
         "sysv" => {
             // SAFETY: plain SysV calls; the segment is attached where the
             // kernel chooses and never detached.
@@ -207,6 +244,16 @@ fn setup(mode: &str, dir: &Path) -> State {
                     die("shmat");
                 }
                 libc::shmctl(id, libc::IPC_RMID, std::ptr::null_mut());
+            }
+            State::Nothing
+        }
+        "lease" => {
+            let path = dir.join("lease");
+            std::fs::write(&path, b"lease").unwrap_or_else(|_| die("write"));
+            let f = File::open(&path).unwrap_or_else(|_| die("open"));
+            // SAFETY: fcntl on a descriptor we own, kept open for good.
+            if unsafe { libc::fcntl(f.into_raw_fd(), libc::F_SETLEASE, libc::F_RDLCK) } != 0 {
+                die("F_SETLEASE");
             }
             State::Nothing
         }
@@ -361,6 +408,36 @@ fn check(state: &mut State) -> Result<(), String> {
             }
             Ok(())
         }
+        State::Exe { size } => {
+            let exe = std::fs::read_link("/proc/self/exe").map_err(|e| e.to_string())?;
+            if !exe.to_string_lossy().ends_with(" (deleted)") {
+                return Err(format!("executable {exe:?} is linked"));
+            }
+            let data = std::fs::read("/proc/self/exe").map_err(|e| e.to_string())?;
+            if data.len() as u64 != *size || !data.starts_with(b"\x7fELF") {
+                return Err("executable content".into());
+            }
+            Ok(())
+        }
+        State::Tree { memfd, map, ghost } => {
+            if map[..] != pattern(10, 8192)[..] {
+                return Err("tree memfd content".into());
+            }
+            // Parent and child see each other's writes: one inode.
+            let mut b = [0u8; 1];
+            memfd.read_exact_at(&mut b, 0).map_err(|e| e.to_string())?;
+            if b[0] != map[0] {
+                return Err("tree memfd fd and mapping differ".into());
+            }
+            let mut got = vec![0u8; 300];
+            ghost
+                .read_exact_at(&mut got, 0)
+                .map_err(|e| e.to_string())?;
+            if got != pattern(11, 300) {
+                return Err("tree ghost content".into());
+            }
+            Ok(())
+        }
         State::Nothing => Ok(()),
     }
 }
@@ -372,6 +449,17 @@ fn main() {
         std::process::exit(2);
     }
     let (mode, dir) = (args[1].clone(), PathBuf::from(&args[2]));
+    if mode == "ghost-exe" {
+        use std::os::unix::process::CommandExt;
+        let copy = dir.join("exe-copy");
+        std::fs::copy("/proc/self/exe", &copy).unwrap_or_else(|_| die("copy"));
+        let err = std::process::Command::new(&copy)
+            .arg("ghost-exe-run")
+            .arg(&dir)
+            .exec();
+        eprintln!("criu-wl-memfiles: exec: {err}");
+        std::process::exit(1);
+    }
     let ready = dir.join("ready");
     // SAFETY: single-threaded here; the child only runs plain code.
     match unsafe { nix::unistd::fork() }.unwrap_or_else(|_| die("fork")) {
@@ -407,8 +495,18 @@ fn main() {
         unsafe { libc::close(fd) };
     }
     let mut state = setup(&mode, &dir);
-    File::create(&ready).unwrap_or_else(|_| die("ready"));
-    let go = dir.join("go");
+    let mut suffix = "";
+    if mode == "tree" {
+        // SAFETY: single-threaded; the child runs the same plain loop.
+        let forked = unsafe { nix::unistd::fork() };
+        if let nix::unistd::ForkResult::Child = forked.unwrap_or_else(|_| die("fork")) {
+            suffix = "-child";
+        }
+    }
+    if suffix.is_empty() {
+        File::create(&ready).unwrap_or_else(|_| die("ready"));
+    }
+    let go = dir.join(format!("go{suffix}"));
     loop {
         std::thread::sleep(Duration::from_millis(20));
         if std::fs::remove_file(&go).is_err() {
@@ -418,9 +516,9 @@ fn main() {
             Ok(()) => "ok".to_owned(),
             Err(why) => format!("bad {why}"),
         };
-        let tmp = dir.join("result.tmp");
+        let tmp = dir.join(format!("result{suffix}.tmp"));
         if std::fs::write(&tmp, verdict).is_ok() {
-            let _ = std::fs::rename(&tmp, dir.join("result"));
+            let _ = std::fs::rename(&tmp, dir.join(format!("result{suffix}")));
         }
     }
 }

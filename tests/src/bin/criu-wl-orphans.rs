@@ -12,10 +12,17 @@
 //! * forks `C`, which leads a new group and forks `D`, then exits: `D` is
 //!   reparented to the root, in the root's session and in group `C`,
 //!   leaderless;
-//! * reaps `A` and `C`.
+//! * reaps `A` and `C`;
+//! * forks `P`, which forks `Q` and only then calls `setsid`: `Q` stays in
+//!   the root's session under a parent leading another one.
 //!
-//! Then `B`, `D` and the root append `b N`, `d N` and `r N` lines to the
-//! log every 100 ms; the first lines are `pids B D A C`.
+//! * forks `L`, which calls `setsid` and forks `M`, which forks `X` and
+//!   exits; `L` reaps `M`: `X` is reparented to the root, in the session
+//!   of `L`, a live leader that is not its ancestor.
+//!
+//! Then `B`, `D`, `P`, `Q`, `L`, `X` and the root append `b N`, `d N`,
+//! `p N`, `q N`, `l N`, `x N` and `r N` lines to the log every 100 ms; the
+//! first line is `pids B D A C P Q L X`.
 
 use std::io::Write;
 use std::os::fd::AsRawFd;
@@ -113,6 +120,63 @@ fn main() {
         .unwrap_or_else(|_| die("open log"));
     let (a, b) = orphan(&mut log, true, "b");
     let (c, d) = orphan(&mut log, false, "d");
-    let _ = writeln!(log, "pids {b} {d} {a} {c}");
+    let (rd, wr) = nix::unistd::pipe().unwrap_or_else(|_| die("pipe"));
+    let p = match fork() {
+        Some(p) => p,
+        None => {
+            drop(rd);
+            match fork() {
+                Some(q) => {
+                    let _ = nix::unistd::write(&wr, &q.as_raw().to_ne_bytes());
+                    drop(wr);
+                    nix::unistd::setsid().unwrap_or_else(|_| die("setsid"));
+                    log_forever(&mut log, "p")
+                }
+                None => {
+                    drop(wr);
+                    log_forever(&mut log, "q")
+                }
+            }
+        }
+    };
+    drop(wr);
+    let mut buf = [0u8; 4];
+    if nix::unistd::read(&rd, &mut buf).ok() != Some(4) {
+        die("Q's pid");
+    }
+    drop(rd);
+    let q = i32::from_ne_bytes(buf);
+    let (rd, wr) = nix::unistd::pipe().unwrap_or_else(|_| die("pipe"));
+    let l = match fork() {
+        Some(l) => l,
+        None => {
+            drop(rd);
+            nix::unistd::setsid().unwrap_or_else(|_| die("setsid"));
+            match fork() {
+                Some(m) => {
+                    drop(wr);
+                    let _ = nix::sys::wait::waitpid(m, None);
+                    log_forever(&mut log, "l")
+                }
+                None => match fork() {
+                    Some(x) => {
+                        let _ = nix::unistd::write(&wr, &x.as_raw().to_ne_bytes());
+                        std::process::exit(0)
+                    }
+                    None => {
+                        drop(wr);
+                        log_forever(&mut log, "x")
+                    }
+                },
+            }
+        }
+    };
+    drop(wr);
+    if nix::unistd::read(&rd, &mut buf).ok() != Some(4) {
+        die("X's pid");
+    }
+    drop(rd);
+    let x = i32::from_ne_bytes(buf);
+    let _ = writeln!(log, "pids {b} {d} {a} {c} {p} {q} {l} {x}");
     log_forever(&mut log, "r")
 }

@@ -2,7 +2,7 @@
 //! state, seccomp filters, rseq and `madvise`/`mlock` state, each checked
 //! from the inside after a restore.
 //!
-//! `criu-wl-taskstate DIR [guard]`
+//! `criu-wl-taskstate DIR [guard] [tsync] [pidns]`
 //!
 //! It forks: the parent prints the child's pid and exits; the child leads
 //! its own session, sets everything up (see [`setup`]), appends
@@ -12,7 +12,11 @@
 //! `TAG NAME ok` or `TAG NAME FAIL: DETAIL` lines, then `TAG done`.
 //!
 //! With `guard`, one page of a 4-page region carries a
-//! `MADV_GUARD_INSTALL` guard, checked through `/proc/self/pagemap`.
+//! `MADV_GUARD_INSTALL` guard, checked through `/proc/self/pagemap`. The
+//! main thread installs two seccomp filters, the first with
+//! `SECCOMP_FILTER_FLAG_TSYNC` (so the extra thread has it too); with
+//! `tsync`, both. With `pidns`, the process is the init of a new pid
+//! namespace (its pid printed as the host sees it).
 
 use std::io::Write;
 use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU64, AtomicUsize, Ordering};
@@ -30,6 +34,8 @@ const TIMER_A_VALUE: u64 = 0xabc;
 const RT_VALUES: [u32; 2] = [111, 222];
 const MAIN_USR2_VALUE: u32 = 444;
 const THREAD_USR2_VALUE: u32 = 333;
+/// Audit login uid set.
+const LOGINUID: u32 = 4321;
 /// Supplementary groups set.
 const GROUPS: [u32; 2] = [1234, 5678];
 /// `SECBIT_KEEP_CAPS`.
@@ -46,6 +52,9 @@ const PR_SET_THP_DISABLE: i32 = 41;
 const PR_GET_THP_DISABLE: i32 = 42;
 /// `MADV_GUARD_INSTALL`.
 const MADV_GUARD_INSTALL: i32 = 102;
+/// `MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED`, `MEMBARRIER_CMD_GET_REGISTRATIONS`.
+const MEMBARRIER_REGISTER: usize = 1 << 4;
+const MEMBARRIER_GET_REGISTRATIONS: usize = 1 << 9;
 /// x86-64 `RSEQ_SIG`.
 const RSEQ_SIG: u64 = 0x5305_3053;
 const PAGE: usize = 4096;
@@ -61,6 +70,8 @@ static MAIN_TID: AtomicI32 = AtomicI32::new(0);
 static THREAD_TID: AtomicI32 = AtomicI32::new(0);
 static THREAD_READY: AtomicBool = AtomicBool::new(false);
 static GO: AtomicBool = AtomicBool::new(false);
+/// With `tsync`: both seccomp filters reach every thread.
+static TSYNC: AtomicBool = AtomicBool::new(false);
 static THREAD_DONE: AtomicBool = AtomicBool::new(false);
 static LOG_FD: AtomicI32 = AtomicI32::new(-1);
 static TAG: std::sync::Mutex<String> = std::sync::Mutex::new(String::new());
@@ -403,6 +414,9 @@ fn setup(guard: bool) -> Setup {
     timer_settime(timer_c, [5, 0, 1000, 0]);
     timer_settime(timer_d, [9, 0, 800, 0]);
 
+    sc(libc::SYS_membarrier, [MEMBARRIER_REGISTER, 0, 0, 0, 0])
+        .unwrap_or_else(|_| die("membarrier"));
+    std::fs::write("/proc/self/loginuid", LOGINUID.to_string()).unwrap_or_else(|_| die("loginuid"));
     prctl(libc::PR_SET_CHILD_SUBREAPER, 1).unwrap_or_else(|_| die("subreaper"));
     prctl(libc::PR_SET_PDEATHSIG, libc::SIGWINCH as usize).unwrap_or_else(|_| die("pdeath"));
     prctl(PR_SET_THP_DISABLE, 1).unwrap_or_else(|_| die("thp"));
@@ -427,7 +441,8 @@ fn setup(guard: bool) -> Setup {
     prctl(libc::PR_SET_NO_NEW_PRIVS, 1).unwrap_or_else(|_| die("no_new_privs"));
     // The first filter reaches the other thread too, the second not.
     seccomp_block(libc::SYS_mincore, MINCORE_ERRNO, 1);
-    seccomp_block(libc::SYS_sysinfo, SYSINFO_ERRNO, 0);
+    let tsync = usize::from(TSYNC.load(Ordering::Relaxed));
+    seccomp_block(libc::SYS_sysinfo, SYSINFO_ERRNO, tsync);
 
     let advised = map(24, 0);
     for (i, advice) in [
@@ -581,7 +596,53 @@ fn check_posix_timers(s: &Setup) -> Result<(), String> {
         "deleted timer",
         timer_gettime(s.deleted).err(),
         Some(libc::EINVAL),
-    )
+    )?;
+    // Signal, value, target and clock as the kernel shows them.
+    // `/proc` is the host's: it names threads by their host ids.
+    let pid = host_tid(MAIN_TID.load(Ordering::Relaxed))?;
+    let ttid = host_tid(THREAD_TID.load(Ordering::Relaxed))?;
+    let mut want = vec![
+        format!(
+            "ID: {}|signal: 39/0000000000000abc|notify: signal/pid.{pid}|ClockID: 1",
+            s.timer_a
+        ),
+        format!(
+            "ID: {}|signal: 0/0000000000000000|notify: none/pid.{pid}|ClockID: 0",
+            s.timer_c
+        ),
+        format!(
+            "ID: {}|signal: 41/0000000000000077|notify: signal/tid.{ttid}|ClockID: 7",
+            s.timer_d
+        ),
+    ];
+    let text = std::fs::read_to_string("/proc/self/timers").map_err(|e| e.to_string())?;
+    let lines: Vec<&str> = text.lines().collect();
+    let mut got: Vec<String> = lines.chunks(4).map(|c| c.join("|")).collect();
+    want.sort();
+    got.sort();
+    expect("/proc/self/timers", got, want)
+}
+
+/// The host id of our thread `tid` (as `gettid` says it), from the
+/// `NSpid:` lines of `/proc/self/task/*/status`.
+fn host_tid(tid: i32) -> Result<i32, String> {
+    let tasks = std::fs::read_dir("/proc/self/task").map_err(|e| e.to_string())?;
+    for t in tasks.flatten() {
+        let status = std::fs::read_to_string(t.path().join("status")).unwrap_or_default();
+        let ids: Vec<i32> = status
+            .lines()
+            .find_map(|l| l.strip_prefix("NSpid:"))
+            .map(|v| {
+                v.split_whitespace()
+                    .filter_map(|w| w.parse().ok())
+                    .collect()
+            })
+            .unwrap_or_default();
+        if ids.last() == Some(&tid) {
+            return Ok(ids[0]);
+        }
+    }
+    Err(format!("no thread {tid} in /proc/self/task"))
 }
 
 fn check_prctl() -> Result<(), String> {
@@ -602,6 +663,22 @@ fn check_prctl() -> Result<(), String> {
         "personality",
         sc(libc::SYS_personality, [0xffff_ffff, 0, 0, 0, 0]),
         Ok(PERSONALITY as i64),
+    )?;
+    expect(
+        "login uid",
+        std::fs::read_to_string("/proc/self/loginuid")
+            .map(|t| t.trim().to_owned())
+            .ok(),
+        Some(LOGINUID.to_string()),
+    )?;
+    expect(
+        "membarrier registrations",
+        sc(
+            libc::SYS_membarrier,
+            [MEMBARRIER_GET_REGISTRATIONS, 0, 0, 0, 0],
+        )
+        .map(|m| m as usize & MEMBARRIER_REGISTER),
+        Ok(MEMBARRIER_REGISTER),
     )
 }
 
@@ -633,8 +710,7 @@ fn check_creds() -> Result<(), String> {
 
 /// The `Seccomp_filters:` count of this thread.
 fn seccomp_filters() -> Result<u32, String> {
-    let status = std::fs::read_to_string(format!("/proc/self/task/{}/status", gettid()))
-        .map_err(|e| e.to_string())?;
+    let status = std::fs::read_to_string("/proc/thread-self/status").map_err(|e| e.to_string())?;
     status
         .lines()
         .find_map(|l| l.strip_prefix("Seccomp_filters:"))
@@ -656,7 +732,7 @@ fn check_seccomp(main: bool) -> Result<(), String> {
     // SAFETY: sysinfo fills a zeroed struct of the right type.
     let mut si: libc::sysinfo = unsafe { std::mem::zeroed() };
     let r = sc(libc::SYS_sysinfo, [&raw mut si as usize, 0, 0, 0, 0]);
-    if main {
+    if main || TSYNC.load(Ordering::Relaxed) {
         expect("sysinfo", r, Err(SYSINFO_ERRNO))?;
         expect("filters", seccomp_filters()?, 2)
     } else {
@@ -809,7 +885,14 @@ fn main() {
         eprintln!("usage: criu-wl-taskstate DIR [guard]");
         std::process::exit(2);
     };
-    let guard = args.get(2).is_some_and(|a| a == "guard");
+    let guard = args[2..].iter().any(|a| a == "guard");
+    TSYNC.store(args[2..].iter().any(|a| a == "tsync"), Ordering::Relaxed);
+    if args[2..].iter().any(|a| a == "pidns") {
+        // SAFETY: plain flag argument; the child forked below is the init.
+        if unsafe { libc::unshare(libc::CLONE_NEWPID) } != 0 {
+            die("unshare(CLONE_NEWPID)");
+        }
+    }
     // SAFETY: close_range takes plain integers; no Rust object owns fds >= 3 yet.
     unsafe { libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, 0u32) };
     // SAFETY: getpid cannot fail.

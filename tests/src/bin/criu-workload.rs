@@ -9,7 +9,8 @@
 //! * the log opened `O_WRONLY | O_APPEND` and a read fd on its executable at
 //!   offset 1234 (fd numbers are printed on the first log line);
 //! * a `SIGUSR1` handler counting deliveries, `SIGUSR2` blocked;
-//! * with `eventfd`, an extra eventfd (a kind of fd the dump refuses);
+//! * with `eventfd` (a historical name), an extra netlink socket: a kind of
+//!   fd the dump refuses (eventfds are supported now);
 //! * with `threads N`, N extra threads (at most 64), thread `i` adding one
 //!   to its own counter every `i + 1` ms;
 //! * with `children N`, N children (copies of it, memory included) each
@@ -297,13 +298,13 @@ fn main() {
         *w = (i as u64) ^ PATTERN;
     }
     let efd = with_eventfd.then(|| {
-        // SAFETY: eventfd takes plain integers and returns a new fd or -1.
-        let fd = unsafe { libc::eventfd(5, 0) };
-        if fd < 0 {
-            die("eventfd");
-        }
-        // SAFETY: `fd` was just created and is owned by nobody else.
-        unsafe { OwnedFd::from_raw_fd(fd) }
+        nix::sys::socket::socket(
+            nix::sys::socket::AddressFamily::Netlink,
+            nix::sys::socket::SockType::Raw,
+            nix::sys::socket::SockFlag::empty(),
+            nix::sys::socket::SockProtocol::NetlinkRoute,
+        )
+        .unwrap_or_else(|_| die("netlink socket"))
     });
 
     install_handler();
