@@ -275,6 +275,10 @@ impl Notify for RpcNotify<'_> {
         }
         ok
     }
+
+    fn notify_fd(&mut self, script: &'static str, fd: std::os::fd::BorrowedFd<'_>) -> bool {
+        self.enabled && self.ctx.notify(script, None, Some(fd)).success
+    }
 }
 
 impl Handler for Engine {

@@ -227,6 +227,11 @@ pub fn run(opts: &RequestOpts, notify: &mut dyn Notify) -> Result<DumpOutcome, D
         link_remap: opts.link_remap,
         file_locks: opts.file_locks,
         leave_running: opts.final_state == FinalState::Alive,
+        ttys: crate::files::tty::TtyOptions {
+            shell_job: opts.shell_job,
+            orphan_pts_master: opts.orphan_pts_master,
+            keep_data: opts.final_state != FinalState::Dead,
+        },
     };
     dump_tree(
         &task,
@@ -486,6 +491,9 @@ fn dump_members(
             }
         }
     }
+    files
+        .finish_ttys(&pstree, dir)
+        .map_err(TaskDumpError::from)?;
     files.finish_sockets().map_err(TaskDumpError::from)?;
     dir.write_all(ImageKind::Files, 0, files.entries())
         .map_err(TaskDumpError::from)?;

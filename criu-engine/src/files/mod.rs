@@ -7,8 +7,8 @@
 //! executable, cwd, root and mapped files are looked up by device and
 //! inode among everything recorded so far (newest first, as CRIU's cache
 //! answers) and get a fresh entry only on a miss; character devices always
-//! get a fresh one. Regular files, directories, character devices outside
-//! the terminal range, pipes ([`pipe`]), FIFOs ([`fifo`]), unix sockets
+//! get a fresh one. Regular files, directories, character devices, pty
+//! ends ([`tty`]), pipes ([`pipe`]), FIFOs ([`fifo`]), unix sockets
 //! ([`unix_dump`]), memfds ([`memfd`]), files reachable by no path
 //! ([`remap`]), locks held through descriptors ([`lock`]), eventfd, epoll,
 //! signalfd, timerfd, inotify and fanotify files ([`anon_inode`]), and the
@@ -31,6 +31,7 @@ pub mod signalfd;
 pub(crate) mod sk_opts;
 pub mod sk_queue;
 pub mod timerfd;
+pub mod tty;
 pub mod unix_dump;
 pub mod unix_sk;
 
@@ -104,6 +105,9 @@ pub enum FilesError {
     /// The client's RPC socket could not be saved.
     #[error(transparent)]
     UnixSk(#[from] unix_sk::UnixSkError),
+    /// A terminal could not be dumped.
+    #[error(transparent)]
+    Tty(#[from] tty::TtyError),
     /// A unix socket could not be dumped.
     #[error(transparent)]
     UnixDump(#[from] unix_dump::UnixDumpError),
@@ -197,6 +201,8 @@ pub struct FileTable {
     pipes: Vec<pipe::PipeData>,
     rpc_socket: Option<u64>,
     ignored: Vec<(RealPid, i32)>,
+    ttys: tty::TtyTable,
+    tty_opts: tty::TtyOptions,
     unix: unix_dump::UnixDump,
     fifos: Vec<pipe::PipeData>,
     memfds: memfd::MemfdTable,
@@ -218,12 +224,9 @@ pub struct FileOptions {
     /// Whether the dumped tasks keep running, so link remaps made for the
     /// images are removed again once the dump ends (as CRIU does).
     pub leave_running: bool,
-}
-
-fn is_tty(meta: &Metadata) -> bool {
-    let major = libc::major(meta.rdev());
-    meta.mode() & libc::S_IFMT == libc::S_IFCHR
-        && (major == 4 || major == 5 || (136..=143).contains(&major))
+    /// Which terminals are accepted and whether their queued bytes are
+    /// written back.
+    pub ttys: tty::TtyOptions,
 }
 
 impl FileTable {
@@ -261,6 +264,7 @@ impl FileTable {
     pub fn configure(&mut self, opts: FileOptions) {
         self.remaps.configure(opts.ghost_limit, opts.link_remap);
         self.locks.configure(opts.file_locks);
+        self.tty_opts = opts.ttys;
     }
 
     /// Writes the images that follow `files.img`: `memfd.img` with memfd
@@ -542,8 +546,8 @@ impl FileTable {
         let meta = std::fs::metadata(&link).map_err(io_err)?;
         match meta.mode() & libc::S_IFMT {
             libc::S_IFREG | libc::S_IFDIR => {}
-            libc::S_IFCHR if !is_tty(&meta) => {}
-            libc::S_IFCHR => return Err(unsupported(format!("a terminal {name}"))),
+            libc::S_IFCHR if !tty::is_tty(&meta) => {}
+            libc::S_IFCHR => return self.dump_tty(pid, inj, fd, &name, &meta),
             libc::S_IFIFO => return self.dump_fifo(pid, inj, fd, &link, &name, &meta),
             _ => return Err(unsupported(format!("a special file {name}"))),
         }

@@ -56,6 +56,8 @@ enum Source {
     /// The client's CRIU-RPC socket of a self-dump: a new socketpair whose
     /// far end has queued `response` (the encoded answer) and is closed.
     Service { sock_type: u32, response: Vec<u8> },
+    /// A terminal end ([`super::tty`]).
+    Tty(super::tty::TtySource),
     /// Unix socket number `sock` of the plan's [`UnixPlan`].
     Unix { sock: usize },
     /// A FIFO reopened by path; `data` (pipe size, bytes) is queued by the
@@ -116,6 +118,24 @@ pub(crate) enum FdStep {
     PipeData,
     /// Rebuilding the client's RPC socket.
     Service,
+    /// Opening a terminal.
+    TtyOpen,
+    /// Reaching the dumped pty index.
+    TtyIndex,
+    /// Unlocking a pty.
+    TtyUnlock,
+    /// Setting termios and window size.
+    TtyState,
+    /// Setting packet mode.
+    TtyPacket,
+    /// Queueing the data of a terminal.
+    TtyData,
+    /// Locking a pty again.
+    TtyLock,
+    /// Taking the controlling terminal.
+    TtyCtty,
+    /// Setting the foreground process group.
+    TtyForeground,
     /// Creating a unix socket.
     UnixSocket,
     /// Binding a unix socket to its name.
@@ -166,6 +186,15 @@ impl FdStep {
             FdStep::SetFl => 6,
             FdStep::PipeData => 7,
             FdStep::Service => 8,
+            FdStep::TtyOpen => 30,
+            FdStep::TtyIndex => 31,
+            FdStep::TtyUnlock => 32,
+            FdStep::TtyState => 33,
+            FdStep::TtyPacket => 34,
+            FdStep::TtyData => 35,
+            FdStep::TtyLock => 36,
+            FdStep::TtyCtty => 37,
+            FdStep::TtyForeground => 38,
             FdStep::UnixSocket => 20,
             FdStep::UnixBind => 21,
             FdStep::UnixListen => 22,
@@ -198,6 +227,15 @@ impl FdStep {
             6 => FdStep::SetFl,
             7 => FdStep::PipeData,
             8 => FdStep::Service,
+            30 => FdStep::TtyOpen,
+            31 => FdStep::TtyIndex,
+            32 => FdStep::TtyUnlock,
+            33 => FdStep::TtyState,
+            34 => FdStep::TtyPacket,
+            35 => FdStep::TtyData,
+            36 => FdStep::TtyLock,
+            37 => FdStep::TtyCtty,
+            38 => FdStep::TtyForeground,
             20 => FdStep::UnixSocket,
             21 => FdStep::UnixBind,
             22 => FdStep::UnixListen,
@@ -231,6 +269,15 @@ impl FdStep {
             FdStep::SetFl => "set file status flags",
             FdStep::PipeData => "queue the data of a pipe",
             FdStep::Service => "rebuild the CRIU-RPC socket",
+            FdStep::TtyOpen => "open a terminal",
+            FdStep::TtyIndex => "open /dev/ptmx at the dumped pty index",
+            FdStep::TtyUnlock => "unlock a pty",
+            FdStep::TtyState => "restore a terminal's termios and window size",
+            FdStep::TtyPacket => "set pty packet mode",
+            FdStep::TtyData => "queue the data of a terminal",
+            FdStep::TtyLock => "lock a pty",
+            FdStep::TtyCtty => "take back its controlling terminal",
+            FdStep::TtyForeground => "set a terminal's foreground process group",
             FdStep::UnixSocket => "create a unix socket",
             FdStep::UnixBind => "bind a unix socket",
             FdStep::UnixListen => "make a unix socket listen",
@@ -271,6 +318,8 @@ pub(crate) struct FdPlan {
     per_task: Vec<Vec<(usize, RawFd, bool)>>,
     /// Per task: every target number, ascending.
     targets: Vec<Vec<RawFd>>,
+    /// Per task: the controlling terminal it takes as session leader.
+    cttys: Vec<Option<super::tty::Ctty>>,
     /// Every unix socket.
     unix: UnixPlan,
 }
@@ -298,6 +347,7 @@ impl FdPlan {
         tasks: &[Option<&TaskImages>],
         inherit: &[InheritFd],
         pipe_data: &HashMap<u32, (u32, Vec<u8>)>,
+        ttys: &super::tty::TtyImages,
         sk_queues: &SkQueues,
         fifo_data: &FifoData,
         memfds: &super::memfd::Memfds,
@@ -311,7 +361,10 @@ impl FdPlan {
         let mut plan_data = Vec::new();
         let mut per_task = Vec::with_capacity(tasks.len());
         let mut all_targets = Vec::with_capacity(tasks.len());
+        let mut cttys = Vec::with_capacity(tasks.len());
+        let mut tty_ends = std::collections::HashSet::new();
         for task in tasks {
+            cttys.push(task.and_then(|t| ttys.ctty(t.pid())));
             let mut mine = Vec::new();
             let mut targets = Vec::new();
             if let Some(task) = task {
@@ -336,6 +389,14 @@ impl FdPlan {
                             sock_type: usk.r#type,
                             response: crate::files::unix_sk::restored_response(),
                         }
+                    } else if fd.r#type == FdTypes::Tty as i32 {
+                        let end = file.tty.as_ref().map_or(0, |t| t.tty_info_id);
+                        let first = tty_ends.insert(end);
+                        let src = ttys.source(task, file, inherit, first).map_err(|e| {
+                            tracing::error!(pid = task.pid(), fd = fd.fd, "{e}");
+                            err(Errno::ENOENT)
+                        })?;
+                        Source::Tty(src)
                     } else if fd.r#type == FdTypes::Unixsk as i32 {
                         Source::Unix {
                             sock: unix.add(task.pid(), file, target).map_err(err)?,
@@ -420,6 +481,7 @@ impl FdPlan {
             pipe_data: plan_data,
             per_task,
             targets: all_targets,
+            cttys,
         })
     }
 
@@ -465,6 +527,15 @@ impl FdPlan {
                     nix::unistd::lseek(&fd, pos, Whence::SeekSet).map_err(fail)?;
                     obj.opened = dup_above(fd.as_raw_fd(), scratch).map_err(fail)?;
                 }
+                Source::Tty(tty) => {
+                    if let Some(worker_fd) = tty.worker_fd() {
+                        obj.opened = dup_above(worker_fd, scratch).map_err(|errno| FdFailure {
+                            step: FdStep::Relocate,
+                            fd: worker_fd,
+                            errno,
+                        })?;
+                    }
+                }
                 _ => {}
             }
         }
@@ -477,7 +548,14 @@ impl FdPlan {
         self.unix
             .open_all(scratch)
             .map_err(|(step, fd, errno)| FdFailure { step, fd, errno })?;
-        for i in 0..self.objects.len() {
+        // Two rounds: pty masters first, as their slaves are reopened by
+        // path; then everything else.
+        let n = self.objects.len();
+        for k in 0..2 * n {
+            let i = k % n;
+            if self.is_tty_master(i) != (k < n) {
+                continue;
+            }
             let first = self.objects[i].first;
             let fail = |step, errno| FdFailure {
                 step,
@@ -513,6 +591,9 @@ impl FdPlan {
                     drop(sock);
                     raw
                 }
+                Source::Tty(tty) => tty
+                    .open(self.objects[i].opened, scratch)
+                    .map_err(|(step, e)| fail(step, e))?,
                 Source::Unix { sock } => self.unix.fd(*sock),
                 Source::Fifo { path, flags, data } => {
                     super::fifo::open(path, *flags, data.as_ref(), scratch)
@@ -537,7 +618,20 @@ impl FdPlan {
             };
             self.objects[i].opened = src;
         }
+        for obj in &self.objects {
+            if let Source::Tty(tty) = &obj.source {
+                tty.finish(obj.opened).map_err(|(step, errno)| FdFailure {
+                    step,
+                    fd: obj.first,
+                    errno,
+                })?;
+            }
+        }
         Ok(())
+    }
+
+    fn is_tty_master(&self, obj: usize) -> bool {
+        matches!(&self.objects[obj].source, Source::Tty(t) if t.is_master())
     }
 
     /// Creates pipe `pipe` above `scratch` with its queued data.
@@ -563,6 +657,13 @@ impl FdPlan {
             dup_to(self.objects[obj].opened, target, cloexec).map_err(|errno| FdFailure {
                 step: FdStep::Dup,
                 fd: target,
+                errno,
+            })?;
+        }
+        if let Some(ctty) = &self.cttys[task] {
+            ctty.apply().map_err(|(step, errno)| FdFailure {
+                step,
+                fd: -1,
                 errno,
             })?;
         }

@@ -690,6 +690,7 @@ fn check_references(
                     });
                 }
             }
+            FdTypes::Tty if task.files.get(&fd.id).is_some_and(|f| f.tty.is_some()) => {}
             FdTypes::Memfd => {
                 need_file(task, fd.id, kind, || format!("fd {} of task {pid}", fd.fd))?;
             }

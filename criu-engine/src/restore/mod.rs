@@ -41,6 +41,7 @@ mod shmem;
 mod task;
 mod threads;
 mod tree;
+mod tty;
 mod unix_sk;
 
 use std::os::fd::AsFd;
@@ -61,6 +62,7 @@ pub use mm::MmError;
 pub use task::TaskError;
 pub use threads::ThreadError;
 pub use tree::TreeError;
+pub use tty::TtyRestoreError;
 
 /// What a successful restore produced.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -73,6 +75,9 @@ pub struct RestoreOutcome {
 /// returned.
 #[derive(Debug, thiserror::Error)]
 pub enum RestoreError {
+    /// A terminal of the images cannot be restored.
+    #[error(transparent)]
+    Tty(#[from] tty::TtyRestoreError),
     /// The request named no images directory.
     #[error("no images directory")]
     NoImagesDir,
@@ -239,6 +244,14 @@ pub fn run(opts: &RequestOpts, notify: &mut dyn Notify) -> Result<RestoreOutcome
             )?;
         }
     }
+    let mut ttys = tty::TtyImages::load(&dir)?;
+    ttys.prepare(
+        &tree_images,
+        inherit,
+        opts.shell_job,
+        opts.orphan_pts_master,
+        notify,
+    )?;
     unix_sk::check_externals(&alive, opts.ext_unix_sk, &|f| {
         inherit.iter().any(|i| inherit_matches(&i.key, f))
     })?;
@@ -246,6 +259,7 @@ pub fn run(opts: &RequestOpts, notify: &mut dyn Notify) -> Result<RestoreOutcome
         &alive,
         inherit,
         &tree_images.pipe_data,
+        &ttys,
         &tree_images.sk_queues,
         &tree_images.fifo_data,
         &memfds,
@@ -262,6 +276,7 @@ pub fn run(opts: &RequestOpts, notify: &mut dyn Notify) -> Result<RestoreOutcome
     tree::check_single_threaded()?;
     let tree = tree::create(&tree_images, fds, opts.shell_job, opts.restore_sibling)?;
     tracing::info!(pid = %tree.pid(), tasks = tree_images.tasks.len(), "tree created");
+    ttys.release_orphan();
     let mut held: Vec<Held> = Vec::new();
     let result = restore_all(
         &tree_images,

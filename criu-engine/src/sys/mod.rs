@@ -26,4 +26,5 @@ pub(crate) mod ptrace;
 pub(crate) mod sock_diag;
 pub(crate) mod sockopt;
 pub(crate) mod task_query;
+pub(crate) mod tty;
 pub(crate) mod uffd;
