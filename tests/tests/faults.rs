@@ -278,17 +278,22 @@ fn timeout_is_honoured_for_a_task_that_cannot_stop() {
         child: None,
     };
     let pid = sleeper.pid;
-    // Wait until it sleeps in the vfork.
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while task_state(pid) != Some('D') {
-        assert!(Instant::now() < deadline, "sleeper never blocked in vfork");
+    // Wait until its sibling child exists and it sleeps in the vfork (a
+    // loaded machine can show it in `D` earlier, while its pages fault in).
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        if sleeper.child.is_none() {
+            sleeper.child = sibling_sleeper(pid);
+        }
+        if sleeper.child.is_some() && task_state(pid) == Some('D') {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "sleeper never blocked in vfork with its sibling child"
+        );
         std::thread::sleep(Duration::from_millis(10));
     }
-    sleeper.child = sibling_sleeper(pid);
-    assert!(
-        sleeper.child.is_some(),
-        "the sleeper's sibling child exists"
-    );
     let dir = TempDir::new("fault-timeout");
     let handle = std::fs::File::open(dir.path()).unwrap();
     let mut r = dump_req(&handle, pid, true);
