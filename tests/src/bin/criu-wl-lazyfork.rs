@@ -74,7 +74,8 @@ fn main() {
         // SAFETY: waits for our own child.
         unsafe { libc::waitpid(pid, &mut status, 0) };
         let ok = libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0;
-        let _ = writeln!(log, "{n} {}", if ok { "ok" } else { "bad" });
+        let line = format!("{n} {}\n", if ok { "ok" } else { "bad" });
+        let _ = log.write_all(line.as_bytes());
         std::thread::sleep(Duration::from_millis(20));
     }
 }

@@ -177,6 +177,8 @@ fn main() {
     }
     drop(rd);
     let x = i32::from_ne_bytes(buf);
-    let _ = writeln!(log, "pids {b} {d} {a} {c} {p} {q} {l} {x}");
+    // One write, so the other tasks' lines cannot land inside it.
+    let line = format!("pids {b} {d} {a} {c} {p} {q} {l} {x}\n");
+    let _ = log.write_all(line.as_bytes());
     log_forever(&mut log, "r")
 }
