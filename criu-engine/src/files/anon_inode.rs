@@ -12,13 +12,11 @@
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 
-use criu_proto::images::{FdTypes, FdinfoEntry, FileEntry};
+use criu_proto::images::{FdTypes, FileEntry};
 
 use super::{DumpedFd, FileTable, FilesError};
-use crate::arch::nr;
 use crate::inject::Injection;
 use crate::pstree::RealPid;
-use crate::sys::task_query::kcmp_file;
 
 /// The kind of an `anon_inode:` link this module dumps, or `None`.
 pub(crate) fn kind(link: &str) -> Option<FdTypes> {
@@ -46,31 +44,16 @@ impl FileTable {
     ) -> Result<DumpedFd, FilesError> {
         let io_err = |source| FilesError::Fd { pid, fd, source };
         let meta = std::fs::metadata(link).map_err(io_err)?;
-        let text = crate::proc::read(pid.0, &format!("fdinfo/{fd}"))
-            .map_err(|source| FilesError::FdInfo { pid, fd, source })?;
-        let info = crate::proc::fdinfo::parse(&text).map_err(|source| FilesError::FdInfo {
+        let (text, info) = super::read_fdinfo(pid, fd)?;
+        super::refuse_owner(pid, inj, fd, || FilesError::Unsupported {
             pid,
             fd,
-            source,
+            kind: format!("an {} with an F_SETOWN owner", kind.as_str_name()),
         })?;
-        let owner = inj
-            .syscall(nr::FCNTL, &[fd as u64, libc::F_GETOWN as u64])
-            .map_err(|source| FilesError::Owner { pid, fd, source })?;
-        if owner != 0 {
-            return Err(FilesError::Unsupported {
-                pid,
-                fd,
-                kind: format!("an {} with an F_SETOWN owner", kind.as_str_name()),
-            });
-        }
-        let cloexec = info.flags & libc::O_CLOEXEC as u32 != 0;
-        let flags = info.flags & !(libc::O_CLOEXEC as u32);
+        let (cloexec, flags) = super::split_flags(info.flags);
         let key = (meta.dev(), meta.ino(), 0);
-        let shared = self.seen.iter().find(|s| {
-            (s.2, s.3, s.4) == key && kcmp_file(pid.as_nix(), s.0.as_nix(), fd, s.1) == Ok(0)
-        });
-        let id = match shared {
-            Some(s) => s.5,
+        let id = match self.shared_id(pid, fd, key) {
+            Some(id) => id,
             None => {
                 let id = self.alloc();
                 let entry = anon_entry((pid, fd), id, flags, kind, &text)?;
@@ -78,16 +61,7 @@ impl FileTable {
                 id
             }
         };
-        Ok((
-            FdinfoEntry {
-                id,
-                flags: if cloexec { libc::FD_CLOEXEC as u32 } else { 0 },
-                r#type: kind as i32,
-                fd: fd as u32,
-                xattr_security_selinux: None,
-            },
-            key,
-        ))
+        Ok((super::fdinfo_entry(id, cloexec, kind, fd), key))
     }
 }
 

@@ -11,14 +11,12 @@ use std::fs::Metadata;
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 
-use criu_proto::images::{FdTypes, FdinfoEntry, FifoEntry, FileEntry};
+use criu_proto::images::{FdTypes, FifoEntry, FileEntry};
 use criu_proto::img::{ImageError, ImageKind, ImagesDir};
 
 use super::{DumpedFd, FileTable, FilesError};
-use crate::arch::nr;
 use crate::inject::Injection;
 use crate::pstree::RealPid;
-use crate::sys::task_query::kcmp_file;
 
 impl FileTable {
     /// Describes FIFO descriptor `fd` (`link` is its `/proc` link, `name`
@@ -38,23 +36,14 @@ impl FileTable {
             Ok(m) if m.dev() == meta.dev() && m.ino() == meta.ino() => {}
             _ => return Err(unsupported(format!("a fifo no longer reachable as {name}"))),
         }
-        let info = crate::proc::read(pid.0, &format!("fdinfo/{fd}"))
-            .and_then(|t| crate::proc::fdinfo::parse(&t))
-            .map_err(|source| FilesError::FdInfo { pid, fd, source })?;
-        let owner = inj
-            .syscall(nr::FCNTL, &[fd as u64, libc::F_GETOWN as u64])
-            .map_err(|source| FilesError::Owner { pid, fd, source })?;
-        if owner != 0 {
-            return Err(unsupported(format!("a fifo {name} with an F_SETOWN owner")));
-        }
-        let cloexec = info.flags & libc::O_CLOEXEC as u32 != 0;
-        let flags = info.flags & !(libc::O_CLOEXEC as u32);
+        let (_, info) = super::read_fdinfo(pid, fd)?;
+        super::refuse_owner(pid, inj, fd, || {
+            unsupported(format!("a fifo {name} with an F_SETOWN owner"))
+        })?;
+        let (cloexec, flags) = super::split_flags(info.flags);
         let key = (meta.dev(), meta.ino(), 0);
-        let shared = self.seen.iter().find(|s| {
-            (s.2, s.3, s.4) == key && kcmp_file(pid.as_nix(), s.0.as_nix(), fd, s.1) == Ok(0)
-        });
-        let id = match shared {
-            Some(s) => s.5,
+        let id = match self.shared_id(pid, fd, key) {
+            Some(id) => id,
             None => {
                 let pipe_id = u32::try_from(meta.ino())
                     .map_err(|_| unsupported(format!("a fifo {name} with a 64-bit inode")))?;
@@ -79,16 +68,7 @@ impl FileTable {
                 id
             }
         };
-        Ok((
-            FdinfoEntry {
-                id,
-                flags: if cloexec { libc::FD_CLOEXEC as u32 } else { 0 },
-                r#type: FdTypes::Fifo as i32,
-                fd: fd as u32,
-                xattr_security_selinux: None,
-            },
-            key,
-        ))
+        Ok((super::fdinfo_entry(id, cloexec, FdTypes::Fifo, fd), key))
     }
 
     /// Writes `fifo-data.img` when the tree has FIFOs.

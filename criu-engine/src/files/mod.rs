@@ -229,6 +229,61 @@ pub struct FileOptions {
     pub ttys: tty::TtyOptions,
 }
 
+/// `/proc/<pid>/fdinfo/<fd>` of a descriptor: its text and what it says.
+fn read_fdinfo(pid: RealPid, fd: i32) -> Result<(String, crate::proc::fdinfo::FdInfo), FilesError> {
+    let err = |source| FilesError::FdInfo { pid, fd, source };
+    let text = crate::proc::read(pid.0, &format!("fdinfo/{fd}")).map_err(err)?;
+    let info = crate::proc::fdinfo::parse(&text).map_err(err)?;
+    Ok((text, info))
+}
+
+/// Fails with `refusal` when descriptor `fd` has an `F_SETOWN` owner (asked
+/// by an injected `fcntl(F_GETOWN)`).
+fn refuse_owner(
+    pid: RealPid,
+    inj: &Injection<'_>,
+    fd: i32,
+    refusal: impl FnOnce() -> FilesError,
+) -> Result<(), FilesError> {
+    let owner = inj
+        .syscall(nr::FCNTL, &[fd as u64, libc::F_GETOWN as u64])
+        .map_err(|source| FilesError::Owner { pid, fd, source })?;
+    if owner != 0 {
+        return Err(refusal());
+    }
+    Ok(())
+}
+
+/// Splits fdinfo `flags` into close-on-exec and the file status flags.
+fn split_flags(flags: u32) -> (bool, u32) {
+    let cloexec = libc::O_CLOEXEC as u32;
+    (flags & cloexec != 0, flags & !cloexec)
+}
+
+/// The `fdinfo-<id>.img` entry putting file `id` at descriptor `fd`.
+fn fdinfo_entry(id: u32, cloexec: bool, kind: FdTypes, fd: i32) -> FdinfoEntry {
+    FdinfoEntry {
+        id,
+        flags: if cloexec { libc::FD_CLOEXEC as u32 } else { 0 },
+        r#type: kind as i32,
+        fd: fd as u32,
+        xattr_security_selinux: None,
+    }
+}
+
+impl FileTable {
+    /// The id of a descriptor seen before that shares the open file
+    /// description of `fd` of `pid` (same key, `kcmp` equal).
+    fn shared_id(&self, pid: RealPid, fd: i32, key: (u64, u64, u64)) -> Option<u32> {
+        self.seen
+            .iter()
+            .find(|s| {
+                (s.2, s.3, s.4) == key && kcmp_file(pid.as_nix(), s.0.as_nix(), fd, s.1) == Ok(0)
+            })
+            .map(|s| s.5)
+    }
+}
+
 impl FileTable {
     /// An empty table; ids start at 1.
     pub fn new() -> Self {
@@ -560,29 +615,16 @@ impl FileTable {
         if vanished && !name.ends_with(remap::DELETED) {
             return Err(unsupported(format!("a file no longer reachable as {name}")));
         }
-        let text = crate::proc::read(pid.0, &format!("fdinfo/{fd}"))
-            .map_err(|source| FilesError::FdInfo { pid, fd, source })?;
-        let info = crate::proc::fdinfo::parse(&text).map_err(|source| FilesError::FdInfo {
-            pid,
-            fd,
-            source,
+        let (text, info) = read_fdinfo(pid, fd)?;
+        refuse_owner(pid, inj, fd, || {
+            unsupported(format!("{name} with an F_SETOWN owner"))
         })?;
-
-        let owner = inj
-            .syscall(nr::FCNTL, &[fd as u64, libc::F_GETOWN as u64])
-            .map_err(|source| FilesError::Owner { pid, fd, source })?;
-        if owner != 0 {
-            return Err(unsupported(format!("{name} with an F_SETOWN owner")));
-        }
-        let cloexec = info.flags & libc::O_CLOEXEC as u32 != 0;
-        let flags = info.flags & !(libc::O_CLOEXEC as u32);
+        let (cloexec, flags) = split_flags(info.flags);
         let key = (meta.dev(), meta.ino(), info.pos);
-        let shared = self.seen.iter().find(|s| {
-            (s.2, s.3, s.4) == key && kcmp_file(pid.as_nix(), s.0.as_nix(), fd, s.1) == Ok(0)
-        });
+        let shared = self.shared_id(pid, fd, key);
         self.locks.note(pid, vpid, fd, &text, shared.is_none())?;
         let id = match shared {
-            Some(s) => s.5,
+            Some(id) => id,
             None if memfd_name.is_some() => {
                 let mname = memfd_name.as_deref().unwrap_or_default();
                 let inode = self
@@ -614,16 +656,7 @@ impl FileTable {
         } else {
             FdTypes::Reg
         };
-        Ok((
-            FdinfoEntry {
-                id,
-                flags: if cloexec { libc::FD_CLOEXEC as u32 } else { 0 },
-                r#type: r#type as i32,
-                fd: fd as u32,
-                xattr_security_selinux: None,
-            },
-            key,
-        ))
+        Ok((fdinfo_entry(id, cloexec, r#type, fd), key))
     }
 
     fn dump_pipe(
@@ -636,27 +669,16 @@ impl FileTable {
     ) -> Result<DumpedFd, FilesError> {
         let io_err = |source| FilesError::Fd { pid, fd, source };
         let meta = std::fs::metadata(link).map_err(io_err)?;
-        let info = crate::proc::read(pid.0, &format!("fdinfo/{fd}"))
-            .and_then(|t| crate::proc::fdinfo::parse(&t))
-            .map_err(|source| FilesError::FdInfo { pid, fd, source })?;
-        let owner = inj
-            .syscall(nr::FCNTL, &[fd as u64, libc::F_GETOWN as u64])
-            .map_err(|source| FilesError::Owner { pid, fd, source })?;
-        if owner != 0 {
-            return Err(FilesError::Unsupported {
-                pid,
-                fd,
-                kind: "a pipe with an F_SETOWN owner".to_owned(),
-            });
-        }
-        let cloexec = info.flags & libc::O_CLOEXEC as u32 != 0;
-        let flags = info.flags & !(libc::O_CLOEXEC as u32);
+        let (_, info) = read_fdinfo(pid, fd)?;
+        refuse_owner(pid, inj, fd, || FilesError::Unsupported {
+            pid,
+            fd,
+            kind: "a pipe with an F_SETOWN owner".to_owned(),
+        })?;
+        let (cloexec, flags) = split_flags(info.flags);
         let key = (meta.dev(), meta.ino(), 0);
-        let shared = self.seen.iter().find(|s| {
-            (s.2, s.3, s.4) == key && kcmp_file(pid.as_nix(), s.0.as_nix(), fd, s.1) == Ok(0)
-        });
-        let id = match shared {
-            Some(s) => s.5,
+        let id = match self.shared_id(pid, fd, key) {
+            Some(id) => id,
             None => {
                 if !self.pipes.iter().any(|p| p.entry.pipe_id == pipe_id) {
                     let data = pipe::peek(link, pipe_id).map_err(|e| io_err(e.into()))?;
@@ -677,15 +699,6 @@ impl FileTable {
                 id
             }
         };
-        Ok((
-            FdinfoEntry {
-                id,
-                flags: if cloexec { libc::FD_CLOEXEC as u32 } else { 0 },
-                r#type: FdTypes::Pipe as i32,
-                fd: fd as u32,
-                xattr_security_selinux: None,
-            },
-            key,
-        ))
+        Ok((fdinfo_entry(id, cloexec, FdTypes::Pipe, fd), key))
     }
 }

@@ -27,8 +27,8 @@ use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::fs::MetadataExt;
 
 use criu_proto::images::{
-    FdTypes, FdinfoEntry, FileEntry, FownEntry, PstreeEntry, TermiosEntry, TtyDataEntry,
-    TtyFileEntry, TtyInfoEntry, TtyPtyEntry, TtyType, WinsizeEntry,
+    FdTypes, FileEntry, FownEntry, PstreeEntry, TermiosEntry, TtyDataEntry, TtyFileEntry,
+    TtyInfoEntry, TtyPtyEntry, TtyType, WinsizeEntry,
 };
 use criu_proto::img::{ImageKind, ImagesDir};
 use nix::errno::Errno;
@@ -37,7 +37,6 @@ use super::{reg, DumpedFd, FileTable, FilesError};
 use crate::arch::nr;
 use crate::inject::{InjectError, Injection};
 use crate::pstree::RealPid;
-use crate::sys::task_query::kcmp_file;
 use crate::sys::tty as ioctl;
 
 /// Highest pty index CRIU accepts.
@@ -454,32 +453,15 @@ impl FileTable {
             Some(Kind::Other(what)) => return Err(unsupported(format!("{what} {name}"))),
             None => return Err(unsupported(format!("a special file {name}"))),
         };
-        let info = crate::proc::read(pid.0, &format!("fdinfo/{fd}"))
-            .and_then(|t| crate::proc::fdinfo::parse(&t))
-            .map_err(|source| FilesError::FdInfo { pid, fd, source })?;
-        let owner = inj
-            .syscall(nr::FCNTL, &[fd as u64, libc::F_GETOWN as u64])
-            .map_err(|source| FilesError::Owner { pid, fd, source })?;
-        if owner != 0 {
-            return Err(unsupported(format!(
-                "terminal {name} with an F_SETOWN owner"
-            )));
-        }
-        let cloexec = info.flags & libc::O_CLOEXEC as u32 != 0;
-        let flags = info.flags & !(libc::O_CLOEXEC as u32);
+        let (_, info) = super::read_fdinfo(pid, fd)?;
+        super::refuse_owner(pid, inj, fd, || {
+            unsupported(format!("terminal {name} with an F_SETOWN owner"))
+        })?;
+        let (cloexec, flags) = super::split_flags(info.flags);
         let key = (meta.dev(), meta.ino(), 0);
-        let fdinfo = |id| FdinfoEntry {
-            id,
-            flags: if cloexec { libc::FD_CLOEXEC as u32 } else { 0 },
-            r#type: FdTypes::Tty as i32,
-            fd: fd as u32,
-            xattr_security_selinux: None,
-        };
-        let shared = self.seen.iter().find(|s| {
-            (s.2, s.3, s.4) == key && kcmp_file(pid.as_nix(), s.0.as_nix(), fd, s.1) == Ok(0)
-        });
-        if let Some(s) = shared {
-            return Ok((fdinfo(s.5), key));
+        let fdinfo = |id| super::fdinfo_entry(id, cloexec, FdTypes::Tty, fd);
+        if let Some(id) = self.shared_id(pid, fd, key) {
+            return Ok((fdinfo(id), key));
         }
         let lfd = crate::inject::steal_fd(pid, fd).map_err(|source| FilesError::Steal {
             pid,

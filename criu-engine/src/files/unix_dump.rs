@@ -30,15 +30,13 @@ use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 
 use criu_proto::images::{
-    FdTypes, FdinfoEntry, FileEntry, FilePermsEntry, FownEntry, SkPacketEntry, SkShutdown,
-    UnixSkEntry,
+    FdTypes, FileEntry, FilePermsEntry, FownEntry, SkPacketEntry, SkShutdown, UnixSkEntry,
 };
 use criu_proto::img::{ImageError, ImageKind, ImagesDir};
 use nix::errno::Errno;
 
 use super::sk_queue::SkQueueError;
 use super::{DumpedFd, FileTable, FilesError};
-use crate::arch::nr;
 use crate::inject::Injection;
 use crate::pstree::RealPid;
 use crate::sys::sock_diag::UnixSocket;
@@ -258,19 +256,10 @@ impl FileTable {
     ) -> Result<DumpedFd, FilesError> {
         let io_err = |source| FilesError::Fd { pid, fd, source };
         let meta = std::fs::metadata(link).map_err(io_err)?;
-        let info = crate::proc::read(pid.0, &format!("fdinfo/{fd}"))
-            .and_then(|t| crate::proc::fdinfo::parse(&t))
-            .map_err(|source| FilesError::FdInfo { pid, fd, source })?;
-        let cloexec = info.flags & libc::O_CLOEXEC as u32 != 0;
-        let flags = info.flags & !(libc::O_CLOEXEC as u32);
+        let (_, info) = super::read_fdinfo(pid, fd)?;
+        let (cloexec, flags) = super::split_flags(info.flags);
         let key = (meta.dev(), ino, 0);
-        let fdinfo = |id| FdinfoEntry {
-            id,
-            flags: if cloexec { libc::FD_CLOEXEC as u32 } else { 0 },
-            r#type: FdTypes::Unixsk as i32,
-            fd: fd as u32,
-            xattr_security_selinux: None,
-        };
+        let fdinfo = |id| super::fdinfo_entry(id, cloexec, FdTypes::Unixsk, fd);
         // A socket cannot be opened again: one inode, one open file
         // description.
         if let Some(s) = self.seen.iter().find(|s| (s.2, s.3, s.4) == key) {
@@ -290,18 +279,15 @@ impl FileTable {
                 kind: family_name(family),
             });
         }
-        let owner = inj
-            .syscall(nr::FCNTL, &[fd as u64, libc::F_GETOWN as u64])
-            .map_err(|source| FilesError::Owner { pid, fd, source })?;
-        if owner != 0 {
-            return Err(UnixDumpError::Unsupported {
+        super::refuse_owner(pid, inj, fd, || {
+            UnixDumpError::Unsupported {
                 pid,
                 fd,
                 ino,
                 what: "with an F_SETOWN owner".to_owned(),
             }
-            .into());
-        }
+            .into()
+        })?;
         let id = self.alloc();
         let entry = self.unix.describe(pid, fd, ino, id, flags, &sock)?;
         self.entries.push(FileEntry {
