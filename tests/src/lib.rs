@@ -159,6 +159,23 @@ impl Connect {
     }
 }
 
+/// The log file `name` in `dir`, or an empty string when there is none.
+pub fn log_of(dir: &Path, name: &str) -> String {
+    std::fs::read_to_string(dir.join(name)).unwrap_or_default()
+}
+
+/// Runs our `criu` with `args` and asserts it succeeded; a failure shows
+/// its stderr and its log file `log` in `dir`.
+pub fn criu_ok(args: &[&str], dir: &Path, log: &str) {
+    let out = Command::new(bin("criu")).args(args).output().unwrap();
+    assert!(
+        out.status.success(),
+        "criu {args:?}: {}\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        log_of(dir, log)
+    );
+}
+
 /// Exit code of a finished worker (panics when it died of a signal).
 pub fn exit_code(status: std::process::ExitStatus) -> i32 {
     use std::os::unix::process::ExitStatusExt;

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use criu_proto::rpc::{CriuOpts, CriuReqType as T, CriuResp};
 use criu_tests::{
-    alive, become_subreaper, bin, kill_and_reap, req, require_root, Connect, TempDir,
+    alive, become_subreaper, bin, kill_and_reap, log_of, req, require_root, Connect, TempDir,
 };
 
 /// A running `criu-wl-anonfd` and its control directory.
@@ -128,10 +128,6 @@ impl Drop for Wl {
             self.kill();
         }
     }
-}
-
-fn log_of(dir: &Path, name: &str) -> String {
-    std::fs::read_to_string(dir.join(name)).unwrap_or_default()
 }
 
 fn call(r: criu_proto::rpc::CriuReq) -> CriuResp {

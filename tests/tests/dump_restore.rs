@@ -6,7 +6,8 @@ use std::os::fd::AsRawFd;
 
 use criu_proto::rpc::{CriuOpts, CriuReqType as T};
 use criu_tests::{
-    alive, bin, kill_and_reap, req, require_root, Connect, Service, TempDir, Workload, FRONTENDS,
+    alive, bin, kill_and_reap, log_of, req, require_root, Connect, Service, TempDir, Workload,
+    FRONTENDS,
 };
 
 /// Blocked signals of a task, from /proc/<pid>/status.
@@ -112,10 +113,6 @@ fn rpc_restore(c: &Connect, dir: &std::path::Path) -> criu_proto::rpc::CriuResp 
         let _ = client.wait();
     }
     resp
-}
-
-fn log_of(dir: &std::path::Path, name: &str) -> String {
-    std::fs::read_to_string(dir.join(name)).unwrap_or_default()
 }
 
 #[test]

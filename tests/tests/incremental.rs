@@ -5,24 +5,11 @@
 
 use std::os::fd::AsRawFd;
 use std::path::Path;
-use std::process::Command;
 
 use criu_proto::rpc::{CriuOpts, CriuPreDumpMode, CriuReqType as T};
-use criu_tests::{alive, bin, kill_and_reap, req, require_root, Connect, TempDir, Workload};
-
-fn log_of(dir: &Path, name: &str) -> String {
-    std::fs::read_to_string(dir.join(name)).unwrap_or_default()
-}
-
-fn criu(args: &[&str], dir: &Path, log: &str) {
-    let out = Command::new(bin("criu")).args(args).output().unwrap();
-    assert!(
-        out.status.success(),
-        "criu {args:?}: {}\n{}",
-        String::from_utf8_lossy(&out.stderr),
-        log_of(dir, log)
-    );
-}
+use criu_tests::{
+    alive, bin, criu_ok, kill_and_reap, log_of, req, require_root, Connect, TempDir, Workload,
+};
 
 fn uffd_fds(pid: i32) -> usize {
     std::fs::read_dir(format!("/proc/{pid}/fd"))
@@ -88,7 +75,7 @@ fn cli_three_pre_dumps_dump_restore() {
         if i > 0 {
             args.extend(["--prev-images-dir", &parent]);
         }
-        criu(&args, &dirs[i], "pre.log");
+        criu_ok(&args, &dirs[i], "pre.log");
         assert_eq!(uffd_fds(w.pid), 1, "one tracker between pre-dumps");
         // The task runs on between pre-dumps, still consistent.
         let line = w.wait_for_line_after(Some(seen));
@@ -96,7 +83,7 @@ fn cli_three_pre_dumps_dump_restore() {
         seen = w.wait_for_line_after(Some(line.n)).n;
     }
     let d = s(&dirs[3]);
-    criu(
+    criu_ok(
         &[
             "dump",
             "-t",
@@ -120,7 +107,7 @@ fn cli_three_pre_dumps_dump_restore() {
         size(&dirs[3]) < size(&dirs[0]) / 2,
         "final pages file is small"
     );
-    criu(
+    criu_ok(
         &["restore", "-d", "-D", &d, "-o", "restore.log", "-v4"],
         &dirs[3],
         "restore.log",

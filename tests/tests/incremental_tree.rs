@@ -10,21 +10,7 @@ use std::time::{Duration, Instant};
 
 use criu_proto::img::pages::PE_PARENT;
 use criu_proto::img::ImagesDir;
-use criu_tests::{alive, bin, kill_and_reap, require_root, TempDir, Workload};
-
-fn log_of(dir: &Path, name: &str) -> String {
-    std::fs::read_to_string(dir.join(name)).unwrap_or_default()
-}
-
-fn criu(args: &[&str], dir: &Path, log: &str) {
-    let out = Command::new(bin("criu")).args(args).output().unwrap();
-    assert!(
-        out.status.success(),
-        "criu {args:?}: {}\n{}",
-        String::from_utf8_lossy(&out.stderr),
-        log_of(dir, log)
-    );
-}
+use criu_tests::{alive, bin, criu_ok, kill_and_reap, log_of, require_root, TempDir, Workload};
 
 /// Every pid of the tree: root, w0, w1, w2, zombie, grandchild.
 fn tree_pids(w: &Workload) -> Vec<i32> {
@@ -94,7 +80,7 @@ fn tree_with_threads_pre_dumps_dump_and_lazy_restore() {
         if i > 0 {
             args.extend(["--prev-images-dir", &parent]);
         }
-        criu(&args, dir, "d.log");
+        criu_ok(&args, dir, "d.log");
         if i < 2 {
             // Every process runs on between pre-dumps.
             let line = w.wait_for_line_after(Some(seen));

@@ -12,21 +12,9 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use criu_proto::rpc::{CriuOpts, CriuReqType as T};
-use criu_tests::{alive, bin, kill_and_reap, req, require_root, Connect, TempDir, Workload};
-
-fn log_of(dir: &Path, name: &str) -> String {
-    std::fs::read_to_string(dir.join(name)).unwrap_or_default()
-}
-
-fn criu(args: &[&str], dir: &Path, log: &str) {
-    let out = Command::new(bin("criu")).args(args).output().unwrap();
-    assert!(
-        out.status.success(),
-        "criu {args:?}: {}\n{}",
-        String::from_utf8_lossy(&out.stderr),
-        log_of(dir, log)
-    );
-}
+use criu_tests::{
+    alive, bin, criu_ok, kill_and_reap, log_of, req, require_root, Connect, TempDir, Workload,
+};
 
 fn s(p: &Path) -> String {
     p.to_str().unwrap().to_owned()
@@ -146,7 +134,7 @@ fn three_pre_dumps_dump_then_lazy_restore() {
         if i > 0 {
             args.extend(["--prev-images-dir", &parent]);
         }
-        criu(&args, dir, "d.log");
+        criu_ok(&args, dir, "d.log");
         if i < 3 {
             seen = w.wait_for_line_after(Some(seen)).n;
         }
@@ -156,7 +144,7 @@ fn three_pre_dumps_dump_then_lazy_restore() {
 
     let d = s(&dirs[3]);
     let daemon = LazyDaemon::start(&["-D", &d], &dirs[3]);
-    criu(
+    criu_ok(
         &[
             "restore",
             "-d",
@@ -187,7 +175,7 @@ fn lazy_restore_from_a_remote_page_server_over_rpc() {
     std::fs::create_dir(&local).unwrap();
     let pid = w.pid.to_string();
     let i = s(&images);
-    criu(
+    criu_ok(
         &["dump", "-t", &pid, "-D", &i, "-o", "dump.log", "-v4"],
         &images,
         "dump.log",
@@ -259,7 +247,7 @@ fn lazy_restore_without_a_daemon_fails_clearly() {
     let dir = TempDir::new("lazy-nodaemon");
     let d = s(dir.path());
     let pid = w.pid.to_string();
-    criu(
+    criu_ok(
         &["dump", "-t", &pid, "-D", &d, "-o", "dump.log"],
         dir.path(),
         "dump.log",
@@ -329,7 +317,7 @@ fn lazy_restore_of_a_program_that_keeps_forking() {
     let pid: i32 = String::from_utf8_lossy(&out.stdout).trim().parse().unwrap();
     wait_fork_log_after(&log, None);
     let i = s(&images);
-    criu(
+    criu_ok(
         &[
             "dump",
             "-t",
@@ -356,7 +344,7 @@ fn lazy_restore_of_a_program_that_keeps_forking() {
     assert!(ok, "checks failed before the dump");
 
     let daemon = LazyDaemon::start(&["-D", &i], &images);
-    criu(
+    criu_ok(
         &[
             "restore",
             "-d",

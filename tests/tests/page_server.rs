@@ -9,11 +9,9 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use criu_proto::rpc::{CriuOpts, CriuPageServerInfo, CriuReqType as T};
-use criu_tests::{alive, bin, kill_and_reap, req, require_root, Connect, TempDir, Workload};
-
-fn log_of(dir: &Path, name: &str) -> String {
-    std::fs::read_to_string(dir.join(name)).unwrap_or_default()
-}
+use criu_tests::{
+    alive, bin, criu_ok, kill_and_reap, log_of, req, require_root, Connect, TempDir, Workload,
+};
 
 /// `criu page-server --port 0` in the foreground; returns it and its port.
 fn start_server(dir: &Path, extra: &[&str]) -> (Child, u16) {
@@ -36,16 +34,6 @@ fn start_server(dir: &Path, extra: &[&str]) -> (Child, u16) {
     (child, port)
 }
 
-fn criu(args: &[&str], dir: &Path, log: &str) {
-    let out = Command::new(bin("criu")).args(args).output().unwrap();
-    assert!(
-        out.status.success(),
-        "criu {args:?}: {}\n{}",
-        String::from_utf8_lossy(&out.stderr),
-        log_of(dir, log)
-    );
-}
-
 fn finish_server(mut child: Child, dir: &Path) {
     let status = child.wait().unwrap();
     assert!(status.success(), "page server: {}", log_of(dir, "ps.log"));
@@ -64,7 +52,7 @@ fn cli_pre_dump_and_dump_through_page_servers_then_restore() {
     let (server, port) = start_server(&a, &[]);
     let p = port.to_string();
     let d = a.to_str().unwrap();
-    criu(
+    criu_ok(
         &[
             "pre-dump",
             "-t",
@@ -95,7 +83,7 @@ fn cli_pre_dump_and_dump_through_page_servers_then_restore() {
     let (server, port) = start_server(&b, &["--prev-images-dir", "../a"]);
     let p = port.to_string();
     let d = b.to_str().unwrap();
-    criu(
+    criu_ok(
         &[
             "dump",
             "-t",
@@ -122,7 +110,7 @@ fn cli_pre_dump_and_dump_through_page_servers_then_restore() {
     // Most pages stayed in the first server's images.
     let size = |p: &Path| std::fs::metadata(p.join("pages-65537.img")).unwrap().len();
     assert!(size(&b) < size(&a) / 2);
-    criu(
+    criu_ok(
         &["restore", "-d", "-D", d, "-o", "restore.log", "-v4"],
         &b,
         "restore.log",

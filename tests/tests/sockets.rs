@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use criu_proto::rpc::{CriuOpts, CriuReqType as T, CriuResp};
 use criu_tests::{
-    alive, become_subreaper, bin, kill_and_reap, req, require_root, Connect, TempDir,
+    alive, become_subreaper, bin, kill_and_reap, log_of, req, require_root, Connect, TempDir,
 };
 
 /// The checks the workload reports, in order.
@@ -149,10 +149,6 @@ fn call(ty: T, dir: &Path, opts: impl FnOnce(&mut CriuOpts)) -> CriuResp {
     let resp = client.call(&r).expect("answered");
     let _ = client.wait();
     resp
-}
-
-fn log_of(dir: &Path, name: &str) -> String {
-    std::fs::read_to_string(dir.join(name)).unwrap_or_default()
 }
 
 fn wait_gone(pids: [i32; 2]) {

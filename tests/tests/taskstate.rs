@@ -13,7 +13,7 @@ use criu_proto::images::{CoreEntry, SeccompEntry};
 use criu_proto::img::{ImageKind, ImagesDir};
 use criu_proto::rpc::{CriuOpts, CriuReqType as T, CriuResp};
 use criu_tests::{
-    alive, become_subreaper, bin, kill_and_reap, req, require_root, Connect, TempDir,
+    alive, become_subreaper, bin, kill_and_reap, log_of, req, require_root, Connect, TempDir,
 };
 
 /// What every round of checks reports.
@@ -163,10 +163,6 @@ fn restore(images: &Path) -> CriuResp {
             ..Default::default()
         },
     )
-}
-
-fn log_of(dir: &Path, name: &str) -> String {
-    std::fs::read_to_string(dir.join(name)).unwrap_or_default()
 }
 
 /// The images say what the workload set up, in CRIU's layout.
