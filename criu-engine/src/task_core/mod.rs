@@ -231,20 +231,7 @@ impl Queried {
     /// Runs the injected queries, all in one batch (one trap).
     pub fn ask(inj: &Injection<'_>, _pid: RealPid) -> Result<Queried, CoreError> {
         let mut b = QueryBatch::new(inj);
-        let (tid_off, tid_at) = b.out(8);
-        let tid = b.push(
-            "prctl(PR_GET_TID_ADDRESS)",
-            nr::PRCTL,
-            &[PR_GET_TID_ADDRESS, tid_at],
-        );
-        let (rla_off, rla_at) = b.out(16);
-        let rla = b.push(
-            "get_robust_list",
-            libc::SYS_get_robust_list,
-            &[0, rla_at, rla_at + 8],
-        );
-        let (sas_off, sas_at) = b.out(24);
-        let sas = b.push("sigaltstack", nr::SIGALTSTACK, &[0, sas_at]);
+        let thread_slots = thread::ThreadQueried::push(&mut b);
         let (pdeath_off, pdeath_at) = b.out(8);
         let pdeath = b.push(
             "prctl(PR_GET_PDEATHSIG)",
@@ -296,12 +283,10 @@ impl Queried {
             .collect();
 
         let a = b.run()?;
-        for i in [tid, rla, sas, pdeath, subreaper] {
+        let own = thread::ThreadQueried::read(&thread_slots, &a)?;
+        for i in [pdeath, subreaper] {
             a.ok(i)?;
         }
-        let [clear_tid_addr] = a.words::<1>(tid_off);
-        let [head, len] = a.words::<2>(rla_off);
-        let [ss_sp, ss_flags, ss_size] = a.words::<3>(sas_off);
         let [pdeath] = a.words::<1>(pdeath_off);
         let mut itimers = [ItimerEntry::default(); 3];
         for (t, &(i, off)) in itimers.iter_mut().zip(&itimer_calls) {
@@ -327,14 +312,10 @@ impl Queried {
             sigactions.push(crate::sigact::decode(&a.bytes(off)));
         }
         Ok(Queried {
-            clear_tid_addr,
-            futex_rla: (head, len as u32),
+            clear_tid_addr: own.clear_tid_addr,
+            futex_rla: own.futex_rla,
             sigactions,
-            sas: ThreadSasEntry {
-                ss_sp,
-                ss_size,
-                ss_flags: ss_flags as u32,
-            },
+            sas: own.sas,
             pdeath_sig: pdeath as u32,
             itimers,
             rlimits,

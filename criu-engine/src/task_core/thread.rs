@@ -13,7 +13,7 @@ use criu_proto::images::{
 
 use super::{CoreError, Frozen, MARCH_X86_64, PR_GET_TID_ADDRESS};
 use crate::arch::nr;
-use crate::inject::batch::QueryBatch;
+use crate::inject::batch::{BatchAnswers, QueryBatch};
 use crate::inject::Injection;
 use crate::proc::stat::ProcStat;
 
@@ -28,10 +28,26 @@ pub struct ThreadQueried {
     pub sas: ThreadSasEntry,
 }
 
+/// Where the per-thread queries sit in a batch ([`ThreadQueried::push`]).
+pub(crate) struct ThreadSlots {
+    calls: [usize; 3],
+    tid_off: usize,
+    rla_off: usize,
+    sas_off: usize,
+}
+
 impl ThreadQueried {
     /// Runs the per-thread queries in the thread `inj` runs in (one batch).
     pub fn ask(inj: &Injection<'_>) -> Result<ThreadQueried, CoreError> {
         let mut b = QueryBatch::new(inj);
+        let slots = Self::push(&mut b);
+        let a = b.run()?;
+        Self::read(&slots, &a)
+    }
+
+    /// Adds the per-thread queries to batch `b` (the leader's batch asks
+    /// them along with the process-wide ones).
+    pub(crate) fn push(b: &mut QueryBatch<'_, '_>) -> ThreadSlots {
         let (tid_off, tid_at) = b.out(8);
         let tid = b.push(
             "prctl(PR_GET_TID_ADDRESS)",
@@ -46,13 +62,25 @@ impl ThreadQueried {
         );
         let (sas_off, sas_at) = b.out(24);
         let sas = b.push("sigaltstack", nr::SIGALTSTACK, &[0, sas_at]);
-        let a = b.run()?;
-        for i in [tid, rla, sas] {
+        ThreadSlots {
+            calls: [tid, rla, sas],
+            tid_off,
+            rla_off,
+            sas_off,
+        }
+    }
+
+    /// The answers to the queries [`ThreadQueried::push`] added.
+    pub(crate) fn read(
+        s: &ThreadSlots,
+        a: &BatchAnswers<'_, '_>,
+    ) -> Result<ThreadQueried, CoreError> {
+        for i in s.calls {
             a.ok(i)?;
         }
-        let [clear_tid_addr] = a.words::<1>(tid_off);
-        let [head, len] = a.words::<2>(rla_off);
-        let [ss_sp, ss_flags, ss_size] = a.words::<3>(sas_off);
+        let [clear_tid_addr] = a.words::<1>(s.tid_off);
+        let [head, len] = a.words::<2>(s.rla_off);
+        let [ss_sp, ss_flags, ss_size] = a.words::<3>(s.sas_off);
         Ok(ThreadQueried {
             clear_tid_addr,
             futex_rla: (head, len as u32),
