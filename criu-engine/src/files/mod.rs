@@ -39,7 +39,7 @@ use std::fs::{File, Metadata};
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 
-use criu_proto::images::{FdTypes, FdinfoEntry, FileEntry, FownEntry, PipeEntry};
+use criu_proto::images::{FdTypes, FdinfoEntry, FileEntry};
 
 use crate::arch::nr;
 use crate::inject::{InjectError, Injection};
@@ -495,52 +495,6 @@ impl FileTable {
         Ok(self.special(&name, &meta, || File::open(&link).ok()))
     }
 
-    /// The client's RPC socket of a self-dump, if `fd` (linking to `name`)
-    /// is it: a new `files.img` entry and its fdinfo.
-    fn service_socket(
-        &mut self,
-        pid: RealPid,
-        fd: i32,
-        name: &str,
-    ) -> Result<Option<DumpedFd>, FilesError> {
-        let Some(rpc) = self.rpc_socket else {
-            return Ok(None);
-        };
-        let Some(ino) = name
-            .strip_prefix("socket:[")
-            .and_then(|rest| rest.strip_suffix(']'))
-            .and_then(|n| n.parse::<u64>().ok())
-        else {
-            return Ok(None);
-        };
-        let Some(sock_type) = unix_sk::service_socket_type(ino, rpc) else {
-            return Ok(None);
-        };
-        let sock = crate::inject::steal_fd(pid, fd).map_err(|source| FilesError::Steal {
-            pid,
-            fd,
-            source,
-        })?;
-        let id = self.alloc();
-        let entry = unix_sk::service_entry(id, ino, sock_type, &sock, pid, fd)?;
-        self.entries.push(entry);
-        tracing::info!(
-            pid = pid.0,
-            fd,
-            "saving the client's CRIU-RPC socket (self-dump)"
-        );
-        Ok(Some((
-            FdinfoEntry {
-                id,
-                flags: 0,
-                r#type: FdTypes::Unixsk as i32,
-                fd: fd as u32,
-                xattr_security_selinux: None,
-            },
-            (0, ino, 0),
-        )))
-    }
-
     /// Describes every descriptor of the task, adding `files.img` entries;
     /// returns its `fdinfo` entries in fd order.
     pub fn dump_fds(
@@ -657,48 +611,5 @@ impl FileTable {
             FdTypes::Reg
         };
         Ok((fdinfo_entry(id, cloexec, r#type, fd), key))
-    }
-
-    fn dump_pipe(
-        &mut self,
-        pid: RealPid,
-        inj: &Injection<'_>,
-        fd: i32,
-        link: &Path,
-        pipe_id: u32,
-    ) -> Result<DumpedFd, FilesError> {
-        let io_err = |source| FilesError::Fd { pid, fd, source };
-        let meta = std::fs::metadata(link).map_err(io_err)?;
-        let (_, info) = read_fdinfo(pid, fd)?;
-        refuse_owner(pid, inj, fd, || FilesError::Unsupported {
-            pid,
-            fd,
-            kind: "a pipe with an F_SETOWN owner".to_owned(),
-        })?;
-        let (cloexec, flags) = split_flags(info.flags);
-        let key = (meta.dev(), meta.ino(), 0);
-        let id = match self.shared_id(pid, fd, key) {
-            Some(id) => id,
-            None => {
-                if !self.pipes.iter().any(|p| p.entry.pipe_id == pipe_id) {
-                    let data = pipe::peek(link, pipe_id).map_err(|e| io_err(e.into()))?;
-                    self.pipes.push(data);
-                }
-                let id = self.alloc();
-                self.entries.push(FileEntry {
-                    r#type: FdTypes::Pipe as i32,
-                    id,
-                    pipe: Some(PipeEntry {
-                        id,
-                        pipe_id,
-                        flags,
-                        fown: FownEntry::default(),
-                    }),
-                    ..Default::default()
-                });
-                id
-            }
-        };
-        Ok((fdinfo_entry(id, cloexec, FdTypes::Pipe, fd), key))
     }
 }

@@ -14,12 +14,64 @@
 
 use std::io::Read;
 use std::os::fd::AsFd;
+use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 
-use criu_proto::images::PipeDataEntry;
+use criu_proto::images::{FdTypes, FileEntry, FownEntry, PipeDataEntry, PipeEntry};
 use nix::errno::Errno;
 use nix::fcntl::{FcntlArg, OFlag, SpliceFFlags};
 use nix::sys::stat::Mode;
+
+use super::{DumpedFd, FileTable, FilesError};
+use crate::inject::Injection;
+use crate::pstree::RealPid;
+
+impl FileTable {
+    /// Describes pipe end `fd` (linking to pipe `pipe_id`) of task `pid`,
+    /// saving the pipe's queued data once.
+    pub(super) fn dump_pipe(
+        &mut self,
+        pid: RealPid,
+        inj: &Injection<'_>,
+        fd: i32,
+        link: &Path,
+        pipe_id: u32,
+    ) -> Result<DumpedFd, FilesError> {
+        let io_err = |source| FilesError::Fd { pid, fd, source };
+        let meta = std::fs::metadata(link).map_err(io_err)?;
+        let (_, info) = super::read_fdinfo(pid, fd)?;
+        super::refuse_owner(pid, inj, fd, || FilesError::Unsupported {
+            pid,
+            fd,
+            kind: "a pipe with an F_SETOWN owner".to_owned(),
+        })?;
+        let (cloexec, flags) = super::split_flags(info.flags);
+        let key = (meta.dev(), meta.ino(), 0);
+        let id = match self.shared_id(pid, fd, key) {
+            Some(id) => id,
+            None => {
+                if !self.pipes.iter().any(|p| p.entry.pipe_id == pipe_id) {
+                    let data = peek(link, pipe_id).map_err(|e| io_err(e.into()))?;
+                    self.pipes.push(data);
+                }
+                let id = self.alloc();
+                self.entries.push(FileEntry {
+                    r#type: FdTypes::Pipe as i32,
+                    id,
+                    pipe: Some(PipeEntry {
+                        id,
+                        pipe_id,
+                        flags,
+                        fown: FownEntry::default(),
+                    }),
+                    ..Default::default()
+                });
+                id
+            }
+        };
+        Ok((super::fdinfo_entry(id, cloexec, FdTypes::Pipe, fd), key))
+    }
+}
 
 /// The data queued in one pipe at dump time.
 #[derive(Debug, Clone)]

@@ -1,5 +1,5 @@
-//! Unix sockets. Only one kind is supported yet: the client's end of the
-//! CRIU-RPC connection of a self-dump, which CRIU saves as a closed socket
+//! The client's end of the CRIU-RPC connection of a self-dump (every other
+//! unix socket is [`super::unix_dump`]'s), which CRIU saves as a closed socket
 //! flagged `USK_SERVICE` and restores as a fresh socketpair whose far end
 //! has already queued `{DUMP, success, dump{restored: true}}` and is closed,
 //! so the restored process reads that answer, then end of file
@@ -17,6 +17,7 @@ use criu_proto::rpc::{CriuDumpResp, CriuReqType, CriuResp};
 use criu_proto::Message;
 use nix::sys::socket::{getsockopt, socketpair, sockopt, AddressFamily, SockFlag, SockType};
 
+use super::{DumpedFd, FileTable, FilesError};
 use crate::pstree::RealPid;
 
 /// `uflags` bit of the client's RPC socket (CRIU's `USK_SERVICE`).
@@ -128,6 +129,48 @@ pub fn rebuild_service_socket(sock_type: u32, response: &[u8]) -> Result<OwnedFd
         return Err(UnixSkError::Rebuild(nix::Error::EMSGSIZE));
     }
     Ok(near)
+}
+
+impl FileTable {
+    /// The client's RPC socket of a self-dump, if `fd` (linking to `name`)
+    /// is it: a new `files.img` entry and its fdinfo.
+    pub(super) fn service_socket(
+        &mut self,
+        pid: RealPid,
+        fd: i32,
+        name: &str,
+    ) -> Result<Option<DumpedFd>, FilesError> {
+        let Some(rpc) = self.rpc_socket else {
+            return Ok(None);
+        };
+        let Some(ino) = name
+            .strip_prefix("socket:[")
+            .and_then(|rest| rest.strip_suffix(']'))
+            .and_then(|n| n.parse::<u64>().ok())
+        else {
+            return Ok(None);
+        };
+        let Some(sock_type) = service_socket_type(ino, rpc) else {
+            return Ok(None);
+        };
+        let sock = crate::inject::steal_fd(pid, fd).map_err(|source| FilesError::Steal {
+            pid,
+            fd,
+            source,
+        })?;
+        let id = self.alloc();
+        let entry = service_entry(id, ino, sock_type, &sock, pid, fd)?;
+        self.entries.push(entry);
+        tracing::info!(
+            pid = pid.0,
+            fd,
+            "saving the client's CRIU-RPC socket (self-dump)"
+        );
+        Ok(Some((
+            super::fdinfo_entry(id, false, FdTypes::Unixsk, fd),
+            (0, ino, 0),
+        )))
+    }
 }
 
 #[cfg(test)]
