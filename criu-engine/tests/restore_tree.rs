@@ -162,7 +162,8 @@ fn criu_threads_scenario() {
     }
 }
 
-/// `(ppid, pgid, sid, state)` of `pid` from `/proc/<pid>/stat`.
+/// `(ppid, pgid, sid, state)` of `pid` from `/proc/<pid>/stat` (`R` and `D`
+/// read as `S`).
 fn ids(pid: i32) -> Option<(i32, i32, i32, char)> {
     let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     let rest = &stat[stat.rfind(')')? + 2..];
@@ -171,7 +172,12 @@ fn ids(pid: i32) -> Option<(i32, i32, i32, char)> {
         f[1].parse().ok()?,
         f[2].parse().ok()?,
         f[3].parse().ok()?,
-        f[0].chars().next()?,
+        // Running, sleeping and disk sleep are one "alive" state here: which
+        // one a live task shows depends on the moment it is looked at.
+        match f[0].chars().next()? {
+            'R' | 'D' => 'S',
+            c => c,
+        },
     ))
 }
 
