@@ -421,12 +421,7 @@ fn same_fd_table(a: i32, b: i32) -> bool {
 fn shared_fd_table_round_trip() {
     let scratch = tempfile::tempdir().unwrap();
     let log = scratch.path().join("workload.log");
-    let out = std::process::Command::new(workload_bin())
-        .args([log.to_str().unwrap(), "1", "clone-files"])
-        .output()
-        .expect("run criu-workload");
-    assert!(out.status.success(), "{out:?}");
-    let pid: i32 = String::from_utf8_lossy(&out.stdout).trim().parse().unwrap();
+    let pid = start_workload(&log, &["1", "clone-files"]);
     wait_lines(&log, 2);
     let deadline = Instant::now() + Duration::from_secs(10);
     while last_tagged(&log, "f").is_none() {
@@ -718,12 +713,7 @@ fn workload_bin() -> PathBuf {
 fn own_threads_round_trip() {
     let scratch = tempfile::tempdir().unwrap();
     let log = scratch.path().join("workload.log");
-    let out = std::process::Command::new(workload_bin())
-        .args([log.to_str().unwrap(), "4", "threads", "16"])
-        .output()
-        .expect("run criu-workload");
-    assert!(out.status.success(), "{out:?}");
-    let pid: i32 = String::from_utf8_lossy(&out.stdout).trim().parse().unwrap();
+    let pid = start_workload(&log, &["4", "threads", "16"]);
     wait_lines(&log, 2);
     let before_tids = tids(pid);
     let pid_s = pid.to_string();
@@ -803,6 +793,18 @@ fn tree_pipe(log: &Path) -> (i32, i32) {
     (v[0], v[1])
 }
 
+/// Starts `criu-workload LOG ARGS...` (it daemonizes) and returns the pid
+/// it prints.
+fn start_workload(log: &Path, args: &[&str]) -> i32 {
+    let out = std::process::Command::new(workload_bin())
+        .arg(log)
+        .args(args)
+        .output()
+        .expect("run criu-workload");
+    assert!(out.status.success(), "{out:?}");
+    String::from_utf8_lossy(&out.stdout).trim().parse().unwrap()
+}
+
 /// Last `N` of the `TAG N` lines of `log`.
 fn last_tagged(log: &Path, tag: &str) -> Option<u64> {
     fs::read_to_string(log)
@@ -823,12 +825,7 @@ fn last_tagged(log: &Path, tag: &str) -> Option<u64> {
 fn own_tree_round_trip() {
     let scratch = tempfile::tempdir().unwrap();
     let log = scratch.path().join("workload.log");
-    let out = std::process::Command::new(workload_bin())
-        .args([log.to_str().unwrap(), "4", "tree", "threads", "16"])
-        .output()
-        .expect("run criu-workload");
-    assert!(out.status.success(), "{out:?}");
-    let root: i32 = String::from_utf8_lossy(&out.stdout).trim().parse().unwrap();
+    let root = start_workload(&log, &["4", "tree", "threads", "16"]);
     let (w0, w1, w2, zombie, grand) = tree_pids(&log);
     let all = [root, w0, w1, w2, zombie, grand];
     wait_lines(&log, 2);
@@ -952,12 +949,7 @@ fn tagged_from(log: &Path, tag: &str, from: usize) -> Vec<u64> {
 fn own_tree_leave_running_round_trip() {
     let scratch = tempfile::tempdir().unwrap();
     let log = scratch.path().join("workload.log");
-    let out = std::process::Command::new(workload_bin())
-        .args([log.to_str().unwrap(), "4", "tree", "threads", "16"])
-        .output()
-        .expect("run criu-workload");
-    assert!(out.status.success(), "{out:?}");
-    let root: i32 = String::from_utf8_lossy(&out.stdout).trim().parse().unwrap();
+    let root = start_workload(&log, &["4", "tree", "threads", "16"]);
     let (w0, w1, w2, zombie, grand) = tree_pids(&log);
     let all = [root, w0, w1, w2, zombie, grand];
     let tags = ["w0", "w1", "w2", "g"];
