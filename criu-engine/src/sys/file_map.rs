@@ -19,6 +19,15 @@ pub(crate) struct FileMap {
     len: usize,
 }
 
+// SAFETY: the mapping is read-only and owned by the `FileMap`; reading
+// it and `madvise(MADV_DONTNEED)` on it (see `release`) are safe from any
+// thread, and the munmap of `Drop` needs `&mut self`, so no other thread
+// can be using it then.
+unsafe impl Send for FileMap {}
+// SAFETY: as above: shared access only reads the mapping or drops
+// page-table entries of it, which the kernel serialises.
+unsafe impl Sync for FileMap {}
+
 impl FileMap {
     /// Maps the first `len` bytes of `file`; `len == 0` maps nothing.
     pub(crate) fn map(file: impl AsFd, len: usize) -> nix::Result<Self> {

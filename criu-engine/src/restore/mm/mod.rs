@@ -18,15 +18,14 @@
 //!   [PR_SET_MM](https://man7.org/linux/man-pages/man2/PR_SET_MM.2const.html),
 //!   [rseq(2)](https://docs.kernel.org/userspace-api/rseq.html)
 
+mod fill;
 mod vdso;
 
 use super::shmem::{is_shared_anon, SharedMemory};
 use std::collections::HashMap;
-use std::io::IoSlice;
 
 use criu_proto::images::VmaEntry;
 use nix::errno::Errno;
-use nix::sys::uio::{process_vm_writev, RemoteIoVec};
 
 use super::images::{
     is_private, TaskImages, VMA_AREA_MEMFD, VMA_AREA_REGULAR, VMA_AREA_VDSO, VMA_AREA_VSYSCALL,
@@ -46,8 +45,6 @@ const STUB_ROOM: u64 = 4 << 20;
 const LOW_ADDR: u64 = 1 << 32;
 /// End of the 47-bit user address space.
 const TASK_SIZE: u64 = 0x7fff_ffff_f000;
-/// `IOV_MAX`.
-const IOV_MAX: usize = 1024;
 /// `RSEQ_FLAG_UNREGISTER`.
 const RSEQ_FLAG_UNREGISTER: u64 = 1;
 /// `PR_SET_MM`, `PR_SET_MM_MAP`.
@@ -362,7 +359,7 @@ fn unmap_current(r: &Remote<'_, '_>, current: &[MapsLine]) -> Result<(), MmError
     r.batch(&calls).map(drop)
 }
 
-fn is_special(vma: &VmaEntry) -> bool {
+pub(super) fn is_special(vma: &VmaEntry) -> bool {
     vma.status & (VMA_AREA_VDSO | VMA_AREA_VVAR | VMA_AREA_VSYSCALL) != 0
         || vma.status & VMA_AREA_REGULAR == 0
 }
@@ -446,117 +443,6 @@ fn map_vmas(
             .try_for_each(|vma| shmem.map(r, vma));
     }
     result
-}
-
-/// Bytes of image pages copied per `process_vm_writev` at most: the pages
-/// file is mapped whole, but only this much of it is in the engine's page
-/// tables at a time (see [`FileMap::release`]).
-const WINDOW: usize = 32 << 20;
-
-/// Copies every saved page into the task, one `process_vm_writev` per batch
-/// of up to `IOV_MAX` runs and [`WINDOW`] bytes.
-/// With `lazy`, pages of lazy VMAs are left to the lazy-pages daemon.
-fn fill_pages(
-    r: &Remote<'_, '_>,
-    images: &TaskImages,
-    maps: &[Option<FileMap>],
-    pages: &[&[u8]],
-    lazy: bool,
-) -> Result<(), MmError> {
-    let mut local: Vec<IoSlice<'_>> = Vec::with_capacity(IOV_MAX);
-    let mut remote: Vec<RemoteIoVec> = Vec::with_capacity(IOV_MAX);
-    let mut sources: Vec<(usize, usize, usize)> = Vec::with_capacity(IOV_MAX);
-    let mut bytes = 0usize;
-    let flush = |local: &mut Vec<IoSlice<'_>>,
-                 remote: &mut Vec<RemoteIoVec>,
-                 sources: &mut Vec<(usize, usize, usize)>|
-     -> Result<(), MmError> {
-        if local.is_empty() {
-            return Ok(());
-        }
-        write_batch(r.pid, local, remote)?;
-        for (file, off, len) in sources.drain(..) {
-            if let Some(m) = &maps[file] {
-                m.release(off, len);
-            }
-        }
-        local.clear();
-        remote.clear();
-        Ok(())
-    };
-    let vmas = &images.mm.vmas;
-    let mut vi = 0;
-    for seg in &images.pages.segs {
-        let end = seg.vaddr + seg.len;
-        let mut addr = seg.vaddr;
-        while addr < end {
-            while vmas[vi].end <= addr {
-                vi += 1;
-            }
-            let vma = &vmas[vi];
-            let room = (WINDOW - bytes) as u64;
-            let stop = vma.end.min(end).min(addr + room);
-            // vDSO pages come from this kernel, never from the image.
-            let left_to_daemon = lazy && super::lazy::is_lazy_vma(vma);
-            if !is_special(vma) && !left_to_daemon {
-                let off = usize::try_from(seg.offset + (addr - seg.vaddr)).unwrap_or(usize::MAX);
-                let len = usize::try_from(stop - addr).unwrap_or(0);
-                local.push(IoSlice::new(&pages[seg.file][off..off + len]));
-                remote.push(RemoteIoVec {
-                    base: usize::try_from(addr).unwrap_or(0),
-                    len,
-                });
-                sources.push((seg.file, off, len));
-                bytes += len;
-                if local.len() == IOV_MAX || bytes >= WINDOW {
-                    flush(&mut local, &mut remote, &mut sources)?;
-                    bytes = 0;
-                }
-            }
-            addr = stop;
-        }
-    }
-    flush(&mut local, &mut remote, &mut sources)
-}
-
-fn write_batch(pid: RealPid, local: &[IoSlice<'_>], remote: &[RemoteIoVec]) -> Result<(), MmError> {
-    let total: usize = remote.iter().map(|v| v.len).sum();
-    let err = |addr: usize, source| MmError::WritePages {
-        pid,
-        addr: addr as u64,
-        source,
-    };
-    let done =
-        process_vm_writev(pid.as_nix(), local, remote).map_err(|e| err(remote[0].base, e))?;
-    if done == total {
-        return Ok(());
-    }
-    // A short write stops at a run boundary or inside one: finish run by run.
-    let mut skip = done;
-    for (l, rv) in local.iter().zip(remote) {
-        if skip >= rv.len {
-            skip -= rv.len;
-            continue;
-        }
-        let mut at = skip;
-        skip = 0;
-        while at < rv.len {
-            let n = process_vm_writev(
-                pid.as_nix(),
-                &[IoSlice::new(&l[at..])],
-                &[RemoteIoVec {
-                    base: rv.base + at,
-                    len: rv.len - at,
-                }],
-            )
-            .map_err(|e| err(rv.base + at, e))?;
-            if n == 0 {
-                return Err(err(rv.base + at, Errno::EFAULT));
-            }
-            at += n;
-        }
-    }
-    Ok(())
 }
 
 /// Final protections and `madvise` advice of every VMA.
@@ -661,7 +547,7 @@ pub(crate) fn restore_mm(
             link.send_task(pid, &uffd)?;
         }
     }
-    fill_pages(r, images, &maps, pages, is_lazy)?;
+    fill::fill_pages(r.pid, images, &maps, pages, is_lazy)?;
     finish_vmas(r, images)?;
     set_mm_map(r, images)
 }
