@@ -273,8 +273,13 @@ pub fn run(opts: &RequestOpts, notify: &mut dyn Notify) -> Result<RestoreOutcome
     } else {
         None
     };
+    // Lazy VMAs stay empty: nothing to share before the fork.
+    if lazy.is_none() {
+        shared.premaps = mm::Premaps::prepare(&tree_images);
+    }
     tree::check_single_threaded()?;
     let tree = tree::create(&tree_images, fds, opts.shell_job, opts.restore_sibling)?;
+    shared.premaps.forked();
     tracing::info!(pid = %tree.pid(), tasks = tree_images.tasks.len(), "tree created");
     ttys.release_orphan();
     let mut held: Vec<Held> = Vec::new();

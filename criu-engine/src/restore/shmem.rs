@@ -36,6 +36,8 @@ pub(crate) struct SharedMemory {
     pub(crate) memfd: super::memfd::Memfds,
     /// File locks to take again (`file_locks`).
     pub(crate) locks: Vec<criu_proto::images::FileLockEntry>,
+    /// Private memory the tasks inherit from the engine copy-on-write.
+    pub(crate) premaps: super::mm::Premaps,
 }
 
 /// Whether `vma` maps shared anonymous memory.

@@ -15,6 +15,7 @@
 
 pub(crate) mod abi;
 pub(crate) mod anon_fd;
+pub(crate) mod anon_map;
 pub(crate) mod clone3;
 #[cfg(target_arch = "x86_64")]
 pub(crate) mod cpuid;

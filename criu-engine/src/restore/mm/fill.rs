@@ -20,7 +20,7 @@ use std::sync::Mutex;
 use nix::errno::Errno;
 use nix::sys::uio::{process_vm_writev, RemoteIoVec};
 
-use super::{is_special, MmError};
+use super::{is_special, MmError, Premaps};
 use crate::pstree::RealPid;
 use crate::restore::images::TaskImages;
 use crate::sys::file_map::FileMap;
@@ -34,12 +34,20 @@ const BATCH: usize = 4 << 20;
 /// Threads copying at most (the caller included).
 const MAX_THREADS: usize = 8;
 
-/// One `process_vm_writev`: runs of image bytes, where they go, and which
-/// bytes of which pages file they come from (`(file, offset, len)`).
+/// One run of image bytes and where it goes in the task; `base` is what
+/// the task's inherited copy already holds there ([`Premaps`]), if
+/// anything: then only the pages that differ are written.
+struct Entry<'p> {
+    remote: usize,
+    local: &'p [u8],
+    base: Option<&'p [u8]>,
+}
+
+/// One `process_vm_writev` at most: runs, and which bytes of which pages
+/// file they come from (`(file, offset, len)`).
 #[derive(Default)]
 struct Batch<'p> {
-    local: Vec<IoSlice<'p>>,
-    remote: Vec<RemoteIoVec>,
+    entries: Vec<Entry<'p>>,
     sources: Vec<(usize, usize, usize)>,
     bytes: usize,
 }
@@ -47,7 +55,12 @@ struct Batch<'p> {
 /// Cuts the saved pages of the task into batches of up to `IOV_MAX` runs
 /// and [`BATCH`] bytes. vDSO pages come from this kernel, never from the
 /// image; with `lazy`, pages of lazy VMAs are left to the lazy-pages daemon.
-fn batches<'p>(images: &TaskImages, pages: &[&'p [u8]], lazy: bool) -> Vec<Batch<'p>> {
+fn batches<'p>(
+    images: &TaskImages,
+    pages: &[&'p [u8]],
+    lazy: bool,
+    premaps: &'p Premaps,
+) -> Vec<Batch<'p>> {
     let mut out: Vec<Batch<'p>> = Vec::new();
     let mut cur = Batch::default();
     let vmas = &images.mm.vmas;
@@ -66,22 +79,38 @@ fn batches<'p>(images: &TaskImages, pages: &[&'p [u8]], lazy: bool) -> Vec<Batch
             if !is_special(vma) && !left_to_daemon {
                 let off = usize::try_from(seg.offset + (addr - seg.vaddr)).unwrap_or(usize::MAX);
                 let len = usize::try_from(stop - addr).unwrap_or(0);
-                cur.local
-                    .push(IoSlice::new(&pages[seg.file][off..off + len]));
-                cur.remote.push(RemoteIoVec {
-                    base: usize::try_from(addr).unwrap_or(0),
-                    len,
-                });
+                let local = &pages[seg.file][off..off + len];
+                match premaps.area(vma) {
+                    None => cur.entries.push(Entry {
+                        remote: usize::try_from(addr).unwrap_or(0),
+                        local,
+                        base: None,
+                    }),
+                    Some(area) => {
+                        // Cut where the copy changes from pages to none.
+                        let mut at = addr;
+                        while at < stop {
+                            let (to, base) = premaps.copied(area, at, stop);
+                            let from = (at - addr) as usize;
+                            cur.entries.push(Entry {
+                                remote: usize::try_from(at).unwrap_or(0),
+                                local: &local[from..from + (to - at) as usize],
+                                base,
+                            });
+                            at = to;
+                        }
+                    }
+                }
                 cur.sources.push((seg.file, off, len));
                 cur.bytes += len;
-                if cur.local.len() == IOV_MAX || cur.bytes >= BATCH {
+                if cur.entries.len() >= IOV_MAX || cur.bytes >= BATCH {
                     out.push(std::mem::take(&mut cur));
                 }
             }
             addr = stop;
         }
     }
-    if !cur.local.is_empty() {
+    if !cur.entries.is_empty() {
         out.push(cur);
     }
     out
@@ -95,8 +124,9 @@ pub(super) fn fill_pages(
     maps: &[Option<FileMap>],
     pages: &[&[u8]],
     lazy: bool,
+    premaps: &Premaps,
 ) -> Result<(), MmError> {
-    let work = batches(images, pages, lazy);
+    let work = batches(images, pages, lazy, premaps);
     let threads = std::thread::available_parallelism()
         .map_or(1, usize::from)
         .min(MAX_THREADS)
@@ -110,7 +140,7 @@ pub(super) fn fill_pages(
             let Some(batch) = work.get(next.fetch_add(1, Ordering::Relaxed)) else {
                 return;
             };
-            if let Err(e) = write_batch(pid, &batch.local, &batch.remote) {
+            if let Err(e) = write_entries(pid, &batch.entries) {
                 failed.store(true, Ordering::Relaxed);
                 first_err
                     .lock()
@@ -145,6 +175,48 @@ pub(super) fn fill_pages(
         Some(e) => Err(e),
         None => Ok(()),
     }
+}
+
+/// Writes `entries`, but only the pages of each that differ from its
+/// `base`.
+fn write_entries(pid: RealPid, entries: &[Entry<'_>]) -> Result<(), MmError> {
+    const PAGE: usize = 4096;
+    let mut runs: Vec<(usize, &[u8])> = Vec::with_capacity(entries.len());
+    for e in entries {
+        let Some(base) = e.base else {
+            runs.push((e.remote, e.local));
+            continue;
+        };
+        // Runs of differing pages.
+        let mut open: Option<usize> = None;
+        for at in (0..e.local.len()).step_by(PAGE) {
+            let end = (at + PAGE).min(e.local.len());
+            let same = e.local[at..end] == base[at..end];
+            match (open, same) {
+                (None, false) => open = Some(at),
+                (Some(from), true) => {
+                    runs.push((e.remote + from, &e.local[from..at]));
+                    open = None;
+                }
+                _ => {}
+            }
+        }
+        if let Some(from) = open {
+            runs.push((e.remote + from, &e.local[from..]));
+        }
+    }
+    for part in runs.chunks(IOV_MAX) {
+        let local: Vec<IoSlice<'_>> = part.iter().map(|r| IoSlice::new(r.1)).collect();
+        let remote: Vec<RemoteIoVec> = part
+            .iter()
+            .map(|r| RemoteIoVec {
+                base: r.0,
+                len: r.1.len(),
+            })
+            .collect();
+        write_batch(pid, &local, &remote)?;
+    }
+    Ok(())
 }
 
 fn write_batch(pid: RealPid, local: &[IoSlice<'_>], remote: &[RemoteIoVec]) -> Result<(), MmError> {

@@ -19,7 +19,10 @@
 //!   [rseq(2)](https://docs.kernel.org/userspace-api/rseq.html)
 
 mod fill;
+mod premap;
 mod vdso;
+
+pub(crate) use premap::Premaps;
 
 use super::shmem::{is_shared_anon, SharedMemory};
 use std::collections::HashMap;
@@ -165,9 +168,12 @@ pub(crate) fn parse_maps(text: &str) -> Vec<MapsLine> {
 }
 
 fn read_maps(pid: RealPid) -> Result<Vec<MapsLine>, MmError> {
-    std::fs::read_to_string(format!("/proc/{pid}/maps"))
-        .map(|t| parse_maps(&t))
-        .map_err(|source| MmError::Maps { pid, source })
+    read_maps_of(&pid.to_string()).map_err(|source| MmError::Maps { pid, source })
+}
+
+/// `/proc/<who>/maps`, parsed.
+fn read_maps_of(who: &str) -> std::io::Result<Vec<MapsLine>> {
+    std::fs::read_to_string(format!("/proc/{who}/maps")).map(|t| parse_maps(&t))
 }
 
 fn is_vdso_name(name: &str) -> bool {
@@ -331,24 +337,29 @@ fn unregister_rseq(r: &Remote<'_, '_>) -> Result<(), MmError> {
     Ok(())
 }
 
-/// Unmaps every mapping of the task but the stub and the vDSO/vvar.
-fn unmap_current(r: &Remote<'_, '_>, current: &[MapsLine]) -> Result<(), MmError> {
-    let stub = (
+/// Unmaps every mapping of the task but the stub, the vDSO/vvar and the
+/// `keep` ranges (sorted).
+fn unmap_current(
+    r: &Remote<'_, '_>,
+    current: &[MapsLine],
+    keep: &[(u64, u64)],
+) -> Result<(), MmError> {
+    let mut keep = keep.to_vec();
+    keep.push((
         r.inj.stub_addr().0,
         r.inj.stub_addr().0 + r.inj.stub_len() as u64,
-    );
+    ));
+    keep.sort_unstable();
     let mut ranges: Vec<(u64, u64)> = Vec::new();
     for m in current {
         if is_vdso_name(&m.name) || m.name == "[vsyscall]" || m.end > TASK_SIZE {
             continue;
         }
-        // Cut the stub out of whatever holds it.
-        for (s, e) in [(m.start, m.end.min(stub.0)), (m.start.max(stub.1), m.end)] {
-            if s < e {
-                match ranges.last_mut() {
-                    Some(last) if last.1 == s => last.1 = e,
-                    _ => ranges.push((s, e)),
-                }
+        // Cut what is kept out of whatever holds it.
+        for (s, e) in premap::subtract(&[(m.start, m.end)], &keep) {
+            match ranges.last_mut() {
+                Some(last) if last.1 == s => last.1 = e,
+                _ => ranges.push((s, e)),
             }
         }
     }
@@ -375,7 +386,7 @@ fn map_vmas(
     let mut result = (|| {
         let mut maps: Vec<RemoteCall> = Vec::new();
         for vma in images.mm.vmas.iter().filter(|v| !is_special(v)) {
-            if is_shared_anon(vma) {
+            if is_shared_anon(vma) || shmem.premaps.area(vma).is_some() {
                 continue;
             }
             let mut prot = u64::from(vma.prot);
@@ -417,8 +428,10 @@ fn map_vmas(
                 vec![vma.start, vma.end - vma.start, prot, flags, fd, off],
             ));
         }
+        // Then the copies made before the fork: moved in place.
+        maps.extend(shmem.premaps.move_calls(images));
         for (c, got) in maps.iter().zip(r.batch(&maps)?) {
-            if got != c.1 {
+            if c.2 != nr::MADVISE && got != c.1 {
                 return Err(MmError::Syscall {
                     pid: r.pid,
                     step: "map a vma at its address",
@@ -537,7 +550,9 @@ pub(crate) fn restore_mm(
     let pages = &pages[..];
     unregister_rseq(r)?;
     let current = read_maps(r.pid)?;
-    unmap_current(r, &current)?;
+    let mut keep = shmem.premaps.kept(images);
+    keep.sort_unstable();
+    unmap_current(r, &current, &keep)?;
     vdso::move_vdso(r, task, images, pages, &current)?;
     map_vmas(r, images, shmem)?;
     let is_lazy = lazy.is_some();
@@ -547,7 +562,7 @@ pub(crate) fn restore_mm(
             link.send_task(pid, &uffd)?;
         }
     }
-    fill::fill_pages(r.pid, images, &maps, pages, is_lazy)?;
+    fill::fill_pages(r.pid, images, &maps, pages, is_lazy, &shmem.premaps)?;
     finish_vmas(r, images)?;
     set_mm_map(r, images)
 }
