@@ -443,27 +443,17 @@ fn query_ext_files_refusal_resumes_the_frozen_task() {
     assert!(!s.images().join("inventory.img").exists());
 }
 
-#[test]
-fn read_mode_writes_the_same_pages() {
-    let s = Scratch::new("readmode");
-    let w = Workload::start(&s, 4, &[]);
-    let a = s.0.join("a");
-    let b = s.0.join("b");
-    std::fs::create_dir_all(&a).unwrap();
-    std::fs::create_dir_all(&b).unwrap();
-    // SIGSTOP so both dumps see the same memory.
-    let pid = nix::unistd::Pid::from_raw(w.pid);
-    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGSTOP).unwrap();
-    dump_with(w.pid, &a, &["-s"], &mut NoNotify).expect("splice dump");
-    dump_with(w.pid, &b, &["-s", "--pre-dump-mode", "read"], &mut NoNotify).expect("read dump");
+/// Asserts two dumps of the (stopped) task `pid` hold the same pagemap and
+/// the same pages.
+fn assert_same_pages(a: &Path, b: &Path, pid: i32) {
     let pa = std::fs::read(a.join("pages-1.img")).unwrap();
     let pb = std::fs::read(b.join("pages-1.img")).unwrap();
     assert_eq!(pa.len(), pb.len());
-    let da = ImagesDir::open(&a).unwrap();
-    let map_a = da.pagemap(w.pid as u32).unwrap().unwrap();
-    let map_b = ImagesDir::open(&b)
+    let da = ImagesDir::open(a).unwrap();
+    let map_a = da.pagemap(pid as u32).unwrap().unwrap();
+    let map_b = ImagesDir::open(b)
         .unwrap()
-        .pagemap(w.pid as u32)
+        .pagemap(pid as u32)
         .unwrap()
         .unwrap();
     assert_eq!(map_a.entries, map_b.entries);
@@ -471,7 +461,7 @@ fn read_mode_writes_the_same_pages() {
     // to user space, which injected syscalls make it do: that page may
     // differ between two dumps; every other page must not.
     let rseq = da
-        .core(w.pid as u32)
+        .core(pid as u32)
         .unwrap()
         .thread_core
         .unwrap()
@@ -486,11 +476,91 @@ fn read_mode_writes_the_same_pages() {
             if addr != rseq_page {
                 assert!(
                     pa[at..at + PAGE as usize] == pb[at..at + PAGE as usize],
-                    "page {addr:#x} differs between splice and read modes"
+                    "page {addr:#x} differs between {} and {}",
+                    a.display(),
+                    b.display()
                 );
             }
         }
     }
+}
+
+/// 48 MiB take several sets of page pipes, one filled while the other is
+/// drained; a task that can open only a few descriptors gets fewer pipes
+/// and no second set. Both write the pages `process_vm_readv` reads.
+#[test]
+fn page_pipe_sets_write_the_same_pages() {
+    let s = Scratch::new("pipesets");
+    let w = Workload::start(&s, 48, &[]);
+    let dirs: Vec<PathBuf> = ["splice", "few-fds", "read"]
+        .iter()
+        .map(|d| s.0.join(d))
+        .collect();
+    for d in &dirs {
+        std::fs::create_dir_all(d).unwrap();
+    }
+    let pid = nix::unistd::Pid::from_raw(w.pid);
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGSTOP).unwrap();
+    dump_with(w.pid, &dirs[0], &["-s"], &mut NoNotify).expect("splice dump");
+    // Room for the stub's work and a handful of pipes only.
+    let top = std::fs::read_dir(format!("/proc/{}/fd", w.pid))
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u64>().ok())
+        .max()
+        .unwrap();
+    let limit = top + 1 + 8;
+    let mut old = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    let new = libc::rlimit {
+        rlim_cur: limit,
+        rlim_max: limit.max(4096),
+    };
+    // SAFETY: prlimit on a child of ours with valid pointers.
+    let rc = unsafe { libc::prlimit(w.pid, libc::RLIMIT_NOFILE, &new, &mut old) };
+    assert_eq!(rc, 0, "{}", std::io::Error::last_os_error());
+    dump_with(w.pid, &dirs[1], &["-s"], &mut NoNotify).expect("dump with few descriptors");
+    dump_with(
+        w.pid,
+        &dirs[2],
+        &["-s", "--pre-dump-mode", "read"],
+        &mut NoNotify,
+    )
+    .expect("read dump");
+    let pipes = |d: &Path| {
+        let stats: StatsEntry = ImagesDir::open(d)
+            .unwrap()
+            .read_single(ImageKind::StatsDump, 0)
+            .unwrap()
+            .unwrap();
+        stats.dump.unwrap().page_pipes.unwrap_or(0)
+    };
+    assert!(pipes(&dirs[0]) > 16, "a second set of pipes was used");
+    let few = pipes(&dirs[1]);
+    assert!(
+        (1..=8).contains(&few),
+        "{few} page pipes with 8 free descriptors"
+    );
+    assert_same_pages(&dirs[0], &dirs[1], w.pid);
+    assert_same_pages(&dirs[0], &dirs[2], w.pid);
+}
+
+#[test]
+fn read_mode_writes_the_same_pages() {
+    let s = Scratch::new("readmode");
+    let w = Workload::start(&s, 4, &[]);
+    let a = s.0.join("a");
+    let b = s.0.join("b");
+    std::fs::create_dir_all(&a).unwrap();
+    std::fs::create_dir_all(&b).unwrap();
+    // SIGSTOP so both dumps see the same memory.
+    let pid = nix::unistd::Pid::from_raw(w.pid);
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGSTOP).unwrap();
+    dump_with(w.pid, &a, &["-s"], &mut NoNotify).expect("splice dump");
+    dump_with(w.pid, &b, &["-s", "--pre-dump-mode", "read"], &mut NoNotify).expect("read dump");
+    assert_same_pages(&a, &b, w.pid);
+    let da = ImagesDir::open(&a).unwrap();
     let core: CoreEntry = da.core(w.pid as u32).unwrap();
     assert_eq!(
         core.tc.unwrap().task_state,

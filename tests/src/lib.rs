@@ -415,6 +415,12 @@ impl Drop for Workload {
     }
 }
 
+/// The median of benchmark timings (the upper one of an even count).
+pub fn median(mut v: Vec<std::time::Duration>) -> std::time::Duration {
+    v.sort();
+    v[v.len() / 2]
+}
+
 /// The `dump` part of the `stats-dump` image in `dir`, if there is one
 /// (frozen time, pages written, ...), as the benchmarks report it.
 pub fn dump_stats(dir: &Path) -> Option<criu_proto::images::DumpStatsEntry> {

@@ -400,10 +400,21 @@ impl<'t> Injection<'t> {
     /// write must lie in the scratch area below [`Injection::BATCH_TABLE`].
     #[doc(alias = "compel_rpc_call")]
     pub fn syscall_batch(&self, calls: &[(i64, &[u64])]) -> Result<Vec<i64>, InjectError> {
-        let pid = self.task.pid();
         if calls.is_empty() {
             return Ok(Vec::new());
         }
+        self.syscall_batch_start(calls)?.finish()
+    }
+
+    /// Starts [`Injection::syscall_batch`] and returns at once: the task runs
+    /// the calls while the engine works on; [`RunningBatch::finish`] waits
+    /// for them and gives their results. Until then, no other injection may
+    /// run and the scratch area must not change. `calls` must not be empty.
+    pub fn syscall_batch_start(
+        &self,
+        calls: &[(i64, &[u64])],
+    ) -> Result<RunningBatch<'_, 't>, InjectError> {
+        let pid = self.task.pid();
         if calls.len() > Self::MAX_BATCH {
             return Err(InjectError::ScratchRange {
                 pid,
@@ -429,12 +440,12 @@ impl<'t> Injection<'t> {
             }
         }
         let at = self.write_scratch(Self::BATCH_TABLE, &table)?;
-        run::run_chain(self.task, self.stub.offset(CHAIN_OFFSET), at, calls.len())?;
-        self.read_scratch(Self::BATCH_TABLE, &mut table)?;
-        Ok(table
-            .chunks_exact(CHAIN_ENTRY_LEN)
-            .map(|e| i64::from_le_bytes(e[56..64].try_into().expect("8 bytes")))
-            .collect())
+        let running = run::start_chain(self.task, self.stub.offset(CHAIN_OFFSET), at, calls.len())?;
+        Ok(RunningBatch {
+            inj: self,
+            running,
+            table,
+        })
     }
 
     /// [`Injection::syscall`], with a negative result turned into
@@ -490,6 +501,29 @@ impl Drop for Injection<'_> {
                 tracing::error!(pid = %self.task.pid(), stub = %self.stub, error = %err, "cannot remove the injected syscall stub");
             }
         }
+    }
+}
+
+/// A batch of syscalls running in the task ([`Injection::syscall_batch_start`]).
+/// Dropped unfinished, it still waits for the task and puts it back.
+pub struct RunningBatch<'i, 't> {
+    inj: &'i Injection<'t>,
+    running: run::Running<'t>,
+    table: Vec<u8>,
+}
+
+impl RunningBatch<'_, '_> {
+    /// Waits until the task has run every call; returns their raw results
+    /// in order (negative = `-errno`).
+    pub fn finish(mut self) -> Result<Vec<i64>, InjectError> {
+        self.running.finish()?;
+        self.inj
+            .read_scratch(Injection::BATCH_TABLE, &mut self.table)?;
+        Ok(self
+            .table
+            .chunks_exact(CHAIN_ENTRY_LEN)
+            .map(|e| i64::from_le_bytes(e[56..64].try_into().expect("8 bytes")))
+            .collect())
     }
 }
 

@@ -46,22 +46,6 @@ pub(super) fn run_at(
     .map(|regs| syscall_result(&regs))
 }
 
-/// Runs the syscall chain at `ip` over `count` entries of the table at
-/// `table` (see [`crate::arch::x86_64::SYSCALL_CHAIN`]): one trap for all.
-pub(super) fn run_chain(
-    task: &SeizedTask,
-    ip: RemoteAddr,
-    table: RemoteAddr,
-    count: usize,
-) -> Result<(), InjectError> {
-    run_code(
-        task,
-        |saved| chain_regs(saved, ip.0, table.0, count as u64),
-        ip.offset(CHAIN_TRAP_OFFSET),
-    )
-    .map(drop)
-}
-
 /// Runs the task with the registers `regs` makes from its own until it
 /// traps at `trap`; returns the registers at the trap. The task's registers
 /// and signal mask are put back whatever happened.
@@ -70,21 +54,98 @@ fn run_code(
     regs: impl FnOnce(&UserRegs) -> UserRegs,
     trap: RemoteAddr,
 ) -> Result<UserRegs, InjectError> {
+    start_code(task, regs, trap)?.finish()
+}
+
+/// Code started in the task by [`start_chain`]: it runs while the engine
+/// does other work, until [`Running::finish`] waits for its trap. Dropped
+/// unfinished, it still waits for the trap and puts the task back.
+pub(super) struct Running<'t> {
+    task: &'t SeizedTask,
+    saved: UserRegs,
+    mask: u64,
+    trap: RemoteAddr,
+    /// The resume failed: nothing runs, only the state is put back.
+    failed: Option<InjectError>,
+    done: bool,
+}
+
+impl Running<'_> {
+    /// Waits for the trap; returns the registers there, with the task's own
+    /// registers and signal mask put back whatever happened.
+    pub(super) fn finish(mut self) -> Result<UserRegs, InjectError> {
+        self.complete()
+    }
+
+    fn complete(&mut self) -> Result<UserRegs, InjectError> {
+        self.done = true;
+        let result = match self.failed.take() {
+            Some(e) => Err(e),
+            None => wait_trap(self.task, self.trap),
+        };
+        let restored = self
+            .task
+            .set_regs(&self.saved)
+            .and_then(|()| self.task.set_sigmask(self.mask));
+        match (result, restored) {
+            (Ok(v), Ok(())) => Ok(v),
+            (Ok(_), Err(e)) => Err(e.into()),
+            (Err(e), _) => Err(e),
+        }
+    }
+}
+
+impl Drop for Running<'_> {
+    fn drop(&mut self) {
+        if self.done {
+            return;
+        }
+        if let Err(err) = self.complete() {
+            tracing::error!(pid = %self.task.pid(), %err, "injected code left unfinished");
+        }
+    }
+}
+
+/// Sets the task running the registers `regs` makes from its own, to trap
+/// at `trap`; the caller finishes it with [`Running::finish`].
+fn start_code(
+    task: &SeizedTask,
+    regs: impl FnOnce(&UserRegs) -> UserRegs,
+    trap: RemoteAddr,
+) -> Result<Running<'_>, InjectError> {
     let saved = task.regs()?;
     let mask = task.sigmask()?;
     debug_assert_eq!(INJECT_SIGMASK & sig_bit(Signal::SIGTRAP), 0);
     task.set_sigmask(INJECT_SIGMASK)?;
-    let result = task
+    let failed = task
         .set_regs(&regs(&saved))
         .map_err(InjectError::from)
         .and_then(|()| task.resume(None).map_err(InjectError::from))
-        .and_then(|()| wait_trap(task, trap));
-    let restored = task.set_regs(&saved).and_then(|()| task.set_sigmask(mask));
-    match (result, restored) {
-        (Ok(v), Ok(())) => Ok(v),
-        (Ok(_), Err(e)) => Err(e.into()),
-        (Err(e), _) => Err(e),
-    }
+        .err();
+    Ok(Running {
+        task,
+        saved,
+        mask,
+        trap,
+        failed,
+        done: false,
+    })
+}
+
+/// Starts the syscall chain at `ip` over `count` entries of the table at
+/// `table` (see [`crate::arch::x86_64::SYSCALL_CHAIN`]): one trap for all,
+/// awaited by [`Running::finish`] while the caller goes on meanwhile.
+pub(super) fn start_chain(
+    task: &SeizedTask,
+    ip: RemoteAddr,
+    table: RemoteAddr,
+    count: usize,
+) -> Result<Running<'_>, InjectError> {
+    start_code(
+        task,
+        |saved| chain_regs(saved, ip.0, table.0, count as u64),
+        ip.offset(CHAIN_TRAP_OFFSET),
+    )
 }
 
 /// Runs syscall `nr` from the stub at `ip` under `PTRACE_SYSCALL` and stops

@@ -7,9 +7,9 @@
 //! the write end there for `vmsplice`. Each pipe is grown with
 //! `F_SETPIPE_SZ` (halving the request on `EPERM`, which the per-user pipe
 //! limits return). Up to [`MAX_PIPES`] pipes are made as the batches need
-//! them, and one trap has the task fill all of them (a batch of
+//! them, in two sets: one trap has the task fill a whole set (a batch of
 //! `vmsplice`s), so the ptrace round trips stay few whatever the memory
-//! size. The [`PagePipe`] guard closes the task's write ends when dropped,
+//! size, and while it does, the engine drains the other set. The [`PagePipe`] guard closes the task's write ends when dropped,
 //! so nothing stays behind in the task on any path.
 //!
 //! # References
@@ -25,7 +25,7 @@ use nix::fcntl::{fcntl, FcntlArg};
 
 use crate::arch::nr;
 use crate::inject::batch::QueryBatch;
-use crate::inject::{steal_fd, InjectError, Injection};
+use crate::inject::{steal_fd, InjectError, Injection, RunningBatch};
 use crate::proc::pagemap::PAGE_SIZE;
 use crate::pstree::RealPid;
 
@@ -80,7 +80,10 @@ pub enum PagePipeError {
 
 /// Most pipes filled by one trap (so one trap moves up to this many pipe
 /// capacities of pages).
-pub const MAX_PIPES: usize = 16;
+pub const SET_PIPES: usize = 16;
+/// Most pipes of a task: two sets, one filled by the task while the engine
+/// drains the other.
+pub const MAX_PIPES: usize = 2 * SET_PIPES;
 
 /// One pipe: the write end in the task, the read end ours.
 struct Pipe {
@@ -90,8 +93,8 @@ struct Pipe {
 }
 
 /// Page pipes whose write ends live in the task and whose read ends are
-/// ours: up to [`MAX_PIPES`] of them, made on demand, all filled by the
-/// task with one trap ([`PagePipe::fill`]).
+/// ours: up to [`MAX_PIPES`] of them, made on demand, a set of them filled
+/// by the task with one trap ([`PagePipe::fill`]).
 pub struct PagePipe<'i, 't> {
     inj: &'i Injection<'t>,
     pid: RealPid,
@@ -135,7 +138,7 @@ impl<'i, 't> PagePipe<'i, 't> {
 
     /// Most iovecs one pipe takes per fill.
     pub fn max_iovs(&self) -> usize {
-        IOV_MAX.min(Injection::BATCH_TABLE / IOVEC_LEN / MAX_PIPES)
+        IOV_MAX.min(Injection::BATCH_TABLE / IOVEC_LEN / SET_PIPES)
     }
 
     /// The read end of pipe `i` (do not hold it across [`PagePipe::ensure`]).
@@ -229,15 +232,32 @@ impl<'i, 't> PagePipe<'i, 't> {
     /// [`PagePipe::ensure`]`(chunks.len())` first.
     #[doc(alias = "dump_pages")]
     pub fn fill(&self, chunks: &[&[(u64, u64)]]) -> Result<Vec<usize>, PagePipeError> {
+        self.fill_start(0, chunks)?.finish()
+    }
+
+    /// [`PagePipe::fill`] into pipes `first..first + chunks.len()`, started
+    /// and not awaited: the task `vmsplice`s while the engine drains other
+    /// pipes; [`RunningFill::finish`] gives the bytes each pipe holds. No
+    /// other injection may run before that.
+    pub fn fill_start(
+        &self,
+        first: usize,
+        chunks: &[&[(u64, u64)]],
+    ) -> Result<RunningFill<'_, 't>, PagePipeError> {
         let err = |source| PagePipeError::Inject {
             pid: self.pid,
             source,
         };
         let mut bytes = Vec::new();
         let mut offsets = Vec::with_capacity(chunks.len());
+        let mut spans = Vec::with_capacity(chunks.len());
         for iovs in chunks {
             debug_assert!(iovs.len() <= self.max_iovs());
             offsets.push(bytes.len());
+            spans.push((
+                iovs.first().map_or(0, |i| i.0),
+                iovs.iter().map(|i| i.1 as usize).sum(),
+            ));
             for (addr, len) in *iovs {
                 bytes.extend_from_slice(&addr.to_le_bytes());
                 bytes.extend_from_slice(&len.to_le_bytes());
@@ -252,28 +272,20 @@ impl<'i, 't> PagePipe<'i, 't> {
                 .zip(&offsets)
                 .enumerate()
                 .map(|(i, (iovs, off))| {
-                    let wfd = pipes[i].remote_write.expect("write end open until drop");
+                    let wfd = pipes[first + i]
+                        .remote_write
+                        .expect("write end open until drop");
                     [wfd as u64, at.0 + *off as u64, iovs.len() as u64, flags]
                 })
                 .collect()
         };
         let calls: Vec<(i64, &[u64])> = args.iter().map(|a| (nr::VMSPLICE, &a[..])).collect();
-        let rets = self.inj.syscall_batch(&calls).map_err(err)?;
-        rets.into_iter()
-            .zip(chunks)
-            .map(|(ret, iovs)| {
-                if ret < 0 {
-                    Err(PagePipeError::Vmsplice {
-                        pid: self.pid,
-                        addr: iovs.first().map_or(0, |i| i.0),
-                        len: iovs.iter().map(|i| i.1 as usize).sum(),
-                        source: Errno::from_raw(-ret as i32),
-                    })
-                } else {
-                    Ok(ret as usize)
-                }
-            })
-            .collect()
+        let running = self.inj.syscall_batch_start(&calls).map_err(err)?;
+        Ok(RunningFill {
+            pid: self.pid,
+            running,
+            spans,
+        })
     }
 
     /// Closes the task's write ends now (one trap), reporting a failure.
@@ -298,6 +310,40 @@ impl<'i, 't> PagePipe<'i, 't> {
             self.inj.result_ok(nr::CLOSE, ret).map_err(err)?;
         }
         Ok(())
+    }
+}
+
+/// A fill of page pipes running in the task ([`PagePipe::fill_start`]).
+pub struct RunningFill<'i, 't> {
+    pid: RealPid,
+    running: RunningBatch<'i, 't>,
+    /// First address and bytes of each pipe's share, for errors.
+    spans: Vec<(u64, usize)>,
+}
+
+impl RunningFill<'_, '_> {
+    /// Waits for the task's `vmsplice`s; returns the bytes each pipe holds.
+    pub fn finish(self) -> Result<Vec<usize>, PagePipeError> {
+        let pid = self.pid;
+        let rets = self
+            .running
+            .finish()
+            .map_err(|source| PagePipeError::Inject { pid, source })?;
+        rets.into_iter()
+            .zip(self.spans)
+            .map(|(ret, (addr, len))| {
+                if ret < 0 {
+                    Err(PagePipeError::Vmsplice {
+                        pid,
+                        addr,
+                        len,
+                        source: Errno::from_raw(-ret as i32),
+                    })
+                } else {
+                    Ok(ret as usize)
+                }
+            })
+            .collect()
     }
 }
 

@@ -30,7 +30,7 @@ use nix::sys::uio::{process_vm_readv, RemoteIoVec};
 use crate::proc::pagemap::PAGE_SIZE;
 use crate::pstree::RealPid;
 
-use super::page_pipe::{PagePipe, PagePipeError};
+use super::page_pipe::{PagePipe, PagePipeError, SET_PIPES};
 use super::page_server::{PageServerError, Sender};
 use super::pagemap::{PageRun, PE_PRESENT};
 
@@ -201,9 +201,11 @@ impl<'p, 'i, 't> PageXfer<'p, 'i, 't> {
 
     fn limits(&self) -> (usize, usize) {
         match &self.source {
+            // Several sets per flush, so that filling one set overlaps
+            // draining the one before.
             PageSource::Pipe(p) => (
-                p.capacity() * super::page_pipe::MAX_PIPES,
-                p.max_iovs() * super::page_pipe::MAX_PIPES,
+                p.capacity() * SET_PIPES * SETS_PER_FLUSH,
+                p.max_iovs() * SET_PIPES * SETS_PER_FLUSH,
             ),
             PageSource::Read(_, buf) | PageSource::ReadTolerant(_, buf) => {
                 (*buf, super::page_pipe::IOV_MAX)
@@ -310,49 +312,7 @@ impl<'p, 'i, 't> PageXfer<'p, 'i, 't> {
         let batch = std::mem::take(&mut self.batch);
         let flags = std::mem::take(&mut self.batch_flags);
         match self.source {
-            PageSource::Pipe(pipe) => {
-                let pipe: &'p PagePipe<'i, 't> = pipe;
-                let (mut todo, mut todo_flags) = (batch, flags);
-                while !todo.is_empty() {
-                    let (cap, per) = (pipe.capacity(), pipe.max_iovs());
-                    let total: u64 = todo.iter().map(|i| i.1).sum();
-                    let want = (total as usize).div_ceil(cap).max(todo.len().div_ceil(per));
-                    let pipes = pipe.ensure(want)?;
-                    let (chunks, covered) = split_chunks(&todo, &todo_flags, pipes, cap, per);
-                    let refs: Vec<&[(u64, u64)]> = chunks.iter().map(|c| &c.0[..]).collect();
-                    let got = pipe.fill(&refs)?;
-                    self.stats.fills += 1;
-                    for (i, ((iovs, fl), n)) in chunks.iter().zip(got).enumerate() {
-                        self.drain_pieces(pipe, i, iovs, fl, n)?;
-                        // A short vmsplice: the rest of this chunk goes
-                        // through the first pipe (already drained) before
-                        // the next pipes are drained, keeping file order.
-                        let (mut rest, mut rest_flags) = (iovs.clone(), fl.clone());
-                        let mut n = n;
-                        loop {
-                            let before = rest.len();
-                            consume(&mut rest, n as u64);
-                            rest_flags.drain(..before - rest.len());
-                            if rest.is_empty() {
-                                break;
-                            }
-                            n = pipe.fill(&[&rest])?[0];
-                            self.stats.fills += 1;
-                            if n == 0 {
-                                return Err(PageXferError::ShortSplice {
-                                    pid: pipe.pid(),
-                                    got: 0,
-                                    want: rest.iter().map(|i| i.1 as usize).sum(),
-                                });
-                            }
-                            self.drain_pieces(pipe, 0, &rest, &rest_flags, n)?;
-                        }
-                    }
-                    let before = todo.len();
-                    consume(&mut todo, covered);
-                    todo_flags.drain(..before - todo.len());
-                }
-            }
+            PageSource::Pipe(pipe) => self.flush_pipes(pipe, batch, flags)?,
             PageSource::Read(pid, _) | PageSource::ReadTolerant(pid, _) => {
                 let tolerant = matches!(self.source, PageSource::ReadTolerant(..));
                 let buf = read_batch(pid, &batch, self.batch_bytes, tolerant)?;
@@ -385,6 +345,111 @@ impl<'p, 'i, 't> PageXfer<'p, 'i, 't> {
         self.stats.pages_written += self.batch_bytes as u64 / PAGE_SIZE;
         self.batch_bytes = 0;
         Ok(())
+    }
+
+    /// Moves a batch through the page pipes: the task fills one set of
+    /// pipes (one trap) while the engine drains the set filled before, so
+    /// the task's `vmsplice`s overlap the engine's `splice`s.
+    fn flush_pipes(
+        &mut self,
+        pipe: &PagePipe<'_, '_>,
+        mut todo: Vec<(u64, u64)>,
+        mut todo_flags: Vec<u32>,
+    ) -> Result<(), PageXferError> {
+        let mut filled: Option<Filled> = None;
+        let mut set = 0;
+        while !todo.is_empty() {
+            let (cap, per) = (pipe.capacity(), pipe.max_iovs());
+            let total: u64 = todo.iter().map(|i| i.1).sum();
+            let want = (total as usize)
+                .div_ceil(cap)
+                .max(todo.len().div_ceil(per))
+                .min(SET_PIPES);
+            let mut first = set * SET_PIPES;
+            let mut have = pipe.ensure(first + want)?;
+            if have <= first {
+                // No second set (descriptor limits): one set, no overlap.
+                if let Some(mut f) = filled.take() {
+                    self.drain_filled(pipe, &mut f, true)?;
+                }
+                first = 0;
+                have = pipe.count();
+            }
+            let pipes = (have - first).min(SET_PIPES);
+            let (chunks, covered) = split_chunks(&todo, &todo_flags, pipes, cap, per);
+            let refs: Vec<&[(u64, u64)]> = chunks.iter().map(|c| &c.0[..]).collect();
+            let running = pipe.fill_start(first, &refs)?;
+            self.stats.fills += 1;
+            let drained = match filled.as_mut() {
+                Some(f) => self.drain_filled(pipe, f, false),
+                None => Ok(true),
+            };
+            // Wait for the task before anything else, even after a failure.
+            let got = running.finish();
+            let drained = drained?;
+            let got = got?;
+            if let Some(mut f) = filled.take() {
+                if !drained {
+                    self.drain_filled(pipe, &mut f, true)?;
+                }
+            }
+            let before = todo.len();
+            consume(&mut todo, covered);
+            todo_flags.drain(..before - todo.len());
+            filled = Some(Filled {
+                first,
+                chunks,
+                got,
+                next: 0,
+                rest: None,
+            });
+            set = if first == 0 { 1 } else { 0 };
+        }
+        if let Some(mut f) = filled {
+            self.drain_filled(pipe, &mut f, true)?;
+        }
+        Ok(())
+    }
+
+    /// Drains a filled set of pipes in file order. A short `vmsplice` left
+    /// part of a chunk in the task: it is put through the set's first pipe
+    /// (already drained) when `refill` allows injections; otherwise this
+    /// stops there and returns `false`, to be called again with `refill`.
+    fn drain_filled(
+        &mut self,
+        pipe: &PagePipe<'_, '_>,
+        f: &mut Filled,
+        refill: bool,
+    ) -> Result<bool, PageXferError> {
+        loop {
+            if let Some((rest, rest_flags)) = f.rest.take() {
+                if !refill {
+                    f.rest = Some((rest, rest_flags));
+                    return Ok(false);
+                }
+                pipe.ensure(f.first + 1)?;
+                let n = pipe.fill_start(f.first, &[&rest])?.finish()?[0];
+                self.stats.fills += 1;
+                if n == 0 {
+                    return Err(PageXferError::ShortSplice {
+                        pid: pipe.pid(),
+                        got: 0,
+                        want: rest.iter().map(|i| i.1 as usize).sum(),
+                    });
+                }
+                self.drain_pieces(pipe, f.first, &rest, &rest_flags, n)?;
+                f.rest = leftover(&rest, &rest_flags, n);
+                continue;
+            }
+            let Some((iovs, flags)) = f.chunks.get(f.next) else {
+                return Ok(true);
+            };
+            let (iovs, flags) = (iovs.clone(), flags.clone());
+            let n = f.got[f.next];
+            self.drain_pieces(pipe, f.first + f.next, &iovs, &flags, n)?;
+            f.next += 1;
+            f.rest = leftover(&iovs, &flags, n);
+        }
     }
 
     /// Splices exactly `len` bytes from the pipe to the pages file or the
@@ -509,6 +574,30 @@ fn read_batch(
 
 /// One pipe's share of a batch: its iovecs and their flags.
 type Chunk = (Vec<(u64, u64)>, Vec<u32>);
+
+/// Sets of pipes (of [`SET_PIPES`] each) one flush of a page pipe moves.
+const SETS_PER_FLUSH: usize = 8;
+
+/// A set of pipes the task has filled, drained chunk by chunk.
+struct Filled {
+    /// Index of the set's first pipe.
+    first: usize,
+    /// What went into each pipe.
+    chunks: Vec<Chunk>,
+    /// Bytes each pipe got.
+    got: Vec<usize>,
+    /// The next chunk to drain.
+    next: usize,
+    /// The part of a drained chunk its pipe did not get.
+    rest: Option<Chunk>,
+}
+
+/// What remains of a chunk after its first `n` bytes.
+fn leftover(iovs: &[(u64, u64)], flags: &[u32], n: usize) -> Option<Chunk> {
+    let mut rest = iovs.to_vec();
+    consume(&mut rest, n as u64);
+    (!rest.is_empty()).then(|| (rest.clone(), flags[flags.len() - rest.len()..].to_vec()))
+}
 
 /// Cuts the head of `iovs` (flags alongside) into at most `pipes` chunks of
 /// at most `cap` bytes and `per` iovecs each; returns them and the bytes

@@ -9,9 +9,11 @@
 //! it waited for), which shows the engine's memory does not grow with the
 //! dumped size.
 //!
-//! `criu-dump-bench [--4g] [MiB ...]` (default: 64 1024, plus 4096 with
-//! `--4g`; the 4 GiB case needs about 12 GiB of RAM and tmpfs with a
-//! reference, 8 without).
+//! `criu-dump-bench [--4g] [--rounds N] [MiB ...]` (default: 64 1024, plus
+//! 4096 with `--4g`; the 4 GiB case needs about 12 GiB of RAM and tmpfs
+//! with a reference, 8 without). Each figure is the median of N rounds
+//! (default 3), the limit, the reference and ours taking turns, since
+//! timings on shared machines swing from one run to the next.
 
 use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
@@ -99,6 +101,22 @@ struct Run {
     restore: Duration,
     /// Peak RSS of `criu dump` and `criu restore`, in KiB.
     rss_kib: (i64, i64),
+}
+
+impl Run {
+    /// Each figure's median over `runs` (the largest RSS).
+    fn median(runs: &[Run]) -> Run {
+        let frozen: Vec<Duration> = runs.iter().filter_map(|r| r.frozen).collect();
+        Run {
+            dump: criu_tests::median(runs.iter().map(|r| r.dump).collect()),
+            frozen: (!frozen.is_empty()).then(|| criu_tests::median(frozen)),
+            restore: criu_tests::median(runs.iter().map(|r| r.restore).collect()),
+            rss_kib: (
+                runs.iter().map(|r| r.rss_kib.0).max().unwrap_or(0),
+                runs.iter().map(|r| r.rss_kib.1).max().unwrap_or(0),
+            ),
+        }
+    }
 }
 
 /// What is dumped.
@@ -239,12 +257,20 @@ fn main() {
         return;
     }
     let mut big = false;
+    let mut rounds = 3;
     let mut sizes: Vec<usize> = Vec::new();
-    for a in args.into_iter().skip(1) {
+    let mut args = args.into_iter().skip(1);
+    while let Some(a) = args.next() {
         if a == "--4g" {
             big = true;
+        } else if a == "--rounds" {
+            rounds = args
+                .next()
+                .and_then(|n| n.parse().ok())
+                .filter(|&n| n > 0)
+                .expect("--rounds N");
         } else {
-            sizes.push(a.parse().expect("sizes in MiB, or --4g"));
+            sizes.push(a.parse().expect("sizes in MiB, --4g or --rounds N"));
         }
     }
     if sizes.is_empty() {
@@ -280,7 +306,19 @@ fn main() {
             Target::Memory(mib) => Some(mib * MIB),
             Target::Maps(_) => None,
         };
-        let limit = bytes.map(|b| limit_in_child(b, &work_dir));
+        let mut limits = Vec::new();
+        let mut reference_runs = Vec::new();
+        let mut runs = Vec::new();
+        for _ in 0..rounds {
+            if let Some(b) = bytes {
+                limits.push(limit_in_child(b, &work_dir));
+            }
+            if let Some(r) = reference.as_deref() {
+                reference_runs.push(run_one(r, &bin_dir, &work_dir, target));
+            }
+            runs.push(run_one(&ours, &bin_dir, &work_dir, target));
+        }
+        let limit = (!limits.is_empty()).then(|| criu_tests::median(limits));
         if let (Some(b), Some(l)) = (bytes, limit) {
             println!(
                 "{label:>9}  {:<9} {:>9.1} {:>9} {:>8.2}",
@@ -290,10 +328,8 @@ fn main() {
                 gibs(b, l)
             );
         }
-        let reference_run = reference
-            .as_deref()
-            .map(|r| (r, run_one(r, &bin_dir, &work_dir, target)));
-        let run = run_one(&ours, &bin_dir, &work_dir, target);
+        let reference_run = (!reference_runs.is_empty()).then(|| Run::median(&reference_runs));
+        let run = Run::median(&runs);
         let rate = |d: Duration| bytes.map_or("-".to_owned(), |b| format!("{:.2}", gibs(b, d)));
         let show = |who: &str, r: &Run, extra: String| {
             println!(
@@ -311,17 +347,26 @@ fn main() {
                 ),
             );
         };
-        if let Some((_, r)) = &reference_run {
+        if let Some(r) = &reference_run {
             show("reference", r, String::new());
         }
         let mut extra = Vec::new();
         if let Some(l) = limit {
+            // Wall time also covers starting `criu` and waiting for the
+            // killed target to exit (freeing its memory); frozen time is
+            // the part the limit measures.
+            let frozen = run.frozen.map_or(String::new(), |f| {
+                format!(
+                    " ({:.0}% by frozen time)",
+                    100.0 * l.as_secs_f64() / f.as_secs_f64()
+                )
+            });
             extra.push(format!(
-                "dump at {:.0}% of the limit",
+                "dump at {:.0}% of the limit{frozen}",
                 100.0 * l.as_secs_f64() / run.dump.as_secs_f64()
             ));
         }
-        if let Some((_, r)) = &reference_run {
+        if let Some(r) = &reference_run {
             extra.push(format!(
                 "dump {:.2}x and restore {:.2}x the reference's speed",
                 r.dump.as_secs_f64() / run.dump.as_secs_f64(),

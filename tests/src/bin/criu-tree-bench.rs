@@ -108,11 +108,6 @@ fn run_one(criu: &Path, bin_dir: &Path, work: &Path, extra: &[&str]) -> Run {
     }
 }
 
-fn median(mut v: Vec<Duration>) -> Duration {
-    v.sort();
-    v[v.len() / 2]
-}
-
 fn main() {
     criu_tests::become_subreaper();
     let rounds: usize = std::env::args()
@@ -143,8 +138,9 @@ fn main() {
             let runs: Vec<Run> = (0..rounds)
                 .map(|_| run_one(criu, &bin_dir, work.path(), extra))
                 .collect();
-            let ms =
-                |f: fn(&Run) -> Duration| median(runs.iter().map(f).collect()).as_secs_f64() * 1e3;
+            let ms = |f: fn(&Run) -> Duration| {
+                criu_tests::median(runs.iter().map(f).collect()).as_secs_f64() * 1e3
+            };
             println!(
                 "{name:<22} {label:<9} {:>9.1} {:>10.1} {:>11.1}",
                 ms(|r| r.dump),
