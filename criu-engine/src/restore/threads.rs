@@ -126,9 +126,10 @@ fn clone_args(set_tid: u64) -> Vec<u8> {
         .collect()
 }
 
-/// Creates one thread from the leader (see the module docs) and returns it
-/// seized, stopped before its first instruction.
-fn create(inj: &Injection<'_>, tid: u32) -> Result<SeizedTask, ThreadError> {
+/// Creates one thread from the leader (see the module docs) and returns
+/// its tid as we see it; the kernel attaches it to us and stops it before
+/// its first instruction. With `own_ns`, the leader sees our ids.
+fn create(inj: &Injection<'_>, tid: u32, own_ns: bool) -> Result<RealPid, ThreadError> {
     let err = |source| ThreadError::Clone { tid, source };
     let set_tid = inj
         .write_scratch(SET_TID_OFFSET, &tid.to_le_bytes())
@@ -143,14 +144,12 @@ fn create(inj: &Injection<'_>, tid: u32) -> Result<SeizedTask, ThreadError> {
             got: got as i64,
         });
     }
+    if own_ns {
+        return Ok(RealPid(got as i32));
+    }
     // Inside a new pid namespace the tid the task sees is not ours.
     let leader = inj.task().pid();
-    let tid = super::tree::host_tid(leader, tid).unwrap_or(RealPid(got as i32));
-    SeizedTask::adopt_clone(tid).map_err(|source| ThreadError::Ptrace {
-        tid,
-        step: "take over the new thread",
-        source,
-    })
+    Ok(super::tree::host_tid(leader, tid).unwrap_or(RealPid(got as i32)))
 }
 
 /// Gives a new thread its state and final registers.
@@ -198,10 +197,37 @@ pub(crate) fn restore_all(
             })
     };
     trace(true)?;
+    let own_ns = super::tree::in_our_pidns(tgid);
+    // Every clone first, then every new thread taken over: each reaches its
+    // first stop while the next ones are created.
+    let mut result = Ok(());
+    let mut born = Vec::with_capacity(threads.len());
     for img in threads {
-        let t = create(inj, img.tid)?;
-        created.push(t);
-        let t = created.last().expect("just pushed");
+        match create(inj, img.tid, own_ns) {
+            Ok(tid) => born.push(tid),
+            Err(e) => {
+                result = Err(e);
+                break;
+            }
+        }
+    }
+    let first = created.len();
+    for tid in born {
+        match SeizedTask::adopt_clone(tid) {
+            Ok(t) => created.push(t),
+            Err(source) => {
+                if result.is_ok() {
+                    result = Err(ThreadError::Ptrace {
+                        tid,
+                        step: "take over the new thread",
+                        source,
+                    });
+                }
+            }
+        }
+    }
+    result?;
+    for (t, img) in created[first..].iter().zip(threads) {
         restore_one(inj, t, img)?;
     }
     trace(false)?;

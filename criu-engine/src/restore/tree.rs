@@ -564,6 +564,19 @@ fn inner_pid(host: i32) -> Option<u32> {
         .ok()
 }
 
+/// Whether process `host` lives in the pid namespace our `/proc` shows
+/// (its `NSpid:` has one entry): then the ids it sees are ours.
+pub(crate) fn in_our_pidns(host: RealPid) -> bool {
+    std::fs::read_to_string(format!("/proc/{host}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("NSpid:"))
+                .map(|l| l.split_whitespace().count() == 1)
+        })
+        .unwrap_or(false)
+}
+
 /// Finds, among the threads of process `host`, the one whose own tid is
 /// `inner`.
 pub(crate) fn host_tid(host: RealPid, inner: u32) -> Option<RealPid> {
