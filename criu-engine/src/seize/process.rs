@@ -8,6 +8,7 @@
 //! a pass finds every listed thread already held, nothing can add more.
 
 use std::collections::BTreeSet;
+use std::os::fd::AsFd;
 
 use nix::errno::Errno;
 use nix::sys::signal::{kill, Signal};
@@ -136,10 +137,36 @@ impl SeizedProcess {
 
     /// Kills the whole group and collects every thread's exit.
     pub fn kill(self) {
+        self.send_kill();
+        self.release_memory();
+        self.collect_killed();
+    }
+
+    /// Sends `SIGKILL` to the whole group ([`SeizedProcess::collect_killed`]
+    /// then waits for it), so that several processes can die at once.
+    pub(crate) fn send_kill(&self) {
         let pid = self.leader.pid();
         if let Err(err) = kill(pid.as_nix(), Signal::SIGKILL) {
             tracing::warn!(%pid, %err, "cannot kill a seized process");
         }
+    }
+
+    /// Frees the memory of the killed group from this thread
+    /// (`process_mrelease`) while its threads exit on their own: a large
+    /// address space goes away about twice as fast. Errors (a memory shared
+    /// with a process that lives on, an old kernel) only leave the freeing
+    /// to the exit.
+    pub(crate) fn release_memory(&self) {
+        let pid = self.leader.pid();
+        let released = crate::sys::probe::pidfd_open(pid.as_nix())
+            .and_then(|fd| crate::sys::probe::process_mrelease(fd.as_fd()));
+        if let Err(err) = released {
+            tracing::debug!(%pid, %err, "process_mrelease");
+        }
+    }
+
+    /// Collects the exit of every thread of a group sent `SIGKILL`.
+    pub(crate) fn collect_killed(self) {
         for t in self.threads {
             t.reap_killed();
         }

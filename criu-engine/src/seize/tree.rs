@@ -180,10 +180,19 @@ impl SeizedTree {
         Ok(())
     }
 
-    /// Kills every task, children first.
+    /// Kills every task: `SIGKILL` to all of them first (children first),
+    /// then their memory freed from here while they exit, then their exits
+    /// collected.
     pub fn kill(self) {
-        for p in self.into_processes().rev() {
-            p.kill();
+        let procs: Vec<SeizedProcess> = self.into_processes().rev().collect();
+        for p in &procs {
+            p.send_kill();
+        }
+        for p in &procs {
+            p.release_memory();
+        }
+        for p in procs {
+            p.collect_killed();
         }
     }
 }

@@ -64,6 +64,14 @@ pub(crate) fn pidfd_open(pid: Pid) -> nix::Result<OwnedFd> {
     unsafe { owned(libc::syscall(libc::SYS_pidfd_open, pid.as_raw(), 0)) }
 }
 
+/// `process_mrelease(2)`: frees the memory of the killed process behind
+/// `pidfd` in the caller's context, while the process exits on its own CPU.
+pub(crate) fn process_mrelease(pidfd: BorrowedFd<'_>) -> nix::Result<()> {
+    // SAFETY: integer arguments only.
+    let ret = unsafe { libc::syscall(libc::SYS_process_mrelease, pidfd.as_raw_fd(), 0) };
+    Errno::result(ret).map(drop)
+}
+
 /// `pidfd_getfd(2)`: duplicates descriptor `target_fd` of the process behind
 /// `pidfd` into ours.
 pub(crate) fn pidfd_getfd(pidfd: BorrowedFd<'_>, target_fd: RawFd) -> nix::Result<OwnedFd> {
