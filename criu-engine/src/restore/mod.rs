@@ -275,23 +275,42 @@ pub fn run(opts: &RequestOpts, notify: &mut dyn Notify) -> Result<RestoreOutcome
     };
     // Lazy VMAs stay empty: nothing to share before the fork.
     if lazy.is_none() {
-        shared.premaps = mm::Premaps::prepare(&tree_images);
+        shared.premaps = std::sync::Arc::new(mm::Premaps::prepare(&tree_images));
     }
     tree::check_single_threaded()?;
     let tree = tree::create(&tree_images, fds, opts.shell_job, opts.restore_sibling)?;
-    shared.premaps.forked();
+    if let Some(p) = std::sync::Arc::get_mut(&mut shared.premaps) {
+        p.forked();
+    }
     tracing::info!(pid = %tree.pid(), tasks = tree_images.tasks.len(), "tree created");
     ttys.release_orphan();
     let mut held: Vec<Held> = Vec::new();
-    let result = restore_all(
-        &tree_images,
-        tree.host_pids(),
-        opts,
-        notify,
-        &mut shared,
-        &mut held,
-        lazy.as_mut(),
-    );
+    let result = std::thread::scope(|s| {
+        // Every task is forked: a helper thread may compare pages now.
+        if shared.premaps.any() {
+            let (premaps, diffs) = (shared.premaps.clone(), shared.diffs.clone());
+            let images = &tree_images;
+            diffs.start();
+            let spawned = std::thread::Builder::new()
+                .name("page-diff".into())
+                .spawn_scoped(s, move || diffs.compute_all(&premaps, images));
+            if let Err(e) = spawned {
+                tracing::debug!(err = %e, "cannot start the page-diff thread");
+                shared.diffs.finish();
+            }
+        }
+        let result = restore_all(
+            &tree_images,
+            tree.host_pids(),
+            opts,
+            notify,
+            &mut shared,
+            &mut held,
+            lazy.as_mut(),
+        );
+        shared.diffs.finish();
+        result
+    });
     let result = result.and_then(|()| Ok(shared.memfd.seal()?));
     if let Err(e) = result {
         for h in held.into_iter().rev() {

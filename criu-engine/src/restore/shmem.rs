@@ -37,7 +37,9 @@ pub(crate) struct SharedMemory {
     /// File locks to take again (`file_locks`).
     pub(crate) locks: Vec<criu_proto::images::FileLockEntry>,
     /// Private memory the tasks inherit from the engine copy-on-write.
-    pub(crate) premaps: super::mm::Premaps,
+    pub(crate) premaps: std::sync::Arc<super::mm::Premaps>,
+    /// What each task must write into its premapped memory, computed ahead.
+    pub(crate) diffs: std::sync::Arc<super::mm::Diffs>,
 }
 
 /// Whether `vma` maps shared anonymous memory.

@@ -20,6 +20,12 @@ pub(crate) struct AnonMap {
     len: usize,
 }
 
+// SAFETY: the mapping is owned by the `AnonMap` and only written through
+// `&mut self`; shared references give no access to it.
+unsafe impl Send for AnonMap {}
+// SAFETY: as above: nothing reaches the mapping through `&AnonMap`.
+unsafe impl Sync for AnonMap {}
+
 impl AnonMap {
     /// Maps `len` bytes at exactly `addr` (`MAP_FIXED_NOREPLACE`), with
     /// `extra` flags (e.g. `MAP_NORESERVE`); fails with `EEXIST` if anything

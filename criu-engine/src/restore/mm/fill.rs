@@ -20,6 +20,7 @@ use std::sync::Mutex;
 use nix::errno::Errno;
 use nix::sys::uio::{process_vm_writev, RemoteIoVec};
 
+use super::premap::Diff;
 use super::{is_special, MmError, Premaps};
 use crate::pstree::RealPid;
 use crate::restore::images::TaskImages;
@@ -55,11 +56,14 @@ struct Batch<'p> {
 /// Cuts the saved pages of the task into batches of up to `IOV_MAX` runs
 /// and [`BATCH`] bytes. vDSO pages come from this kernel, never from the
 /// image; with `lazy`, pages of lazy VMAs are left to the lazy-pages daemon.
+/// With `diff`, the pages of premapped VMAs are its runs (already compared
+/// with the copies) rather than every saved page.
 fn batches<'p>(
     images: &TaskImages,
     pages: &[&'p [u8]],
     lazy: bool,
     premaps: &'p Premaps,
+    diff: Option<&Diff>,
 ) -> Vec<Batch<'p>> {
     let mut out: Vec<Batch<'p>> = Vec::new();
     let mut cur = Batch::default();
@@ -81,6 +85,7 @@ fn batches<'p>(
                 let len = usize::try_from(stop - addr).unwrap_or(0);
                 let local = &pages[seg.file][off..off + len];
                 match premaps.area(vma) {
+                    Some(_) if diff.is_some() => {}
                     None => cur.entries.push(Entry {
                         remote: usize::try_from(addr).unwrap_or(0),
                         local,
@@ -110,6 +115,24 @@ fn batches<'p>(
             addr = stop;
         }
     }
+    for &(addr, file, offset, len) in diff.into_iter().flatten() {
+        let (mut addr, mut off, end) = (addr, offset as usize, addr + len);
+        while addr < end {
+            let n = (BATCH - cur.bytes).min((end - addr) as usize);
+            cur.entries.push(Entry {
+                remote: usize::try_from(addr).unwrap_or(0),
+                local: &pages[file][off..off + n],
+                base: None,
+            });
+            cur.sources.push((file, off, n));
+            cur.bytes += n;
+            if cur.entries.len() >= IOV_MAX || cur.bytes >= BATCH {
+                out.push(std::mem::take(&mut cur));
+            }
+            addr += n as u64;
+            off += n;
+        }
+    }
     if !cur.entries.is_empty() {
         out.push(cur);
     }
@@ -125,8 +148,9 @@ pub(super) fn fill_pages(
     pages: &[&[u8]],
     lazy: bool,
     premaps: &Premaps,
+    diff: Option<&Diff>,
 ) -> Result<(), MmError> {
-    let work = batches(images, pages, lazy, premaps);
+    let work = batches(images, pages, lazy, premaps, diff);
     let threads = std::thread::available_parallelism()
         .map_or(1, usize::from)
         .min(MAX_THREADS)

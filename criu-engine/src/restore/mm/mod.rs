@@ -22,7 +22,7 @@ mod fill;
 mod premap;
 mod vdso;
 
-pub(crate) use premap::Premaps;
+pub(crate) use premap::{Diffs, Premaps};
 
 use super::shmem::{is_shared_anon, SharedMemory};
 use std::collections::HashMap;
@@ -562,7 +562,16 @@ pub(crate) fn restore_mm(
             link.send_task(pid, &uffd)?;
         }
     }
-    fill::fill_pages(r.pid, images, &maps, pages, is_lazy, &shmem.premaps)?;
+    let diff = shmem.diffs.take(images.pid());
+    fill::fill_pages(
+        r.pid,
+        images,
+        &maps,
+        pages,
+        is_lazy,
+        &shmem.premaps,
+        diff.as_ref(),
+    )?;
     finish_vmas(r, images)?;
     set_mm_map(r, images)
 }

@@ -13,6 +13,7 @@
 //! pages that differ from the copy; the others stay shared, as they were.
 
 use std::collections::HashMap;
+use std::sync::{Condvar, Mutex};
 
 use criu_proto::images::VmaEntry;
 use nix::sys::mman::MapFlags;
@@ -32,6 +33,10 @@ const VMA_AREA_HEAP: u32 = 0x20;
 const MREMAP_MOVE_FIXED: u64 = 1 | 2;
 /// Page size.
 const PAGE: u64 = 4096;
+
+/// Pages of a task's premapped VMAs that its copy lacks or holds
+/// otherwise: `(addr, pages file, offset, len)` runs.
+pub(crate) type Diff = Vec<(u64, usize, u64, u64)>;
 
 /// Bounds and flags that identify one VMA across tasks.
 type Key = (u64, u64, u32);
@@ -193,6 +198,11 @@ impl Premaps {
         Some(self.sources.len() - 1)
     }
 
+    /// Whether any copy was made.
+    pub(crate) fn any(&self) -> bool {
+        !self.areas.is_empty()
+    }
+
     /// Drops the engine's copies: every task is forked and has its own.
     pub(crate) fn forked(&mut self) {
         self.engine.clear();
@@ -224,6 +234,54 @@ impl Premaps {
             Some(&(vaddr, ..)) => (vaddr.min(limit), None),
             None => (limit, None),
         }
+    }
+
+    /// The runs of the saved pages of `images` (whose pages files are
+    /// `pages`) in its premapped VMAs that differ from its copies.
+    pub(crate) fn diff(&self, images: &TaskImages, pages: &[&[u8]]) -> Diff {
+        let mut out: Diff = Vec::new();
+        let mut push = |addr: u64, file: usize, off: u64, len: u64| match out.last_mut() {
+            Some(l) if l.1 == file && l.0 + l.3 == addr && l.2 + l.3 == off => l.3 += len,
+            _ => out.push((addr, file, off, len)),
+        };
+        let vmas = &images.mm.vmas;
+        let mut vi = 0;
+        for seg in &images.pages.segs {
+            let end = seg.vaddr + seg.len;
+            let mut addr = seg.vaddr;
+            while addr < end {
+                while vmas[vi].end <= addr {
+                    vi += 1;
+                }
+                let stop = vmas[vi].end.min(end);
+                let Some(area) = self.area(&vmas[vi]) else {
+                    addr = stop;
+                    continue;
+                };
+                while addr < stop {
+                    let (to, base) = self.copied(area, addr, stop);
+                    let off = seg.offset + (addr - seg.vaddr);
+                    let Some(base) = base else {
+                        push(addr, seg.file, off, to - addr);
+                        addr = to;
+                        continue;
+                    };
+                    let local = &pages[seg.file][off as usize..(off + to - addr) as usize];
+                    for (i, (mine, copy)) in local
+                        .chunks(PAGE as usize)
+                        .zip(base.chunks(PAGE as usize))
+                        .enumerate()
+                    {
+                        if mine != copy {
+                            let at = i as u64 * PAGE;
+                            push(addr + at, seg.file, off + at, mine.len() as u64);
+                        }
+                    }
+                    addr = to;
+                }
+            }
+        }
+        out
     }
 
     /// The injected calls that move the copies of `images`' VMAs in place,
@@ -271,6 +329,88 @@ impl Premaps {
             .filter_map(|v| self.area(v))
             .map(|a| (a.at, a.at + (a.end - a.start)))
             .collect()
+    }
+}
+
+/// How far the diff helper got.
+#[derive(Debug, Default)]
+struct DiffState {
+    /// Per task (pid in the images): its diff, or `None` when the caller
+    /// must compare itself.
+    ready: HashMap<u32, Option<Diff>>,
+    running: bool,
+    abandoned: bool,
+}
+
+/// The diffs of every task ([`Premaps::diff`]), computed by a helper
+/// thread in tree order while the tracing thread restores the tasks before.
+#[derive(Debug, Default)]
+pub(crate) struct Diffs {
+    state: Mutex<DiffState>,
+    cv: Condvar,
+}
+
+impl Diffs {
+    fn lock(&self) -> std::sync::MutexGuard<'_, DiffState> {
+        self.state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Marks the helper as running, before it starts.
+    pub(crate) fn start(&self) {
+        self.lock().running = true;
+    }
+
+    /// Stops the helper after its current task and lets waiters go.
+    pub(crate) fn finish(&self) {
+        let mut st = self.lock();
+        st.running = false;
+        st.abandoned = true;
+        self.cv.notify_all();
+    }
+
+    /// The helper: the diff of every live task of `tree`, in order.
+    pub(crate) fn compute_all(&self, premaps: &Premaps, tree: &TreeImages) {
+        for images in tree.tasks.iter().filter_map(|t| t.alive()) {
+            if self.lock().abandoned {
+                break;
+            }
+            let has_copy = images.mm.vmas.iter().any(|v| premaps.area(v).is_some());
+            let diff = if has_copy {
+                super::map_pages(images).ok().map(|maps| {
+                    let pages: Vec<&[u8]> = maps
+                        .iter()
+                        .map(|m| m.as_ref().map_or(&[][..], FileMap::as_slice))
+                        .collect();
+                    premaps.diff(images, &pages)
+                })
+            } else {
+                Some(Diff::new())
+            };
+            self.lock().ready.insert(images.pid(), diff);
+            self.cv.notify_all();
+        }
+        self.finish();
+    }
+
+    /// The diff of task `pid` (in the images), waiting for the helper to
+    /// get there; `None` if the helper is not running or could not make
+    /// it.
+    pub(crate) fn take(&self, pid: u32) -> Option<Diff> {
+        let mut st = self.lock();
+        loop {
+            if let Some(d) = st.ready.remove(&pid) {
+                return d;
+            }
+            if !st.running {
+                return None;
+            }
+            st = self
+                .cv
+                .wait(st)
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+        }
     }
 }
 
