@@ -113,7 +113,7 @@ impl Workload {
     }
 
     fn wait_lines(&self, n: usize) {
-        let deadline = Instant::now() + Duration::from_secs(10);
+        let deadline = Instant::now() + Duration::from_secs(30);
         while self.lines().len() < n {
             assert!(
                 Instant::now() < deadline,
