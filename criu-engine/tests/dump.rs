@@ -113,7 +113,7 @@ impl Workload {
     }
 
     fn wait_lines(&self, n: usize) {
-        let deadline = Instant::now() + Duration::from_secs(10);
+        let deadline = Instant::now() + Duration::from_secs(30);
         while self.lines().len() < n {
             assert!(
                 Instant::now() < deadline,
@@ -698,4 +698,35 @@ fn optional_fields_match_criu_loop() {
             c.shpages_written.is_some()
         )
     );
+}
+
+/// Locked memory (`lo` in smaps' `VmFlags`) keeps `MAP_LOCKED` in
+/// `mm.img`, and its pages are never lazy (CRIU's `vma_entry_can_be_lazy`).
+#[test]
+fn locked_memory_pages_are_not_lazy() {
+    use criu_engine::mem::pagemap::PE_PRESENT;
+    let s = Scratch::new("mlock");
+    let w = Workload::start(&s, 4, &["mlock"]);
+    dump_with(w.pid, &s.images(), &["-R"], &mut NoNotify).expect("dump");
+    let dir = ImagesDir::open(s.images()).unwrap();
+    let mm: MmEntry = dir.mm(w.pid as u32).unwrap().unwrap();
+    let locked: Vec<(u64, u64)> = mm
+        .vmas
+        .iter()
+        .filter(|v| v.flags & libc::MAP_LOCKED as u32 != 0)
+        .map(|v| (v.start, v.end))
+        .collect();
+    assert_eq!(locked.len(), 1, "one locked VMA: {locked:x?}");
+    let (start, end) = locked[0];
+    assert_eq!(end - start, 1 << 20);
+    let pagemap = dir.pagemap(w.pid as u32).unwrap().unwrap();
+    let in_locked: Vec<_> = pagemap
+        .runs()
+        .filter(|r| r.vaddr >= start && r.vaddr < end)
+        .collect();
+    assert!(!in_locked.is_empty(), "the locked pages are saved");
+    for r in in_locked {
+        assert_eq!(r.flags, PE_PRESENT, "run at {:#x}", r.vaddr);
+    }
+    w.assert_untouched(&w.maps());
 }

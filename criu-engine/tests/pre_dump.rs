@@ -69,7 +69,7 @@ impl Workload {
     }
 
     fn wait_lines(&self, n: usize) {
-        let deadline = Instant::now() + Duration::from_secs(10);
+        let deadline = Instant::now() + Duration::from_secs(30);
         while std::fs::read_to_string(&self.log)
             .unwrap_or_default()
             .lines()

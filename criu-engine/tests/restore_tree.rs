@@ -115,7 +115,7 @@ fn lines(log: &Path) -> Vec<Vec<u64>> {
 
 /// Waits until the log has `n` numeric lines (up to 10 s).
 fn wait_lines(log: &Path, n: usize) -> Vec<Vec<u64>> {
-    let deadline = Instant::now() + Duration::from_secs(10);
+    let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let l = lines(log);
         if l.len() >= n || Instant::now() > deadline {
@@ -260,7 +260,7 @@ fn criu_pidns_scenario() {
     let log = Path::new(RUN_DIR).join("pidns/pidns.log");
     let dumped = fs::read_to_string(&log).unwrap();
     let host = run(&["restore", "-D", images.path().to_str().unwrap()]).expect("restore");
-    let deadline = Instant::now() + Duration::from_secs(10);
+    let deadline = Instant::now() + Duration::from_secs(30);
     let mut now = String::new();
     while Instant::now() < deadline {
         now = fs::read_to_string(&log).unwrap_or_default();
@@ -338,7 +338,7 @@ fn own_pidns_round_trip() {
     );
     let n = fs::read_to_string(&log).unwrap().lines().count();
     let restored = run(&["restore", "-D", images.to_str().unwrap()]).expect("restore");
-    let deadline = Instant::now() + Duration::from_secs(10);
+    let deadline = Instant::now() + Duration::from_secs(30);
     let mut now = String::new();
     while Instant::now() < deadline {
         now = fs::read_to_string(&log).unwrap_or_default();
@@ -423,7 +423,7 @@ fn shared_fd_table_round_trip() {
     let log = scratch.path().join("workload.log");
     let pid = start_workload(&log, &["1", "clone-files"]);
     wait_lines(&log, 2);
-    let deadline = Instant::now() + Duration::from_secs(10);
+    let deadline = Instant::now() + Duration::from_secs(30);
     while last_tagged(&log, "f").is_none() {
         assert!(Instant::now() < deadline, "the child does not log");
         std::thread::sleep(Duration::from_millis(20));
@@ -461,7 +461,7 @@ fn shared_fd_table_round_trip() {
     let n = lines(&log).len();
     let restored = run(&["restore", "-D", images.to_str().unwrap()]);
     let after = wait_lines(&log, n + 2);
-    let deadline = Instant::now() + Duration::from_secs(10);
+    let deadline = Instant::now() + Duration::from_secs(30);
     while last_tagged(&log, "f").unwrap() <= f_dumped + 1 && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(20));
     }
@@ -490,7 +490,7 @@ echo $!"#;
         .expect("run bash");
     let pid: i32 = String::from_utf8_lossy(&out.stdout).trim().parse().unwrap();
     // Wait for the grandchild (the inner init) to exist.
-    let deadline = Instant::now() + Duration::from_secs(10);
+    let deadline = Instant::now() + Duration::from_secs(30);
     let inner = loop {
         let unshare = fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))
             .unwrap_or_default()
@@ -555,7 +555,7 @@ fn orphaned_session_and_group_round_trip() {
         .expect("run criu-wl-orphans");
     assert!(out.status.success(), "{out:?}");
     let root: i32 = String::from_utf8_lossy(&out.stdout).trim().parse().unwrap();
-    let deadline = Instant::now() + Duration::from_secs(10);
+    let deadline = Instant::now() + Duration::from_secs(30);
     let pids: Vec<i32> = loop {
         let text = fs::read_to_string(&log).unwrap_or_default();
         if let Some(l) = text.lines().find_map(|l| l.strip_prefix("pids ")) {
@@ -568,7 +568,7 @@ fn orphaned_session_and_group_round_trip() {
     let (l, x) = (pids[6], pids[7]);
     let tasks = [root, b, d, p, q, l, x];
     let tags = ["b", "d", "p", "q", "l", "x", "r"];
-    let deadline = Instant::now() + Duration::from_secs(10);
+    let deadline = Instant::now() + Duration::from_secs(30);
     while tags.iter().any(|t| last_tagged(&log, t).is_none()) {
         assert!(Instant::now() < deadline, "not every task logs");
         std::thread::sleep(Duration::from_millis(20));
@@ -601,7 +601,7 @@ fn orphaned_session_and_group_round_trip() {
     let counters = |tag: &str| last_tagged(&log, tag).unwrap();
     let dumped_at = tags.map(counters);
     let restored = run(&["restore", "-D", images.to_str().unwrap()]);
-    let deadline = Instant::now() + Duration::from_secs(10);
+    let deadline = Instant::now() + Duration::from_secs(30);
     while tags
         .iter()
         .zip(dumped_at)
@@ -654,7 +654,7 @@ fn shared_fs_refused() {
         .expect("run criu-wl-clone-fs");
     assert!(out.status.success(), "{out:?}");
     let pid: i32 = String::from_utf8_lossy(&out.stdout).trim().parse().unwrap();
-    let deadline = Instant::now() + Duration::from_secs(10);
+    let deadline = Instant::now() + Duration::from_secs(30);
     while last_tagged(&log, "s").is_none() || last_tagged(&log, "r").is_none() {
         assert!(Instant::now() < deadline, "the workload does not log");
         std::thread::sleep(Duration::from_millis(20));
@@ -677,7 +677,7 @@ fn shared_fs_refused() {
         last_tagged(&log, "r").unwrap(),
         last_tagged(&log, "s").unwrap(),
     ];
-    let deadline = Instant::now() + Duration::from_secs(10);
+    let deadline = Instant::now() + Duration::from_secs(30);
     while (last_tagged(&log, "r").unwrap() <= at[0] + 1
         || last_tagged(&log, "s").unwrap() <= at[1] + 1)
         && Instant::now() < deadline
@@ -756,7 +756,7 @@ fn own_threads_round_trip() {
 
 /// The pids a `criu-workload ... tree` logged: (w0, w1, w2, zombie, grand).
 fn tree_pids(log: &Path) -> (i32, i32, i32, i32, i32) {
-    let deadline = Instant::now() + Duration::from_secs(10);
+    let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let text = fs::read_to_string(log).unwrap_or_default();
         let find = |tag: &str| -> Option<Vec<i32>> {
@@ -953,7 +953,7 @@ fn own_tree_leave_running_round_trip() {
     let (w0, w1, w2, zombie, grand) = tree_pids(&log);
     let all = [root, w0, w1, w2, zombie, grand];
     let tags = ["w0", "w1", "w2", "g"];
-    let deadline = Instant::now() + Duration::from_secs(10);
+    let deadline = Instant::now() + Duration::from_secs(30);
     while tags.iter().any(|t| last_tagged(&log, t).is_none()) {
         assert!(Instant::now() < deadline, "the tree does not log");
         std::thread::sleep(Duration::from_millis(20));
@@ -973,7 +973,7 @@ fn own_tree_leave_running_round_trip() {
     ]);
     let post: Vec<u64> = tags.iter().map(|t| last_tagged(&log, t).unwrap()).collect();
     // Still running: every counter moves on past what it was after the dump.
-    let deadline = Instant::now() + Duration::from_secs(10);
+    let deadline = Instant::now() + Duration::from_secs(30);
     while tags
         .iter()
         .zip(&post)
@@ -1005,7 +1005,7 @@ fn own_tree_leave_running_round_trip() {
     wait_free(all);
     let from = lines_total(&log);
     run(&["restore", "-D", images.to_str().unwrap()]).expect("restore");
-    let deadline = Instant::now() + Duration::from_secs(10);
+    let deadline = Instant::now() + Duration::from_secs(30);
     while tags.iter().any(|t| tagged_from(&log, t, from).len() < 3) && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(20));
     }

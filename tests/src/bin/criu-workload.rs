@@ -1,7 +1,7 @@
 //! The checkpoint/restore test target: a single-threaded process with state
 //! that a faithful dump and restore must preserve.
 //!
-//! `criu-workload LOGPATH MEM_MIB [eventfd] [threads N] [tree] [dirty=PERCENT] [remap]`
+//! `criu-workload LOGPATH MEM_MIB [eventfd] [threads N] [tree] [dirty=PERCENT] [remap] [mlock]`
 //!
 //! * `MEM_MIB` MiB of private anonymous memory filled with a known pattern;
 //! * its own executable mapped privately (two pages; the second one written,
@@ -33,6 +33,9 @@
 //!   it);
 //! * with `remap`, every 5th report it unmaps a 1 MiB region and maps a
 //!   fresh one (often at the same address) filled with new values;
+//! * with `mlock`, the first MiB of its memory is locked (`mlock`, in the
+//!   process that runs: locks do not survive `fork`), which splits it into
+//!   its own VMA;
 //! * every descriptor inherited beyond stdio is closed first.
 //!
 //! It forks: the parent prints the child's pid on stdout and exits; the child
@@ -234,7 +237,7 @@ fn main() {
     let args: Vec<String> = std::env::args().collect();
     if args.len() < 3 {
         eprintln!(
-            "usage: criu-workload LOGPATH MEM_MIB [eventfd] [threads N] [tree] [dirty=PERCENT] [remap]"
+            "usage: criu-workload LOGPATH MEM_MIB [eventfd] [threads N] [tree] [dirty=PERCENT] [remap] [mlock]"
         );
         std::process::exit(2);
     }
@@ -268,6 +271,7 @@ fn main() {
         .find_map(|a| a.strip_prefix("dirty="))
         .map_or(0.0, |p| p.parse().unwrap_or_else(|_| die("dirty=PERCENT")));
     let remap = args[3..].iter().any(|a| a == "remap");
+    let with_mlock = args[3..].iter().any(|a| a == "mlock");
     let self_check = dirty_percent > 0.0 || remap;
 
     // Whatever the launcher leaked (pipes of a test harness...) would make
@@ -326,6 +330,14 @@ fn main() {
         nix::unistd::ForkResult::Child => {}
     }
     nix::unistd::setsid().unwrap_or_else(|_| die("setsid"));
+    if with_mlock {
+        let len = (1 << 20).min(mem.len() * 8);
+        // SAFETY: the range lies inside `mem`, which stays mapped for the
+        // life of the process.
+        if unsafe { libc::mlock(mem.as_ptr().cast(), len) } != 0 {
+            die("mlock");
+        }
+    }
     let null = open("/dev/null", OFlag::O_RDWR, Mode::empty()).unwrap_or_else(|_| die("null"));
     for fd in 0..3 {
         // SAFETY: dup2 onto the stdio numbers, which this process owns.
