@@ -11,6 +11,9 @@
 //! copy-on-write. Restoring a task then moves its copies to their dumped
 //! addresses (`mremap`), drops the pages its images lack and writes only the
 //! pages that differ from the copy; the others stay shared, as they were.
+//! The comparison needs only the images, so a helper thread ([`Diffs`])
+//! makes it for every task, in tree order, while the tracing thread
+//! restores the tasks before.
 
 use std::collections::HashMap;
 use std::sync::{Condvar, Mutex};
