@@ -30,6 +30,7 @@ use nix::sys::uio::{process_vm_readv, RemoteIoVec};
 use crate::proc::pagemap::PAGE_SIZE;
 use crate::pstree::RealPid;
 
+use super::page_drain::{PageDrainError, PageDrainer};
 use super::page_pipe::{PagePipe, PagePipeError, SET_PIPES};
 use super::page_server::{PageServerError, Sender};
 use super::pagemap::{PageRun, PE_PRESENT};
@@ -71,6 +72,9 @@ pub enum PageXferError {
     /// Filling the pipe failed.
     #[error(transparent)]
     Pipe(#[from] PagePipeError),
+    /// Handing the last pipes to the drainer failed.
+    #[error(transparent)]
+    Drain(#[from] PageDrainError),
     /// Talking to the page server failed.
     #[error(transparent)]
     PageServer(#[from] PageServerError),
@@ -141,6 +145,7 @@ pub struct PageXfer<'p, 'i, 't> {
     batch: Vec<(u64, u64)>,
     batch_flags: Vec<u32>,
     batch_bytes: usize,
+    drainer: Option<&'p PageDrainer>,
     stats: XferStats,
 }
 
@@ -182,6 +187,7 @@ impl<'p, 'i, 't> PageXfer<'p, 'i, 't> {
             batch: Vec::new(),
             batch_flags: Vec::new(),
             batch_bytes: 0,
+            drainer: None,
             stats: XferStats::default(),
         })
     }
@@ -195,8 +201,16 @@ impl<'p, 'i, 't> PageXfer<'p, 'i, 't> {
             batch: Vec::new(),
             batch_flags: Vec::new(),
             batch_bytes: 0,
+            drainer: None,
             stats: XferStats::default(),
         }
+    }
+
+    /// Lets the last set of pipes filled for a local image go to
+    /// `drainer` instead of being drained before [`PageXfer::finish`]
+    /// returns (see [`super::page_drain`]).
+    pub fn hand_off_last(&mut self, drainer: &'p PageDrainer) {
+        self.drainer = Some(drainer);
     }
 
     fn limits(&self) -> (usize, usize) {
@@ -306,13 +320,17 @@ impl<'p, 'i, 't> PageXfer<'p, 'i, 't> {
 
     /// Moves the queued batch into the pages file (or to the page server).
     pub fn flush(&mut self) -> Result<(), PageXferError> {
+        self.flush_with(false)
+    }
+
+    fn flush_with(&mut self, last: bool) -> Result<(), PageXferError> {
         if self.batch.is_empty() {
             return Ok(());
         }
         let batch = std::mem::take(&mut self.batch);
         let flags = std::mem::take(&mut self.batch_flags);
         match self.source {
-            PageSource::Pipe(pipe) => self.flush_pipes(pipe, batch, flags)?,
+            PageSource::Pipe(pipe) => self.flush_pipes(pipe, batch, flags, last)?,
             PageSource::Read(pid, _) | PageSource::ReadTolerant(pid, _) => {
                 let tolerant = matches!(self.source, PageSource::ReadTolerant(..));
                 let buf = read_batch(pid, &batch, self.batch_bytes, tolerant)?;
@@ -350,11 +368,13 @@ impl<'p, 'i, 't> PageXfer<'p, 'i, 't> {
     /// Moves a batch through the page pipes: the task fills one set of
     /// pipes (one trap) while the engine drains the set filled before, so
     /// the task's `vmsplice`s overlap the engine's `splice`s.
+    /// With `last`, the final set may go to the drainer undrained.
     fn flush_pipes(
         &mut self,
         pipe: &PagePipe<'_, '_>,
         mut todo: Vec<(u64, u64)>,
         mut todo_flags: Vec<u32>,
+        last: bool,
     ) -> Result<(), PageXferError> {
         let mut filled: Option<Filled> = None;
         let mut set = 0;
@@ -376,7 +396,19 @@ impl<'p, 'i, 't> PageXfer<'p, 'i, 't> {
                 have = pipe.count();
             }
             let pipes = (have - first).min(SET_PIPES);
-            let (chunks, covered) = split_chunks(&todo, &todo_flags, pipes, cap, per);
+            // Before a hand-off, the first fill takes what does not make a
+            // whole set, so that the set handed off at the end is full.
+            let set_bytes = (cap * pipes) as u64;
+            let head = (last && filled.is_none() && self.drainer.is_some() && total > set_bytes)
+                .then_some(total % set_bytes)
+                .filter(|&rest| rest > 0);
+            let (chunks, covered) = match head {
+                Some(bytes) => {
+                    let (iovs, flags) = prefix(&todo, &todo_flags, bytes);
+                    split_chunks(&iovs, &flags, pipes, cap, per)
+                }
+                None => split_chunks(&todo, &todo_flags, pipes, cap, per),
+            };
             let refs: Vec<&[(u64, u64)]> = chunks.iter().map(|c| &c.0[..]).collect();
             let running = pipe.fill_start(first, &refs)?;
             self.stats.fills += 1;
@@ -406,9 +438,46 @@ impl<'p, 'i, 't> PageXfer<'p, 'i, 't> {
             set = if first == 0 { 1 } else { 0 };
         }
         if let Some(mut f) = filled {
-            self.drain_filled(pipe, &mut f, true)?;
+            if !(last && self.hand_off(pipe, &f)?) {
+                self.drain_filled(pipe, &mut f, true)?;
+            }
         }
         Ok(())
+    }
+
+    /// Gives a filled set of pipes to the drainer, if there is one, the
+    /// image is local and every pipe got its whole chunk; returns whether
+    /// it did.
+    fn hand_off(&mut self, pipe: &PagePipe<'_, '_>, f: &Filled) -> Result<bool, PageXferError> {
+        let Some(drainer) = self.drainer else {
+            return Ok(false);
+        };
+        let Dest::Local {
+            pages, pages_path, ..
+        } = &self.dest
+        else {
+            return Ok(false);
+        };
+        let whole = f
+            .chunks
+            .iter()
+            .zip(&f.got)
+            .all(|(c, got)| c.0.iter().map(|i| i.1 as usize).sum::<usize>() == *got);
+        if !whole || f.next != 0 {
+            return Ok(false);
+        }
+        let write = |source| PageXferError::Write {
+            path: pages_path.clone(),
+            source,
+        };
+        let mut pipes = Vec::with_capacity(f.chunks.len());
+        for (i, got) in f.got.iter().enumerate() {
+            let read = pipe.read_end(f.first + i).try_clone().map_err(write)?;
+            pipes.push((read, *got));
+        }
+        let file = pages.try_clone().map_err(write)?;
+        drainer.hand_off(pipes, file, pages_path.clone())?;
+        Ok(true)
     }
 
     /// Drains a filled set of pipes in file order. A short `vmsplice` left
@@ -498,7 +567,7 @@ impl<'p, 'i, 't> PageXfer<'p, 'i, 't> {
     /// Flushes what is queued, writes the last entry and closes both files
     /// (or ends the page server session).
     pub fn finish(mut self) -> Result<XferStats, PageXferError> {
-        self.flush()?;
+        self.flush_with(true)?;
         if let Dest::Local { pending, .. } = &mut self.dest {
             if let Some(last) = pending.take() {
                 self.write_entry(last)?;
@@ -638,6 +707,21 @@ fn split_chunks(
     (chunks, covered)
 }
 
+/// The first `n` bytes of an iovec list, with their flags.
+fn prefix(iovs: &[(u64, u64)], flags: &[u32], mut n: u64) -> (Vec<(u64, u64)>, Vec<u32>) {
+    let mut out = (Vec::new(), Vec::new());
+    for (&(addr, len), &f) in iovs.iter().zip(flags) {
+        if n == 0 {
+            break;
+        }
+        let take = len.min(n);
+        out.0.push((addr, take));
+        out.1.push(f);
+        n -= take;
+    }
+    out
+}
+
 /// Drops the first `n` bytes of an iovec list.
 fn consume(iovs: &mut Vec<(u64, u64)>, mut n: u64) {
     let mut whole = 0;
@@ -671,6 +755,20 @@ mod tests {
         assert_eq!(covered, 0x5000);
         assert_eq!(chunks.len(), 3);
         assert_eq!(chunks[2], (vec![(0x30000, 0x1000)], vec![3]));
+    }
+
+    #[test]
+    fn prefix_cuts_inside_an_iovec() {
+        let v = [(0x1000, 0x2000), (0x8000, 0x1000)];
+        assert_eq!(
+            prefix(&v, &[1, 2], 0x1000),
+            (vec![(0x1000, 0x1000)], vec![1])
+        );
+        assert_eq!(
+            prefix(&v, &[1, 2], 0x2800),
+            (vec![(0x1000, 0x2000), (0x8000, 0x800)], vec![1, 2])
+        );
+        assert_eq!(prefix(&v, &[1, 2], 0x9000).0, v.to_vec());
     }
 
     #[test]
