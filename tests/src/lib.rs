@@ -47,11 +47,21 @@ pub struct TempDir(PathBuf);
 impl TempDir {
     /// Creates `/tmp/criu-rs-test-<tag>-<pid>-<n>`.
     pub fn new(tag: &str) -> Self {
+        Self::new_in(&std::env::temp_dir(), tag)
+    }
+
+    /// Creates one in tmpfs (`/dev/shm`) when there is one, as benchmarks
+    /// want (no disk in the figures), else in `/tmp`.
+    pub fn in_memory(tag: &str) -> Self {
+        let shm = Path::new("/dev/shm");
+        Self::new_in(if shm.is_dir() { shm } else { Path::new("/tmp") }, tag)
+    }
+
+    fn new_in(base: &Path, tag: &str) -> Self {
         use std::sync::atomic::{AtomicU32, Ordering};
         static N: AtomicU32 = AtomicU32::new(0);
         let n = N.fetch_add(1, Ordering::Relaxed);
-        let path =
-            std::env::temp_dir().join(format!("criu-rs-test-{tag}-{}-{n}", std::process::id()));
+        let path = base.join(format!("criu-rs-test-{tag}-{}-{n}", std::process::id()));
         let _ = std::fs::remove_dir_all(&path);
         std::fs::create_dir_all(&path).expect("create temp dir");
         TempDir(path)

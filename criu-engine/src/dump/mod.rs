@@ -31,6 +31,9 @@ use criu_proto::img::{ImageError, ImageKind, ImagesDir};
 
 use crate::config::{FinalState, NetworkLock};
 use crate::files::FileTable;
+use crate::mem::page_drain::PageDrainer;
+use crate::mem::page_xfer::PageXferError;
+use crate::mem::MemError;
 use crate::notify::Notify;
 use crate::opts::RequestOpts;
 use crate::pstree::RealPid;
@@ -390,6 +393,11 @@ fn dump_members(
     // Every process of the tree is tracked and left to the same parent
     // images; the page server serves single processes only.
     let member_plan = track.for_member().map_err(TaskDumpError::from)?;
+    let drain_err = |e| TaskDumpError::from(MemError::from(PageXferError::from(e)));
+    let drainer = match track.remote {
+        None => Some(PageDrainer::start().map_err(drain_err)?),
+        Some(_) => None,
+    };
     let mut track = Some(track);
     let modes: Vec<Vec<_>> = tree
         .processes()
@@ -460,8 +468,17 @@ fn dump_members(
                     own_pidns,
                     parent_files,
                 };
-                let (mem, entry) =
-                    task::dump(p, dir, plan, stats, files, &mut shmem, &seccomp, slot)?;
+                let (mem, entry) = task::dump(
+                    p,
+                    dir,
+                    plan,
+                    stats,
+                    files,
+                    &mut shmem,
+                    &seccomp,
+                    slot,
+                    drainer.as_ref(),
+                )?;
                 next_id += 1;
                 stats.mem.add(&mem);
                 pstree.push(entry);
@@ -490,6 +507,9 @@ fn dump_members(
                 });
             }
         }
+    }
+    if let Some(d) = drainer {
+        stats.memwrite_time += d.finish().map_err(drain_err)?;
     }
     files
         .finish_ttys(&pstree, dir)

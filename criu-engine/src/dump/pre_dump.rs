@@ -175,6 +175,7 @@ fn frozen_part(
             mode: PageMode::Splice,
             incremental: tracking.incremental(),
             remote,
+            drainer: None,
         }
         .run(&vmas, dir)
         .map(Frozen::Done),

@@ -9,6 +9,7 @@ use criu_proto::img::{ImageError, ImageKind, ImagesDir};
 
 use crate::files::{FileTable, FilesError};
 use crate::inject::{InjectError, Injection};
+use crate::mem::page_drain::PageDrainer;
 use crate::mem::shmem::{ShmemDump, ShmemError};
 use crate::mem::vma::{self, VmaError};
 use crate::mem::{MemDump, MemError, MemStats};
@@ -114,8 +115,9 @@ pub fn precheck(
 /// Writes the images of one frozen process (`core-*`, `ids`, `mm`, `fs`,
 /// `fdinfo`, `pagemap`, `pages`), adding its files to `files`; its
 /// threads' seccomp state comes from `seccomp`.
-/// Returns its memory counters (time spent in memory goes to `timing`)
-/// and its `pstree.img` entry.
+/// Its last page pipes go to `drainer`, when given, to be written while
+/// the dump goes on. Returns its memory counters (time spent in memory
+/// goes to `timing`) and its `pstree.img` entry.
 #[allow(clippy::too_many_arguments)] // the tree-wide tables each task adds to
 pub fn dump(
     process: &SeizedProcess,
@@ -126,6 +128,7 @@ pub fn dump(
     shmem: &mut ShmemDump,
     seccomp: &SeccompDump,
     slot: TaskSlot,
+    drainer: Option<&PageDrainer>,
 ) -> Result<(MemStats, PstreeEntry), TaskDumpError> {
     let TaskSlot {
         id,
@@ -190,6 +193,7 @@ pub fn dump(
         mode: track.mode,
         incremental: tracking.incremental(),
         remote: track.remote.take(),
+        drainer,
     }
     .run(&vmas, dir)?;
     timing.memdump_time += started.elapsed();

@@ -9,6 +9,7 @@
 
 pub mod dirty;
 pub mod guard;
+pub mod page_drain;
 pub mod page_pipe;
 pub mod page_server;
 pub mod page_xfer;
@@ -26,6 +27,7 @@ use crate::proc::ProcError;
 use crate::pstree::RealPid;
 
 use dirty::Ranges;
+use page_drain::PageDrainer;
 use page_pipe::{PagePipe, PagePipeError};
 use page_server::Sender;
 use page_xfer::{PageSource, PageXfer, PageXferError};
@@ -123,6 +125,8 @@ pub struct MemDump<'a, 't> {
     pub incremental: Option<Incremental<'a>>,
     /// Send the pages to this page server instead of writing them.
     pub remote: Option<Sender>,
+    /// Hand the task's last page pipes to this thread to drain.
+    pub drainer: Option<&'a PageDrainer>,
 }
 
 /// What an incremental dump knows: pages written since the parent dump and
@@ -278,6 +282,9 @@ impl MemDump<'_, '_> {
             Some(sender) => PageXfer::remote(sender, source),
             None => PageXfer::create(dir, self.vpid, self.pages_id, source)?,
         };
+        if let Some(d) = self.drainer {
+            xfer.hand_off_last(d);
+        }
         let mut stats = MemStats {
             page_pipes: u64::from(pipe.is_some()),
             ..MemStats::default()

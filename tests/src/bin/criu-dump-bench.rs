@@ -279,15 +279,8 @@ fn main() {
     if big && !sizes.contains(&4096) {
         sizes.push(4096);
     }
-    let tmpfs = Path::new("/dev/shm");
-    let work = TempDir::new("dump-bench");
-    let work_dir = if tmpfs.exists() {
-        let d = tmpfs.join(format!("criu-dump-bench-{}", std::process::id()));
-        std::fs::create_dir_all(&d).unwrap();
-        d
-    } else {
-        work.path().to_owned()
-    };
+    let work = TempDir::in_memory("dump-bench");
+    let work_dir = work.path().to_owned();
     let reference = std::env::var_os("CRIU_REF").map(PathBuf::from);
     let ours = bin_dir.join("criu");
     println!(
@@ -375,5 +368,4 @@ fn main() {
         }
         show("criu-rs", &run, extra.join(", "));
     }
-    let _ = std::fs::remove_dir_all(&work_dir);
 }

@@ -3,6 +3,7 @@
 //! with 64 threads (`criu-workload 16 threads 64`): wall time of `criu dump`
 //! (kill after) and `criu restore -d`, and the frozen time from
 //! `stats-dump`; next to a reference `criu` when `CRIU_REF` names one.
+//! Images go to tmpfs (`/dev/shm`) when there is one.
 //!
 //! `criu-tree-bench [ROUNDS]` (default 3; medians are printed).
 
@@ -118,7 +119,7 @@ fn main() {
         .parent()
         .unwrap()
         .to_owned();
-    let work = TempDir::new("tree-bench");
+    let work = TempDir::in_memory("tree-bench");
     let reference = std::env::var_os("CRIU_REF").map(PathBuf::from);
     let ours = bin_dir.join("criu");
     println!(

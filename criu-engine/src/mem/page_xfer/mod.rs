@@ -30,6 +30,9 @@ use nix::sys::uio::{process_vm_readv, RemoteIoVec};
 use crate::proc::pagemap::PAGE_SIZE;
 use crate::pstree::RealPid;
 
+mod sets;
+
+use super::page_drain::{PageDrainError, PageDrainer};
 use super::page_pipe::{PagePipe, PagePipeError, SET_PIPES};
 use super::page_server::{PageServerError, Sender};
 use super::pagemap::{PageRun, PE_PRESENT};
@@ -71,6 +74,9 @@ pub enum PageXferError {
     /// Filling the pipe failed.
     #[error(transparent)]
     Pipe(#[from] PagePipeError),
+    /// Handing the last pipes to the drainer failed.
+    #[error(transparent)]
+    Drain(#[from] PageDrainError),
     /// Talking to the page server failed.
     #[error(transparent)]
     PageServer(#[from] PageServerError),
@@ -141,6 +147,7 @@ pub struct PageXfer<'p, 'i, 't> {
     batch: Vec<(u64, u64)>,
     batch_flags: Vec<u32>,
     batch_bytes: usize,
+    drainer: Option<&'p PageDrainer>,
     stats: XferStats,
 }
 
@@ -182,6 +189,7 @@ impl<'p, 'i, 't> PageXfer<'p, 'i, 't> {
             batch: Vec::new(),
             batch_flags: Vec::new(),
             batch_bytes: 0,
+            drainer: None,
             stats: XferStats::default(),
         })
     }
@@ -195,8 +203,16 @@ impl<'p, 'i, 't> PageXfer<'p, 'i, 't> {
             batch: Vec::new(),
             batch_flags: Vec::new(),
             batch_bytes: 0,
+            drainer: None,
             stats: XferStats::default(),
         }
+    }
+
+    /// Lets the last set of pipes filled for a local image go to
+    /// `drainer` instead of being drained before [`PageXfer::finish`]
+    /// returns (see [`super::page_drain`]).
+    pub fn hand_off_last(&mut self, drainer: &'p PageDrainer) {
+        self.drainer = Some(drainer);
     }
 
     fn limits(&self) -> (usize, usize) {
@@ -204,8 +220,8 @@ impl<'p, 'i, 't> PageXfer<'p, 'i, 't> {
             // Several sets per flush, so that filling one set overlaps
             // draining the one before.
             PageSource::Pipe(p) => (
-                p.capacity() * SET_PIPES * SETS_PER_FLUSH,
-                p.max_iovs() * SET_PIPES * SETS_PER_FLUSH,
+                p.capacity() * SET_PIPES * sets::SETS_PER_FLUSH,
+                p.max_iovs() * SET_PIPES * sets::SETS_PER_FLUSH,
             ),
             PageSource::Read(_, buf) | PageSource::ReadTolerant(_, buf) => {
                 (*buf, super::page_pipe::IOV_MAX)
@@ -306,13 +322,17 @@ impl<'p, 'i, 't> PageXfer<'p, 'i, 't> {
 
     /// Moves the queued batch into the pages file (or to the page server).
     pub fn flush(&mut self) -> Result<(), PageXferError> {
+        self.flush_with(false)
+    }
+
+    fn flush_with(&mut self, last: bool) -> Result<(), PageXferError> {
         if self.batch.is_empty() {
             return Ok(());
         }
         let batch = std::mem::take(&mut self.batch);
         let flags = std::mem::take(&mut self.batch_flags);
         match self.source {
-            PageSource::Pipe(pipe) => self.flush_pipes(pipe, batch, flags)?,
+            PageSource::Pipe(pipe) => self.flush_pipes(pipe, batch, flags, last)?,
             PageSource::Read(pid, _) | PageSource::ReadTolerant(pid, _) => {
                 let tolerant = matches!(self.source, PageSource::ReadTolerant(..));
                 let buf = read_batch(pid, &batch, self.batch_bytes, tolerant)?;
@@ -345,111 +365,6 @@ impl<'p, 'i, 't> PageXfer<'p, 'i, 't> {
         self.stats.pages_written += self.batch_bytes as u64 / PAGE_SIZE;
         self.batch_bytes = 0;
         Ok(())
-    }
-
-    /// Moves a batch through the page pipes: the task fills one set of
-    /// pipes (one trap) while the engine drains the set filled before, so
-    /// the task's `vmsplice`s overlap the engine's `splice`s.
-    fn flush_pipes(
-        &mut self,
-        pipe: &PagePipe<'_, '_>,
-        mut todo: Vec<(u64, u64)>,
-        mut todo_flags: Vec<u32>,
-    ) -> Result<(), PageXferError> {
-        let mut filled: Option<Filled> = None;
-        let mut set = 0;
-        while !todo.is_empty() {
-            let (cap, per) = (pipe.capacity(), pipe.max_iovs());
-            let total: u64 = todo.iter().map(|i| i.1).sum();
-            let want = (total as usize)
-                .div_ceil(cap)
-                .max(todo.len().div_ceil(per))
-                .min(SET_PIPES);
-            let mut first = set * SET_PIPES;
-            let mut have = pipe.ensure(first + want)?;
-            if have <= first {
-                // No second set (descriptor limits): one set, no overlap.
-                if let Some(mut f) = filled.take() {
-                    self.drain_filled(pipe, &mut f, true)?;
-                }
-                first = 0;
-                have = pipe.count();
-            }
-            let pipes = (have - first).min(SET_PIPES);
-            let (chunks, covered) = split_chunks(&todo, &todo_flags, pipes, cap, per);
-            let refs: Vec<&[(u64, u64)]> = chunks.iter().map(|c| &c.0[..]).collect();
-            let running = pipe.fill_start(first, &refs)?;
-            self.stats.fills += 1;
-            let drained = match filled.as_mut() {
-                Some(f) => self.drain_filled(pipe, f, false),
-                None => Ok(true),
-            };
-            // Wait for the task before anything else, even after a failure.
-            let got = running.finish();
-            let drained = drained?;
-            let got = got?;
-            if let Some(mut f) = filled.take() {
-                if !drained {
-                    self.drain_filled(pipe, &mut f, true)?;
-                }
-            }
-            let before = todo.len();
-            consume(&mut todo, covered);
-            todo_flags.drain(..before - todo.len());
-            filled = Some(Filled {
-                first,
-                chunks,
-                got,
-                next: 0,
-                rest: None,
-            });
-            set = if first == 0 { 1 } else { 0 };
-        }
-        if let Some(mut f) = filled {
-            self.drain_filled(pipe, &mut f, true)?;
-        }
-        Ok(())
-    }
-
-    /// Drains a filled set of pipes in file order. A short `vmsplice` left
-    /// part of a chunk in the task: it is put through the set's first pipe
-    /// (already drained) when `refill` allows injections; otherwise this
-    /// stops there and returns `false`, to be called again with `refill`.
-    fn drain_filled(
-        &mut self,
-        pipe: &PagePipe<'_, '_>,
-        f: &mut Filled,
-        refill: bool,
-    ) -> Result<bool, PageXferError> {
-        loop {
-            if let Some((rest, rest_flags)) = f.rest.take() {
-                if !refill {
-                    f.rest = Some((rest, rest_flags));
-                    return Ok(false);
-                }
-                pipe.ensure(f.first + 1)?;
-                let n = pipe.fill_start(f.first, &[&rest])?.finish()?[0];
-                self.stats.fills += 1;
-                if n == 0 {
-                    return Err(PageXferError::ShortSplice {
-                        pid: pipe.pid(),
-                        got: 0,
-                        want: rest.iter().map(|i| i.1 as usize).sum(),
-                    });
-                }
-                self.drain_pieces(pipe, f.first, &rest, &rest_flags, n)?;
-                f.rest = leftover(&rest, &rest_flags, n);
-                continue;
-            }
-            let Some((iovs, flags)) = f.chunks.get(f.next) else {
-                return Ok(true);
-            };
-            let (iovs, flags) = (iovs.clone(), flags.clone());
-            let n = f.got[f.next];
-            self.drain_pieces(pipe, f.first + f.next, &iovs, &flags, n)?;
-            f.next += 1;
-            f.rest = leftover(&iovs, &flags, n);
-        }
     }
 
     /// Splices exactly `len` bytes from the pipe to the pages file or the
@@ -498,7 +413,7 @@ impl<'p, 'i, 't> PageXfer<'p, 'i, 't> {
     /// Flushes what is queued, writes the last entry and closes both files
     /// (or ends the page server session).
     pub fn finish(mut self) -> Result<XferStats, PageXferError> {
-        self.flush()?;
+        self.flush_with(true)?;
         if let Dest::Local { pending, .. } = &mut self.dest {
             if let Some(last) = pending.take() {
                 self.write_entry(last)?;
@@ -570,117 +485,4 @@ fn read_batch(
         off += len;
     }
     Ok(buf)
-}
-
-/// One pipe's share of a batch: its iovecs and their flags.
-type Chunk = (Vec<(u64, u64)>, Vec<u32>);
-
-/// Sets of pipes (of [`SET_PIPES`] each) one flush of a page pipe moves.
-const SETS_PER_FLUSH: usize = 8;
-
-/// A set of pipes the task has filled, drained chunk by chunk.
-struct Filled {
-    /// Index of the set's first pipe.
-    first: usize,
-    /// What went into each pipe.
-    chunks: Vec<Chunk>,
-    /// Bytes each pipe got.
-    got: Vec<usize>,
-    /// The next chunk to drain.
-    next: usize,
-    /// The part of a drained chunk its pipe did not get.
-    rest: Option<Chunk>,
-}
-
-/// What remains of a chunk after its first `n` bytes.
-fn leftover(iovs: &[(u64, u64)], flags: &[u32], n: usize) -> Option<Chunk> {
-    let mut rest = iovs.to_vec();
-    consume(&mut rest, n as u64);
-    (!rest.is_empty()).then(|| (rest.clone(), flags[flags.len() - rest.len()..].to_vec()))
-}
-
-/// Cuts the head of `iovs` (flags alongside) into at most `pipes` chunks of
-/// at most `cap` bytes and `per` iovecs each; returns them and the bytes
-/// they cover.
-fn split_chunks(
-    iovs: &[(u64, u64)],
-    flags: &[u32],
-    pipes: usize,
-    cap: usize,
-    per: usize,
-) -> (Vec<Chunk>, u64) {
-    let mut chunks: Vec<Chunk> = Vec::with_capacity(pipes);
-    let mut covered = 0u64;
-    let mut bytes = 0usize;
-    'iovs: for (&(addr, len), &f) in iovs.iter().zip(flags) {
-        let (mut addr, mut len) = (addr, len);
-        while len > 0 {
-            let full = chunks
-                .last()
-                .is_none_or(|c| bytes == cap || c.0.len() == per);
-            if full {
-                if chunks.len() == pipes {
-                    break 'iovs;
-                }
-                chunks.push((Vec::new(), Vec::new()));
-                bytes = 0;
-            }
-            let take = len.min((cap - bytes) as u64);
-            let chunk = chunks.last_mut().expect("a chunk");
-            chunk.0.push((addr, take));
-            chunk.1.push(f);
-            bytes += take as usize;
-            covered += take;
-            addr += take;
-            len -= take;
-        }
-    }
-    (chunks, covered)
-}
-
-/// Drops the first `n` bytes of an iovec list.
-fn consume(iovs: &mut Vec<(u64, u64)>, mut n: u64) {
-    let mut whole = 0;
-    for iov in iovs.iter_mut() {
-        if n >= iov.1 {
-            n -= iov.1;
-            whole += 1;
-        } else {
-            iov.0 += n;
-            iov.1 -= n;
-            break;
-        }
-    }
-    iovs.drain(..whole);
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn chunks_respect_bytes_iovecs_and_pipes() {
-        let iovs = [(0x10000, 0x3000), (0x20000, 0x1000), (0x30000, 0x1000)];
-        let flags = [1, 2, 3];
-        let (chunks, covered) = split_chunks(&iovs, &flags, 2, 0x2000, 8);
-        assert_eq!(covered, 0x4000);
-        assert_eq!(chunks[0].0, vec![(0x10000, 0x2000)]);
-        assert_eq!(chunks[1].0, vec![(0x12000, 0x1000), (0x20000, 0x1000)]);
-        assert_eq!(chunks[1].1, vec![1, 2]);
-        let (chunks, covered) = split_chunks(&iovs, &flags, 3, 0x10000, 1);
-        assert_eq!(covered, 0x5000);
-        assert_eq!(chunks.len(), 3);
-        assert_eq!(chunks[2], (vec![(0x30000, 0x1000)], vec![3]));
-    }
-
-    #[test]
-    fn consume_partial_iovecs() {
-        let mut v = vec![(0x1000, 0x2000), (0x8000, 0x1000)];
-        consume(&mut v, 0x1000);
-        assert_eq!(v, vec![(0x2000, 0x1000), (0x8000, 0x1000)]);
-        consume(&mut v, 0x1000);
-        assert_eq!(v, vec![(0x8000, 0x1000)]);
-        consume(&mut v, 0x1000);
-        assert!(v.is_empty());
-    }
 }
