@@ -9,11 +9,12 @@
 //!    lock);
 //! 3. seize; ptrace state; VMAs and mapped files; injection stub;
 //!    descriptors; memory through page pipes; injected queries; cure;
-//! 4. the remaining images, `stats-dump`, and `inventory.img` last, so a
-//!    directory without an inventory is never mistaken for a dump;
+//! 4. the remaining images, and `inventory.img` last, so a directory
+//!    without an inventory is never mistaken for a dump;
 //! 5. `post-dump` notification (a refusal resumes the task, removes the
 //!    inventory and fails the dump);
-//! 6. the final state.
+//! 6. the final state, then `stats-dump` (its frozen time runs until the
+//!    tree is released, as CRIU's does).
 //!
 //! Any failure before the final state drops the guards: the injection is
 //! cured and the task detached, so it carries on untouched.
@@ -245,9 +246,6 @@ pub fn run(opts: &RequestOpts, notify: &mut dyn Notify) -> Result<DumpOutcome, D
         file_opts,
         &mut stats,
     )?;
-    stats.frozen_time = frozen_at.elapsed();
-    dir.write_single(ImageKind::StatsDump, 0, &stats.entry())
-        .map_err(DumpError::Finish)?;
     dir.write_single(
         ImageKind::Inventory,
         0,
@@ -273,6 +271,14 @@ pub fn run(opts: &RequestOpts, notify: &mut dyn Notify) -> Result<DumpOutcome, D
         FinalState::Dead => task.kill(),
         FinalState::Alive => task.detach().map_err(release)?,
         FinalState::Stopped => task.detach_stopped().map_err(release)?,
+    }
+    // As CRIU counts it: frozen until the tree is released (killed and
+    // waited for, or running again), the post-dump notification included;
+    // the statistics are written after that, and the dump stands even if
+    // they cannot be.
+    stats.frozen_time = frozen_at.elapsed();
+    if let Err(err) = dir.write_single(ImageKind::StatsDump, 0, &stats.entry()) {
+        tracing::warn!(%err, "cannot write stats-dump");
     }
     // After the release: the tree need not stay frozen for these.
     deferred.close_all();
