@@ -11,6 +11,7 @@
 
 use std::fs::File;
 
+use criu_proto::images::VmaEntry;
 use criu_proto::img::pages::PAGE_SIZE;
 use criu_proto::img::{ImageKind, ImagesDir, PageRun};
 use nix::fcntl::{openat, OFlag};
@@ -52,6 +53,42 @@ pub(crate) struct TaskPages {
     pub(crate) segs: Vec<PageSeg>,
     /// Pages files they point into.
     pub(crate) files: Vec<PagesFile>,
+}
+
+impl TaskPages {
+    /// The saved ranges cut at VMA boundaries, in address order, each with
+    /// the VMA of `vmas` (in address order, covering every saved page, as
+    /// the image checks make sure) it lies in.
+    pub(crate) fn in_vmas<'a>(
+        &'a self,
+        vmas: &'a [VmaEntry],
+    ) -> impl Iterator<Item = (&'a VmaEntry, PageSeg)> + 'a {
+        let (mut si, mut vi) = (0, 0);
+        let mut addr = self.segs.first().map_or(0, |s| s.vaddr);
+        std::iter::from_fn(move || {
+            let seg = loop {
+                let seg = self.segs.get(si)?;
+                if addr < seg.vaddr + seg.len {
+                    break seg;
+                }
+                si += 1;
+                addr = self.segs.get(si)?.vaddr;
+            };
+            while vmas.get(vi)?.end <= addr {
+                vi += 1;
+            }
+            let vma = &vmas[vi];
+            let stop = vma.end.min(seg.vaddr + seg.len);
+            let piece = PageSeg {
+                vaddr: addr,
+                len: stop - addr,
+                file: seg.file,
+                offset: seg.offset + (addr - seg.vaddr),
+            };
+            addr = stop;
+            Some((vma, piece))
+        })
+    }
 }
 
 struct Level {
@@ -254,5 +291,47 @@ impl Resolver {
             }
             _ => self.out.segs.push(seg),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn vma(start: u64, end: u64) -> VmaEntry {
+        VmaEntry {
+            start,
+            end,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn saved_ranges_are_cut_at_vma_boundaries() {
+        let seg = |vaddr, len, file, offset| PageSeg {
+            vaddr,
+            len,
+            file,
+            offset,
+        };
+        let pages = TaskPages {
+            segs: vec![seg(0x1000, 0x3000, 0, 0), seg(0x6000, 0x1000, 1, 0x8000)],
+            files: Vec::new(),
+        };
+        let vmas = [
+            vma(0x1000, 0x2000),
+            vma(0x2000, 0x5000),
+            vma(0x5000, 0x9000),
+        ];
+        let got: Vec<(u64, PageSeg)> = pages.in_vmas(&vmas).map(|(v, s)| (v.start, s)).collect();
+        assert_eq!(
+            got,
+            vec![
+                (0x1000, seg(0x1000, 0x1000, 0, 0)),
+                (0x2000, seg(0x2000, 0x2000, 0, 0x1000)),
+                (0x5000, seg(0x6000, 0x1000, 1, 0x8000)),
+            ]
+        );
+        assert_eq!(TaskPages::default().in_vmas(&vmas).count(), 0);
     }
 }

@@ -67,18 +67,12 @@ fn batches<'p>(
 ) -> Vec<Batch<'p>> {
     let mut out: Vec<Batch<'p>> = Vec::new();
     let mut cur = Batch::default();
-    let vmas = &images.mm.vmas;
-    let mut vi = 0;
-    for seg in &images.pages.segs {
+    for (vma, seg) in images.pages.in_vmas(&images.mm.vmas) {
         let end = seg.vaddr + seg.len;
         let mut addr = seg.vaddr;
         while addr < end {
-            while vmas[vi].end <= addr {
-                vi += 1;
-            }
-            let vma = &vmas[vi];
             let room = (BATCH - cur.bytes) as u64;
-            let stop = vma.end.min(end).min(addr + room);
+            let stop = end.min(addr + room);
             let left_to_daemon = lazy && crate::restore::lazy::is_lazy_vma(vma);
             if !is_special(vma) && !left_to_daemon {
                 let off = usize::try_from(seg.offset + (addr - seg.vaddr)).unwrap_or(usize::MAX);

@@ -247,41 +247,31 @@ impl Premaps {
             Some(l) if l.1 == file && l.0 + l.3 == addr && l.2 + l.3 == off => l.3 += len,
             _ => out.push((addr, file, off, len)),
         };
-        let vmas = &images.mm.vmas;
-        let mut vi = 0;
-        for seg in &images.pages.segs {
-            let end = seg.vaddr + seg.len;
-            let mut addr = seg.vaddr;
-            while addr < end {
-                while vmas[vi].end <= addr {
-                    vi += 1;
-                }
-                let stop = vmas[vi].end.min(end);
-                let Some(area) = self.area(&vmas[vi]) else {
-                    addr = stop;
+        for (vma, seg) in images.pages.in_vmas(&images.mm.vmas) {
+            let Some(area) = self.area(vma) else {
+                continue;
+            };
+            let (mut addr, stop) = (seg.vaddr, seg.vaddr + seg.len);
+            while addr < stop {
+                let (to, base) = self.copied(area, addr, stop);
+                let off = seg.offset + (addr - seg.vaddr);
+                let Some(base) = base else {
+                    push(addr, seg.file, off, to - addr);
+                    addr = to;
                     continue;
                 };
-                while addr < stop {
-                    let (to, base) = self.copied(area, addr, stop);
-                    let off = seg.offset + (addr - seg.vaddr);
-                    let Some(base) = base else {
-                        push(addr, seg.file, off, to - addr);
-                        addr = to;
-                        continue;
-                    };
-                    let local = &pages[seg.file][off as usize..(off + to - addr) as usize];
-                    for (i, (mine, copy)) in local
-                        .chunks(PAGE as usize)
-                        .zip(base.chunks(PAGE as usize))
-                        .enumerate()
-                    {
-                        if mine != copy {
-                            let at = i as u64 * PAGE;
-                            push(addr + at, seg.file, off + at, mine.len() as u64);
-                        }
+                let local = &pages[seg.file][off as usize..(off + to - addr) as usize];
+                for (i, (mine, copy)) in local
+                    .chunks(PAGE as usize)
+                    .zip(base.chunks(PAGE as usize))
+                    .enumerate()
+                {
+                    if mine != copy {
+                        let at = i as u64 * PAGE;
+                        push(addr + at, seg.file, off + at, mine.len() as u64);
                     }
-                    addr = to;
                 }
+                addr = to;
             }
         }
         out
