@@ -153,7 +153,8 @@ impl SeizedProcess {
 
     /// Frees the memory of the killed group from this thread
     /// (`process_mrelease`) while its threads exit on their own: a large
-    /// address space goes away about twice as fast. Errors (a memory shared
+    /// address space goes away sooner (1 GiB: about 70 instead of 110 ms
+    /// here). Errors (a memory shared
     /// with a process that lives on, an old kernel) only leave the freeing
     /// to the exit.
     pub(crate) fn release_memory(&self) {
