@@ -194,6 +194,41 @@ pub fn exit_code(status: std::process::ExitStatus) -> i32 {
         .unwrap_or_else(|| panic!("worker killed by signal {:?}", status.signal()))
 }
 
+/// How every test workload goes to the background: forks; the parent
+/// prints the child's pid on stdout and exits; the child returns, leading a
+/// new session with its stdio on `/dev/null`. Call it single-threaded.
+pub fn daemonize() {
+    let fail = |what: &str, err: nix::Error| -> ! {
+        eprintln!("{what}: {err}");
+        std::process::exit(1)
+    };
+    // SAFETY: callers are single-threaded here; the child goes on with the
+    // caller's plain code.
+    match unsafe { nix::unistd::fork() } {
+        Ok(nix::unistd::ForkResult::Parent { child }) => {
+            use std::io::Write;
+            println!("{child}");
+            let _ = std::io::stdout().flush();
+            std::process::exit(0);
+        }
+        Ok(nix::unistd::ForkResult::Child) => {}
+        Err(err) => fail("fork", err),
+    }
+    nix::unistd::setsid().unwrap_or_else(|err| fail("setsid", err));
+    let null = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/null")
+        .unwrap_or_else(|err| {
+            eprintln!("/dev/null: {err}");
+            std::process::exit(1)
+        });
+    nix::unistd::dup2_stdin(&null)
+        .and_then(|()| nix::unistd::dup2_stdout(&null))
+        .and_then(|()| nix::unistd::dup2_stderr(&null))
+        .unwrap_or_else(|err| fail("dup2", err));
+}
+
 /// Makes the test process a child subreaper, so that orphaned targets and
 /// detached restored tasks become our children and are reaped at once (PID 1
 /// of these machines reaps only after seconds, which would keep a dumped pid

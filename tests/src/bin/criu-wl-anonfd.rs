@@ -472,24 +472,7 @@ fn main() {
     // SAFETY: close_range takes integers; no Rust object owns fds >= 3 yet.
     unsafe { libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, 0u32) };
 
-    // SAFETY: single-threaded here; the child goes on with plain code.
-    match unsafe { libc::fork() } {
-        -1 => die("fork"),
-        0 => {}
-        child => {
-            println!("{child}");
-            std::process::exit(0);
-        }
-    }
-    // SAFETY: setsid and dup2 onto the stdio numbers this process owns.
-    unsafe {
-        libc::setsid();
-        let null = libc::open(c"/dev/null".as_ptr(), libc::O_RDWR);
-        for fd in 0..3 {
-            libc::dup2(null, fd);
-        }
-        libc::close(null);
-    }
+    criu_tests::daemonize();
 
     let eventfd = has("eventfd").then(Eventfd::new);
     let signalfd = has("signalfd").then(Signalfd::new);

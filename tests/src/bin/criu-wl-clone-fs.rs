@@ -9,11 +9,7 @@
 //! the log every 100 ms.
 
 use std::io::Write;
-use std::os::fd::AsRawFd;
 use std::time::Duration;
-
-use nix::fcntl::{open, OFlag};
-use nix::sys::stat::Mode;
 
 fn die(what: &str) -> ! {
     eprintln!("criu-wl-clone-fs: {what} failed");
@@ -38,21 +34,7 @@ fn main() {
     };
     // SAFETY: close_range takes plain integers; no Rust object owns fds >= 3 yet.
     unsafe { libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, 0u32) };
-    // SAFETY: the process is single-threaded; the child only runs plain code.
-    match unsafe { nix::unistd::fork() }.unwrap_or_else(|_| die("fork")) {
-        nix::unistd::ForkResult::Parent { child } => {
-            println!("{child}");
-            std::process::exit(0);
-        }
-        nix::unistd::ForkResult::Child => {}
-    }
-    nix::unistd::setsid().unwrap_or_else(|_| die("setsid"));
-    let null = open("/dev/null", OFlag::O_RDWR, Mode::empty()).unwrap_or_else(|_| die("open"));
-    for fd in 0..3 {
-        // SAFETY: dup2 takes plain descriptor numbers.
-        unsafe { libc::dup2(null.as_raw_fd(), fd) };
-    }
-    drop(null);
+    criu_tests::daemonize();
     let mut log = std::fs::OpenOptions::new()
         .create(true)
         .append(true)

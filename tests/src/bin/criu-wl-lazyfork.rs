@@ -39,23 +39,7 @@ fn main() {
         .append(true)
         .open(log)
         .unwrap_or_else(|_| die("open the log"));
-    // SAFETY: single-threaded; the child only continues this program.
-    match unsafe { libc::fork() } {
-        -1 => die("fork"),
-        0 => {}
-        child => {
-            println!("{child}");
-            std::process::exit(0);
-        }
-    }
-    // SAFETY: plain syscalls on our own process and descriptors.
-    unsafe {
-        libc::setsid();
-        let null = libc::open(c"/dev/null".as_ptr(), libc::O_RDWR);
-        for fd in 0..3 {
-            libc::dup2(null, fd);
-        }
-    }
+    criu_tests::daemonize();
     for n in 0u64.. {
         // SAFETY: single-threaded; the checker only reads memory and exits.
         let pid = unsafe { libc::fork() };

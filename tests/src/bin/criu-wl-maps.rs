@@ -100,24 +100,7 @@ fn main() {
         .open(&args[1])
         .unwrap_or_else(|_| die("open log"));
 
-    // SAFETY: single-threaded here; the child only continues this code.
-    match unsafe { libc::fork() } {
-        -1 => die("fork"),
-        0 => {}
-        child => {
-            println!("{child}");
-            std::process::exit(0);
-        }
-    }
-    // SAFETY: plain syscalls on our own process.
-    unsafe {
-        libc::setsid();
-        let null = libc::open(c"/dev/null".as_ptr(), libc::O_RDWR);
-        for fd in 0..3 {
-            libc::dup2(null, fd);
-        }
-        libc::close(null);
-    }
+    criu_tests::daemonize();
     for n in 0u64.. {
         let ok = if checksum(&regions) == expected {
             "ok"

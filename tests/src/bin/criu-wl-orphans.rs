@@ -25,11 +25,8 @@
 //! first line is `pids B D A C P Q L X`.
 
 use std::io::Write;
-use std::os::fd::AsRawFd;
 use std::time::Duration;
 
-use nix::fcntl::{open, OFlag};
-use nix::sys::stat::Mode;
 use nix::unistd::{ForkResult, Pid};
 
 fn die(what: &str) -> ! {
@@ -101,17 +98,7 @@ fn main() {
     };
     // SAFETY: close_range takes plain integers; no Rust object owns fds >= 3 yet.
     unsafe { libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, 0u32) };
-    if let Some(child) = fork() {
-        println!("{child}");
-        std::process::exit(0);
-    }
-    nix::unistd::setsid().unwrap_or_else(|_| die("setsid"));
-    let null = open("/dev/null", OFlag::O_RDWR, Mode::empty()).unwrap_or_else(|_| die("open"));
-    for fd in 0..3 {
-        // SAFETY: dup2 takes plain descriptor numbers.
-        unsafe { libc::dup2(null.as_raw_fd(), fd) };
-    }
-    drop(null);
+    criu_tests::daemonize();
     nix::sys::prctl::set_child_subreaper(true).unwrap_or_else(|_| die("subreaper"));
     let mut log = std::fs::OpenOptions::new()
         .create(true)

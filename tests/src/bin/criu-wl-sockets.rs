@@ -162,23 +162,7 @@ fn main() {
 
     // SAFETY: close_range takes plain integers; no Rust object owns fds >= 3 yet.
     unsafe { libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, 0u32) };
-    // SAFETY: single-threaded here; the child only continues with plain code.
-    match unsafe { nix::unistd::fork() }.unwrap_or_else(|_| die("fork")) {
-        nix::unistd::ForkResult::Parent { child } => {
-            println!("{child}");
-            std::process::exit(0);
-        }
-        nix::unistd::ForkResult::Child => {}
-    }
-    nix::unistd::setsid().unwrap_or_else(|_| die("setsid"));
-    let null = open("/dev/null", OFlag::O_RDWR, Mode::empty()).unwrap_or_else(|_| die("null"));
-    for fd in 0..3 {
-        // SAFETY: dup2 onto the stdio numbers, which this process owns.
-        if unsafe { libc::dup2(null.as_raw_fd(), fd) } < 0 {
-            die("dup2");
-        }
-    }
-    drop(null);
+    criu_tests::daemonize();
 
     // stream
     let (st_a, st_b) = pair(SockType::Stream);

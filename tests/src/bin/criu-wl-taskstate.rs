@@ -18,7 +18,6 @@
 //! `tsync`, both. With `pidns`, the process is the init of a new pid
 //! namespace (its pid printed as the host sees it).
 
-use std::io::Write;
 use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
@@ -897,25 +896,7 @@ fn main() {
     unsafe { libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, 0u32) };
     // SAFETY: getpid cannot fail.
     let launcher = unsafe { libc::getpid() };
-    // SAFETY: single-threaded here; both sides only continue with plain code.
-    match unsafe { libc::fork() } {
-        -1 => die("fork"),
-        0 => {}
-        child => {
-            println!("{child}");
-            let _ = std::io::stdout().flush();
-            std::process::exit(0);
-        }
-    }
-    // SAFETY: plain calls on this process's own session and stdio.
-    unsafe {
-        libc::setsid();
-        let null = libc::open(c"/dev/null".as_ptr(), libc::O_RDWR);
-        for fd in 0..3 {
-            libc::dup2(null, fd);
-        }
-        libc::close(null);
-    }
+    criu_tests::daemonize();
     let log = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
